@@ -1,0 +1,87 @@
+"""Run the real `tokenkeys` CLI in a subprocess against real tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+TK = Callable[..., Run]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, softhsm: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")}
+    env.update({
+        "SOFTHSM2_CONF": str(softhsm.conf),
+        "TOKENKEYS_PIN": "123456",
+        "TOKENKEYS_SO_PIN": "12345678",
+        "TOKENKEYS_REGISTRY": str(tmp_path / "registry.sqlite"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+    })
+    return env
+
+
+@pytest.fixture
+def tk(cli_env: dict[str, str]) -> TK:
+    """tk(*args, env={...}, input=None) runs `python -m tokenkeys ARGS`."""
+
+    def run(*args: str | Path, env: dict[str, str | None] | None = None,
+            input: str | None = None) -> Run:
+        full = dict(cli_env)
+        for key, value in (env or {}).items():
+            if value is None:
+                full.pop(key, None)
+            else:
+                full[key] = value
+        proc = subprocess.run(
+            [sys.executable, "-m", "tokenkeys", *map(str, args)],
+            env=full, input=input, capture_output=True, text=True, timeout=120,
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def p11_objects(module: str, label: str, env: dict[str, str]) -> list[str]:
+    """The token's objects as pkcs11-tool (OpenSC) lists them after login."""
+    proc = subprocess.run(
+        ["pkcs11-tool", "--module", module, "--token-label", label, "--login",
+         "--pin", "env:TOKENKEYS_PIN", "--list-objects"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def p11_block(objects: list[str], kind: str) -> str:
+    """The text of the first object whose header starts with `kind` ("Private Key Object")."""
+    blocks: list[list[str]] = []
+    for line in objects:
+        if not line.startswith(" "):
+            blocks.append([])
+        if blocks:
+            blocks[-1].append(line)
+    found = [b for b in blocks if b[0].startswith(kind)]
+    assert found, f"no {kind} in {objects}"
+    return "\n".join(found[0])

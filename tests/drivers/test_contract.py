@@ -1,0 +1,131 @@
+"""The driver contract, run against every driver: software keystore and SoftHSM2.
+
+Everything above the driver layer relies on exactly these behaviours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from tokenkeys import manager
+from tokenkeys.config import Config
+from tokenkeys.drivers import Token, open_token
+from tokenkeys.drivers.software import SoftwareToken
+from tokenkeys.errors import KeyExists, KeyNotFound, PinIncorrect, TokenKeysError
+from tokenkeys.types import Algorithm, PinSource, Secret
+
+PIN = "123456"
+
+
+@pytest.fixture(params=["software", "softhsm"])
+def token_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty token whose user PIN is PIN."""
+    if request.param == "software":
+        SoftwareToken.init(tmp_path / "ks", "contract", Secret(PIN))
+        return f"soft:{tmp_path / 'ks'}"
+    softhsm: Any = request.getfixturevalue("softhsm")
+    return str(softhsm.uri(request.getfixturevalue("token_label")))
+
+
+@pytest.fixture
+def token(token_uri: str, tmp_path: Path) -> Iterator[Token]:
+    with open_token(token_uri, Config()) as tok:
+        tok.login(_pins(PIN, tmp_path))
+        yield tok
+
+
+def _pins(pin: str, tmp_path: Path) -> PinSource:
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(pin + "\n")
+    return PinSource(file=pin_file, interactive=False)
+
+
+@pytest.mark.parametrize("algorithm", [Algorithm.RSA2048, Algorithm.EC_P256, Algorithm.EC_P384])
+def test_generate_signs_certificate_on_token(token: Token, algorithm: Algorithm) -> None:
+    record = manager.generate_key(token, "bid-key", cn="Buyer CN", algorithm=algorithm, days=60)
+    key = token.find_key(label="bid-key")
+    cert = key.certificate
+    assert cert is not None
+    cert.verify_directly_issued_by(cert)
+    assert record.cn == "Buyer CN" and record.algorithm == algorithm.value
+    assert cert.public_key() == key.public_key
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert ski.digest == key.id == x509.SubjectKeyIdentifier.from_public_key(key.public_key).digest
+    days = (cert.not_valid_after_utc - datetime.now(UTC)) / timedelta(days=1)
+    assert 59.9 < days <= 60.01
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.key_encipherment if algorithm.is_rsa else usage.key_agreement
+    assert not key.extractable
+    assert record.status == "valid"
+
+
+def test_shareable_key_is_extractable(token: Token) -> None:
+    manager.generate_key(token, "shared", algorithm=Algorithm.EC_P256, shareable=True)
+    assert token.find_key(label="shared").extractable
+
+
+def test_find_list_delete(token: Token) -> None:
+    manager.generate_key(token, "a", algorithm=Algorithm.EC_P256)
+    manager.generate_key(token, "b", algorithm=Algorithm.EC_P256)
+    assert sorted(k.label for k in token.list_keys()) == ["a", "b"]
+    b = token.find_key(label="b")
+    assert token.find_key(key_id=b.id).label == "b"
+    token.delete(b)
+    with pytest.raises(KeyNotFound):
+        token.find_key(label="b")
+    assert [k.label for k in token.list_keys()] == ["a"]
+    with pytest.raises(KeyNotFound):
+        token.find_key(label="nope")
+
+
+def test_duplicate_name_changes_nothing(token: Token) -> None:
+    manager.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
+    before = [(k.label, k.id) for k in token.list_keys()]
+    with pytest.raises(KeyExists):
+        manager.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
+    assert [(k.label, k.id) for k in token.list_keys()] == before
+
+
+def test_rsa_decrypt_every_padding(token: Token) -> None:
+    manager.generate_key(token, "rsa", algorithm=Algorithm.RSA2048)
+    key = token.find_key(label="rsa")
+    public = key.public_key
+    assert isinstance(public, rsa.RSAPublicKey)
+    cek = bytes(range(32))
+    for pad in (
+        padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None),
+        padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None),
+        padding.OAEP(padding.MGF1(hashes.SHA512()), hashes.SHA384(), None),
+        padding.PKCS1v15(),
+    ):
+        assert key.decrypt(public.encrypt(cek, pad), pad) == cek
+
+
+def test_ecdh_matches_software(token: Token) -> None:
+    manager.generate_key(token, "ec", algorithm=Algorithm.EC_P384)
+    key = token.find_key(label="ec")
+    assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
+    peer = ec.generate_private_key(ec.SECP384R1())
+    assert key.derive_ecdh(peer.public_key()) == peer.exchange(ec.ECDH(), key.public_key)
+
+
+def test_sign_verifies(token: Token) -> None:
+    manager.generate_key(token, "s", algorithm=Algorithm.EC_P256)
+    key = token.find_key(label="s")
+    assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
+    key.public_key.verify(key.sign(b"data", hashes.SHA256()), b"data", ec.ECDSA(hashes.SHA256()))
+
+
+def test_wrong_pin(token_uri: str, tmp_path: Path) -> None:
+    with pytest.raises(PinIncorrect) as info, open_token(token_uri, Config()) as tok:
+        tok.login(_pins("999999", tmp_path))
+    assert "999999" not in str(info.value)
+    assert isinstance(info.value, TokenKeysError)

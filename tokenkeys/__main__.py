@@ -1,0 +1,3 @@
+from tokenkeys.cli.main import entry
+
+entry()

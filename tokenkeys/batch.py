@@ -1,0 +1,169 @@
+"""Opening a batch of envelopes with one login, in one process or N worker processes.
+
+python-pkcs11 segfaults with two threads on SoftHSM2 (FINDINGS.md), so
+parallel opening uses processes, each with its own session. The PIN, read
+once, reaches the workers through the multiprocessing pipe, never argv.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenkeys.config import Config
+from tokenkeys.drivers import Token, open_token
+from tokenkeys.envelope import Identity, open_envelope
+from tokenkeys.errors import PinMissing, TokenKeysError, UsageError
+from tokenkeys.types import PinSource, given_pin
+
+SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
+
+
+@dataclass(frozen=True)
+class FileResult:
+    input: str
+    output: str
+    status: str  # opened | skipped | failed
+    recipient: str | None = None
+    bytes: int = 0
+    error_type: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "input": self.input, "output": self.output, "status": self.status,
+            "recipient": self.recipient, "bytes": self.bytes,
+            "error_type": self.error_type, "error": self.error,
+        }
+
+
+def output_name(path: Path) -> str:
+    """`bid.pdf.p7m` -> `bid.pdf`; a name with no known suffix is kept."""
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def collect_inputs(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; a directory means every visible regular file in it, sorted."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.is_file()
+                              and not p.name.startswith(".")))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"no such envelope file or directory: {path}")
+    return out
+
+
+def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
+    """Pair each input with its output; two inputs may not share an output name."""
+    seen: dict[str, Path] = {}
+    pairs = []
+    for src in inputs:
+        name = output_name(src)
+        if name in seen:
+            raise UsageError(f"{src} and {seen[name]} would both be opened to {outdir / name}")
+        seen[name] = src
+        pairs.append((src, outdir / name))
+    return pairs
+
+
+def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult:
+    if dst.exists():
+        # Outputs are renamed into place only once authenticated: one that exists is complete.
+        return FileResult(str(src), str(dst), "skipped", bytes=dst.stat().st_size)
+    try:
+        result = open_envelope(src, dst, identities)
+    except TokenKeysError as exc:
+        return FileResult(str(src), str(dst), "failed", error_type=type(exc).__name__,
+                          error=str(exc))
+    except OSError as exc:
+        return FileResult(str(src), str(dst), "failed", error_type="OSError",
+                          error=f"{exc.strerror or exc} ({src})")
+    return FileResult(str(src), str(dst), "opened", recipient=result.recipient,
+                      bytes=result.bytes_out)
+
+
+# Worker state: one token, logged in once, per worker process.
+_worker_token: Token | None = None
+_worker_keys: list[Identity] = []
+_worker_error: TokenKeysError | None = None
+
+
+def _worker_init(uri: str, config: Config, pins: PinSource) -> None:
+    # An initializer that raises makes Pool respawn workers forever: keep the
+    # error and report it on every file instead.
+    global _worker_token, _worker_keys, _worker_error
+    try:
+        _worker_token = open_token(uri, config)
+        _worker_token.login(pins)
+        _worker_keys = list(_worker_token.list_keys())
+    except TokenKeysError as exc:
+        _worker_error = exc
+
+
+def _worker_open(pair: tuple[Path, Path]) -> FileResult:
+    if _worker_error is not None:
+        return FileResult(str(pair[0]), str(pair[1]), "failed",
+                          error_type=type(_worker_error).__name__, error=str(_worker_error))
+    return open_one(pair[0], pair[1], _worker_keys)
+
+
+def open_batch(
+    pairs: Sequence[tuple[Path, Path]],
+    token_uri: str,
+    config: Config,
+    pins: PinSource,
+    *,
+    jobs: int = 1,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    """Open every pair. The PIN is read and checked once, before anything is written.
+
+    A failed envelope does not stop the others; it is reported in its FileResult.
+    """
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    pin = pins.read()
+    if pin is None and jobs > 1:
+        raise UsageError("--jobs > 1 needs a PIN that can be reused; not with the PIN pad")
+    with open_token(token_uri, config) as token:
+        token.login(given_pin(pin) if pin is not None else pins)
+        keys: list[Identity] = list(token.list_keys())
+        if jobs == 1 or len(pairs) <= 1:
+            results = _collect((open_one(s, d, keys) for s, d in pairs), on_result)
+        else:
+            if pin is None:  # unreachable: checked above; keeps the type checker honest
+                raise PinMissing()
+            results = _parallel(pairs, token_uri, config, given_pin(pin), jobs, on_result)
+    return results
+
+
+def _parallel(
+    pairs: Sequence[tuple[Path, Path]], token_uri: str, config: Config, pins: PinSource,
+    jobs: int, on_result: Callable[[FileResult], None] | None,
+) -> list[FileResult]:
+    # spawn: a forked child would inherit the parent's initialised PKCS#11 library.
+    ctx = multiprocessing.get_context("spawn")
+    chunk = max(1, min(16, len(pairs) // (jobs * 8)))
+    with ctx.Pool(jobs, initializer=_worker_init, initargs=(token_uri, config, pins)) as pool:
+        by_input = {r.input: r for r in _collect(
+            pool.imap_unordered(_worker_open, pairs, chunksize=chunk), on_result)}
+    return [by_input[str(src)] for src, _ in pairs]
+
+
+def _collect(results: Iterator[FileResult] | Iterable[FileResult],
+             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    out = []
+    for result in results:
+        if on_result is not None:
+            on_result(result)
+        out.append(result)
+    return out

@@ -1,0 +1,92 @@
+"""Shared CLI plumbing: global options, JSON/table output, PIN options, token opening."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tokenkeys.config import Config
+from tokenkeys.drivers import Token, open_token, token_uri
+from tokenkeys.types import PinSource
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class App:
+    json: bool = False
+    debug: bool = False
+    config: Config = field(default_factory=Config)
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:
+        """One JSON document on stdout with --json, else the human rendering."""
+        if self.json:
+            click.echo(json.dumps({"ok": True, **document}, indent=2, default=str))
+        else:
+            human()
+
+    def table(
+        self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        table = Table(title=title, show_lines=False)
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        self.out.print(table)
+
+    def say(self, text: str) -> None:
+        self.out.print(text, markup=False)
+
+    @property
+    def interactive(self) -> bool:
+        return sys.stdin.isatty() and not self.json
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def pin_options(func: F) -> F:
+    """--pin-file and --pinpad. The PIN itself never goes on the command line."""
+    func = click.option(
+        "--pinpad", is_flag=True, help="Enter the PIN on the reader's PIN pad."
+    )(func)
+    func = click.option(
+        "--pin-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the user PIN from this file (first line).",
+    )(func)
+    return func
+
+
+def user_pin(app: App, pin_file: Path | None, pinpad: bool) -> PinSource:
+    return PinSource(file=pin_file, pinpad=pinpad, interactive=app.interactive)
+
+
+def token_option(func: F) -> F:
+    return click.option(
+        "--token",
+        "token",
+        metavar="URI",
+        help="Token URI (pkcs11:token=… or soft:DIR). Default: TOKENKEYS_TOKEN or config.",
+    )(func)
+
+
+@contextmanager
+def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator[Token]:
+    """Open the token (and log in once when `pins` is given)."""
+    with open_token(token_uri(uri, app.config), app.config) as token:
+        if pins is not None:
+            token.login(pins)
+        yield token

@@ -1,0 +1,86 @@
+"""Configuration: a TOML file, found by --config, TOKENKEYS_CONFIG or the user config dir.
+
+    module = "/usr/lib/softhsm/libsofthsm2.so"   # default PKCS#11 module
+    modules = ["/opt/hsm/lib/libcs_pkcs11.so"]    # extra modules to list
+    card_modules = ["/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"]  # drive as smartcards
+    token = "pkcs11:token=buyer"                  # default --token
+    registry = "/var/lib/tokenkeys/registry.sqlite"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import platformdirs
+
+from tokenkeys.errors import UsageError
+
+APP = "tokenkeys"
+
+
+@dataclass(frozen=True)
+class Config:
+    module: str | None = None
+    modules: tuple[str, ...] = ()
+    card_modules: tuple[str, ...] = ()
+    token: str | None = None
+    registry: Path = Path(platformdirs.user_data_dir(APP)) / "registry.sqlite"
+    source: Path | None = None
+
+    @property
+    def default_module(self) -> str | None:
+        """TOKENKEYS_MODULE wins over the file."""
+        return os.environ.get("TOKENKEYS_MODULE") or self.module
+
+    @property
+    def default_token(self) -> str | None:
+        """TOKENKEYS_TOKEN wins over the file's `token`."""
+        return os.environ.get("TOKENKEYS_TOKEN") or self.token
+
+
+def _strings(data: dict[str, object], key: str, path: Path) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{path}: {key} must be a list of strings")
+    return tuple(str(v) for v in value)
+
+
+def load_config(path: Path | None = None) -> Config:
+    env_path = os.environ.get("TOKENKEYS_CONFIG")
+    if path is None and env_path:
+        path = Path(env_path)
+    explicit = path is not None
+    if path is None:
+        path = Path(platformdirs.user_config_dir(APP)) / "config.toml"
+    registry_env = os.environ.get("TOKENKEYS_REGISTRY")
+    if not path.exists():
+        if explicit:
+            raise UsageError(f"configuration file not found: {path}")
+        config = Config()
+    else:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read configuration {path}: {exc}") from None
+        module = data.get("module")
+        if module is not None and not isinstance(module, str):
+            raise UsageError(f"{path}: module must be a string")
+        registry = data.get("registry")
+        token = data.get("token")
+        for name, value in (("registry", registry), ("token", token)):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{path}: {name} must be a string")
+        config = Config(
+            module=module,
+            modules=_strings(data, "modules", path),
+            card_modules=_strings(data, "card_modules", path),
+            token=token,
+            registry=Path(registry) if registry else Config.registry,
+            source=path,
+        )
+    if registry_env:
+        config = replace(config, registry=Path(registry_env))
+    return config

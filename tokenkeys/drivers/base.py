@@ -1,0 +1,115 @@
+"""The driver contract: a Token (context manager) and the KeyHandles it yields.
+
+Small on purpose. Optional capabilities (wrap/unwrap) are separate protocols.
+A KeyHandle satisfies tokenkeys.envelope.Identity.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+
+from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+class KeyHandle(ABC):
+    """A private key that stays on its device, with its public half and certificate."""
+
+    id: bytes
+    label: str
+    key_type: KeyType
+    public_key: PublicKey
+    certificate: x509.Certificate | None
+    extractable: bool
+    uri: str
+
+    @abstractmethod
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        """RSA decrypt on the device. Requires login.
+
+        OAEP goes through tokenkeys.drivers.negotiate (device OAEP, else raw RSA
+        plus software decoding, else MechanismUnsupported).
+        """
+
+    @abstractmethod
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        """Sign on the device: PKCS#1 v1.5 for RSA, DER-encoded ECDSA for EC. Requires login."""
+
+    @abstractmethod
+    def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
+        """Return the raw ECDH shared secret Z (CKD_NULL). Requires login."""
+
+    @property
+    def key_size(self) -> int:
+        return self.public_key.key_size if isinstance(self.public_key, rsa.RSAPublicKey) else (
+            self.public_key.curve.key_size
+        )
+
+    @property
+    def algorithm_name(self) -> str:
+        if isinstance(self.public_key, rsa.RSAPublicKey):
+            return f"rsa{self.public_key.key_size}"
+        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(
+            self.public_key.curve.name, f"ec-{self.public_key.curve.name}"
+        )
+
+
+class Token(ABC):
+    """A device (or software keystore) holding key pairs. Use as a context manager."""
+
+    uri: str
+
+    def __enter__(self) -> Token:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def info(self) -> TokenInfo: ...
+
+    @abstractmethod
+    def login(self, pin_source: PinSource) -> None:
+        """Log the user in once. Raises PinIncorrect(tries_left) or PinLocked; never retries."""
+
+    @abstractmethod
+    def generate_keypair(self, spec: KeySpec) -> KeyHandle:
+        """Generate on the device; non-extractable unless spec.shareable. Requires login.
+
+        CKA_ID is SHA-1 of the public key (RFC 5280 method 1 subject key identifier).
+        Raises KeyExists when spec.label is taken.
+        """
+
+    @abstractmethod
+    def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
+        """Raises KeyNotFound or MultipleKeysFound, never returns None."""
+
+    @abstractmethod
+    def list_keys(self) -> list[KeyHandle]: ...
+
+    @abstractmethod
+    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate) -> None:
+        """Store the certificate with the key's CKA_ID and label."""
+
+    @abstractmethod
+    def delete(self, key: KeyHandle) -> None:
+        """Delete the private key, public key and certificate of `key`."""
+
+    @abstractmethod
+    def mechanisms(self) -> frozenset[str]:
+        """Mechanism names (CKM_… without the prefix, e.g. 'RSA_PKCS_OAEP')."""

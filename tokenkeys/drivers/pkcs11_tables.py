@@ -1,0 +1,48 @@
+"""PKCS#11 constants as tables shared by the pkcs11 and smartcard drivers.
+
+Numbers are from the PKCS#11 v2.40 headers, so no binding is imported here.
+"""
+
+from __future__ import annotations
+
+# CK_TOKEN_INFO.flags -> the words `token list` / `info()` show.
+TOKEN_FLAGS: dict[int, str] = {
+    0x00000001: "rng",
+    0x00000002: "write-protected",
+    0x00000004: "login-required",
+    0x00000008: "user-pin-initialized",
+    0x00000020: "restore-key-not-needed",
+    0x00000040: "clock-on-token",
+    0x00000100: "protected-auth-path",
+    0x00000200: "dual-crypto-operations",
+    0x00000400: "token-initialized",
+    0x00000800: "secondary-authentication",
+    0x00010000: "user-pin-count-low",
+    0x00020000: "user-pin-final-try",
+    0x00040000: "user-pin-locked",
+    0x00080000: "user-pin-to-be-changed",
+    0x00100000: "so-pin-count-low",
+    0x00200000: "so-pin-final-try",
+    0x00400000: "so-pin-locked",
+    0x00800000: "so-pin-to-be-changed",
+    0x01000000: "error-state",
+}
+
+CKF_PROTECTED_AUTHENTICATION_PATH = 0x00000100
+
+# What PinIncorrect(tries_left) says, most severe first.
+PIN_TRIES_WORDS: tuple[tuple[str, str], ...] = (
+    ("user-pin-locked", "the PIN is now locked"),
+    ("user-pin-final-try", "final try"),
+    ("user-pin-count-low", "count low"),
+)
+
+
+def token_flag_words(flags: int) -> tuple[str, ...]:
+    return tuple(word for bit, word in TOKEN_FLAGS.items() if flags & bit)
+
+
+def tries_left(flags: int) -> str | None:
+    """After a failed C_Login: what the token says about the remaining tries, or None."""
+    words = token_flag_words(flags)
+    return next((hint for word, hint in PIN_TRIES_WORDS if word in words), None)

@@ -1,0 +1,253 @@
+"""Software keystore (`soft:DIR`): the fallback when no device is present.
+
+Each private key is a PKCS#8 DER sealed with AES-256-GCM under a key derived
+from the PIN by scrypt (memory-hard), with its public key and certificate
+beside it in clear. The directory holds one `keystore.json` (label and a PIN
+verifier) and, per key, `<id>.key.json` and `<id>.crt.pem`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys.errors import (
+    DeviceError,
+    KeyExists,
+    KeyNotFound,
+    MultipleKeysFound,
+    PinIncorrect,
+    TokenNotFound,
+    UsageError,
+)
+from tokenkeys.files import write_atomic
+from tokenkeys.types import KeySpec, KeyType, PinSource, Secret, TokenInfo
+from tokenkeys.uri import SoftUri
+
+FORMAT = "tokenkeys-softkey-v1"
+# scrypt N=2^15, r=8: 32 MiB and ~0.1 s per derivation on this class of machine.
+SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+MECHANISMS = frozenset(
+    {"RSA_PKCS", "RSA_PKCS_OAEP", "RSA_X_509", "SHA256_RSA_PKCS", "ECDSA", "ECDH1_DERIVE"}
+)
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+_NOT_ACCEPTED = "the software keystore has no try counter; the PIN is not accepted"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _derive(pin: Secret, salt: bytes, params: dict[str, int]) -> bytes:
+    kdf = Scrypt(salt=salt, length=32, n=params["n"], r=params["r"], p=params["p"])
+    return kdf.derive(pin.reveal().encode("utf-8"))
+
+
+def _curve_for(name: str) -> ec.EllipticCurve:
+    return {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}[name]
+
+
+class SoftwareKeyHandle(KeyHandle):
+    def __init__(self, token: SoftwareToken, record: dict[str, Any], path: Path) -> None:
+        self._token = token
+        self._record = record
+        self._path = path
+        self._private: PrivateKey | None = None
+        self.id = bytes.fromhex(record["id"])
+        self.label = record["label"]
+        self.extractable = bool(record["extractable"])
+        public = serialization.load_pem_public_key(record["public_key"].encode("ascii"))
+        if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise DeviceError(f"{path}: unsupported public key type")
+        self.public_key = public
+        self.key_type = KeyType.RSA if isinstance(public, rsa.RSAPublicKey) else KeyType.EC
+        cert_path = path.with_name(f"{record['id']}.crt.pem")
+        self.certificate = (
+            x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
+        )
+        self.uri = str(SoftUri(str(token.directory), self.label))
+
+    def private_key(self) -> PrivateKey:
+        """Decrypt the private key with the logged-in PIN (once). Requires login."""
+        if self._private is None:
+            pin = self._token.require_pin()
+            rec = self._record
+            key = _derive(pin, _unb64(rec["salt"]), rec["scrypt"])
+            try:
+                der = AESGCM(key).decrypt(_unb64(rec["nonce"]), _unb64(rec["ciphertext"]), self.id)
+            except InvalidTag:
+                raise PinIncorrect(_NOT_ACCEPTED) from None
+            loaded = serialization.load_der_private_key(der, password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise DeviceError(f"{self._path}: unsupported private key type")
+            self._private = loaded
+        return self._private
+
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        key = self.private_key()
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise UsageError(f"key {self.label!r} is not an RSA key")
+        return key.decrypt(ciphertext, padding)
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        key = self.private_key()
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key.sign(data, padding.PKCS1v15(), algorithm)
+        return key.sign(data, ec.ECDSA(algorithm))
+
+    def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
+        key = self.private_key()
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise UsageError(f"key {self.label!r} is not an EC key")
+        return key.exchange(ec.ECDH(), peer_public)
+
+
+class SoftwareToken(Token):
+    """A directory of PIN-encrypted keys with the Token contract."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.uri = str(SoftUri(str(directory)))
+        self._pin: Secret | None = None
+        meta = directory / "keystore.json"
+        if not meta.is_file():
+            raise TokenNotFound(
+                f"no software keystore at {directory} (create it with: tokenkeys token init "
+                f"--token soft:{directory} --label LABEL)"
+            )
+        self._meta = json.loads(meta.read_text(encoding="utf-8"))
+
+    @classmethod
+    def open(cls, uri: SoftUri) -> SoftwareToken:
+        return cls(Path(uri.directory).expanduser().resolve())
+
+    @staticmethod
+    def init(directory: Path, label: str, pin: Secret) -> TokenInfo:
+        """Create an empty keystore whose PIN is `pin`. Refuses to overwrite one."""
+        directory = directory.expanduser().resolve()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        meta = directory / "keystore.json"
+        if meta.exists():
+            raise KeyExists(f"a software keystore already exists at {directory}")
+        salt = secrets.token_bytes(16)
+        check = hmac.new(_derive(pin, salt, SCRYPT), b"tokenkeys-pin-check", "sha256").digest()
+        record = {"format": FORMAT, "label": label, "salt": _b64(salt), "scrypt": SCRYPT,
+                  "pin_check": _b64(check)}
+        write_atomic(meta, json.dumps(record, indent=2).encode(), mode=0o600, overwrite=False)
+        return SoftwareToken(directory).info()
+
+    def close(self) -> None:
+        self._pin = None
+
+    def info(self) -> TokenInfo:
+        return TokenInfo(
+            label=str(self._meta["label"]), manufacturer="tokenkeys", model="software keystore",
+            serial=hashlib.sha256(str(self.directory).encode()).hexdigest()[:16],
+            module="(software)", slot=0, flags=("login-required", "token-initialized"),
+            uri=self.uri,
+        )
+
+    def login(self, pin_source: PinSource) -> None:
+        pin = pin_source.read()
+        if pin is None:
+            raise UsageError("the software keystore has no PIN pad")
+        meta = self._meta
+        key = _derive(pin, _unb64(meta["salt"]), meta["scrypt"])
+        check = hmac.new(key, b"tokenkeys-pin-check", "sha256").digest()
+        if not hmac.compare_digest(check, _unb64(meta["pin_check"])):
+            raise PinIncorrect(_NOT_ACCEPTED)
+        self._pin = pin
+
+    def require_pin(self) -> Secret:
+        if self._pin is None:
+            raise UsageError("log in to the software keystore first")
+        return self._pin
+
+    def _records(self) -> list[tuple[Path, dict[str, Any]]]:
+        out = []
+        for path in sorted(self.directory.glob("*.key.json")):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record.get("format") == FORMAT:
+                out.append((path, record))
+        return out
+
+    def generate_keypair(self, spec: KeySpec) -> KeyHandle:
+        pin = self.require_pin()
+        if any(rec["label"] == spec.label for _, rec in self._records()):
+            raise KeyExists(f"a key named {spec.label!r} already exists in {self.uri}")
+        private: PrivateKey
+        if spec.algorithm.is_rsa:
+            private = rsa.generate_private_key(65537, spec.algorithm.rsa_bits)
+        else:
+            private = ec.generate_private_key(_curve_for(spec.algorithm.curve))
+        public = private.public_key()
+        key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+        der = private.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+        sealed = AESGCM(_derive(pin, salt, SCRYPT)).encrypt(nonce, der, key_id)
+        record = {
+            "format": FORMAT, "id": key_id.hex(), "label": spec.label,
+            "algorithm": spec.algorithm.value, "extractable": spec.shareable,
+            "public_key": public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode("ascii"),
+            "salt": _b64(salt), "scrypt": SCRYPT, "nonce": _b64(nonce),
+            "ciphertext": _b64(sealed),
+        }
+        path = self.directory / f"{key_id.hex()}.key.json"
+        write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600)
+        return SoftwareKeyHandle(self, record, path)
+
+    def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
+        found = [
+            (path, rec) for path, rec in self._records()
+            if (label is None or rec["label"] == label)
+            and (key_id is None or rec["id"] == key_id.hex())
+        ]
+        wanted = label if label is not None else (key_id or b"").hex()
+        if not found:
+            raise KeyNotFound(f"no key {wanted!r} in {self.uri}")
+        if len(found) > 1:
+            raise MultipleKeysFound(f"{len(found)} keys match {wanted!r} in {self.uri}")
+        return SoftwareKeyHandle(self, found[0][1], found[0][0])
+
+    def list_keys(self) -> list[KeyHandle]:
+        return [SoftwareKeyHandle(self, rec, path) for path, rec in self._records()]
+
+    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate) -> None:
+        path = self.directory / f"{key.id.hex()}.crt.pem"
+        write_atomic(path, certificate.public_bytes(serialization.Encoding.PEM))
+        key.certificate = certificate
+
+    def delete(self, key: KeyHandle) -> None:
+        self.require_pin()
+        stem = key.id.hex()
+        key_path = self.directory / f"{stem}.key.json"
+        if not key_path.exists():
+            raise KeyNotFound(f"no key {key.label!r} in {self.uri}")
+        (self.directory / f"{stem}.crt.pem").unlink(missing_ok=True)
+        key_path.unlink()
+
+    def mechanisms(self) -> frozenset[str]:
+        return MECHANISMS

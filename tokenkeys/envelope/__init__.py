@@ -1,0 +1,18 @@
+"""CMS envelopes (RFC 5652 / 5083): seal to certificates, open with Identities.
+
+Streaming and constant-memory both ways; never imports tokenkeys.drivers.
+"""
+
+from tokenkeys.envelope.identity import Identity, SoftwareIdentity
+from tokenkeys.envelope.open import OpenResult, describe_recipients, open_envelope
+from tokenkeys.envelope.seal import SealOptions, seal
+
+__all__ = [
+    "Identity",
+    "OpenResult",
+    "SealOptions",
+    "SoftwareIdentity",
+    "describe_recipients",
+    "open_envelope",
+    "seal",
+]

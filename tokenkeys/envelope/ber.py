@@ -1,0 +1,340 @@
+"""Streaming BER framing: read and write TLV headers without loading the message.
+
+Hand-written on purpose: asn1crypto and cryptography's pkcs7 both parse a whole
+message in memory, and a sealed bid can be gigabytes. Only the outer framing and
+the encrypted content are handled here; the small structures (RecipientInfos,
+AlgorithmIdentifiers) are read as raw TLVs and handed to asn1crypto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from tokenkeys.errors import EnvelopeMalformed
+
+UNIVERSAL = 0
+CONTEXT = 2
+
+TAG_INTEGER = 2
+TAG_OCTET_STRING = 4
+TAG_OID = 6
+TAG_SEQUENCE = 16
+TAG_SET = 17
+
+# Small structures (RecipientInfos, algorithm parameters, attributes) are read
+# whole; anything bigger than this in those positions is an attack or garbage.
+MAX_SMALL_TLV = 16 << 20
+# Nesting deeper than this cannot occur in CMS; refuse it instead of recursing.
+MAX_DEPTH = 64
+
+
+class ByteSource(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    tag_class: int
+    constructed: bool
+    tag: int
+    length: int | None  # None = indefinite
+    start: int  # absolute offset of the first header byte
+    content_start: int  # absolute offset of the first content byte
+
+    @property
+    def end(self) -> int | None:
+        return None if self.length is None else self.content_start + self.length
+
+    def describe(self) -> str:
+        cls = {0: "universal", 1: "application", 2: "context", 3: "private"}[self.tag_class]
+        return f"{cls} tag {self.tag} at offset {self.start}"
+
+
+class BerReader:
+    """Incremental BER reader over a ByteSource with one reused buffer.
+
+    `offset` is the absolute number of bytes consumed, so definite lengths can
+    be checked against the position where a container must end.
+    """
+
+    def __init__(self, source: ByteSource, block_size: int = 1 << 20) -> None:
+        self._src = source
+        self._buf = bytearray(block_size)
+        self._mv = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._eof = False
+        self.offset = 0
+
+    # -- buffer management -------------------------------------------------
+    def _available(self) -> int:
+        return self._end - self._start
+
+    def _fill(self, need: int) -> bool:
+        """Make at least `need` bytes available; False if the input ends first."""
+        while self._available() < need:
+            if self._eof:
+                return False
+            if self._start:
+                n = self._available()
+                self._buf[0:n] = self._buf[self._start : self._end]
+                self._start, self._end = 0, n
+            got = self._src.readinto(self._mv[self._end :])
+            if not got:
+                self._eof = True
+                return self._available() >= need
+            self._end += got
+        return True
+
+    def _need(self, n: int) -> None:
+        if not self._fill(n):
+            at = self.offset + self._available()
+            raise EnvelopeMalformed(f"envelope is truncated (input ends at offset {at})")
+
+    def _take(self, n: int) -> memoryview:
+        """Consume n bytes (n <= block size); the view is valid until the next read."""
+        self._need(n)
+        view = self._mv[self._start : self._start + n]
+        self._start += n
+        self.offset += n
+        return view
+
+    # -- headers ---------------------------------------------------------------
+    def read_header(self) -> Header:
+        start = self.offset
+        self._need(2)
+        b = self._buf
+        i = self._start
+        first = b[i]
+        tag_class = first >> 6
+        constructed = bool(first & 0x20)
+        tag = first & 0x1F
+        pos = 1
+        if tag == 0x1F:  # high tag number form
+            tag = 0
+            while True:
+                self._need(pos + 2)
+                b = self._buf
+                i = self._start
+                octet = b[i + pos]
+                pos += 1
+                tag = (tag << 7) | (octet & 0x7F)
+                if tag > 1 << 28:
+                    raise EnvelopeMalformed(f"tag number too large at offset {start}")
+                if not octet & 0x80:
+                    break
+        lb = b[i + pos]
+        pos += 1
+        length: int | None
+        if lb < 0x80:
+            length = lb
+        elif lb == 0x80:
+            if not constructed:
+                raise EnvelopeMalformed(f"indefinite length on a primitive value at offset {start}")
+            length = None
+        else:
+            count = lb & 0x7F
+            if count > 8 or count == 0x7F:
+                raise EnvelopeMalformed(f"length field too large at offset {start}")
+            self._need(pos + count)
+            i = self._start
+            length = int.from_bytes(self._buf[i + pos : i + pos + count], "big")
+            pos += count
+        self._start += pos
+        self.offset += pos
+        return Header(tag_class, constructed, tag, length, start, self.offset)
+
+    def peek_is_eoc(self) -> bool:
+        self._need(2)
+        i = self._start
+        return self._buf[i] == 0 and self._buf[i + 1] == 0
+
+    def at_end(self, container: Header) -> bool:
+        """True when `container` has no more children (without consuming its EOC)."""
+        end = container.end
+        if end is None:
+            return self.peek_is_eoc()
+        if self.offset > end:
+            raise EnvelopeMalformed(f"element overruns its container ({container.describe()})")
+        return self.offset == end
+
+    def close(self, container: Header) -> None:
+        """Consume the end of `container`: its EOC, or check its definite length."""
+        end = container.end
+        if end is None:
+            if not self.peek_is_eoc():
+                raise EnvelopeMalformed(f"unexpected data before end of {container.describe()}")
+            self._take(2)
+        elif self.offset != end:
+            raise EnvelopeMalformed(f"length mismatch at end of {container.describe()}")
+
+    def expect_eof(self) -> None:
+        if self._fill(1):
+            raise EnvelopeMalformed(f"trailing data after the envelope at offset {self.offset}")
+
+    # -- values ------------------------------------------------------------------
+    def read_content(self, h: Header, limit: int = MAX_SMALL_TLV) -> bytes:
+        """Content octets of a definite-length primitive value."""
+        if h.length is None or h.constructed:
+            raise EnvelopeMalformed(f"expected a primitive value, {h.describe()}")
+        if h.length > limit:
+            raise EnvelopeMalformed(f"value too large, {h.describe()}")
+        return self._read_exact(h.length)
+
+    def _read_exact(self, n: int) -> bytes:
+        block = len(self._buf)
+        if n <= block:
+            return bytes(self._take(n))
+        parts = []
+        while n:
+            k = min(n, block)
+            parts.append(bytes(self._take(k)))
+            n -= k
+        return b"".join(parts)
+
+    def read_tlv_raw(self, h: Header, limit: int = MAX_SMALL_TLV, depth: int = 0) -> bytes:
+        """The full encoding (header included) of an element whose header was read."""
+        if depth > MAX_DEPTH:
+            raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
+        head = _encode_header_like(h)
+        if h.length is not None:
+            if h.length > limit:
+                raise EnvelopeMalformed(f"value too large, {h.describe()}")
+            return head + self._read_exact(h.length)
+        parts = [head]
+        size = 0
+        while True:
+            if self.peek_is_eoc():
+                parts.append(bytes(self._take(2)))
+                return b"".join(parts)
+            child = self.read_header()
+            raw = self.read_tlv_raw(child, limit - size, depth + 1)
+            size += len(raw)
+            if size > limit:
+                raise EnvelopeMalformed(f"value too large, {h.describe()}")
+            parts.append(raw)
+
+    def expect(self, tag_class: int, tag: int, constructed: bool | None = None) -> Header:
+        h = self.read_header()
+        if h.tag_class != tag_class or h.tag != tag:
+            raise EnvelopeMalformed(f"unexpected {h.describe()} (wanted {_name(tag_class, tag)})")
+        if constructed is not None and h.constructed != constructed:
+            raise EnvelopeMalformed(f"wrong encoding form, {h.describe()}")
+        return h
+
+    def read_oid_raw(self) -> bytes:
+        h = self.expect(UNIVERSAL, TAG_OID, constructed=False)
+        return self.read_content(h, limit=256)
+
+    def iter_octets(self, h: Header, depth: int = 0) -> Iterator[memoryview]:
+        """Yield the content of an OCTET STRING (or [n] IMPLICIT one) piece by piece.
+
+        Handles a primitive value and the constructed, chunked form (definite or
+        indefinite) that streaming encoders write. Each view is only valid until
+        the next item is requested.
+        """
+        if depth > MAX_DEPTH:
+            raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
+        if not h.constructed:
+            remaining = h.length or 0
+            block = len(self._buf)
+            while remaining:
+                k = min(remaining, block)
+                # Hand out what is already buffered rather than forcing a full block.
+                avail = self._available()
+                if avail and avail < k:
+                    k = avail
+                yield self._take(k)
+                remaining -= k
+            return
+        while not self.at_end(h):
+            child = self.read_header()
+            if child.tag_class != UNIVERSAL or child.tag != TAG_OCTET_STRING:
+                raise EnvelopeMalformed(f"unexpected {child.describe()} inside chunked content")
+            yield from self.iter_octets(child, depth + 1)
+        self.close(h)
+
+
+def _name(tag_class: int, tag: int) -> str:
+    if tag_class == CONTEXT:
+        return f"[{tag}]"
+    names = {TAG_INTEGER: "INTEGER", TAG_OCTET_STRING: "OCTET STRING", TAG_OID: "OBJECT IDENTIFIER",
+             TAG_SEQUENCE: "SEQUENCE", TAG_SET: "SET"}
+    return names.get(tag, f"tag {tag}")
+
+
+def _encode_header_like(h: Header) -> bytes:
+    """Re-encode a header read from the input (used to rebuild raw TLVs)."""
+    return encode_header(h.tag_class, h.constructed, h.tag, h.length)
+
+
+# -- writing -----------------------------------------------------------------------
+def encode_length(n: int | None) -> bytes:
+    if n is None:
+        return b"\x80"
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode_header(tag_class: int, constructed: bool, tag: int, length: int | None) -> bytes:
+    first = (tag_class << 6) | (0x20 if constructed else 0)
+    if tag < 0x1F:
+        ident = bytes([first | tag])
+    else:
+        digits = []
+        t = tag
+        while True:
+            digits.append(t & 0x7F)
+            t >>= 7
+            if not t:
+                break
+        digits.reverse()
+        ident = bytes([first | 0x1F]) + bytes(d | 0x80 for d in digits[:-1]) + bytes(digits[-1:])
+    return ident + encode_length(length)
+
+
+def tlv(tag_byte: int, content: bytes) -> bytes:
+    """A definite-length DER element with a single-byte identifier."""
+    return bytes([tag_byte]) + encode_length(len(content)) + content
+
+
+EOC = b"\x00\x00"
+
+
+def encode_oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    values = [parts[0] * 40 + parts[1], *parts[2:]]
+    out = bytearray()
+    for v in values:
+        chunk = [v & 0x7F]
+        v >>= 7
+        while v:
+            chunk.append(0x80 | (v & 0x7F))
+            v >>= 7
+        out.extend(reversed(chunk))
+    return tlv(0x06, bytes(out))
+
+
+def decode_oid(content: bytes) -> str:
+    if not content or content[-1] & 0x80:
+        raise EnvelopeMalformed("malformed OBJECT IDENTIFIER")
+    values: list[int] = []
+    v = 0
+    for byte in content:
+        v = (v << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            values.append(v)
+            v = 0
+    first = values[0]
+    head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    return ".".join(str(x) for x in head + values[1:])
+
+
+def decode_small_int(content: bytes) -> int:
+    if not content or len(content) > 8:
+        raise EnvelopeMalformed("malformed INTEGER")
+    return int.from_bytes(content, "big", signed=True)

@@ -1,0 +1,278 @@
+"""Open (decrypt) a CMS EnvelopedData / AuthEnvelopedData, streaming, atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from tokenkeys.envelope import algorithms as alg
+from tokenkeys.envelope.atomic import AtomicOutput, check_target
+from tokenkeys.envelope.ber import (
+    CONTEXT,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_SEQUENCE,
+    TAG_SET,
+    UNIVERSAL,
+    BerReader,
+    Header,
+    decode_oid,
+)
+from tokenkeys.envelope.formats import detect
+from tokenkeys.envelope.identity import Identity, SoftwareIdentity
+from tokenkeys.envelope.recipients import (
+    IdentityView,
+    Opened,
+    Recipient,
+    parse_recipient_infos,
+    recover_cek,
+)
+from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
+
+_INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"
+# Output is gathered in one reused buffer and written in large slices.
+_OUT_CAP = 4 << 20
+
+
+@dataclass(frozen=True)
+class OpenResult:
+    recipient: str
+    identity_label: str
+    content_cipher: str
+    key_transport: str
+    bytes_out: int
+
+
+class _NeedAad(Exception):
+    """Internal: authAttrs were found after the content; decrypt again with them as AAD."""
+
+    def __init__(self, aad: bytes) -> None:
+        super().__init__("authAttrs present")
+        self.aad = aad
+
+
+@dataclass
+class _Head:
+    reader: BerReader
+    auth: bool
+    outer: tuple[Header, Header, Header]  # ContentInfo, [0], Enveloped/AuthEnveloped body
+    recipients: list[Recipient]
+
+
+def _read_head(reader: BerReader) -> _Head:
+    ci = reader.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
+    ctype = decode_oid(reader.read_oid_raw())
+    if ctype not in (alg.ID_ENVELOPED_DATA, alg.ID_AUTH_ENVELOPED_DATA):
+        name = alg.CONTENT_TYPE_NAMES.get(ctype, "unknown")
+        raise EnvelopeMalformed(f"content type {name} ({ctype}) is not an encrypted envelope")
+    explicit = reader.expect(CONTEXT, 0, constructed=True)
+    body = reader.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
+    reader.read_content(reader.expect(UNIVERSAL, TAG_INTEGER, constructed=False), limit=4)
+    h = reader.read_header()
+    if h.tag_class == CONTEXT and h.tag == 0:  # originatorInfo: certificates we do not need
+        reader.read_tlv_raw(h)
+        h = reader.read_header()
+    if h.tag_class != UNIVERSAL or h.tag != TAG_SET or not h.constructed:
+        raise EnvelopeMalformed(f"expected RecipientInfos, found {h.describe()}")
+    recipients = parse_recipient_infos(reader.read_tlv_raw(h))
+    return _Head(reader, ctype == alg.ID_AUTH_ENVELOPED_DATA, (ci, explicit, body), recipients)
+
+
+def _open_src(src: str | os.PathLike[str]) -> Any:
+    try:
+        return open(src, "rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {os.fspath(src)}: {exc.strerror}") from None
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Turn any stray library exception caused by input bytes into EnvelopeMalformed."""
+    try:
+        return fn()
+    except (TokenKeysError, _NeedAad, OSError):
+        raise
+    except RecursionError:
+        raise EnvelopeMalformed("envelope nesting too deep") from None
+    except Exception as exc:
+        raise EnvelopeMalformed(f"malformed envelope ({type(exc).__name__})") from None
+
+
+def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
+    """Read only the header and describe each recipient (for "wrong card" diagnostics)."""
+
+    def run() -> list[str]:
+        with _open_src(src) as f:
+            source, _fmt = detect(f)
+            return [r.describe() for r in _read_head(BerReader(source, 64 * 1024)).recipients]
+
+    result: list[str] = _guard(run)
+    return result
+
+
+def _as_identity(i: int, x: Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Identity:
+    if isinstance(x, rsa.RSAPrivateKey):
+        return SoftwareIdentity(x, label=f"software RSA-{x.key_size} key #{i + 1}")
+    if isinstance(x, ec.EllipticCurvePrivateKey):
+        return SoftwareIdentity(x, label=f"software EC {x.curve.name} key #{i + 1}")
+    return x
+
+
+def open_envelope(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    identities: Sequence[Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey],
+    *,
+    overwrite: bool = False,
+) -> OpenResult:
+    """Decrypt `src` into `dst` with the first identity that opens it.
+
+    Nothing is written at `dst` unless the whole envelope checks out (GCM tag or
+    CBC padding, and the structure to its last byte). Identities that need a PIN
+    must already be logged in.
+    """
+    dst_path = Path(dst)
+    check_target(dst_path, overwrite)
+    views = [IdentityView.of(_as_identity(i, x)) for i, x in enumerate(identities)]
+    with AtomicOutput(dst_path, overwrite) as out:
+        opened: list[Opened] = []
+        aad: bytes | None = None
+        for _ in range(2):
+            try:
+                result: OpenResult = _guard(
+                    lambda aad=aad: _decrypt(src, out, views, aad, opened))  # type: ignore[misc]
+                break
+            except _NeedAad as need:
+                aad = need.aad
+                out.truncate()
+        else:  # pragma: no cover - the second pass always has the AAD
+            raise EnvelopeMalformed("authAttrs could not be authenticated")
+        out.commit()
+    return result
+
+
+def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[IdentityView],
+             aad: bytes | None, opened: list[Opened]) -> OpenResult:
+    with _open_src(src) as f:
+        source, _fmt = detect(f)
+        head = _read_head(BerReader(source))
+        r = head.reader
+        ci, explicit, body = head.outer
+        eci = r.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
+        decode_oid(r.read_oid_raw())  # inner content type: any, the bytes are released as-is
+        cipher = alg.parse_content_cipher(r.read_tlv_raw(r.expect(UNIVERSAL, TAG_SEQUENCE, True)))
+        if head.auth != (cipher.mode == "gcm"):
+            raise EnvelopeMalformed(f"{cipher.name} does not fit the envelope type")
+        if not opened:  # on the AAD re-run the content key is reused: no second PIN use
+            opened.append(recover_cek(head.recipients, views, cipher.key_len))
+        o = opened[0]
+        if r.at_end(eci):
+            raise EnvelopeMalformed("detached content (no encryptedContent) is not supported")
+        content = r.expect(CONTEXT, 0)
+        if cipher.mode == "gcm":
+            mode: modes.Mode = modes.GCM(cipher.iv, min_tag_length=cipher.tag_len)
+        else:
+            mode = modes.CBC(cipher.iv)
+        dec = Cipher(algorithms.AES(o.cek), mode).decryptor()  # type: ignore[misc]
+        if aad is not None:
+            dec.authenticate_additional_data(aad)
+        total, last = _stream(r, content, dec, out, cbc=cipher.mode == "cbc")
+        r.close(eci)
+        if head.auth:
+            h = r.read_header()
+            if h.tag_class == CONTEXT and h.tag == 1:
+                raw = r.read_tlv_raw(h)
+                if aad is None:
+                    raise _NeedAad(_auth_attrs_aad(raw))
+                h = r.read_header()
+            elif aad is not None:
+                raise EnvelopeMalformed("authAttrs changed between passes")
+            if h.tag_class != UNIVERSAL or h.tag != TAG_OCTET_STRING or h.constructed:
+                raise EnvelopeMalformed(f"expected the mac OCTET STRING, found {h.describe()}")
+            mac = r.read_content(h, limit=64)
+            if not r.at_end(body):
+                _skip_optional(r, 2, "unauthAttrs")
+            if len(mac) != cipher.tag_len:
+                raise EnvelopeIntegrity(_INTEGRITY)
+            try:
+                dec.finalize_with_tag(mac)
+            except InvalidTag:
+                raise EnvelopeIntegrity(_INTEGRITY) from None
+        else:
+            if not r.at_end(body):
+                _skip_optional(r, 1, "unprotectedAttrs")
+            total -= _check_cbc_tail(dec, last)
+            out.write(last[: len(last) - last[-1]])
+        r.close(body)
+        r.close(explicit)
+        r.close(ci)
+        r.expect_eof()
+    return OpenResult(
+        recipient=f"{o.recipient.rid_text()} via {o.view.label}",
+        identity_label=o.view.label,
+        content_cipher=cipher.name,
+        key_transport=o.recipient.transport_for(o.view),
+        bytes_out=total,
+    )
+
+
+def _skip_optional(r: BerReader, tag: int, what: str) -> None:
+    h = r.read_header()
+    if h.tag_class != CONTEXT or h.tag != tag:
+        raise EnvelopeMalformed(f"unexpected {h.describe()} (expected {what} or the end)")
+    r.read_tlv_raw(h)
+
+
+def _auth_attrs_aad(raw: bytes) -> bytes:
+    """RFC 5083 sec. 2.2: the AAD is the DER of authAttrs with the EXPLICIT SET OF tag."""
+    from asn1crypto import cms
+
+    attrs = cms.CMSAttributes.load(b"\x31" + raw[1:])
+    return bytes(attrs.dump(force=True))
+
+
+def _stream(r: BerReader, content: Header, dec: Any, out: AtomicOutput, *,
+            cbc: bool) -> tuple[int, bytes]:
+    """Decrypt the content into `out`. For CBC the last block is held back (padding)."""
+    buf = bytearray(_OUT_CAP + (2 << 20))
+    mv = memoryview(buf)
+    cap = len(buf)
+    fill = 0
+    total = 0
+    update_into = dec.update_into
+    for chunk in r.iter_octets(content):
+        if fill + len(chunk) + 16 > cap:
+            keep = 16 if cbc and fill >= 16 else 0
+            out.write(mv[: fill - keep])
+            total += fill - keep
+            mv[0:keep] = mv[fill - keep : fill]
+            fill = keep
+        fill += update_into(chunk, mv[fill:])
+    if not cbc:  # GCM is finalised with the tag, which comes after the content
+        out.write(mv[:fill])
+        return total + fill, b""
+    if fill < 16:
+        raise EnvelopeIntegrity(_INTEGRITY)
+    out.write(mv[: fill - 16])
+    return total + fill, bytes(mv[fill - 16 : fill])
+
+
+def _check_cbc_tail(dec: Any, last: bytes) -> int:
+    """Check PKCS#7 padding of the last block; returns the padding length."""
+    try:
+        if dec.finalize():
+            raise EnvelopeIntegrity(_INTEGRITY)
+    except ValueError:  # ciphertext not a whole number of blocks
+        raise EnvelopeIntegrity(_INTEGRITY) from None
+    if len(last) != 16:
+        raise EnvelopeIntegrity(_INTEGRITY)
+    pad = last[-1]
+    if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
+        raise EnvelopeIntegrity(_INTEGRITY)
+    return pad

@@ -1,0 +1,262 @@
+"""Seal (encrypt) a file into a streaming, indefinite-length BER CMS envelope.
+
+The output is what `openssl cms -encrypt -stream` writes: the small header
+structures are DER, the outer containers and the content are indefinite-length
+with the ciphertext in constructed OCTET STRING chunks, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from asn1crypto import algos, cms, keys
+from asn1crypto import x509 as a1x509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, PKCS1v15
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from tokenkeys.envelope import algorithms as alg
+from tokenkeys.envelope.atomic import AtomicOutput, check_target
+from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
+from tokenkeys.envelope.recipients import ski_of
+from tokenkeys.errors import MechanismUnsupported, UsageError
+
+CHUNK = 1 << 20  # plaintext read size = ciphertext OCTET STRING chunk size
+_OAEP_DIGESTS = {"oaep-sha1": "sha1", "oaep-sha256": "sha256", "oaep-sha384": "sha384",
+                 "oaep-sha512": "sha512"}
+_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
+
+
+@dataclass(frozen=True)
+class SealOptions:
+    authenticated: bool = True  # AuthEnvelopedData AES-GCM; False -> EnvelopedData AES-CBC
+    key_bits: int = 256
+    key_transport: str = "oaep-sha256"  # oaep-sha1/256/384/512 | pkcs1v15 (RSA recipients)
+    use_ski: bool = False  # identify recipients by subjectKeyIdentifier
+    pem: bool = False  # "-----BEGIN CMS-----" armour instead of BER
+
+
+def _check_options(o: SealOptions) -> None:
+    if o.key_bits not in (128, 192, 256):
+        raise UsageError(f"key_bits must be 128, 192 or 256, not {o.key_bits}")
+    if o.key_transport != "pkcs1v15" and o.key_transport not in _OAEP_DIGESTS:
+        choices = ", ".join([*_OAEP_DIGESTS, "pkcs1v15"])
+        raise UsageError(f"unknown key transport {o.key_transport!r} (choose one of: {choices})")
+
+
+def _a1cert(cert: x509.Certificate) -> a1x509.Certificate:
+    return a1x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _ski(cert: x509.Certificate, a1: a1x509.Certificate) -> bytes:
+    ident = a1.key_identifier
+    pub = cert.public_key()
+    assert isinstance(pub, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
+    return bytes(ident) if ident else ski_of(pub)
+
+
+def _ias(a1: a1x509.Certificate) -> cms.IssuerAndSerialNumber:
+    return cms.IssuerAndSerialNumber({"issuer": a1.issuer, "serial_number": a1.serial_number})
+
+
+def _ktri(cert: x509.Certificate, pub: rsa.RSAPublicKey, cek: bytes,
+          o: SealOptions) -> cms.RecipientInfo:
+    a1 = _a1cert(cert)
+    if o.use_ski:
+        rid = cms.RecipientIdentifier(name="subject_key_identifier", value=_ski(cert, a1))
+    else:
+        rid = cms.RecipientIdentifier(name="issuer_and_serial_number", value=_ias(a1))
+    if o.key_transport == "pkcs1v15":
+        kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
+        enc = pub.encrypt(cek, PKCS1v15())
+    else:
+        name = _OAEP_DIGESTS[o.key_transport]
+        hcls = alg.DIGESTS[alg.DIGEST_OID_BY_NAME[name]][1]
+        # Explicit parameters, MGF1 with the same digest, empty label (RFC 4055).
+        params = algos.RSAESOAEPParams({
+            "hash_algorithm": {"algorithm": name},
+            "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": name}},
+        })
+        kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
+        enc = pub.encrypt(cek, OAEP(mgf=MGF1(hcls()), algorithm=hcls(), label=None))
+    version = "v2" if o.use_ski else "v0"
+    return cms.RecipientInfo(name="ktri", value=cms.KeyTransRecipientInfo({
+        "version": version, "rid": rid, "key_encryption_algorithm": kea, "encrypted_key": enc}))
+
+
+def _kari(cert: x509.Certificate, pub: ec.EllipticCurvePublicKey, cek: bytes,
+          o: SealOptions) -> cms.RecipientInfo:
+    if pub.curve.name not in _CURVES:
+        raise MechanismUnsupported(f"ECDH on curve {pub.curve.name}", sorted(_CURVES))
+    a1 = _a1cert(cert)
+    # One ephemeral key per recipient (RFC 5753 dhSinglePass): forward secrecy per envelope.
+    eph = ec.generate_private_key(pub.curve)
+    z = eph.exchange(ec.ECDH(), pub)
+    wrap = cms.KeyEncryptionAlgorithm({"algorithm": "aes256_wrap"})
+    shared_info = alg.ecc_shared_info(wrap, None, 32)
+    kek = X963KDF(algorithm=alg.DIGESTS["2.16.840.1.101.3.4.2.1"][1](), length=32,
+                  sharedinfo=shared_info).derive(z)
+    point = eph.public_key().public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.UncompressedPoint)
+    if o.use_ski:
+        rid = cms.KeyAgreementRecipientIdentifier(
+            # A dict, not cms.RecipientKeyIdentifier: asn1crypto defines that name twice.
+            name="r_key_id", value={"subject_key_identifier": _ski(cert, a1)})
+    else:
+        rid = cms.KeyAgreementRecipientIdentifier(name="issuer_and_serial_number", value=_ias(a1))
+    originator = cms.OriginatorIdentifierOrKey(name="originator_key", value=keys.PublicKeyInfo({
+        "algorithm": keys.PublicKeyAlgorithm({"algorithm": "ec"}), "public_key": point}))
+    return cms.RecipientInfo(name="kari", value=cms.KeyAgreeRecipientInfo({
+        "version": "v3",
+        "originator": originator,
+        "key_encryption_algorithm": {"algorithm": alg.ECDH_SCHEME_BY_DIGEST["sha256"],
+                                     "parameters": wrap},
+        "recipient_encrypted_keys": [{"rid": rid, "encrypted_key": aes_key_wrap(kek, cek)}],
+    }))
+
+
+def build_recipient_infos(recipients: Sequence[x509.Certificate], cek: bytes,
+                          o: SealOptions) -> tuple[bytes, bool]:
+    """DER RecipientInfos and whether every one is a version-0 KTRI."""
+    if not recipients:
+        raise UsageError("seal needs at least one recipient certificate")
+    infos = []
+    for cert in recipients:
+        pub = cert.public_key()
+        if isinstance(pub, rsa.RSAPublicKey):
+            infos.append(_ktri(cert, pub, cek, o))
+        elif isinstance(pub, ec.EllipticCurvePublicKey):
+            infos.append(_kari(cert, pub, cek, o))
+        else:
+            raise MechanismUnsupported(f"recipient key type {type(pub).__name__}",
+                                       ["RSA", "EC P-256/P-384/P-521"])
+    all_v0 = all(i.name == "ktri" and i.chosen["version"].native == "v0" for i in infos)
+    return bytes(cms.RecipientInfos(infos).dump()), all_v0
+
+
+class _PemSink:
+    """Streams base64 with 64-character lines between BEGIN/END CMS lines."""
+
+    def __init__(self, write: Callable[[bytes | memoryview], None]) -> None:
+        self._write = write
+        self._carry = b""
+        write(b"-----BEGIN CMS-----\n")
+
+    def __call__(self, data: bytes | memoryview) -> None:
+        data = self._carry + bytes(data)
+        cut = len(data) - len(data) % 48
+        self._carry = data[cut:]
+        if cut:
+            self._emit(data[:cut])
+
+    def _emit(self, raw: bytes) -> None:
+        text = binascii.b2a_base64(raw, newline=False)
+        self._write(b"".join(text[i : i + 64] + b"\n" for i in range(0, len(text), 64)))
+
+    def close(self) -> None:
+        if self._carry:
+            self._emit(self._carry)
+        self._write(b"-----END CMS-----\n")
+
+
+def seal(
+    src: str | os.PathLike[str] | BinaryIO,
+    dst: str | os.PathLike[str],
+    recipients: Sequence[x509.Certificate],
+    options: SealOptions = SealOptions(),
+    *,
+    overwrite: bool = False,
+) -> int:
+    """Encrypt `src` to every recipient certificate; returns the plaintext size.
+
+    `dst` appears only once the whole envelope is written (temp file + rename).
+    """
+    _check_options(options)
+    dst_path = Path(dst)
+    check_target(dst_path, overwrite)
+    cek = os.urandom(options.key_bits // 8)
+    ris, all_v0 = build_recipient_infos(recipients, cek, options)
+    mode_name = "gcm" if options.authenticated else "cbc"
+    cipher = alg.ContentCipher(mode_name, len(cek), os.urandom(12 if options.authenticated else 16))
+    if options.authenticated:
+        ctype, version = alg.ID_AUTH_ENVELOPED_DATA, 0
+        mode: modes.Mode = modes.GCM(cipher.iv)
+    else:
+        ctype, version = alg.ID_ENVELOPED_DATA, 0 if all_v0 else 2
+        mode = modes.CBC(cipher.iv)
+    head = (b"\x30\x80" + encode_oid(ctype) + b"\xa0\x80"  # ContentInfo, [0] content
+            + b"\x30\x80" + tlv(0x02, bytes([version]))
+            + ris + b"\x30\x80" + encode_oid(alg.ID_DATA) + alg.encode_content_cipher(cipher)
+            + b"\xa0\x80")
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            fin: BinaryIO = open(src, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"cannot read {os.fspath(src)}: {exc.strerror}") from None
+        close_src = True
+    else:
+        fin, close_src = src, False
+    try:
+        with AtomicOutput(dst_path, overwrite) as out:
+            pem = _PemSink(out.write) if options.pem else None
+            write = pem if pem is not None else out.write
+            write(head)
+            enc = Cipher(algorithms.AES(cek), mode).encryptor()  # type: ignore[misc]
+            total = _stream(fin, enc, write, cbc=not options.authenticated)
+            tail = EOC + EOC  # end of [0] encryptedContent, end of EncryptedContentInfo
+            if options.authenticated:
+                enc.finalize()
+                tail += tlv(0x04, enc.tag)
+            write(tail + EOC + EOC + EOC)
+            if pem is not None:
+                pem.close()
+            out.commit()
+    finally:
+        if close_src:
+            fin.close()
+    return total
+
+
+def _stream(fin: BinaryIO, enc: CipherContext, write: Callable[[bytes | memoryview], None], *,
+            cbc: bool) -> int:
+    inbuf = bytearray(CHUNK)
+    inmv = memoryview(inbuf)
+    outbuf = bytearray(CHUNK + 32 + 8)
+    omv = memoryview(outbuf)
+    update_into = enc.update_into
+    readinto = getattr(fin, "readinto", None)
+    total = 0
+
+    def emit(k: int) -> None:
+        if k:
+            hdr = b"\x04" + encode_length(k)
+            start = 8 - len(hdr)
+            omv[start:8] = hdr
+            write(omv[start : 8 + k])
+
+    while True:
+        if readinto is not None:
+            n = readinto(inmv)
+        else:
+            data = fin.read(CHUNK)
+            n = len(data)
+            inmv[:n] = data
+        if not n:
+            break
+        total += n
+        emit(update_into(inmv[:n], omv[8:]))
+    if cbc:
+        pad = 16 - total % 16
+        k = update_into(bytes([pad]) * pad, omv[8:])
+        k += len(enc.finalize())
+        emit(k)
+    return total

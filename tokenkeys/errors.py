@@ -1,0 +1,138 @@
+"""The one error tree. Every class carries a documented CLI exit code.
+
+Messages never contain a PIN, SO PIN or passphrase: callers pass only
+non-secret facts (labels, counts, mechanism names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TokenKeysError(Exception):
+    """Root of every error tokenkeys raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(TokenKeysError):
+    """Bad arguments, bad URI, bad configuration."""
+
+    exit_code = 2
+
+
+class SecretInUri(UsageError):
+    def __init__(self) -> None:
+        super().__init__(
+            "pin-value/pin-source in a URI is refused: secrets never go in URIs "
+            "(use TOKENKEYS_PIN, --pin-file or the prompt)"
+        )
+
+
+class ModuleNotFound(TokenKeysError):
+    exit_code = 3
+
+
+class TokenNotFound(TokenKeysError):
+    exit_code = 3
+
+
+class DeviceError(TokenKeysError):
+    """The device or module answered with an unexpected PKCS#11 error."""
+
+    exit_code = 3
+
+
+class PinError(TokenKeysError):
+    exit_code = 4
+
+
+class PinIncorrect(PinError):
+    def __init__(self, tries_left: str | int | None = None) -> None:
+        self.tries_left = tries_left
+        if tries_left is None:
+            hint = "the token does not say how many tries remain"
+        elif isinstance(tries_left, int):
+            hint = f"{tries_left} tries left"
+        else:
+            hint = tries_left
+        super().__init__(f"PIN incorrect ({hint}); tokenkeys never retries a PIN by itself")
+
+
+class PinLocked(PinError):
+    def __init__(self, what: str = "PIN") -> None:
+        super().__init__(f"{what} is locked: the security officer must unblock it")
+
+
+class PinMissing(PinError):
+    def __init__(self, what: str = "PIN") -> None:
+        super().__init__(
+            f"no {what} available: set the environment variable, use --pin-file, "
+            "or run on a terminal to be prompted"
+        )
+
+
+class KeyProblem(TokenKeysError):
+    exit_code = 5
+
+
+class KeyNotFound(KeyProblem):
+    pass
+
+
+class MultipleKeysFound(KeyProblem):
+    pass
+
+
+class KeyExists(KeyProblem):
+    pass
+
+
+class KeyExpired(KeyProblem):
+    pass
+
+
+class MechanismUnsupported(TokenKeysError):
+    exit_code = 6
+
+    def __init__(self, wanted: str, offered: Sequence[str] = ()) -> None:
+        self.wanted = wanted
+        self.offered = tuple(offered)
+        offer = ", ".join(self.offered) if self.offered else "nothing usable"
+        super().__init__(f"{wanted} is not supported by this device (it offers: {offer})")
+
+
+class EnvelopeError(TokenKeysError):
+    exit_code = 7
+
+
+class EnvelopeMalformed(EnvelopeError):
+    pass
+
+
+class EnvelopeIntegrity(EnvelopeError):
+    pass
+
+
+class NoMatchingRecipient(EnvelopeError):
+    exit_code = 8
+
+    def __init__(self, tried: Sequence[str], recipients: Sequence[str] = ()) -> None:
+        self.tried = tuple(tried)
+        self.recipients = tuple(recipients)
+        tried_s = ", ".join(self.tried) if self.tried else "no identity"
+        super().__init__(f"no recipient of this envelope matches the keys tried ({tried_s})")
+
+
+class PolicyRefused(TokenKeysError):
+    exit_code = 9
+
+
+class OutputExists(TokenKeysError):
+    exit_code = 10
+
+
+class BatchIncomplete(TokenKeysError):
+    """Some envelopes of a batch could not be opened; the others were."""
+
+    exit_code = 11

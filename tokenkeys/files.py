@@ -1,0 +1,28 @@
+"""Atomic file output: write beside the target, rename into place, never leave a half file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from tokenkeys.errors import OutputExists, UsageError
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
+    if not overwrite and path.exists():
+        raise OutputExists(f"{path} already exists (use --force to replace it)")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -118,6 +118,7 @@ def _worker_open(pair: tuple[Path, Path]) -> FileResult:
 
 def open_batch(
     pairs: Sequence[tuple[Path, Path]],
+    outdir: Path,
     token_uri: str,
     config: Config,
     pins: PinSource,
@@ -125,7 +126,7 @@ def open_batch(
     jobs: int = 1,
     on_result: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
-    """Open every pair. The PIN is read and checked once, before anything is written.
+    """Open every pair into outdir. The PIN is read and checked once, before anything is written.
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
@@ -137,6 +138,7 @@ def open_batch(
     with open_token(token_uri, config) as token:
         token.login(given_pin(pin) if pin is not None else pins)
         keys: list[Identity] = list(token.list_keys())
+        outdir.mkdir(parents=True, exist_ok=True)
         if jobs == 1 or len(pairs) <= 1:
             results = _collect((open_one(s, d, keys) for s, d in pairs), on_result)
         else:

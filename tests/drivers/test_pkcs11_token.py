@@ -64,7 +64,7 @@ def test_ambiguous_uri(softhsm: Any, token_label: str) -> None:
 
 
 def test_unknown_module_path(softhsm: Any) -> None:
-    with pytest.raises(ModuleNotFound, match="/nonexistent/libx.so"):
+    with pytest.raises(ModuleNotFound, match=r"/nonexistent/libx\.so"):
         open_uri("pkcs11:token=x?module-path=/nonexistent/libx.so")
 
 
@@ -139,7 +139,7 @@ def test_module_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     explicit = parse_pkcs11("pkcs11:token=x?module-path=/usr/lib/softhsm/libsofthsm2.so")
     assert modules.resolve_module(explicit, Config()) == "/usr/lib/softhsm/libsofthsm2.so"
     monkeypatch.setenv("TOKENKEYS_MODULE", "/nonexistent/env.so")
-    with pytest.raises(ModuleNotFound, match="/nonexistent/env.so"):
+    with pytest.raises(ModuleNotFound, match=r"/nonexistent/env\.so"):
         modules.resolve_module(uri, config)
     assert modules.is_card_module("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so", Config())
     assert modules.is_card_module("/opt/card.so", config)

@@ -26,7 +26,9 @@ class App:
     json: bool = False
     debug: bool = False
     config: Config = field(default_factory=Config)
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    # Not a terminal: wide enough that tables of URIs and serials stay on one line.
+    out: Console = field(default_factory=lambda: Console(
+        highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
 
     def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:

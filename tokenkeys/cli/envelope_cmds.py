@@ -16,6 +16,7 @@ from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import BatchIncomplete, OutputExists, PolicyRefused, UsageError
 
+FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
 
 
@@ -90,20 +91,24 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     """
     pairs = batch.plan(batch.collect_inputs(inputs), outdir)
     uri = token_uri(token, app.config)
-    outdir.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() and not app.json
     with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=app.err, disable=not show) as bar:
         task = bar.add_task("open", total=len(pairs))
-        results = batch.open_batch(pairs, uri, app.config, user_pin(app, pin_file, pinpad),
-                                   jobs=jobs, on_result=lambda _r: bar.advance(task))
+        results = batch.open_batch(pairs, outdir, uri, app.config,
+                                   user_pin(app, pin_file, pinpad), jobs=jobs,
+                                   on_result=lambda _r: bar.advance(task))
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}
 
     def human() -> None:
-        app.table(None, ["envelope", "status", "recipient", "bytes", "error"],
-                  [(Path(r.input).name, r.status, r.recipient, r.bytes, r.error)
-                   for r in results])
+        # Thousands of rows help nobody: past FULL_TABLE, list the failures only.
+        shown = results if len(results) <= FULL_TABLE else [
+            r for r in results if r.status == "failed"]
+        if shown:
+            app.table(None, ["envelope", "status", "recipient", "bytes", "error"],
+                      [(Path(r.input).name, r.status, r.recipient, r.bytes, r.error)
+                       for r in shown])
         app.say(f"{counts['opened']} opened, {counts['skipped']} skipped, "
                 f"{counts['failed']} failed")
 

@@ -30,6 +30,11 @@ def token() -> None:
     """List and initialise tokens."""
 
 
+def _pin_flags(info: TokenInfo) -> list[str]:
+    """The flags an officer acts on; --json has them all."""
+    return [f for f in info.flags if "pin" in f or "login" in f or "protected" in f]
+
+
 @token.command("list")
 @pass_app
 def token_list(app: App) -> None:
@@ -44,10 +49,12 @@ def token_list(app: App) -> None:
             return
         app.table(
             None,
-            ["label", "manufacturer", "model", "serial", "slot", "flags", "uri"],
-            [(i.label, i.manufacturer, i.model, i.serial, i.slot, ", ".join(i.flags), i.uri)
+            ["label", "manufacturer", "model", "serial", "slot", "login / PIN flags"],
+            [(i.label, i.manufacturer, i.model, i.serial, i.slot, ", ".join(_pin_flags(i)))
              for i in infos],
         )
+        for i in infos:
+            app.say(f"{i.label}: {i.uri}")
 
     app.emit({"tokens": [token_json(i) for i in infos]}, human)
 

@@ -23,6 +23,7 @@ from tokenkeys.drivers.modules import all_modules, candidate_modules, check_modu
 from tokenkeys.drivers.pkcs11_keys import (
     P11_KEY_TYPE,
     Pkcs11KeyHandle,
+    build_handle,
     certificate_template,
     guard_errors,
     key_id_for,
@@ -181,8 +182,15 @@ class Pkcs11Token(Token):
         self._base_uri = token_uri(token, module)
         self.uri = str(self._base_uri)
         self._login_session: Any = None
+        self._logged_in = False
         self._mechanisms: frozenset[str] | None = None
-        self._session = guard(lambda: token.open(rw=True), f"opening {token.label!r}")
+        try:
+            self._session = token.open(rw=True)
+        except p11e.TokenWriteProtected:
+            # Read-only tokens can still decrypt and sign.
+            self._session = guard(lambda: token.open(), f"opening {token.label!r}")
+        except p11e.PKCS11Error as exc:
+            raise map_error(exc, f"opening {token.label!r}") from None
 
     @classmethod
     def open(cls, uri: Pkcs11Uri, config: Config) -> Pkcs11Token:
@@ -212,6 +220,7 @@ class Pkcs11Token(Token):
 
     def close(self) -> None:
         # Closing the logged-in session logs the whole token out (python-pkcs11).
+        self._logged_in = False
         for name in ("_session", "_login_session"):
             session = getattr(self, name)
             setattr(self, name, None)
@@ -233,7 +242,7 @@ class Pkcs11Token(Token):
 
     def login(self, pin_source: PinSource) -> None:
         """C_Login once. The PIN is revealed only for the call; never retried."""
-        if self._login_session is not None:
+        if self._logged_in:
             return
         pin = pin_source.read()
         if pin is None:
@@ -247,6 +256,8 @@ class Pkcs11Token(Token):
             # login state is per token, so the working session is logged in too.
             self._login_session = self._token.open(rw=True, user_pin=user_pin)
         except p11e.UserAlreadyLoggedIn:
+            # Another Token of this process logged this token in; that is enough.
+            self._logged_in = True
             return
         except p11e.PinIncorrect:
             raise PinIncorrectError(tries_left(int(self._fresh_token().flags))) from None
@@ -254,8 +265,7 @@ class Pkcs11Token(Token):
             raise PinLocked() from None
         except p11e.PKCS11Error as exc:
             raise map_error(exc, f"login to {self._token.label!r}") from None
-        finally:
-            del user_pin
+        self._logged_in = True
 
     def mechanisms(self) -> frozenset[str]:
         if self._mechanisms is None:
@@ -267,54 +277,56 @@ class Pkcs11Token(Token):
         template = {getattr(Attribute, k.rstrip("_").upper()): v for k, v in attrs.items()}
         return guard(lambda: list(self.session.get_objects(template)), "searching objects")
 
-    def _handle(self, private: Any, public_obj: Any | None = None) -> Pkcs11KeyHandle:
-        def build() -> Pkcs11KeyHandle:
-            attrs = private.get_attributes([Attribute.ID, Attribute.LABEL, Attribute.EXTRACTABLE])
-            key_id = bytes(attrs[Attribute.ID])
-            label = str(attrs[Attribute.LABEL])
-            certs = self._objects(class_=ObjectClass.CERTIFICATE, id=key_id) if key_id else []
-            cert = (
-                x509.load_der_x509_certificate(bytes(certs[0][Attribute.VALUE])) if certs else None
-            )
-            pub_obj = public_obj
-            if pub_obj is None and key_id:
-                pubs = self._objects(class_=ObjectClass.PUBLIC_KEY, id=key_id)
-                pub_obj = pubs[0] if pubs else None
-            if pub_obj is not None:
-                public_key = read_public_key(pub_obj)
-            elif cert is not None:
-                public_key = cert.public_key()  # type: ignore[assignment]
-            else:
-                public_key = read_public_key(private)  # SoftHSM keeps n/e on the private key
-            uri = self._base_uri.with_object(label, key_id)
-            uri = Pkcs11Uri(attrs={**uri.attrs, "type": "private"}, id=uri.id, query=uri.query)
-            return Pkcs11KeyHandle(
-                private, public_key, cert,
-                key_id=key_id, label=label, extractable=bool(attrs[Attribute.EXTRACTABLE]),
-                uri=str(uri), mechanisms=self.mechanisms(),
-                device=(self._token.manufacturer_id, self._token.model), guard=guard,
-            )
+    def _handle(self, anchor: Any, public_obj: Any | None = None) -> Pkcs11KeyHandle:
+        return guard(
+            lambda: build_handle(
+                self._objects, anchor, public_obj=public_obj, base_uri=self._base_uri,
+                mechanisms=self.mechanisms(), guard=guard, locate=self._private_by_id,
+                device=(self._token.manufacturer_id, self._token.model),
+            ),
+            "reading key attributes",
+        )
 
-        return guard(build, "reading key attributes")
+    def _private_by_id(self, key_id: bytes) -> Any:
+        found = self._objects(class_=ObjectClass.PRIVATE_KEY, id=key_id) if key_id else []
+        if len(found) == 1:
+            return found[0]
+        if not self._logged_in:
+            raise PinMissing("user PIN (log in to use the private key)")
+        raise KeyNotFound(f"no private key with id {key_id.hex()} on {self._token.label!r}")
+
+    def _public_anchors(self, **query: Any) -> list[Any]:
+        """Before login private keys are hidden: public keys, else certificates, stand in."""
+        pubs = self._objects(class_=ObjectClass.PUBLIC_KEY, **query)
+        ids = {bytes(p[Attribute.ID]) for p in pubs}
+        certs = self._objects(class_=ObjectClass.CERTIFICATE, **query)
+        return pubs + [c for c in certs if bytes(c[Attribute.ID]) not in ids]
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
+        """Requires login for private operations; before login it finds keys by their
+        public key or certificate, and the private key is looked up on first use."""
         if label is None and key_id is None:
             raise UsageError("find_key needs a label or an id")
-        query: dict[str, Any] = {"class_": ObjectClass.PRIVATE_KEY}
+        query: dict[str, Any] = {}
         if label is not None:
             query["label"] = label
         if key_id is not None:
             query["id"] = key_id
-        found = self._objects(**query)
+        found = self._objects(class_=ObjectClass.PRIVATE_KEY, **query)
+        if not found and not self._logged_in:
+            found = self._public_anchors(**query)
         what = f"label {label!r}" if label is not None else f"id {key_id.hex() if key_id else ''}"
         if not found:
-            raise KeyNotFound(f"no private key with {what} on token {self._token.label!r}")
+            raise KeyNotFound(f"no key with {what} on token {self._token.label!r}")
         if len(found) > 1:
-            raise MultipleKeysFound(f"{len(found)} private keys with {what}: use the id")
+            raise MultipleKeysFound(f"{len(found)} keys with {what}: use the id")
         return self._handle(found[0])
 
     def list_keys(self) -> list[KeyHandle]:
-        return [self._handle(o) for o in self._objects(class_=ObjectClass.PRIVATE_KEY)]
+        """After login one handle per private key; before, per public key or certificate."""
+        privates = self._objects(class_=ObjectClass.PRIVATE_KEY)
+        anchors = privates if privates or self._logged_in else self._public_anchors()
+        return [self._handle(o) for o in anchors]
 
     def _label_taken(self, label: str) -> bool:
         return any(
@@ -355,13 +367,18 @@ class Pkcs11Token(Token):
         if key_id_for(certificate.public_key()) != key_id_for(key.public_key):  # type: ignore[arg-type]
             raise UsageError(f"the certificate is not for key {key.label!r}")
         template = certificate_template(key.label, key.id, certificate)
-        for old in self._objects(class_=ObjectClass.CERTIFICATE, id=key.id):
-            guard(old.destroy, "replacing the certificate")
+        old = self._objects(class_=ObjectClass.CERTIFICATE, id=key.id)
+        # New one first: a failure leaves the old certificate in place.
         guard(lambda: self.session.create_object(template), f"storing certificate of {key.label!r}")
+        for obj in old:
+            guard(obj.destroy, "replacing the certificate")
         key.certificate = certificate
 
     def delete(self, key: KeyHandle) -> None:
         """Private key, public key and certificate sharing the key's CKA_ID."""
+        if not key.id:
+            # An empty id would match every object without CKA_ID.
+            raise UsageError(f"key {key.label!r} has no CKA_ID: delete it with pkcs11-tool")
         for cls in (ObjectClass.CERTIFICATE, ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY):
             for obj in self._objects(class_=cls, id=key.id):
                 guard(obj.destroy, f"deleting {key.label!r}")

@@ -7,6 +7,7 @@ user PIN come from TOKENKEYS_SO_PIN / TOKENKEYS_PIN, never from argv.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Any
@@ -85,12 +86,23 @@ def _info(lib: Any, module: str, slot: int) -> TokenInfo:
     )
 
 
+def _token_infos(lib: Any) -> list[tuple[int, Any]]:
+    """(slot, CK_TOKEN_INFO) of readable slots. A token another process is writing
+    can answer CKR_GENERAL_ERROR for a moment (SoftHSM file store): skip it."""
+    infos = []
+    for slot in lib.getSlotList(tokenPresent=True):
+        try:
+            infos.append((int(slot), lib.getTokenInfo(slot)))
+        except PyKCS11.PyKCS11Error:
+            continue
+    return infos
+
+
 def find_token_slot(lib: Any, label: str) -> int | None:
     """Slot of the initialised token labelled `label`, or None."""
-    for slot in lib.getSlotList(tokenPresent=True):
-        ti = lib.getTokenInfo(slot)
+    for slot, ti in _token_infos(lib):
         if ti.flags & PyKCS11.CKF_TOKEN_INITIALIZED and ti.label.strip() == label:
-            return int(slot)
+            return slot
     return None
 
 
@@ -103,9 +115,7 @@ def init_token(
     try:
         if slot is None:
             free = [
-                s
-                for s in lib.getSlotList(tokenPresent=True)
-                if not lib.getTokenInfo(s).flags & PyKCS11.CKF_TOKEN_INITIALIZED
+                s for s, ti in _token_infos(lib) if not ti.flags & PyKCS11.CKF_TOKEN_INITIALIZED
             ]
             if not free:
                 raise TokenNotFound(f"no uninitialised token in {module}")
@@ -125,7 +135,8 @@ def init_token(
         except PyKCS11.PyKCS11Error as exc:
             raise _device_error(exc, f"cannot set the user PIN of {label!r}") from None
         finally:
-            session.closeSession()
+            with contextlib.suppress(PyKCS11.PyKCS11Error):
+                session.closeSession()
         return _info(lib, module, new_slot)
     except PyKCS11.PyKCS11Error as exc:
         raise _device_error(exc, f"token initialisation in {module} failed") from None

@@ -20,6 +20,7 @@ from tokenkeys.drivers.base import KeyHandle, PublicKey
 from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, RsaNegotiator
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.types import Algorithm, KeySpec, KeyType
+from tokenkeys.uri import Pkcs11Uri
 
 T = TypeVar("T")
 
@@ -152,7 +153,7 @@ class Pkcs11KeyHandle(KeyHandle):
 
     def __init__(
         self,
-        private: Any,
+        private: Any | None,
         public_key: PublicKey,
         certificate: x509.Certificate | None,
         *,
@@ -163,8 +164,10 @@ class Pkcs11KeyHandle(KeyHandle):
         mechanisms: frozenset[str],
         device: tuple[str, str],
         guard: Guard,
+        locate: Callable[[], Any],
     ) -> None:
         self._private = private
+        self._locate = locate
         self._guard = guard
         self.id = key_id
         self.label = label
@@ -182,13 +185,24 @@ class Pkcs11KeyHandle(KeyHandle):
     def __repr__(self) -> str:
         return f"Pkcs11KeyHandle({self.uri})"
 
+    def _key(self) -> Any:
+        """The private key object; found by CKA_ID on first use when the handle came
+        from public objects (listed before login)."""
+        if self._private is None:
+            self._private = self._locate()
+        return self._private
+
+    @property
+    def private_object(self) -> Any:
+        return self._key()
+
     # --- RsaOps: primitive device calls; failures are uniform DecryptFailed ---
     def oaep(
         self, ciphertext: bytes, hash_name: str, mgf_hash_name: str, label: bytes | None
     ) -> bytes:
         param = (OAEP_HASH[hash_name][0], OAEP_HASH[mgf_hash_name][1], label)
         try:
-            return bytes(self._private.decrypt(
+            return bytes(self._key().decrypt(
                 ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
             ))
         except REFUSALS:
@@ -198,13 +212,13 @@ class Pkcs11KeyHandle(KeyHandle):
 
     def raw(self, ciphertext: bytes) -> bytes:
         try:
-            return bytes(self._private.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
+            return bytes(self._key().decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
         except p11e.PKCS11Error:
             raise DecryptFailed() from None
 
     def pkcs1(self, ciphertext: bytes) -> bytes:
         try:
-            return bytes(self._private.decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS))
+            return bytes(self._key().decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS))
         except p11e.PKCS11Error:
             raise DecryptFailed() from None
 
@@ -220,7 +234,7 @@ class Pkcs11KeyHandle(KeyHandle):
             if mech is None:
                 raise MechanismUnsupported(f"RSA PKCS#1 v1.5 with {algorithm.name}", list(RSA_SIGN))
             signature: bytes = self._guard(
-                lambda: bytes(self._private.sign(data, mechanism=mech)),
+                lambda: bytes(self._key().sign(data, mechanism=mech)),
                 f"signing with {self.label!r}",
             )
             return signature
@@ -228,7 +242,7 @@ class Pkcs11KeyHandle(KeyHandle):
         digest.update(data)
         value = digest.finalize()
         rs: bytes = self._guard(
-            lambda: bytes(self._private.sign(value, mechanism=Mechanism.ECDSA)),
+            lambda: bytes(self._key().sign(value, mechanism=Mechanism.ECDSA)),
             f"signing with {self.label!r}",
         )
         half = len(rs) // 2
@@ -248,7 +262,7 @@ class Pkcs11KeyHandle(KeyHandle):
         size = (self.public_key.curve.key_size + 7) // 8
 
         def derive() -> bytes:
-            secret = self._private.derive_key(
+            secret = self._key().derive_key(
                 P11KeyType.GENERIC_SECRET, size * 8,
                 mechanism=Mechanism.ECDH1_DERIVE,
                 mechanism_param=(pkcs11.KDF.NULL, None, point),
@@ -261,6 +275,54 @@ class Pkcs11KeyHandle(KeyHandle):
                 secret.destroy()
 
         return self._guard(derive, f"ECDH with {self.label!r}")
+
+
+def build_handle(
+    find: Callable[..., list[Any]],
+    anchor: Any,
+    *,
+    base_uri: Pkcs11Uri,
+    mechanisms: frozenset[str],
+    device: tuple[str, str],
+    guard: Guard,
+    locate: Callable[[bytes], Any],
+    public_obj: Any | None = None,
+) -> Pkcs11KeyHandle:
+    """A handle from a private key, or (before login) a public key or certificate."""
+    is_private = anchor.object_class == ObjectClass.PRIVATE_KEY
+    wanted = [Attribute.ID, Attribute.LABEL] + ([Attribute.EXTRACTABLE] if is_private else [])
+    attrs = anchor.get_attributes(wanted)
+    key_id = bytes(attrs[Attribute.ID])
+    label = str(attrs[Attribute.LABEL])
+    certs = find(class_=ObjectClass.CERTIFICATE, id=key_id) if key_id else []
+    if anchor.object_class == ObjectClass.CERTIFICATE:
+        certs = [anchor]
+    cert = x509.load_der_x509_certificate(bytes(certs[0][Attribute.VALUE])) if certs else None
+    if public_obj is None and anchor.object_class == ObjectClass.PUBLIC_KEY:
+        public_obj = anchor
+    if public_obj is None and key_id:
+        pubs = find(class_=ObjectClass.PUBLIC_KEY, id=key_id)
+        public_obj = pubs[0] if pubs else None
+    public_key: PublicKey
+    if public_obj is not None:
+        public_key = read_public_key(public_obj)
+    elif cert is not None:
+        cert_key = cert.public_key()
+        if not isinstance(cert_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise MechanismUnsupported("this certificate's key type", ["RSA", "EC"])
+        public_key = cert_key
+    else:
+        public_key = read_public_key(anchor)  # SoftHSM keeps n/e on the private key
+    uri = base_uri.with_object(label, key_id)
+    uri = Pkcs11Uri(attrs={**uri.attrs, "type": "private"}, id=uri.id, query=uri.query)
+    return Pkcs11KeyHandle(
+        anchor if is_private else None, public_key, cert,
+        key_id=key_id, label=label,
+        # Unknown before login: reported as not extractable.
+        extractable=bool(attrs[Attribute.EXTRACTABLE]) if is_private else False,
+        uri=str(uri), mechanisms=mechanisms, device=device, guard=guard,
+        locate=lambda: locate(key_id),
+    )
 
 
 def guard_errors(

@@ -253,6 +253,13 @@ class BerReader:
             child = self.read_header()
             if child.tag_class != UNIVERSAL or child.tag != TAG_OCTET_STRING:
                 raise EnvelopeMalformed(f"unexpected {child.describe()} inside chunked content")
+            n = child.length
+            if not child.constructed and n is not None and n <= self._available():
+                # Fast path for the common small chunk already in the buffer
+                # (openssl -stream writes 4 KiB chunks): no nested generator.
+                if n:
+                    yield self._take(n)
+                continue
             yield from self.iter_octets(child, depth + 1)
         self.close(h)
 

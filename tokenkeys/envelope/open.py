@@ -213,6 +213,11 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         r.close(explicit)
         r.close(ci)
         r.expect_eof()
+        if not o.genuine:
+            # The random key of the v1.5 countermeasure went through the same
+            # decryption and checks; fail only now, with the same error as a bad
+            # tag or padding, so CBC's 1-in-256 "valid" padding never releases junk.
+            raise EnvelopeIntegrity(_INTEGRITY)
     return OpenResult(
         recipient=f"{o.recipient.rid_text()} via {o.view.label}",
         identity_label=o.view.label,

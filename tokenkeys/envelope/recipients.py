@@ -39,6 +39,9 @@ _ATTR_NAMES = {"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST",
                "2.5.4.97": "organizationIdentifier"}
 
 
+MAX_RECIPIENTS = 1000
+
+
 class NotMine(Exception):
     """Internal: this identity cannot open this recipient; try the next."""
 
@@ -175,7 +178,9 @@ class Recipient:
                 raise
             except Exception:
                 key = b""
-            return key if len(key) == cek_len else fallback
+            genuine = len(key) == cek_len
+            self.extra["v15_failed"] = not genuine
+            return key if genuine else fallback
         try:
             key = iv.identity.decrypt(enc, padding)
         except (PinError, MechanismUnsupported):
@@ -232,6 +237,9 @@ def parse_recipient_infos(raw: bytes) -> list[Recipient]:
         raise EnvelopeMalformed(f"malformed RecipientInfos ({type(exc).__name__})") from None
     if not out:
         raise EnvelopeMalformed("envelope has no recipients")
+    if len(out) > MAX_RECIPIENTS:
+        # Each one may cost a token operation per identity: refuse absurd headers.
+        raise EnvelopeMalformed(f"envelope lists {len(out)} recipients (limit {MAX_RECIPIENTS})")
     return out
 
 
@@ -338,6 +346,11 @@ class Opened:
     cek: bytes
     recipient: Recipient
     view: IdentityView
+
+    @property
+    def genuine(self) -> bool:
+        """False when the v1.5 countermeasure substituted a random key."""
+        return not self.recipient.extra.get("v15_failed", False)
 
 
 def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len: int) -> Opened:

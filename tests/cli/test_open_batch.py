@@ -1,0 +1,124 @@
+"""Issue: an agent opens a batch with one PIN entry, through the real CLI, on SoftHSM2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from tests.cli.conftest import TK
+from tokenkeys.envelope import SealOptions, seal
+
+
+@pytest.fixture
+def token_with_keys(tk: TK, softhsm: Any, token_label: str, tmp_path: Path) -> dict[str, Any]:
+    uri = softhsm.uri(token_label)
+    certs = {}
+    for name, alg in (("rsa", "rsa2048"), ("ec", "ec-p256")):
+        made = tk("key", "generate", "--token", uri, "--name", name, "--algorithm", alg)
+        assert made.code == 0, made.err
+        pem = tmp_path / f"{name}.pem"
+        assert tk("key", "export-cert", name, "--token", uri, "-o", pem).code == 0
+        certs[name] = x509.load_pem_x509_certificate(pem.read_bytes())
+    return {"uri": uri, "certs": certs, "pems": {n: tmp_path / f"{n}.pem" for n in certs}}
+
+
+def _make_batch(directory: Path, certs: dict[str, x509.Certificate], n: int) -> dict[str, bytes]:
+    directory.mkdir()
+    plain = {}
+    for i in range(n):
+        name = f"bid-{i:02d}.pdf"
+        data = f"bid {i} ".encode() * (50 + i)
+        src = directory.parent / f"{name}.plain"
+        src.write_bytes(data)
+        recipient = certs["ec"] if i % 3 == 2 else certs["rsa"]
+        options = SealOptions(authenticated=i % 2 == 0)
+        seal(src, directory / f"{name}.p7m", [recipient], options)
+        plain[name] = data
+    return plain
+
+
+def _damage(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_batch_with_bad_envelope_opens_the_others(tk: TK, token_with_keys: dict[str, Any],
+                                                  tmp_path: Path, jobs: str) -> None:
+    bids = tmp_path / "bids"
+    plain = _make_batch(bids, token_with_keys["certs"], 7)
+    _damage(bids / "bid-04.pdf.p7m")
+    out = tmp_path / "out"
+    run = tk("--json", "open", bids, "-o", out, "--token", token_with_keys["uri"],
+             "--jobs", jobs)
+    assert run.code == 11, run.err
+    report = run.json
+    assert report["ok"] is False and report["opened"] == 6 and report["failed"] == 1
+    bad = [f for f in report["files"] if f["status"] == "failed"]
+    assert [Path(f["input"]).name for f in bad] == ["bid-04.pdf.p7m"]
+    assert bad[0]["error_type"] == "EnvelopeIntegrity"
+    for name, data in plain.items():
+        if name != "bid-04.pdf":
+            assert (out / name).read_bytes() == data
+    assert sorted(p.name for p in out.iterdir()) == sorted(n for n in plain if n != "bid-04.pdf")
+    opened = [f for f in report["files"] if f["status"] == "opened"]
+    assert all(f["recipient"] and f["bytes"] > 0 for f in opened)
+
+    again = tk("--json", "open", bids, "-o", out, "--token", token_with_keys["uri"])
+    assert again.code == 11
+    assert again.json["skipped"] == 6 and again.json["failed"] == 1
+
+
+def test_wrong_pin_writes_nothing(tk: TK, token_with_keys: dict[str, Any],
+                                  tmp_path: Path) -> None:
+    bids = tmp_path / "bids"
+    _make_batch(bids, token_with_keys["certs"], 2)
+    out = tmp_path / "out"
+    run = tk("open", bids, "-o", out, "--token", token_with_keys["uri"], "--jobs", "2",
+             env={"TOKENKEYS_PIN": "654321"})
+    assert run.code == 4 and "PIN incorrect" in run.err
+    assert not out.exists()
+
+
+def test_seal_cli_and_open_single_file(tk: TK, token_with_keys: dict[str, Any],
+                                       tmp_path: Path) -> None:
+    src = tmp_path / "offre.txt"
+    src.write_bytes(b"prix: 100\n")
+    sealed = tmp_path / "offre.txt.cms"
+    run = tk("--json", "seal", src, "-o", sealed,
+             "--recipient", token_with_keys["pems"]["rsa"],
+             "--recipient", token_with_keys["pems"]["ec"])
+    assert run.code == 0, run.err
+    assert run.json["bytes"] == src.stat().st_size
+    again = tk("seal", src, "-o", sealed, "--recipient", token_with_keys["pems"]["rsa"])
+    assert again.code == 10 and "already exists" in again.err
+    opened = tk("open", sealed, "-o", tmp_path / "o", "--token", token_with_keys["uri"])
+    assert opened.code == 0, opened.err
+    assert (tmp_path / "o" / "offre.txt").read_bytes() == src.read_bytes()
+
+
+def test_seal_refuses_bad_recipients(tk: TK, tmp_path: Path) -> None:
+    src = tmp_path / "x"
+    src.write_bytes(b"x")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    run = tk("seal", src, "-o", tmp_path / "x.p7m", "--recipient", junk)
+    assert run.code == 2 and "not a PEM or DER X.509 certificate" in run.err
+    assert not (tmp_path / "x.p7m").exists()
+
+
+def test_not_addressed_to_us(tk: TK, token_with_keys: dict[str, Any], tmp_path: Path,
+                             softhsm: Any) -> None:
+    other_label = softhsm.new_token("other")
+    other = softhsm.uri(other_label)
+    assert tk("key", "generate", "--token", other, "--name", "o", "--algorithm",
+              "ec-p256").code == 0
+    bids = tmp_path / "bids"
+    _make_batch(bids, token_with_keys["certs"], 1)
+    run = tk("--json", "open", bids, "-o", tmp_path / "out", "--token", other)
+    assert run.code == 11
+    assert run.json["files"][0]["error_type"] == "NoMatchingRecipient"

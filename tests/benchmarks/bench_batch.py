@@ -119,7 +119,7 @@ def main() -> None:
         raw = statistics.median(rates["raw"])
         print(f"\n{args.n} envelopes x 4 KB, RSA-3072 OAEP-SHA256 + AES-256-GCM, SoftHSM2, "
               f"{args.rounds} interleaved rounds (min / median / max)\n")
-        print("| what | envelopes/s | × raw (median) |\n|---|---|---|")
+        print("| what | envelopes/s | x raw (median) |\n|---|---|---|")
         labels = {
             "raw": "bare C_Decrypt loop (RSA_X_509, one session, no envelope work)",
             "jobs1": "`tokenkeys open --jobs 1` (CLI end to end)",

@@ -144,10 +144,16 @@ def test_token_init_and_refuse_reinit(tk: TK, softhsm: Any) -> None:
     made = tk("key", "generate", "--token", softhsm.uri("fresh-init"), "--name", "k",
               "--algorithm", "ec-p256")
     assert made.code == 0, made.err
-    slot = run.json["token"]["slot"]
+    # SoftHSM renumbers slots after C_InitToken: take the slot a new process sees.
+    tokens = tk("--json", "token", "list", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE}).json
+    [slot] = [t["slot"] for t in tokens["tokens"] if t["label"] == "fresh-init"]
     again = tk("token", "init", "--token", f"pkcs11:slot-id={slot}?module-path={SOFTHSM_MODULE}",
                "--label", "again")
-    assert again.code != 0 and "Traceback" not in again.err
+    assert again.code == 9 and "re-initialising would erase every key" in again.err
+    duplicate = tk("token", "init", "--token", uri, "--label", "fresh-init")
+    assert duplicate.code == 9 and "already exists" in duplicate.err
+    listed = tk("--json", "key", "list", "--token", softhsm.uri("fresh-init"))
+    assert [k["designation"] for k in listed.json["keys"]] == ["k"]
 
 
 def test_software_keystore_cli(tk: TK, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from tokenkeys.errors import (
     DeviceError,
     ModuleNotFound,
     PinMissing,
+    PolicyRefused,
     TokenKeysError,
     TokenNotFound,
     UsageError,
@@ -113,6 +114,17 @@ def init_token(
     padded = _pad_label(label)
     lib = _load(module)
     try:
+        if find_token_slot(lib, label) is not None:
+            raise PolicyRefused(
+                f"a token labelled {label!r} already exists in {module}: labels name tokens, "
+                "so they must be unique"
+            )
+        infos = dict(_token_infos(lib))
+        if slot is not None and slot in infos and infos[slot].flags & PyKCS11.CKF_TOKEN_INITIALIZED:
+            raise PolicyRefused(
+                f"token {infos[slot].label.strip()!r} in slot {slot} is already initialised; "
+                "re-initialising would erase every key on it"
+            )
         if slot is None:
             free = [
                 s for s, ti in _token_infos(lib) if not ti.flags & PyKCS11.CKF_TOKEN_INITIALIZED

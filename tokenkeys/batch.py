@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenkeys.config import Config
+from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity, open_envelope
 from tokenkeys.errors import PinMissing, TokenKeysError, UsageError
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
+# Enough to keep the device busy while others parse, decrypt AES and fsync.
+ENVELOPE_THREADS = 3
 
 
 @dataclass(frozen=True)
@@ -140,12 +144,42 @@ def open_batch(
         keys: list[Identity] = list(token.list_keys())
         outdir.mkdir(parents=True, exist_ok=True)
         if jobs == 1 or len(pairs) <= 1:
-            results = _collect((open_one(s, d, keys) for s, d in pairs), on_result)
+            results = _pipelined(pairs, keys, on_result)
         else:
             if pin is None:  # unreachable: checked above; keeps the type checker honest
                 raise PinMissing()
             results = _parallel(pairs, token_uri, config, given_pin(pin), jobs, on_result)
     return results
+
+
+def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
+               on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    """One process: the device works on one envelope while threads parse and write others.
+
+    From here on only the device thread calls into PKCS#11 (see device_thread).
+    """
+    with DeviceThread() as device:
+        bound = [confine(k, device) for k in keys]
+        try:
+            done = _open_threaded(pairs, bound, on_result)
+        finally:
+            for key in keys:
+                release(key)
+    by_input = {r.input: r for r in done}
+    return [by_input[str(src)] for src, _ in pairs]
+
+
+def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
+                   on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    with ThreadPoolExecutor(ENVELOPE_THREADS, thread_name_prefix="tokenkeys-open") as pool:
+        futures = [pool.submit(open_one, src, dst, keys) for src, dst in pairs]
+        try:
+            return _collect((f.result() for f in as_completed(futures)), on_result)
+        except BaseException:
+            # Ctrl-C: envelopes already being opened finish (their output is
+            # complete and authenticated); the rest are not started.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _parallel(

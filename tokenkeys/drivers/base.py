@@ -7,7 +7,9 @@ A KeyHandle satisfies tokenkeys.envelope.Identity.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+# Runs one device call and returns its result (e.g. on a dedicated thread).
+Runner = Callable[[Callable[[], Any]], Any]
+
+
+@runtime_checkable
+class ConfinableKey(Protocol):
+    """Optional capability: send every device call through `runner`, or back to the
+    calling thread with None. Software work (OAEP decoding...) stays with the caller."""
+
+    def run_device_calls_with(self, runner: Runner | None) -> None: ...
 
 
 class KeyHandle(ABC):

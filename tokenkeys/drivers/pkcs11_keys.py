@@ -16,7 +16,7 @@ from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
-from tokenkeys.drivers.base import KeyHandle, PublicKey
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Runner
 from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, RsaNegotiator
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.types import Algorithm, KeySpec, KeyType
@@ -176,6 +176,7 @@ class Pkcs11KeyHandle(KeyHandle):
         self.extractable = extractable
         self.uri = uri
         self.key_type = KeyType.RSA if isinstance(public_key, rsa.RSAPublicKey) else KeyType.EC
+        self._run: Runner = _here
         self._negotiator: RsaNegotiator | None = None
         if self.key_type is KeyType.RSA:
             self._negotiator = RsaNegotiator(
@@ -196,15 +197,18 @@ class Pkcs11KeyHandle(KeyHandle):
     def private_object(self) -> Any:
         return self._key()
 
+    def run_device_calls_with(self, runner: Runner | None) -> None:
+        self._run = runner or _here
+
     # --- RsaOps: primitive device calls; failures are uniform DecryptFailed ---
     def oaep(
         self, ciphertext: bytes, hash_name: str, mgf_hash_name: str, label: bytes | None
     ) -> bytes:
         param = (OAEP_HASH[hash_name][0], OAEP_HASH[mgf_hash_name][1], label)
         try:
-            return bytes(self._key().decrypt(
+            return bytes(self._run(lambda: self._key().decrypt(
                 ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
-            ))
+            )))
         except REFUSALS:
             raise MechanismRefused() from None
         except p11e.PKCS11Error:
@@ -212,13 +216,15 @@ class Pkcs11KeyHandle(KeyHandle):
 
     def raw(self, ciphertext: bytes) -> bytes:
         try:
-            return bytes(self._key().decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
+            return bytes(self._run(
+                lambda: self._key().decrypt(ciphertext, mechanism=Mechanism.RSA_X_509)))
         except p11e.PKCS11Error:
             raise DecryptFailed() from None
 
     def pkcs1(self, ciphertext: bytes) -> bytes:
         try:
-            return bytes(self._key().decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS))
+            return bytes(self._run(
+                lambda: self._key().decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS)))
         except p11e.PKCS11Error:
             raise DecryptFailed() from None
 
@@ -234,7 +240,7 @@ class Pkcs11KeyHandle(KeyHandle):
             if mech is None:
                 raise MechanismUnsupported(f"RSA PKCS#1 v1.5 with {algorithm.name}", list(RSA_SIGN))
             signature: bytes = self._guard(
-                lambda: bytes(self._key().sign(data, mechanism=mech)),
+                lambda: bytes(self._run(lambda: self._key().sign(data, mechanism=mech))),
                 f"signing with {self.label!r}",
             )
             return signature
@@ -242,7 +248,7 @@ class Pkcs11KeyHandle(KeyHandle):
         digest.update(data)
         value = digest.finalize()
         rs: bytes = self._guard(
-            lambda: bytes(self._key().sign(value, mechanism=Mechanism.ECDSA)),
+            lambda: bytes(self._run(lambda: self._key().sign(value, mechanism=Mechanism.ECDSA))),
             f"signing with {self.label!r}",
         )
         half = len(rs) // 2
@@ -274,7 +280,12 @@ class Pkcs11KeyHandle(KeyHandle):
             finally:
                 secret.destroy()
 
-        return self._guard(derive, f"ECDH with {self.label!r}")
+        z: bytes = self._guard(lambda: self._run(derive), f"ECDH with {self.label!r}")
+        return z
+
+
+def _here(fn: Callable[[], Any]) -> Any:
+    return fn()
 
 
 def build_handle(

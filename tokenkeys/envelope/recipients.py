@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from dataclasses import dataclass, field
 
 from asn1crypto import cms, core
@@ -84,6 +85,17 @@ class IdentityView:
 
     @classmethod
     def of(cls, identity: Identity) -> IdentityView:
+        # A batch opens thousands of envelopes with the same few identities.
+        try:
+            cached = _VIEWS.get(identity)
+        except TypeError:  # not weak-referenceable
+            return cls._build(identity)
+        if cached is None or cached.identity.certificate is not identity.certificate:
+            cached = _VIEWS[identity] = cls._build(identity)
+        return cached
+
+    @classmethod
+    def _build(cls, identity: Identity) -> IdentityView:
         skis = {ski_of(identity.public_key)}
         issuer = serial = None
         if identity.certificate is not None:
@@ -93,6 +105,9 @@ class IdentityView:
             if cert.key_identifier:
                 skis.add(bytes(cert.key_identifier))
         return cls(identity, issuer, serial, frozenset(skis))
+
+
+_VIEWS: weakref.WeakKeyDictionary[Identity, IdentityView] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -125,7 +140,11 @@ class Recipient:
             return self.rid_ski in iv.skis
         if self.rid_issuer is not None and iv.issuer is not None:
             try:
-                return bool(iv.serial == self.rid_serial and iv.issuer == self.rid_issuer)
+                if iv.serial != self.rid_serial:
+                    return False
+                # Same DER is the common case; RFC 5280 name comparison is slow.
+                return iv.issuer.dump() == self.rid_issuer.dump() or bool(
+                    iv.issuer == self.rid_issuer)
             except Exception:  # asn1crypto name normalisation on odd strings
                 return False
         return False

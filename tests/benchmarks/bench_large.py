@@ -7,6 +7,8 @@ is the command's own, not inherited from this script):
   (c) openssl cms -encrypt -stream -aes-256-gcm of SIZE   (also makes the envelope)
   (a) openssl cms -decrypt with the software RSA-3072 key
   (b) tokenkeys open_envelope with the same key          (argv swappable: see OPEN_STEPS)
+  (b) `tokenkeys open` (the CLI) with an RSA-3072 key on a throwaway SoftHSM2 token;
+      the envelope is sealed to both certificates, so both open the same file
   (d) tokenkeys seal of SIZE to the same certificate
 Results are printed as a markdown table. Files live in a temp dir, removed at the end.
 """
@@ -29,11 +31,13 @@ TIME = "/usr/bin/time"
 
 _OPEN_CODE = r"""
 import sys
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from tokenkeys.envelope import open_envelope
-env, out, key = sys.argv[1:4]
+from tokenkeys.envelope import SoftwareIdentity, open_envelope
+env, out, key, cert = sys.argv[1:5]
 k = serialization.load_pem_private_key(open(key, "rb").read(), None)
-print(open_envelope(env, out, [k]).bytes_out)
+c = x509.load_pem_x509_certificate(open(cert, "rb").read())
+print(open_envelope(env, out, [SoftwareIdentity(k, c)]).bytes_out)
 """
 
 _SEAL_CODE = r"""
@@ -52,21 +56,48 @@ class Files:
     key: Path
     cert: Path
     out: Path
+    token_cert: Path | None = None
+    token_uri: str = ""
 
 
 def tokenkeys_open_software(f: Files) -> list[str]:
     """argv that opens f.envelope into f.out with the software key (step b)."""
-    return [sys.executable, "-c", _OPEN_CODE, str(f.envelope), str(f.out), str(f.key)]
+    return [sys.executable, "-c", _OPEN_CODE, str(f.envelope), str(f.out), str(f.key),
+            str(f.cert)]
 
 
 def tokenkeys_seal_software(f: Files) -> list[str]:
     return [sys.executable, "-c", _SEAL_CODE, str(f.plain), str(f.out), str(f.cert)]
 
 
-# Other variants (CLI, token) register here: name -> function(Files) -> argv.
+def tokenkeys_open_token(f: Files) -> list[str]:
+    """The CLI, with the RSA step on SoftHSM2 (PIN from TOKENKEYS_PIN)."""
+    return [sys.executable, "-m", "tokenkeys", "open", str(f.envelope), "-o", str(f.out.parent
+            / "opened"), "--token", f.token_uri]
+
+
+# Other variants register here: name -> function(Files) -> argv.
 OPEN_STEPS: dict[str, Callable[[Files], list[str]]] = {
     "tokenkeys open (software key)": tokenkeys_open_software,
+    "tokenkeys open CLI (key on SoftHSM2)": tokenkeys_open_token,
 }
+ROOT = Path(__file__).resolve().parents[2]
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def setup_token(d: Path, f: Files) -> None:
+    """A throwaway SoftHSM2 token with an RSA-3072 key; its certificate is a recipient."""
+    os.environ.update({"TOKENKEYS_PIN": "123456", "TOKENKEYS_SO_PIN": "12345678"})
+    out = subprocess.run([str(ROOT / "softhsm-config" / "setup-tokens.sh"), str(d / "hsm"),
+                          "bench"], env={**os.environ, "PYTHON": sys.executable},
+                         capture_output=True, text=True, check=True).stdout
+    os.environ["SOFTHSM2_CONF"] = out.strip().split("=", 1)[1]
+    f.token_uri = f"pkcs11:token=bench?module-path={SOFTHSM}"
+    f.token_cert = d / "token-cert.pem"
+    for args in (["key", "generate", "--name", "big", "--algorithm", "rsa3072"],
+                 ["key", "export-cert", "big", "-o", str(f.token_cert)]):
+        subprocess.run([sys.executable, "-m", "tokenkeys", *args, "--token", f.token_uri],
+                       check=True, capture_output=True)
 
 
 @dataclass
@@ -114,10 +145,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="tokenkeys-bench-") as tmp:
         d = Path(tmp)
         f = make_inputs(d, args.size_mb)
+        setup_token(d, f)
         results = [measure("openssl cms -encrypt -stream (c)",
                            [OPENSSL, "cms", "-encrypt", "-stream", "-aes-256-gcm", "-binary",
                             "-outform", "DER", "-in", str(f.plain), "-out", str(f.envelope),
-                            "-recip", str(f.cert)], size, d)]
+                            "-recip", str(f.cert), "-recip", str(f.token_cert)], size, d)]
         results.append(measure("openssl cms -decrypt (a)",
                                [OPENSSL, "cms", "-decrypt", "-binary", "-inform", "DER",
                                 "-in", str(f.envelope), "-out", str(f.out), "-inkey", str(f.key),
@@ -125,14 +157,16 @@ def main() -> None:
         f.out.unlink()
         for name, argv_of in OPEN_STEPS.items():
             results.append(measure(f"{name} (b)", argv_of(f), size, d))
-            f.out.unlink()
+            f.out.unlink(missing_ok=True)
+            shutil.rmtree(d / "opened", ignore_errors=True)
         results.append(measure("tokenkeys seal (d)", tokenkeys_seal_software(f), size, d))
-    print(f"\nEnvelope of {args.size_mb} MB, AES-256-GCM, RSA-3072 software key\n")
+    print(f"\nEnvelope of {args.size_mb} MB, AES-256-GCM, two RSA-3072 recipients "
+          "(a software key, a SoftHSM2 key)\n")
     print("| step | wall s | peak RSS MB | throughput |")
     print("|---|---|---|---|")
     for m in results:
         print(m.row())
-    by = {m.name[-3:]: m for m in results}
+    by = {m.name[-3:]: m for m in results}  # the last (b) is the CLI on the token
     print(f"\nopen/openssl-decrypt wall ratio: {by['(b)'].wall_s / by['(a)'].wall_s:.2f} "
           f"(target <= 0.5); seal/openssl-encrypt: {by['(d)'].wall_s / by['(c)'].wall_s:.2f} "
           "(target <= 1.0)")

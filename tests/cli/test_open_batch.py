@@ -122,3 +122,40 @@ def test_not_addressed_to_us(tk: TK, token_with_keys: dict[str, Any], tmp_path: 
     run = tk("--json", "open", bids, "-o", tmp_path / "out", "--token", other)
     assert run.code == 11
     assert run.json["files"][0]["error_type"] == "NoMatchingRecipient"
+
+
+def test_damaged_and_junk_inputs_through_the_cli(tk: TK, token_with_keys: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """Flipped header, ciphertext and tag bytes, truncations, empty and random files:
+    each is refused with a one-line reason in the report, and no output appears."""
+    src = tmp_path / "bid.txt"
+    src.write_bytes(b"montant: 42 EUR\n" * 300)
+    good = tmp_path / "good.p7m"
+    seal(src, good, [token_with_keys["certs"]["rsa"]], SealOptions())
+    data = good.read_bytes()
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    variants = {
+        "header": 6, "recipient": 200, "ciphertext": len(data) // 2, "tag": len(data) - 10,
+    }
+    for name, pos in variants.items():
+        damaged = bytearray(data)
+        damaged[pos] ^= 0x40
+        (bids / f"flip-{name}.p7m").write_bytes(bytes(damaged))
+    for cut in (1, 50, len(data) // 3, len(data) - 1):
+        (bids / f"cut-{cut}.p7m").write_bytes(data[:cut])
+    (bids / "empty.p7m").write_bytes(b"")
+    (bids / "random.p7m").write_bytes(bytes(range(256)) * 7)
+    out = tmp_path / "out"
+    run = tk("--json", "open", bids, "-o", out, "--token", token_with_keys["uri"])
+    assert run.code == 11, run.err
+    files = run.json["files"]
+    assert len(files) == 10 and all(f["status"] == "failed" for f in files)
+    for f in files:
+        assert f["error_type"] in {"EnvelopeIntegrity", "EnvelopeMalformed",
+                                   "NoMatchingRecipient"}, f
+        assert "\n" not in f["error"]
+    assert list(out.iterdir()) == []
+    human = tk("open", bids / "empty.p7m", "-o", out, "--token", token_with_keys["uri"])
+    assert human.code == 11 and "Traceback" not in human.err + human.out
+    assert "1 failed" in human.out

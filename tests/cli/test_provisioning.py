@@ -178,3 +178,19 @@ def test_no_traceback_without_debug(tk: TK, tmp_path: Path) -> None:
     run = tk("key", "list", "--token", f"soft:{tmp_path / 'missing'}")
     assert run.code == 3 and "Traceback" not in run.err
     assert "no software keystore" in run.err
+
+
+def test_doctor_reports_modules_tokens_mechanisms_and_expiry(tk: TK, uri: str,
+                                                             token_label: str) -> None:
+    assert tk("key", "generate", "--token", uri, "--name", "soon", "--algorithm", "ec-p256",
+              "--days", "5").code == 0
+    run = tk("--json", "doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE})
+    assert run.code == 0, run.err
+    doc = run.json
+    assert any(m.endswith("libsofthsm2.so") for m in doc["modules"])
+    [mine] = [t for t in doc["tokens"] if f"token={token_label};" in t["uri"]]
+    assert mine["mechanisms"]["RSA_X_509"] and mine["mechanisms"]["ECDH1_DERIVE"]
+    assert [k["designation"] for k in mine["keys"]] == ["soon"]
+    assert mine["keys"][0]["status"] == "expiring"
+    human = tk("doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE, "TOKENKEYS_PIN": None})
+    assert human.code == 0 and "set TOKENKEYS_PIN to check key expiry" in human.out

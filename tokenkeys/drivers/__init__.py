@@ -25,8 +25,14 @@ def open_token(uri: str | Pkcs11Uri | SoftUri, config: Config) -> Token:
         from tokenkeys.drivers.software import SoftwareToken
 
         return SoftwareToken.open(parsed)
-    # OpenSC cards are driven through the same python-pkcs11 driver until the
-    # PyKCS11 smartcard driver (slot events, PIN pad) lands; see docs/drivers.md.
+    from tokenkeys.drivers.modules import explicit_module, is_card_module
+
+    module = explicit_module(parsed, config)
+    if module is not None and is_card_module(module, config):
+        # OpenSC and configured card modules: slot events, PIN pad, SO-PIN keygen.
+        from tokenkeys.drivers.smartcard import SmartcardToken
+
+        return SmartcardToken.open(parsed, config)
     from tokenkeys.drivers.pkcs11 import Pkcs11Token
 
     return Pkcs11Token.open(parsed, config)

@@ -1,7 +1,9 @@
 """The pkcs11 driver (python-pkcs11): HSMs and SoftHSM2, the fast path for batch opening.
 
 One session per Token, kept open. python-pkcs11 is not thread-safe on SoftHSM2
-(FINDINGS): use one Token per process, parallelise with processes.
+(FINDINGS): only one thread may call into a Token at a time. Batch opening
+confines every device call to one thread (tokenkeys.device_thread) and
+parallelises across devices' cores with processes.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def _device_error(exc: PyKCS11.PyKCS11Error, what: str) -> TokenKeysError:
 _LIBS: dict[str, Any] = {}
 
 
-def _load(module: str) -> Any:
+def load_pykcs11(module: str) -> Any:
     module = os.path.realpath(module)
     if module in _LIBS:
         return _LIBS[module]
@@ -112,7 +112,7 @@ def init_token(
 ) -> TokenInfo:
     """C_InitToken + C_InitPIN. Slot ids change afterwards, so the result is found by label."""
     padded = _pad_label(label)
-    lib = _load(module)
+    lib = load_pykcs11(module)
     try:
         if find_token_slot(lib, label) is not None:
             raise PolicyRefused(
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.if_missing:
-            lib = _load(args.module)
+            lib = load_pykcs11(args.module)
             slot = find_token_slot(lib, args.label)
             if slot is not None:
                 print(f"token {args.label!r} exists (slot {slot}); left alone")

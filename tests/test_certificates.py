@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from tokenkeys.certificates import TokenRSAKey, key_status, self_signed
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
-from tokenkeys.types import KeyType
 
 
 class SoftHandle(KeyHandle):
@@ -21,7 +20,6 @@ class SoftHandle(KeyHandle):
         self.public_key = key.public_key()
         self.id = b"id"
         self.label = "soft"
-        self.key_type = KeyType.RSA if isinstance(key, rsa.RSAPrivateKey) else KeyType.EC
         self.certificate = None
         self.extractable = False
         self.uri = "soft:test"

@@ -7,18 +7,20 @@ A KeyHandle satisfies tokenkeys.envelope.Identity.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
+from tokenkeys.errors import KeyNotFound, MultipleKeysFound, UsageError
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+T = TypeVar("T")
 # Runs one device call and returns its result (e.g. on a dedicated thread).
 Runner = Callable[[Callable[[], Any]], Any]
 
@@ -36,7 +38,6 @@ class KeyHandle(ABC):
 
     id: bytes
     label: str
-    key_type: KeyType
     public_key: PublicKey
     certificate: x509.Certificate | None
     extractable: bool
@@ -59,6 +60,10 @@ class KeyHandle(ABC):
         """Return the raw ECDH shared secret Z (CKD_NULL). Requires login."""
 
     @property
+    def key_type(self) -> KeyType:
+        return KeyType.RSA if isinstance(self.public_key, rsa.RSAPublicKey) else KeyType.EC
+
+    @property
     def key_size(self) -> int:
         return self.public_key.key_size if isinstance(self.public_key, rsa.RSAPublicKey) else (
             self.public_key.curve.key_size
@@ -71,6 +76,28 @@ class KeyHandle(ABC):
         return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(
             self.public_key.curve.name, f"ec-{self.public_key.curve.name}"
         )
+
+
+def lookup_terms(label: str | None, key_id: bytes | None) -> tuple[dict[str, object], str]:
+    """find_key's search attributes, and how to name them in a message."""
+    if label is None and key_id is None:
+        raise UsageError("find_key needs a label or an id")
+    query: dict[str, object] = {}
+    if label is not None:
+        query["label"] = label
+    if key_id is not None:
+        query["id"] = key_id
+    what = f"label {label!r}" if label is not None else f"id {(key_id or b'').hex()}"
+    return query, what
+
+
+def the_one(found: Sequence[T], what: str, where: str) -> T:
+    """The single match: KeyNotFound or MultipleKeysFound otherwise, never None."""
+    if not found:
+        raise KeyNotFound(f"no key with {what} on {where}")
+    if len(found) > 1:
+        raise MultipleKeysFound(f"{len(found)} keys with {what} on {where}: use the id")
+    return found[0]
 
 
 class Token(ABC):

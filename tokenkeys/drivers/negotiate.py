@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import (
     OAEP,
     AsymmetricPadding,
@@ -165,6 +166,16 @@ class RsaNegotiator:
             # Wrong length is a damaged recipient, reported like any other failure.
             raise DecryptFailed()
         return self.plan(padding)[1](ciphertext)
+
+
+def negotiator_for(
+    ops: RsaOps, public_key: object, mechanisms: frozenset[str], device: tuple[str, str]
+) -> RsaNegotiator | None:
+    """The negotiator of an RSA key handle; None for other key types."""
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        return None
+    return RsaNegotiator(ops=ops, mechanisms=mechanisms,
+                         key_bytes=(public_key.key_size + 7) // 8, device=device)
 
 
 def rsa_decrypt(negotiator: RsaNegotiator, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:

@@ -20,7 +20,7 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from tokenkeys.config import Config
-from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys.drivers.base import KeyHandle, Token, lookup_terms, the_one
 from tokenkeys.drivers.modules import all_modules, candidate_modules, check_module
 from tokenkeys.drivers.pkcs11_keys import (
     P11_KEY_TYPE,
@@ -307,22 +307,11 @@ class Pkcs11Token(Token):
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
         """Requires login for private operations; before login it finds keys by their
         public key or certificate, and the private key is looked up on first use."""
-        if label is None and key_id is None:
-            raise UsageError("find_key needs a label or an id")
-        query: dict[str, Any] = {}
-        if label is not None:
-            query["label"] = label
-        if key_id is not None:
-            query["id"] = key_id
+        query, what = lookup_terms(label, key_id)
         found = self._objects(class_=ObjectClass.PRIVATE_KEY, **query)
         if not found and not self._logged_in:
             found = self._public_anchors(**query)
-        what = f"label {label!r}" if label is not None else f"id {key_id.hex() if key_id else ''}"
-        if not found:
-            raise KeyNotFound(f"no key with {what} on token {self._token.label!r}")
-        if len(found) > 1:
-            raise MultipleKeysFound(f"{len(found)} keys with {what}: use the id")
-        return self._handle(found[0])
+        return self._handle(the_one(found, what, f"token {self._token.label!r}"))
 
     def list_keys(self) -> list[KeyHandle]:
         """After login one handle per private key; before, per public key or certificate."""

@@ -17,7 +17,11 @@ from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Runner
-from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, RsaNegotiator
+from tokenkeys.drivers.negotiate import (
+    DecryptFailed,
+    MechanismRefused,
+    negotiator_for,
+)
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.types import Algorithm, KeySpec, KeyType
 from tokenkeys.uri import Pkcs11Uri
@@ -175,13 +179,8 @@ class Pkcs11KeyHandle(KeyHandle):
         self.certificate = certificate
         self.extractable = extractable
         self.uri = uri
-        self.key_type = KeyType.RSA if isinstance(public_key, rsa.RSAPublicKey) else KeyType.EC
         self._run: Runner = _here
-        self._negotiator: RsaNegotiator | None = None
-        if self.key_type is KeyType.RSA:
-            self._negotiator = RsaNegotiator(
-                ops=self, mechanisms=mechanisms, key_bytes=(self.key_size + 7) // 8, device=device
-            )
+        self._negotiator = negotiator_for(self, self.public_key, mechanisms, device)
 
     def __repr__(self) -> str:
         return f"Pkcs11KeyHandle({self.uri})"

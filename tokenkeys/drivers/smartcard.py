@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.config import Config
-from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, lookup_terms, the_one
 from tokenkeys.drivers.modules import candidate_modules
 from tokenkeys.drivers.pkcs11_admin import load_pykcs11
 from tokenkeys.drivers.pkcs11_keys import key_id_for
@@ -45,7 +45,6 @@ from tokenkeys.drivers.smartcard_slots import (
 from tokenkeys.errors import (
     KeyNotFound,
     MechanismUnsupported,
-    MultipleKeysFound,
     PinIncorrect,
     PinLocked,
     PinMissing,
@@ -307,20 +306,8 @@ class SmartcardToken(Token):
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
         """By the card's label or CKA_ID (the card fixes both: OpenPGP 02, 'Encryption key')."""
-        if label is None and key_id is None:
-            raise UsageError("find_key needs a label or an id")
-        query: dict[str, Any] = {}
-        if label is not None:
-            query["label"] = label
-        if key_id is not None:
-            query["id"] = key_id
-        found = self._anchors(**query)
-        what = f"label {label!r}" if label is not None else f"id {key_id.hex() if key_id else ''}"
-        if not found:
-            raise KeyNotFound(f"no key with {what} on card {self.card.label!r}")
-        if len(found) > 1:
-            raise MultipleKeysFound(f"{len(found)} keys with {what}: use the id")
-        return self._handle(found[0])
+        query, what = lookup_terms(label, key_id)
+        return self._handle(the_one(self._anchors(**query), what, f"card {self.card.label!r}"))
 
     def list_keys(self) -> list[KeyHandle]:
         return [self._handle(o) for o in self._anchors()]

@@ -22,7 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokenkeys.drivers.base import KeyHandle, PublicKey
-from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, RsaNegotiator
+from tokenkeys.drivers.negotiate import (
+    DecryptFailed,
+    MechanismRefused,
+    negotiator_for,
+)
 from tokenkeys.drivers.pkcs11_keys import PARAMS_CURVE, ec_point
 from tokenkeys.errors import (
     DeviceError,
@@ -196,12 +200,7 @@ class SmartcardKeyHandle(KeyHandle):
         self.extractable = False  # card keys never leave the card
         self.uri = uri
         self.mechanisms = mechanisms
-        self.key_type = KeyType.RSA if isinstance(public_key, rsa.RSAPublicKey) else KeyType.EC
-        self._negotiator: RsaNegotiator | None = None
-        if self.key_type is KeyType.RSA:
-            self._negotiator = RsaNegotiator(
-                ops=self, mechanisms=mechanisms, key_bytes=(self.key_size + 7) // 8, device=device
-            )
+        self._negotiator = negotiator_for(self, self.public_key, mechanisms, device)
 
     def __repr__(self) -> str:
         return f"SmartcardKeyHandle({self.uri})"

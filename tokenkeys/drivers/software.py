@@ -24,18 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys.drivers.base import KeyHandle, Token, lookup_terms, the_one
 from tokenkeys.errors import (
     DeviceError,
     KeyExists,
     KeyNotFound,
-    MultipleKeysFound,
     PinIncorrect,
     TokenNotFound,
     UsageError,
 )
 from tokenkeys.files import write_atomic
-from tokenkeys.types import KeySpec, KeyType, PinSource, Secret, TokenInfo
+from tokenkeys.types import KeySpec, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
 FORMAT = "tokenkeys-softkey-v1"
@@ -78,7 +77,6 @@ class SoftwareKeyHandle(KeyHandle):
         if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise DeviceError(f"{path}: unsupported public key type")
         self.public_key = public
-        self.key_type = KeyType.RSA if isinstance(public, rsa.RSAPublicKey) else KeyType.EC
         cert_path = path.with_name(f"{record['id']}.crt.pem")
         self.certificate = (
             x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
@@ -220,17 +218,14 @@ class SoftwareToken(Token):
         return SoftwareKeyHandle(self, record, path)
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
+        _, what = lookup_terms(label, key_id)
         found = [
             (path, rec) for path, rec in self._records()
             if (label is None or rec["label"] == label)
             and (key_id is None or rec["id"] == key_id.hex())
         ]
-        wanted = label if label is not None else (key_id or b"").hex()
-        if not found:
-            raise KeyNotFound(f"no key {wanted!r} in {self.uri}")
-        if len(found) > 1:
-            raise MultipleKeysFound(f"{len(found)} keys match {wanted!r} in {self.uri}")
-        return SoftwareKeyHandle(self, found[0][1], found[0][0])
+        path, record = the_one(found, what, self.uri)
+        return SoftwareKeyHandle(self, record, path)
 
     def list_keys(self) -> list[KeyHandle]:
         return [SoftwareKeyHandle(self, rec, path) for path, rec in self._records()]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +163,39 @@ def test_damaged_and_junk_inputs_through_the_cli(tk: TK, token_with_keys: dict[s
     human = tk("open", bids / "empty.p7m", "-o", out, "--token", token_with_keys["uri"])
     assert human.code == 11 and "Traceback" not in human.err + human.out
     assert "1 failed" in human.out
+
+
+def test_pin_never_in_any_worker_argv(token_with_keys: dict[str, Any], tmp_path: Path,
+                                      cli_env: dict[str, str]) -> None:
+    """--jobs 2: the PIN reaches the workers through the multiprocessing pipe only."""
+    bids = tmp_path / "bids"
+    _make_batch(bids, token_with_keys["certs"], 60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokenkeys", "open", str(bids), "-o", str(tmp_path / "out"),
+         "--token", token_with_keys["uri"], "--jobs", "2"],
+        env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[int, bytes] = {}
+    while proc.poll() is None:
+        for pid in _descendants(proc.pid):
+            with contextlib.suppress(OSError):
+                seen[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+        time.sleep(0.01)
+    assert proc.returncode == 0
+    assert len(seen) >= 3, seen  # the CLI and its two workers were observed
+    assert all(cli_env["TOKENKEYS_PIN"].encode() not in argv for argv in seen.values())
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out

@@ -19,7 +19,7 @@ from tokenkeys import manager
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.drivers.software import SoftwareToken
-from tokenkeys.errors import KeyExists, KeyNotFound, PinIncorrect, TokenKeysError
+from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound, PinIncorrect, TokenKeysError
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 PIN = "123456"
@@ -129,3 +129,20 @@ def test_wrong_pin(token_uri: str, tmp_path: Path) -> None:
         tok.login(_pins("999999", tmp_path))
     assert "999999" not in str(info.value)
     assert isinstance(info.value, TokenKeysError)
+
+
+def test_generation_failing_half_way_leaves_nothing(token: Token,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The certificate cannot be stored: the new key pair is destroyed again."""
+    manager.generate_key(token, "kept", algorithm=Algorithm.EC_P256)
+    before = [(k.label, k.id) for k in token.list_keys()]
+
+    def refuse(*_: object) -> None:
+        raise DeviceError("simulated: the token is full")
+
+    monkeypatch.setattr(token, "store_certificate", refuse)
+    with pytest.raises(DeviceError, match="simulated"):
+        manager.generate_key(token, "doomed", algorithm=Algorithm.EC_P256)
+    assert [(k.label, k.id) for k in token.list_keys()] == before
+    with pytest.raises(KeyNotFound):
+        token.find_key(label="doomed")

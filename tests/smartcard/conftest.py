@@ -2,7 +2,7 @@
 
 `card` brings up pcscd and a FRESH card once per session (about 0.5 s; shutdown
 about 3.3 s) and tears both down, killing only the PIDs scard.sh started. It
-skips, never fails, when pcscd, vpcd, OpenSC or tests/smartcard/venv-emu
+skips, never fails, when pcscd, vpcd, OpenSC or .venv-emu
 (`tests/smartcard/scard.sh setup`) is missing, or when a pcscd this harness did
 not start holds the machine's only vpcd ports. Under pytest-xdist the workers
 take turns through a lock file: one pcscd per machine.
@@ -22,7 +22,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SCARD = HERE / "scard.sh"
-VENV = HERE / "venv-emu"
+VENV = HERE.parent.parent / ".venv-emu"
 STATE = HERE / "state"
 MODULE_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",

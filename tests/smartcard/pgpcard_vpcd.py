@@ -6,7 +6,7 @@ vpcd protocol: TCP to pcscd's vpcd (default localhost:35963); every message is a
 (0 power off, 1 power on, 2 reset, 4 get ATR); anything else is a C-APDU,
 answered with the R-APDU.
 
-Runs in tests/smartcard/venv-emu (scard.sh setup), not in the project venv.
+Runs in .venv-emu at the repository root (scard.sh setup), not in the project venv.
 Adapted from the reference harness; the workarounds are described in
 docs/smartcard.md and FINDINGS ("Emulated smartcard").
 """

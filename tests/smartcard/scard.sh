@@ -2,7 +2,7 @@
 # Emulated OpenPGP smartcard for tests: pcscd + vpcd (vsmartcard-vpcd) + a
 # pure-Python OpenPGP card (PyPI smartcard-app-openpgp) bridged to vpcd.
 # Adapted from the harness measured in FINDINGS ("Emulated smartcard").
-#   scard.sh setup   # once: venv-emu with the card emulator (apt packages if root and missing)
+#   scard.sh setup   # once: .venv-emu with the card emulator (apt packages if root and missing)
 #   scard.sh up      # start pcscd and insert a FRESH card (state/card.fs wiped)
 #   scard.sh insert | remove   # card only (pcscd keeps running); keys and PIN
 #                              # counters survive in state/card.fs, as on a real card
@@ -12,7 +12,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ST=${SCARD_STATE:-$HERE/state}
-VENV=${SCARD_VENV:-$HERE/venv-emu}
+VENV=${SCARD_VENV:-$HERE/../../.venv-emu}
 mkdir -p "$ST"
 
 wait_for() { # wait_for SECONDS CMD...

@@ -27,8 +27,8 @@ from tokenkeys.envelope.ber import (
 )
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
+from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipients import (
-    IdentityView,
     Opened,
     Recipient,
     parse_recipient_infos,

@@ -6,14 +6,11 @@ turned into EnvelopeMalformed here, so callers only see the error tree.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import weakref
 from dataclasses import dataclass, field
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as a1x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import (
     MGF1,
@@ -25,7 +22,7 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from tokenkeys.envelope import algorithms as alg
-from tokenkeys.envelope.identity import Identity
+from tokenkeys.envelope.identity_view import IdentityView, format_name
 from tokenkeys.errors import (
     EnvelopeIntegrity,
     EnvelopeMalformed,
@@ -35,79 +32,12 @@ from tokenkeys.errors import (
     TokenKeysError,
 )
 
-_ATTR_NAMES = {"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
-               "2.5.4.11": "OU", "2.5.4.5": "serialNumber", "1.2.840.113549.1.9.1": "emailAddress",
-               "2.5.4.97": "organizationIdentifier"}
-
-
 MAX_RECIPIENTS = 1000
 
 
 class NotMine(Exception):
     """Internal: this identity cannot open this recipient; try the next."""
 
-
-def format_name(name: a1x509.Name) -> str:
-    parts = []
-    for rdn in name.chosen:
-        for atv in rdn:
-            key = _ATTR_NAMES.get(atv["type"].dotted, atv["type"].dotted)
-            parts.append(f"{key}={atv['value'].native}")
-    return ",".join(parts) or "(empty name)"
-
-
-def ski_of(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
-    """RFC 5280 method 1: SHA-1 of the subjectPublicKey BIT STRING value."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        bits = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
-    else:
-        bits = public_key.public_bytes(serialization.Encoding.X962,
-                                       serialization.PublicFormat.UncompressedPoint)
-    return hashlib.sha1(bits).digest()
-
-
-@dataclass
-class IdentityView:
-    """Facts about one Identity used for matching, computed once."""
-
-    identity: Identity
-    issuer: a1x509.Name | None = None
-    serial: int | None = None
-    skis: frozenset[bytes] = frozenset()
-
-    @property
-    def label(self) -> str:
-        return self.identity.label
-
-    @property
-    def is_rsa(self) -> bool:
-        return isinstance(self.identity.public_key, rsa.RSAPublicKey)
-
-    @classmethod
-    def of(cls, identity: Identity) -> IdentityView:
-        # A batch opens thousands of envelopes with the same few identities.
-        try:
-            cached = _VIEWS.get(identity)
-        except TypeError:  # not weak-referenceable
-            return cls._build(identity)
-        if cached is None or cached.identity.certificate is not identity.certificate:
-            cached = _VIEWS[identity] = cls._build(identity)
-        return cached
-
-    @classmethod
-    def _build(cls, identity: Identity) -> IdentityView:
-        skis = {ski_of(identity.public_key)}
-        issuer = serial = None
-        if identity.certificate is not None:
-            der = identity.certificate.public_bytes(serialization.Encoding.DER)
-            cert = a1x509.Certificate.load(der)
-            issuer, serial = cert.issuer, int(cert.serial_number)
-            if cert.key_identifier:
-                skis.add(bytes(cert.key_identifier))
-        return cls(identity, issuer, serial, frozenset(skis))
-
-
-_VIEWS: weakref.WeakKeyDictionary[Identity, IdentityView] = weakref.WeakKeyDictionary()
 
 
 @dataclass

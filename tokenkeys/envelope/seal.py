@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.atomic import AtomicOutput, check_target
 from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
-from tokenkeys.envelope.recipients import ski_of
+from tokenkeys.envelope.identity_view import ski_of
 from tokenkeys.errors import MechanismUnsupported, UsageError
 
 CHUNK = 1 << 20  # plaintext read size = ciphertext OCTET STRING chunk size

@@ -11,7 +11,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
@@ -22,6 +21,7 @@ from tokenkeys.drivers.negotiate import (
     MechanismRefused,
     negotiator_for,
 )
+from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.types import Algorithm, KeySpec, KeyType
 from tokenkeys.uri import Pkcs11Uri
@@ -243,17 +243,12 @@ class Pkcs11KeyHandle(KeyHandle):
                 f"signing with {self.label!r}",
             )
             return signature
-        digest = hashes.Hash(algorithm)
-        digest.update(data)
-        value = digest.finalize()
+        value = digest(data, algorithm)
         rs: bytes = self._guard(
             lambda: bytes(self._run(lambda: self._key().sign(value, mechanism=Mechanism.ECDSA))),
             f"signing with {self.label!r}",
         )
-        half = len(rs) // 2
-        return encode_dss_signature(
-            int.from_bytes(rs[:half], "big"), int.from_bytes(rs[half:], "big")
-        )
+        return ecdsa_der(rs)
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
@@ -261,9 +256,7 @@ class Pkcs11KeyHandle(KeyHandle):
         if peer_public.curve.name != self.public_key.curve.name:
             raise UsageError(f"peer key is on {peer_public.curve.name}, "
                              f"key {self.label!r} on {self.public_key.curve.name}")
-        point = peer_public.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
+        point = ec_point_of(peer_public)
         size = (self.public_key.curve.key_size + 7) // 8
 
         def derive() -> bytes:

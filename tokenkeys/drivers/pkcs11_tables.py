@@ -1,9 +1,14 @@
 """PKCS#11 constants as tables shared by the pkcs11 and smartcard drivers.
 
-Numbers are from the PKCS#11 v2.40 headers, so no binding is imported here.
+Numbers are from the PKCS#11 v2.40 headers, so no binding is imported here;
+also the small format conversions both drivers need.
 """
 
 from __future__ import annotations
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 # CK_TOKEN_INFO.flags -> the words `token list` / `info()` show.
 TOKEN_FLAGS: dict[int, str] = {
@@ -46,3 +51,23 @@ def tries_left(flags: int) -> str | None:
     """After a failed C_Login: what the token says about the remaining tries, or None."""
     words = token_flag_words(flags)
     return next((hint for word, hint in PIN_TRIES_WORDS if word in words), None)
+
+
+def digest(data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+    """CKM_ECDSA signs a digest computed by the caller."""
+    h = hashes.Hash(algorithm)
+    h.update(data)
+    return h.finalize()
+
+
+def ecdsa_der(raw: bytes) -> bytes:
+    """PKCS#11 returns ECDSA as r||s; X.509 and CMS want the DER SEQUENCE."""
+    half = len(raw) // 2
+    return encode_dss_signature(int.from_bytes(raw[:half], "big"),
+                                int.from_bytes(raw[half:], "big"))
+
+
+def ec_point_of(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """The uncompressed point CKM_ECDH1_DERIVE takes as the peer's public data."""
+    return public_key.public_bytes(serialization.Encoding.X962,
+                                   serialization.PublicFormat.UncompressedPoint)

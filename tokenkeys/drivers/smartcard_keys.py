@@ -19,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokenkeys.drivers.base import KeyHandle, PublicKey
 from tokenkeys.drivers.negotiate import (
@@ -28,6 +27,7 @@ from tokenkeys.drivers.negotiate import (
     negotiator_for,
 )
 from tokenkeys.drivers.pkcs11_keys import PARAMS_CURVE, ec_point
+from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
 from tokenkeys.errors import (
     DeviceError,
     MechanismUnsupported,
@@ -271,24 +271,17 @@ class SmartcardKeyHandle(KeyHandle):
                 raise MechanismUnsupported(f"RSA PKCS#1 v1.5 with {algorithm.name}", list(RSA_SIGN))
             return bytes(guard(lambda: self._session().sign(
                 self._key(), data, PyKCS11.Mechanism(mech)), what, self._offered()))
-        digest = hashes.Hash(algorithm)
-        digest.update(data)
-        value = digest.finalize()
+        value = digest(data, algorithm)
         rs = bytes(guard(lambda: self._session().sign(
             self._key(), value, PyKCS11.Mechanism(PyKCS11.CKM_ECDSA)), what, self._offered()))
-        half = len(rs) // 2
-        return encode_dss_signature(
-            int.from_bytes(rs[:half], "big"), int.from_bytes(rs[half:], "big")
-        )
+        return ecdsa_der(rs)
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
             raise UsageError(f"key {self.label!r} is not an EC key: no ECDH")
         if "ECDH1_DERIVE" not in self.mechanisms:
             raise MechanismUnsupported("ECDH (CKM_ECDH1_DERIVE)", self._offered())
-        point = peer_public.public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
+        point = ec_point_of(peer_public)
         size = (self.public_key.curve.key_size + 7) // 8
         template = [
             (PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY),

@@ -19,11 +19,11 @@ if [ ! -f "$conf" ]; then
     sed "s|@TOKENDIR@|$dir/tokens|" "$here/softhsm2.conf.in" > "$conf"
 fi
 if [ -z "${TOKENKEYS_SO_PIN:-}" ]; then
-    echo "warning: TOKENKEYS_SO_PIN unset, using the dev/CI default SO PIN 12345678" >&2
+    echo "warning: TOKENKEYS_SO_PIN unset, using the throwaway dev/CI default (docs/ci.md)" >&2
     TOKENKEYS_SO_PIN=12345678
 fi
 if [ -z "${TOKENKEYS_PIN:-}" ]; then
-    echo "warning: TOKENKEYS_PIN unset, using the dev/CI default user PIN 123456" >&2
+    echo "warning: TOKENKEYS_PIN unset, using the throwaway dev/CI default (docs/ci.md)" >&2
     TOKENKEYS_PIN=123456
 fi
 export TOKENKEYS_SO_PIN TOKENKEYS_PIN

@@ -75,7 +75,10 @@ def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
         if name in seen:
             raise UsageError(f"{src} and {seen[name]} would both be opened to {outdir / name}")
         seen[name] = src
-        pairs.append((src, outdir / name))
+        dst = outdir / name
+        if dst.resolve() == src.resolve():
+            raise UsageError(f"{src} would be opened onto itself: choose another -o directory")
+        pairs.append((src, dst))
     return pairs
 
 

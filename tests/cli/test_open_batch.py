@@ -199,3 +199,12 @@ def _descendants(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def test_open_onto_itself_is_refused(tk: TK, token_with_keys: dict[str, Any],
+                                     tmp_path: Path) -> None:
+    envelope = tmp_path / "bid"  # no suffix: its output name is its own name
+    envelope.write_bytes(b"x")
+    run = tk("open", envelope, "-o", tmp_path, "--token", token_with_keys["uri"])
+    assert run.code == 2 and "opened onto itself" in run.err
+    assert envelope.read_bytes() == b"x"

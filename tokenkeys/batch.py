@@ -1,23 +1,24 @@
 """Opening a batch of envelopes with one login, in one process or N worker processes.
 
-python-pkcs11 segfaults with two threads on SoftHSM2 (FINDINGS.md), so
-parallel opening uses processes, each with its own session. The PIN, read
-once, reaches the workers through the multiprocessing pipe, never argv.
+python-pkcs11 segfaults with two threads calling SoftHSM2 at once (FINDINGS.md).
+One process confines its device calls to one thread (device_thread) and opens
+envelopes on others; --jobs N adds processes, each with its own session. The
+PIN, read once, reaches the workers through the multiprocessing pipe, never argv.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tokenkeys.config import Config
 from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity, open_envelope
-from tokenkeys.errors import PinMissing, TokenKeysError, UsageError
+from tokenkeys.errors import TokenKeysError, UsageError
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
@@ -35,12 +36,12 @@ class FileResult:
     error_type: str | None = None
     error: str | None = None
 
+    @classmethod
+    def failed(cls, src: Path, dst: Path, kind: str, message: str) -> FileResult:
+        return cls(str(src), str(dst), "failed", error_type=kind, error=message)
+
     def to_json(self) -> dict[str, object]:
-        return {
-            "input": self.input, "output": self.output, "status": self.status,
-            "recipient": self.recipient, "bytes": self.bytes,
-            "error_type": self.error_type, "error": self.error,
-        }
+        return asdict(self)
 
 
 def output_name(path: Path) -> str:
@@ -89,11 +90,9 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
     try:
         result = open_envelope(src, dst, identities)
     except TokenKeysError as exc:
-        return FileResult(str(src), str(dst), "failed", error_type=type(exc).__name__,
-                          error=str(exc))
+        return FileResult.failed(src, dst, type(exc).__name__, str(exc))
     except OSError as exc:
-        return FileResult(str(src), str(dst), "failed", error_type="OSError",
-                          error=f"{exc.strerror or exc} ({src})")
+        return FileResult.failed(src, dst, "OSError", f"{exc.strerror or exc} ({src})")
     return FileResult(str(src), str(dst), "opened", recipient=result.recipient,
                       bytes=result.bytes_out)
 
@@ -118,8 +117,7 @@ def _worker_init(uri: str, config: Config, pins: PinSource) -> None:
 
 def _worker_open(pair: tuple[Path, Path]) -> FileResult:
     if _worker_error is not None:
-        return FileResult(str(pair[0]), str(pair[1]), "failed",
-                          error_type=type(_worker_error).__name__, error=str(_worker_error))
+        return FileResult.failed(*pair, type(_worker_error).__name__, str(_worker_error))
     return open_one(pair[0], pair[1], _worker_keys)
 
 
@@ -146,18 +144,18 @@ def open_batch(
         token.login(given_pin(pin) if pin is not None else pins)
         keys: list[Identity] = list(token.list_keys())
         outdir.mkdir(parents=True, exist_ok=True)
-        if jobs == 1 or len(pairs) <= 1:
-            results = _pipelined(pairs, keys, on_result)
+        if jobs > 1 and len(pairs) > 1 and pin is not None:
+            done = _parallel(pairs, token_uri, config, given_pin(pin), jobs, on_result)
         else:
-            if pin is None:  # unreachable: checked above; keeps the type checker honest
-                raise PinMissing()
-            results = _parallel(pairs, token_uri, config, given_pin(pin), jobs, on_result)
-    return results
+            done = _pipelined(pairs, keys, on_result)
+    by_input = {r.input: r for r in done}
+    return [by_input[str(src)] for src, _ in pairs]
 
 
 def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
                on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
     """One process: the device works on one envelope while threads parse and write others.
+    Results come in completion order.
 
     From here on only the device thread calls into PKCS#11 (see device_thread).
     """
@@ -168,8 +166,7 @@ def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
         finally:
             for key in keys:
                 release(key)
-    by_input = {r.input: r for r in done}
-    return [by_input[str(src)] for src, _ in pairs]
+    return done
 
 
 def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
@@ -193,12 +190,10 @@ def _parallel(
     ctx = multiprocessing.get_context("spawn")
     chunk = max(1, min(16, len(pairs) // (jobs * 8)))
     with ctx.Pool(jobs, initializer=_worker_init, initargs=(token_uri, config, pins)) as pool:
-        by_input = {r.input: r for r in _collect(
-            pool.imap_unordered(_worker_open, pairs, chunksize=chunk), on_result)}
-    return [by_input[str(src)] for src, _ in pairs]
+        return _collect(pool.imap_unordered(_worker_open, pairs, chunksize=chunk), on_result)
 
 
-def _collect(results: Iterator[FileResult] | Iterable[FileResult],
+def _collect(results: Iterable[FileResult],
              on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
     out = []
     for result in results:

@@ -30,9 +30,6 @@ class DeviceThread:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenkeys-device")
 
-    def call(self, fn: Callable[..., T], *args: object) -> T:
-        return self._pool.submit(fn, *args).result()
-
     def run(self, fn: Callable[[], T]) -> T:
         return self._pool.submit(fn).result()
 
@@ -73,7 +70,7 @@ class DeviceBoundIdentity:
         self.certificate: x509.Certificate | None = identity.certificate
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
-        return self._device.call(self._identity.decrypt, ciphertext, padding)
+        return self._device.run(lambda: self._identity.decrypt(ciphertext, padding))
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
-        return self._device.call(self._identity.derive_ecdh, peer_public)
+        return self._device.run(lambda: self._identity.derive_ecdh(peer_public))

@@ -88,10 +88,6 @@ class KeyExists(KeyProblem):
     pass
 
 
-class KeyExpired(KeyProblem):
-    pass
-
-
 class MechanismUnsupported(TokenKeysError):
     exit_code = 6
 

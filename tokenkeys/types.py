@@ -127,7 +127,3 @@ def given_pin(value: Secret) -> PinSource:
 
 def so_pin_source() -> PinSource:
     return PinSource(env_var="TOKENKEYS_SO_PIN", what="SO PIN")
-
-
-def passphrase_source() -> PinSource:
-    return PinSource(env_var="TOKENKEYS_PASSPHRASE", what="passphrase")

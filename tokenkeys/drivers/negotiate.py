@@ -36,7 +36,6 @@ __all__ = [
     "RsaNegotiator",
     "RsaOps",
     "oaep_params",
-    "rsa_decrypt",
 ]
 
 OAEP_MECH = "RSA_PKCS_OAEP"
@@ -176,7 +175,3 @@ def negotiator_for(
         return None
     return RsaNegotiator(ops=ops, mechanisms=mechanisms,
                          key_bytes=(public_key.key_size + 7) // 8, device=device)
-
-
-def rsa_decrypt(negotiator: RsaNegotiator, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
-    return negotiator.decrypt(ciphertext, padding)

@@ -178,7 +178,7 @@ def seal(
 ) -> int:
     """Encrypt `src` to every recipient certificate; returns the plaintext size.
 
-    `dst` appears only once the whole envelope is written (temp file + rename).
+    `dst` appears only once the whole envelope is written (see atomic.py).
     """
     _check_options(options)
     dst_path = Path(dst)

@@ -4,8 +4,9 @@
 about 3.3 s) and tears both down, killing only the PIDs scard.sh started. It
 skips, never fails, when pcscd, vpcd, OpenSC or .venv-emu
 (`tests/smartcard/scard.sh setup`) is missing, or when a pcscd this harness did
-not start holds the machine's only vpcd ports. Under pytest-xdist the workers
-take turns through a lock file: one pcscd per machine.
+not start holds the machine's only vpcd ports. Every pytest process on the
+machine (xdist workers, other checkouts) takes turns through one lock file:
+vpcd's fixed ports allow one pcscd per machine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 SCARD = HERE / "scard.sh"
 VENV = HERE.parent.parent / ".venv-emu"
 STATE = HERE / "state"
+# Machine-wide, not per checkout: vpcd listens on fixed ports.
+MACHINE_LOCK = Path(os.environ.get("TOKENKEYS_SCARD_LOCK", "/tmp/tokenkeys-smartcard.lock"))
 MODULE_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
     "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
@@ -97,7 +100,7 @@ def card() -> Iterator[EmulatedCard]:
     module = next(p for p in MODULE_CANDIDATES if Path(p).exists())
     env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}
     STATE.mkdir(exist_ok=True)
-    with open(STATE / "session.lock", "w") as lock:
+    with open(MACHINE_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers take turns
         up = subprocess.run([str(SCARD), "up"], env=env, capture_output=True, text=True,
                             timeout=60, check=False)

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from tests.smartcard.conftest import EmulatedCard
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
-from tokenkeys.drivers.smartcard import SmartcardToken
+from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope.seal import SealOptions, seal
 from tokenkeys.errors import KeyExists, MechanismUnsupported, PinIncorrect, TokenNotFound
 from tokenkeys.types import Algorithm, KeySpec, Secret, given_pin
@@ -35,9 +35,9 @@ pytestmark = pytest.mark.smartcard
 TIMINGS: dict[str, float] = {}
 
 
-def _open(card: EmulatedCard) -> SmartcardToken:
+def _open(card: EmulatedCard) -> P11Token:
     token = open_token(card.uri, Config())
-    assert isinstance(token, SmartcardToken)
+    assert isinstance(token, P11Token)
     return token
 
 
@@ -62,7 +62,7 @@ def test_found_by_label_and_serial(card: EmulatedCard) -> None:
 
 
 def test_unknown_card_lists_present_ones(card: EmulatedCard) -> None:
-    with pytest.raises(TokenNotFound, match=r"cards present: 'OpenPGP card \(User PIN\)'"):
+    with pytest.raises(TokenNotFound, match=r"present: 'OpenPGP card \(User PIN\)'"):
         open_token(f"pkcs11:token=nope?module-path={card.module}", Config())
 
 
@@ -213,7 +213,7 @@ def test_card_removed_gives_token_not_found(card: EmulatedCard, card_key: dict[s
             card.remove()
             with pytest.raises(TokenNotFound, match="removed"):
                 key.decrypt(ct, padding.PKCS1v15())
-        with pytest.raises(TokenNotFound, match="cards present: none"):
+        with pytest.raises(TokenNotFound, match="present: none"):
             open_token(card.uri, Config())
     finally:
         card.insert()

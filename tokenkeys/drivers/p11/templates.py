@@ -84,8 +84,10 @@ def certificate(label: str, key_id: bytes, cert: x509.Certificate) -> Template:
 
 
 def aes_key(bits: int = 256, *, token: bool = False, extractable: bool = False,
-            label: str = "") -> tuple[Mech, Template]:
-    """A secret AES key for wrapping (session object unless `token`)."""
+            label: str = "", for_unwrap: bool = False) -> tuple[Mech, Template]:
+    """A secret AES key for wrapping (session object unless `token`). `for_unwrap`:
+    the template of C_UnwrapKey, where the length comes from the data (SoftHSM2
+    refuses CKA_VALUE_LEN there with CKR_ATTRIBUTE_READ_ONLY)."""
     tpl: Template = {
         ck.CKA_CLASS: ck.CKO_SECRET_KEY, ck.CKA_KEY_TYPE: ck.CKK_AES, ck.CKA_VALUE_LEN: bits // 8,
         ck.CKA_TOKEN: token, ck.CKA_PRIVATE: True, ck.CKA_SENSITIVE: True,
@@ -94,6 +96,8 @@ def aes_key(bits: int = 256, *, token: bool = False, extractable: bool = False,
     }
     if label:
         tpl[ck.CKA_LABEL] = label
+    if for_unwrap:
+        del tpl[ck.CKA_VALUE_LEN]
     return Mech(ck.CKM_AES_KEY_GEN), tpl
 
 

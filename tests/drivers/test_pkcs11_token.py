@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from tokenkeys.config import Config
-from tokenkeys.drivers import modules
-from tokenkeys.drivers import list_tokens
+from tokenkeys.drivers import list_tokens, modules
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.errors import (
     ModuleNotFound,

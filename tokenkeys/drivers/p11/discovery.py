@@ -25,7 +25,12 @@ CKF_TOKEN_INITIALIZED = 0x400
 WAIT_ENV = "TOKENKEYS_CARD_WAIT"
 POLL_S = 0.1
 RESCAN_S = 0.5  # rescan even without an event: some modules have no slot events
+BUSY_TRIES = 3
+BUSY_WAIT_S = 0.05
 _PORTS: dict[tuple[str, str], Port] = {}
+# Open P11Token sessions per module (real path, whatever the binding: both share
+# the module's state): a module with none may be re-initialised.
+SESSIONS: dict[str, int] = {}
 
 
 def binding_for(module: str, config: Config) -> str:
@@ -52,15 +57,24 @@ def port_for(module: str, binding: str) -> Port:
     return port
 
 
+def _read(port: Port, slot: int) -> SlotToken | None:
+    # A token another process is writing can answer CKR_GENERAL_ERROR for a moment
+    # (SoftHSM2 file store): ask again before skipping it.
+    for attempt in range(BUSY_TRIES):
+        try:
+            return port.token(slot)
+        except CkrError:
+            if attempt + 1 < BUSY_TRIES:
+                time.sleep(BUSY_WAIT_S)
+    return None
+
+
 def scan(port: Port) -> list[SlotToken]:
     """Initialised tokens now present; one pulled out (or busy) mid-scan is skipped."""
     found = []
     for slot in port.slots():
-        try:
-            st = port.token(slot)
-        except CkrError:
-            continue
-        if st.flags & CKF_TOKEN_INITIALIZED:
+        st = _read(port, slot)
+        if st is not None and st.flags & CKF_TOKEN_INITIALIZED:
             found.append(st)
     return found
 
@@ -150,6 +164,11 @@ def find(uri: Pkcs11Uri, config: Config, *, binding: str | None = None,
                 raise
     seen: list[str] = []
     hit = pick(ports, uri, seen)
+    if hit is None and _refresh(ports):
+        # A module reads its token list at C_Initialize (SoftHSM2): one loaded
+        # earlier in this process, or busy then, may miss the token. Read again.
+        seen.clear()
+        hit = pick(ports, uri, seen)
     timeout = card_wait_seconds() if wait is None else wait
     if hit is None and timeout > 0:
         hit = wait_for(ports, uri, timeout)
@@ -158,6 +177,19 @@ def find(uri: Pkcs11Uri, config: Config, *, binding: str | None = None,
         raise TokenNotFound(f"no token matches {describe(uri)}{waited} "
                             f"(tokens present: {', '.join(seen) or 'none'})")
     return hit
+
+
+def _refresh(ports: list[Port]) -> bool:
+    """Re-initialise the modules no open token of this process uses."""
+    done = False
+    for port in ports:
+        if SESSIONS.get(os.path.realpath(port.module), 0) == 0:
+            try:
+                port.reinitialise()
+                done = True
+            except CkrError:
+                continue
+    return done
 
 
 def list_all(config: Config) -> list[TokenInfo]:

@@ -8,10 +8,14 @@ otherwise, None when the device does not give it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from tokenkeys.errors import ModuleNotFound
+
+T = TypeVar("T")
 Template = dict[int, Any]
 Obj = Any  # a binding's object handle: opaque above the adapter
 
@@ -119,3 +123,15 @@ class Port(Protocol):
 
     def reinitialise(self) -> None:
         """C_Finalize + C_Initialize: every session of this module in the process ends."""
+
+
+def load_once(cache: dict[str, T], module: str, load: Callable[[str], T]) -> T:
+    """`load(real path)` once per process and real path: a symlinked second path
+    would C_Initialize twice. `load` raises ModuleNotFound when the module does not load."""
+    real = os.path.realpath(module)
+    lib = cache.get(real)
+    if lib is None:
+        if not os.path.isfile(real):
+            raise ModuleNotFound(f"PKCS#11 module not found: {module}")
+        lib = cache[real] = load(real)
+    return lib

@@ -8,7 +8,6 @@ are polled with CKF_DONT_BLOCK.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -16,7 +15,7 @@ import PyKCS11
 
 from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.ckr import CKR, CkrError
-from tokenkeys.drivers.p11.port import Mech, MechInfo, Obj, SlotToken, Template
+from tokenkeys.drivers.p11.port import Mech, MechInfo, Obj, SlotToken, Template, load_once
 from tokenkeys.errors import ModuleNotFound
 
 T = TypeVar("T")
@@ -34,18 +33,12 @@ def call(fn: Callable[[], T]) -> T:
         raise CkrError(int(exc.value)) from None
 
 
-def _lib(module: str) -> Any:
-    real = os.path.realpath(module)
-    lib = _LIBS.get(real)
-    if lib is None:
-        if not os.path.isfile(real):
-            raise ModuleNotFound(f"PKCS#11 module not found: {module}")
-        lib = PyKCS11.PyKCS11Lib()
-        try:
-            lib.load(real)
-        except PyKCS11.PyKCS11Error:
-            raise ModuleNotFound(f"PKCS#11 module does not load: {module}") from None
-        _LIBS[real] = lib
+def _load(real: str) -> Any:
+    lib = PyKCS11.PyKCS11Lib()
+    try:
+        lib.load(real)
+    except PyKCS11.PyKCS11Error:
+        raise ModuleNotFound(f"PKCS#11 module does not load: {real}") from None
     return lib
 
 
@@ -140,7 +133,7 @@ class PyKcs11Port:
 
     def __init__(self, module: str) -> None:
         self.module = module
-        self._lib = _lib(module)
+        self._lib = load_once(_LIBS, module, _load)
 
     def slots(self) -> list[int]:
         return [int(s) for s in call(lambda: self._lib.getSlotList(tokenPresent=True))]

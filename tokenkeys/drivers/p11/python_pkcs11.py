@@ -9,7 +9,6 @@ CKR_FUNCTION_NOT_SUPPORTED / no event, and the PyKCS11 adapter does them.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +19,7 @@ from pkcs11.constants import DEFAULT
 
 from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.ckr import CKR, CkrError
-from tokenkeys.drivers.p11.port import Mech, MechInfo, Obj, SlotToken, Template
+from tokenkeys.drivers.p11.port import Mech, MechInfo, Obj, SlotToken, Template, load_once
 from tokenkeys.errors import ModuleNotFound
 
 T = TypeVar("T")
@@ -116,29 +115,24 @@ def call(fn: Callable[[], T]) -> T:
         raise CkrError(code_of(exc)) from None
 
 
-def _lib(module: str) -> Any:
-    """pkcs11.lib, once per real path (a second C_Initialize fails)."""
-    real = os.path.realpath(module)
-    lib = _LIBS.get(real)
-    if lib is None:
-        if not os.path.isfile(real):
-            raise ModuleNotFound(f"PKCS#11 module not found: {module}")
-        try:
-            lib = pkcs11.lib(real)
-        except p11e.PKCS11Error as exc:
-            if "already initialized" not in str(exc):
-                raise ModuleNotFound(f"PKCS#11 module does not load: {module}") from None
-            # PyKCS11 initialised it first in this process (it accepts
-            # CKR_CRYPTOKI_ALREADY_INITIALIZED, python-pkcs11 does not): use the
-            # function list without a second C_Initialize.
-            from pkcs11 import _pkcs11
+def _load(real: str) -> Any:
+    try:
+        return pkcs11.lib(real)
+    except p11e.PKCS11Error as exc:
+        if "already initialized" not in str(exc):
+            raise ModuleNotFound(f"PKCS#11 module does not load: {real}") from None
+    # PyKCS11 initialised it first in this process (it accepts
+    # CKR_CRYPTOKI_ALREADY_INITIALIZED, python-pkcs11 does not): use the
+    # function list without a second C_Initialize.
+    from pkcs11 import _pkcs11
 
-            lib_type: Any = _pkcs11.lib
-            lib = lib_type.__new__(lib_type, real)
-        except (OSError, RuntimeError):
-            raise ModuleNotFound(f"PKCS#11 module does not load: {module}") from None
-        _LIBS[real] = lib
-    return lib
+    lib_type: Any = _pkcs11.lib
+    return lib_type.__new__(lib_type, real)
+
+
+def load_lib(module: str) -> Any:
+    """pkcs11.lib of `module`, once per process (a second C_Initialize fails)."""
+    return load_once(_LIBS, module, _load)
 
 
 def _tpl(template: Template) -> dict[Any, Any]:
@@ -272,7 +266,7 @@ class PyPkcs11Port:
 
     def __init__(self, module: str) -> None:
         self.module = module
-        self._lib = _lib(module)
+        self._lib = load_lib(module)
 
     def _slot(self, slot: int) -> Any:
         for s in call(lambda: self._lib.get_slots(token_present=True)):

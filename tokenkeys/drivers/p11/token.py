@@ -8,6 +8,7 @@ again after an SO operation (OpenPGP key generation, certificate writes).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -59,6 +60,12 @@ class P11Token(Token):
 
     def _open_session(self) -> Session:
         what = f"opening token {self.slot.label!r}"
+        session = self._try_open_session(what)
+        key = os.path.realpath(self.module)
+        discovery.SESSIONS[key] = discovery.SESSIONS.get(key, 0) + 1
+        return session
+
+    def _try_open_session(self, what: str) -> Session:
         try:
             return self.port.open_session(self.slot.slot, rw=True)
         except CkrError as exc:
@@ -86,6 +93,7 @@ class P11Token(Token):
         session, self._session = self._session, None
         if session is not None:
             session.close()  # python-pkcs11: this logs the whole token out
+            discovery.SESSIONS[os.path.realpath(self.module)] -= 1
 
     def info(self) -> TokenInfo:
         st = guard(lambda: self.port.token(self.slot.slot), "reading token information")

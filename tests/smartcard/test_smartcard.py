@@ -1,4 +1,4 @@
-"""The smartcard driver against OpenSC and the emulated OpenPGP card.
+"""The PKCS#11 token over PyKCS11 against OpenSC and the emulated OpenPGP card.
 
 Tests share one card and run in file order: key-less checks first, then key
 generation, then tests that pull the card out (the card keeps its keys in

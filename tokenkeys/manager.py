@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.certificates import key_status, self_signed
+from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import KeyExists, KeyNotFound, TokenKeysError, UsageError
@@ -30,7 +31,7 @@ from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 MAX_DAYS = 3650
 # Label of a key pair while it is being generated: the designation is given last,
 # so a crash leaves a key that `key list --all` shows and `key cleanup` removes.
-PROVISIONAL = "tokenkeys-provisional:"
+PROVISIONAL = base.PROVISIONAL
 
 
 @dataclass(frozen=True)

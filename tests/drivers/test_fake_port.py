@@ -236,3 +236,15 @@ def test_card_pulled_out_after_8_of_50(fake_uri: str, device: FakeDevice, tmp_pa
     assert "8 of 50 envelope(s) done, 42 left" in str(caught.value)
     for path in opened:
         assert path.read_bytes() == f"bid {int(path.name[4:])}".encode()
+
+
+def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice) -> None:
+    """Killed between the two CKA_ID renames: the halves have two ids, one label."""
+    key = token.generate_keypair(KeySpec(f"{manager.PROVISIONAL}bid:1", Algorithm.EC_P256))
+    (priv,) = token.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY})
+    token.session().set(priv, {ck.CKA_ID: b"\x07" * 20})
+    assert manager.list_keys(token) == []
+    leftovers = manager.leftovers(token)
+    assert [k.id for k in leftovers] == [b"\x07" * 20] and key.id != b"\x07" * 20
+    manager.cleanup(token, leftovers)
+    assert device.objects == {}

@@ -26,9 +26,16 @@ from cryptography.x509.oid import NameOID
 from tests.smartcard.conftest import EmulatedCard
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
+from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope.seal import SealOptions, seal
-from tokenkeys.errors import KeyExists, MechanismUnsupported, PinIncorrect, TokenNotFound
+from tokenkeys.errors import (
+    KeyExists,
+    KeyNotFound,
+    MechanismUnsupported,
+    PinIncorrect,
+    TokenNotFound,
+)
 from tokenkeys.types import Algorithm, KeySpec, Secret, given_pin
 
 pytestmark = pytest.mark.smartcard
@@ -153,6 +160,26 @@ def test_new_process_sees_key_and_certificate(card: EmulatedCard,
         (key,) = token.list_keys()
         assert key.public_key == card_key["public"]
         assert key.certificate == card_key["cert"]
+
+
+def test_contract_and_capabilities_on_card(card: EmulatedCard,
+                                           card_key: dict[str, Any]) -> None:
+    """The contract where a card can meet it, and its capabilities (PyKCS11 adapter)."""
+    with _open(card) as token:
+        assert token.port.binding == "pykcs11"
+        assert isinstance(token, CertificateStore) and isinstance(token, SoAdministration)
+        assert token.keygen_slot() == b"\x02"
+        assert "token-initialized" in token.info().flags
+        token.login(given_pin(Secret(card.pin)))
+        assert [k.id for k in token.list_keys()] == [b"\x02"] and token.unusable_keys() == []
+        key = token.find_key(key_id=b"\x02")
+        assert key.certificate == card_key["cert"] and token.certificate_chain(key) == []
+        with pytest.raises(MechanismUnsupported, match="chain"):
+            token.store_certificate(key, card_key["cert"], [card_key["cert"]])
+        with pytest.raises(KeyNotFound):
+            token.find_key(label="nothing")
+        ct = card_key["public"].encrypt(b"k" * 32, padding.PKCS1v15())
+        assert key.decrypt(ct, padding.PKCS1v15()) == b"k" * 32
 
 
 def test_decrypt_rate_and_oaep_refused(card: EmulatedCard, card_key: dict[str, Any]) -> None:

@@ -35,7 +35,8 @@ def _show(app: App, records: list[manager.KeyRecord]) -> None:
     )
     # URIs are long: one per line, so they can be copied whole.
     for r in records:
-        app.say(f"{r.designation}: {r.uri}")
+        if r.uri:  # unusable objects have none
+            app.say(f"{r.designation}: {r.uri}")
 
 
 @click.group()

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import KeyHandle, PublicKey
+from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import CKR, CkrError, guard, to_error
 from tokenkeys.drivers.p11.keys import read_public_key
@@ -216,9 +216,16 @@ def delete(token: Target, key: KeyHandle) -> None:
             f"deleting key {key.label!r} through PKCS#11 on this card (card left unchanged)",
             ["openpgp-tool --del-key 2", "openpgp-tool --erase"])
 
+    queries: list[Template] = [{ck.CKA_ID: key.id}]
+    if key.label.startswith(PROVISIONAL):
+        # A generation killed while renaming may have left halves with two ids.
+        queries.append({ck.CKA_LABEL: key.label})
+
     def destroy() -> None:
-        for cls in KEY_CLASSES:
-            for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id}):
-                guard(lambda o=obj: token.session().destroy(o), f"deleting {key.label!r}")  # type: ignore[misc]
+        for query in queries:
+            for cls in KEY_CLASSES:
+                for obj in token.find({ck.CKA_CLASS: cls, **query}):
+                    guard(lambda o=obj: token.session().destroy(o),  # type: ignore[misc]
+                          f"deleting {key.label!r}")
 
     token.writing(destroy)

@@ -143,9 +143,9 @@ def parse_content_cipher(raw: bytes) -> ContentCipher:
         tag_len = int(gcm["aes_icvlen"].native)
     except (MechanismUnsupported, EnvelopeMalformed):
         raise
-    except Exception as exc:  # asn1crypto raises ValueError/TypeError/... on bad input
+    except Exception:  # asn1crypto raises ValueError/TypeError/... on bad input
         raise EnvelopeMalformed(
-            f"malformed content encryption algorithm ({type(exc).__name__})") from None
+            "malformed content encryption algorithm (its parameters do not decode)") from None
     if not 12 <= tag_len <= 16:
         raise EnvelopeMalformed(f"AES-GCM tag length {tag_len} is outside 12..16")
     if not 8 <= len(nonce) <= 64:

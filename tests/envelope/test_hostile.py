@@ -83,7 +83,8 @@ def many_recipients(data: bytes, size: int) -> bytes:
 def many_recipients_indefinite(data: bytes, size: int) -> bytes:
     p = Parts(data)
     one = _tiny_ktri(0)
-    return data[: p.ris_start] + b"\x31\x80" + one * (size // len(one)) + b"\x00\x00" + data[p.ris_end :]
+    body = b"\x31\x80" + one * (size // len(one)) + b"\x00\x00"
+    return data[: p.ris_start] + body + data[p.ris_end :]
 
 
 def many_agreement_keys(data: bytes, size: int) -> bytes:

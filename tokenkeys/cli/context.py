@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,12 +14,34 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
 from tokenkeys.types import PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Control, format (bidi overrides, zero-width) and line/paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def visible(text: str) -> str:
+    """`text` with every control or invisible formatting character shown as an escape.
+
+    ESC sequences, newlines (fake table rows) and bidi overrides in names from a
+    bid or a certificate reach the terminal as `\\x1b`, `\\n`, `\\u202e`.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if unicodedata.category(ch) not in _HIDDEN else _escape(ch)
+                   for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if ch in "\n\r\t":
+        return repr(ch)[1:-1]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass
@@ -27,9 +50,12 @@ class App:
     debug: bool = False
     config: Config = field(default_factory=Config)
     # Not a terminal: wide enough that tables of URIs and serials stay on one line.
+    # No highlighting and no :emoji: codes: text from bids must show as it is.
     out: Console = field(default_factory=lambda: Console(
-        highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+        highlight=False, emoji=False, soft_wrap=True,
+        width=None if sys.stdout.isatty() else 200))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False,
+                                                         emoji=False))
 
     def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -45,11 +71,13 @@ class App:
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text cells are never parsed as markup; control characters are made visible.
+            table.add_row(*(Text(visible("" if v is None else str(v))) for v in row))
         self.out.print(table)
 
     def say(self, text: str) -> None:
-        self.out.print(text, markup=False)
+        """One line: untrusted parts (names, issuers, errors) are shown, never obeyed."""
+        self.out.print(Text(visible(text)))
 
     @property
     def interactive(self) -> bool:

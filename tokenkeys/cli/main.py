@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from tokenkeys import __version__
-from tokenkeys.cli.context import App
+from tokenkeys.cli.context import App, visible
 from tokenkeys.cli.doctor_cmd import doctor
 from tokenkeys.cli.envelope_cmds import open_cmd, seal_cmd
 from tokenkeys.cli.key_cmds import key
@@ -52,7 +52,8 @@ def _report(as_json: bool, kind: str, message: str, code: int) -> None:
         error = {"type": kind, "message": message, "exit_code": code}
         click.echo(json.dumps({"ok": False, "error": error}, indent=2))
     else:
-        click.echo(f"tokenkeys: error: {message}", err=True)
+        # Messages quote file names and certificate fields: never let them drive the terminal.
+        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

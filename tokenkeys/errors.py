@@ -117,7 +117,10 @@ class NoMatchingRecipient(EnvelopeError):
         self.tried = tuple(tried)
         self.recipients = tuple(recipients)
         tried_s = ", ".join(self.tried) if self.tried else "no identity"
-        super().__init__(f"no recipient of this envelope matches the keys tried ({tried_s})")
+        shown = ", ".join(self.recipients[:3]) + (
+            f" and {len(self.recipients) - 3} more" if len(self.recipients) > 3 else "")
+        super().__init__(f"no recipient of this envelope matches the keys tried ({tried_s})"
+                         + (f"; it is addressed to: {shown}" if shown else ""))
 
 
 class PolicyRefused(TokenKeysError):

@@ -141,11 +141,13 @@ def key_token_uri(name_or_uri: str) -> str | None:
     return str(parsed.token_only())
 
 
-def export_certificate(key: KeyHandle, path: Path, *, der: bool = False) -> None:
+def export_certificate(key: KeyHandle, path: Path, *, der: bool = False,
+                       overwrite: bool = False) -> None:
+    """Write the certificate; an existing file is refused unless `overwrite`."""
     if key.certificate is None:
         raise KeyNotFound(f"key {key.label!r} has no certificate on the token")
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
-    write_atomic(path, key.certificate.public_bytes(encoding))
+    write_atomic(path, key.certificate.public_bytes(encoding), overwrite=overwrite)
 
 
 def delete_key(token: Token, key: KeyHandle) -> KeyRecord:

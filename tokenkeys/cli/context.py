@@ -18,6 +18,7 @@ from rich.text import Text
 
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
+from tokenkeys.errors import OutputExists, UsageError
 from tokenkeys.types import PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,6 +80,10 @@ class App:
         """One line: untrusted parts (names, issuers, errors) are shown, never obeyed."""
         self.out.print(Text(visible(text)))
 
+    def fail(self, message: str) -> None:
+        """An error line on stderr, in the same form as main's error report."""
+        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
+
     @property
     def interactive(self) -> bool:
         return sys.stdin.isatty() and not self.json
@@ -120,3 +125,18 @@ def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator
         if pins is not None:
             token.login(pins)
         yield token
+
+
+def check_output(path: Path, force: bool) -> None:
+    """The one overwrite policy: an existing file is refused unless --force; never a
+    directory or special file. The parent directory is created if needed."""
+    if path.is_symlink() or path.exists():
+        if not force:
+            raise OutputExists(f"{path} already exists (use --force to replace it)")
+        if not path.is_file() or path.is_symlink():
+            raise UsageError(f"{path} is not a regular file: --force replaces only files")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+

@@ -74,8 +74,9 @@ def test_two_runs_on_one_output_directory(token_with_keys: dict[str, Any],  # no
 def test_output_that_appears_while_opening_is_skipped(tmp_path: Path) -> None:
     """The race of two runs, made deterministic: the other run links the output while
     this one is decrypting; this one reports "skipped (opened by another run)"."""
-    from tests.envelope.conftest import _make
     from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.envelope.conftest import _make
 
     pair = _make("rsa", rsa.generate_private_key(65537, 2048), tmp_path)
     env = tmp_path / "bid.pdf.p7m"

@@ -183,3 +183,29 @@ def test_pin_file_first_line_through_the_cli(tk: TK, token_with_keys: dict[str, 
     assert run.code == 0, run.err
     run = tk("key", "list", "--token", token_with_keys["uri"], env={"TOKENKEYS_PIN": ""})
     assert run.code == 4 and "no user PIN" in run.err
+
+
+def test_seal_cli_usage_checks_and_keyid_note(tk: TK, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.envelope.test_recipient_checks import _cert
+
+    key = rsa.generate_private_key(65537, 2048)
+    signing_only = tmp_path / "sign.pem"
+    signing_only.write_bytes(_cert(key, usage={"digital_signature": True}).public_bytes(
+        serialization.Encoding.PEM))
+    bare = tmp_path / "bare.pem"
+    bare.write_bytes(_cert(key, usage=None, ski=False).public_bytes(serialization.Encoding.PEM))
+    src = tmp_path / "bid"
+    src.write_bytes(b"bid")
+    run = tk("seal", src, "-o", tmp_path / "a.p7m", "--recipient", signing_only)
+    assert run.code == 9 and "keyEncipherment" in run.err and not (tmp_path / "a.p7m").exists()
+    run = tk("seal", src, "-o", tmp_path / "a.p7m", "--recipient", signing_only,
+             "--allow-any-usage")
+    assert run.code == 0, run.err
+    run = tk("--json", "seal", src, "-o", tmp_path / "b.p7m", "--recipient", bare, "--keyid")
+    assert run.code == 0, run.err
+    assert "no subject key identifier: named by issuer and serial" in run.err
+    assert run.json["notes"] == [
+        "recipient CN=recipient has no subject key identifier: named by issuer and serial"]

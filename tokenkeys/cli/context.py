@@ -80,6 +80,10 @@ class App:
         """One line: untrusted parts (names, issuers, errors) are shown, never obeyed."""
         self.out.print(Text(visible(text)))
 
+    def note(self, message: str) -> None:
+        """Something the user should know that is not an error, on stderr."""
+        click.echo(f"tokenkeys: note: {visible(message)}", err=True)
+
     def fail(self, message: str) -> None:
         """An error line on stderr, in the same form as main's error report."""
         click.echo(f"tokenkeys: error: {visible(message)}", err=True)

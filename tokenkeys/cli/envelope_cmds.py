@@ -20,7 +20,7 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.drivers import token_uri
-from tokenkeys.envelope import SealOptions, seal
+from tokenkeys.envelope import SealOptions, check_recipient, named_by_issuer, seal
 from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
 
 FULL_TABLE = 50
@@ -51,14 +51,18 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
               show_default=True)
 @click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS), default="oaep-sha256",
               show_default=True, help="For RSA recipients.")
-@click.option("--keyid", is_flag=True, help="Name recipients by subject key identifier.")
+@click.option("--keyid", is_flag=True,
+              help="Name recipients by subject key identifier (issuer and serial for a "
+                   "certificate without one).")
 @click.option("--pem", is_flag=True, help="PEM armour instead of binary BER.")
 @click.option("--allow-expired", is_flag=True, help="Seal even to an expired certificate.")
+@click.option("--allow-any-usage", is_flag=True,
+              help="Seal even when a certificate's keyUsage forbids key encipherment/agreement.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @pass_app
 def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...], cbc: bool,
              key_bits: str, key_transport: str, keyid: bool, pem: bool, allow_expired: bool,
-             force: bool) -> None:
+             allow_any_usage: bool, force: bool) -> None:
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
     certs = [c for path in recipients for c in load_certificates(path)]
     now = datetime.now(UTC)
@@ -71,10 +75,17 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
             )
     check_output(output, force)
     options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport, use_ski=keyid, pem=pem)
+                          key_transport=key_transport, use_ski=keyid, pem=pem,
+                          allow_any_usage=allow_any_usage)
+    for cert in certs:  # before anything is written
+        check_recipient(cert, allow_any_usage)
     size = seal(input_path, output, certs, options, overwrite=force)
+    notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
+             for who in named_by_issuer(certs, options)]
+    for note in notes:
+        app.note(note)
     document = {"input": str(input_path), "output": str(output), "bytes": size,
-                "recipients": [c.subject.rfc4514_string() for c in certs]}
+                "recipients": [c.subject.rfc4514_string() for c in certs], "notes": notes}
     app.emit(document, lambda: app.say(f"sealed {size} bytes to {len(certs)} recipient(s): "
                                        f"{output}"))
 

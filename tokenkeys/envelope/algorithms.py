@@ -129,7 +129,8 @@ def parse_content_cipher(raw: bytes) -> ContentCipher:
         params = alg["parameters"]
         known = CONTENT_CIPHERS.get(oid)
         if known is None:
-            raise MechanismUnsupported(f"content cipher {oid}", ["aes-128/192/256 CBC and GCM"])
+            raise MechanismUnsupported(f"content cipher {oid}", ["aes-128/192/256 CBC and GCM"],
+                                       by="tokenkeys")
         mode, key_len = known
         if isinstance(params, core.Void):
             raise EnvelopeMalformed(f"content cipher {oid} has no parameters")

@@ -353,5 +353,6 @@ def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len:
     if matched_unsupported is not None:
         raise MechanismUnsupported(
             f"recipient {matched_unsupported.rid_text()} uses {matched_unsupported.unsupported}",
-            ["RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap"])
+            ["RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap"],
+            by="tokenkeys")
     raise NoMatchingRecipient([v.label for v in views], [r.describe() for r in recipients])

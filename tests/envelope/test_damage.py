@@ -250,3 +250,15 @@ def test_auth_attrs_are_authenticated(keys: dict[str, KeyPair], tmp_path: Path) 
     assert at < len(data) - 21
     exc = _try_open(tmp_path, bytes(mutated), [keys["rsa"].identity()])
     assert isinstance(exc, (EnvelopeIntegrity, EnvelopeMalformed))
+
+
+def test_bad_cipher_parameters_message_names_no_exception(keys: dict[str, KeyPair],
+                                                          tmp_path: Path, sealed: bytes) -> None:
+    """Issue 7: "malformed content encryption algorithm (ValueError)" named a Python class."""
+    nonce_param = sealed.index(bytes([0x30, 0x11, 0x04, 0x0C]))  # GCMParameters, 12-byte nonce
+    mutated = bytearray(sealed)
+    mutated[nonce_param + 2] = 0x02  # the nonce becomes an INTEGER
+    exc = _try_open(tmp_path, bytes(mutated), [keys["rsa"].identity()])
+    assert isinstance(exc, EnvelopeMalformed)
+    assert "content encryption algorithm" in str(exc)
+    assert "Error" not in str(exc) and "(" + "ValueError" not in str(exc)

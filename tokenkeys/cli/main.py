@@ -47,9 +47,12 @@ cli.add_command(seal_cmd)
 cli.add_command(open_cmd)
 
 
-def _report(as_json: bool, kind: str, message: str, code: int) -> None:
+def _report(as_json: bool, kind: str, message: str, code: int,
+            recipients: tuple[str, ...] | None = None) -> None:
     if as_json:
-        error = {"type": kind, "message": message, "exit_code": code}
+        error: dict[str, object] = {"type": kind, "message": message, "exit_code": code}
+        if recipients is not None:  # NoMatchingRecipient: who the envelope is for
+            error["recipients"] = list(recipients)
         click.echo(json.dumps({"ok": False, "error": error}, indent=2))
     else:
         # Messages quote file names and certificate fields: never let them drive the terminal.
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except TokenKeysError as exc:
         if debug:
             logging.getLogger("tokenkeys").exception("failed")
-        _report(as_json, type(exc).__name__, str(exc), exc.exit_code)
+        _report(as_json, type(exc).__name__, str(exc), exc.exit_code,
+                getattr(exc, "recipients", None))
         return exc.exit_code
     except click.exceptions.Abort:
         _report(as_json, "Aborted", "aborted", EXIT_INTERRUPTED)

@@ -76,51 +76,64 @@ def test_shareable_and_ec(tk: TK, uri: str, token_label: str, cli_env: dict[str,
 BadInput = tuple[list[str], dict[str, str | None], int, str]
 
 
-def _bad_inputs(uri: str, tmp_path: Path) -> list[BadInput]:
+def _bad_inputs(uri: str, tmp_path: Path) -> dict[str, BadInput]:
     base = uri.split("?")[0]
-    return [
-        (["key", "generate", "--token", uri, "--name", "x", "--algorithm", "ec-p256"],
-         {"TOKENKEYS_PIN": "000000"}, 4, "PIN incorrect"),
-        (["key", "list", "--token", "pkcs11:token=no-such-token?module-path=" + SOFTHSM_MODULE],
-         {}, 3, "no-such-token"),
-        (["key", "list", "--token", base + "?module-path=/nonexistent/libpkcs11.so"],
-         {}, 3, "/nonexistent/libpkcs11.so"),
-        (["key", "generate", "--token", uri, "--name", "existing", "--algorithm", "ec-p256"],
-         {}, 5, "already exists"),
-        (["key", "generate", "--token", uri, "--name", "y", "--algorithm", "dsa1024"],
-         {}, 2, "dsa1024"),
-        (["key", "list", "--token", base + ";pin-value=123456?module-path=" + SOFTHSM_MODULE],
-         {}, 2, "secrets never go in URIs"),
-        (["key", "delete", "ghost", "--token", uri, "--yes"], {}, 5, "ghost"),
-        (["key", "export-cert", "ghost", "--token", uri, "-o", str(tmp_path / "g.pem")],
-         {}, 5, "ghost"),
-        (["key", "generate", "--token", uri, "--name", "z", "--days", "0"], {}, 2, "--days"),
-        (["key", "list", "--token", uri], {"TOKENKEYS_PIN": None}, 4, "TOKENKEYS_PIN"),
-    ]
+    return {
+        "wrong PIN": (["key", "generate", "--token", uri, "--name", "x", "--algorithm",
+                       "ec-p256"], {"TOKENKEYS_PIN": "000000"}, 4, "PIN incorrect"),
+        "no such token": (["key", "list", "--token",
+                           "pkcs11:token=no-such-token?module-path=" + SOFTHSM_MODULE],
+                          {}, 3, "no-such-token"),
+        "no such module": (["key", "list", "--token",
+                            base + "?module-path=/nonexistent/libpkcs11.so"],
+                           {}, 3, "/nonexistent/libpkcs11.so"),
+        "duplicate name": (["key", "generate", "--token", uri, "--name", "existing",
+                            "--algorithm", "ec-p256"], {}, 5, "already exists"),
+        "bad algorithm": (["key", "generate", "--token", uri, "--name", "y", "--algorithm",
+                           "dsa1024"], {}, 2, "dsa1024"),
+        "PIN in URI": (["key", "list", "--token",
+                        base + ";pin-value=123456?module-path=" + SOFTHSM_MODULE],
+                       {}, 2, "secrets never go in URIs"),
+        "delete ghost": (["key", "delete", "ghost", "--token", uri, "--yes"], {}, 5, "ghost"),
+        "export ghost": (["key", "export-cert", "ghost", "--token", uri, "-o",
+                          str(tmp_path / "g.pem")], {}, 5, "ghost"),
+        "bad days": (["key", "generate", "--token", uri, "--name", "z", "--days", "0"],
+                     {}, 2, "--days"),
+        "no PIN": (["key", "list", "--token", uri], {"TOKENKEYS_PIN": None}, 4,
+                   "TOKENKEYS_PIN"),
+    }
 
 
+BAD_CASES = list(_bad_inputs("pkcs11:token=x", Path("/")))
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_inputs_fail_cleanly_and_change_nothing(tk: TK, uri: str, token_label: str,
-                                                     tmp_path: Path,
-                                                     cli_env: dict[str, str]) -> None:
+                                                     tmp_path: Path, cli_env: dict[str, str],
+                                                     case: str) -> None:
     assert tk("key", "generate", "--token", uri, "--name", "existing",
               "--algorithm", "ec-p256").code == 0
     before = p11_objects(SOFTHSM_MODULE, token_label, cli_env)
-    for args, env, code, needle in _bad_inputs(uri, tmp_path):
-        run = tk(*args, env=env)
-        assert run.code == code, (args, run.code, run.err)
-        lines = run.err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("tokenkeys: error:"), (args, run.err)
-        assert needle in lines[0], (args, lines[0])
-        assert "Traceback" not in run.err and "123456" not in run.err + run.out
-        assert p11_objects(SOFTHSM_MODULE, token_label, cli_env) == before, args
+    args, env, code, needle = _bad_inputs(uri, tmp_path)[case]
+    run = tk(*args, env=env)
+    assert run.code == code, (args, run.code, run.err)
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenkeys: error:"), (args, run.err)
+    assert needle in lines[0], (args, lines[0])
+    assert "Traceback" not in run.err and "123456" not in run.err + run.out
+    assert p11_objects(SOFTHSM_MODULE, token_label, cli_env) == before, args
     assert not (tmp_path / "g.pem").exists()
 
 
 def test_json_errors_are_one_document(tk: TK, uri: str) -> None:
     run = tk("--json", "key", "list", "--token", uri, env={"TOKENKEYS_PIN": "999999"})
     assert run.code == 4
-    assert run.json == {"ok": False, "error": {
-        "type": "PinIncorrect", "message": run.json["error"]["message"], "exit_code": 4}}
+    error = run.json["error"]
+    assert run.json == {"ok": False, "error": {"type": "PinIncorrect", "message": error["message"],
+                                               "exit_code": 4}}
+    assert error["message"].startswith("PIN incorrect (")
+    assert error["message"].endswith("tokenkeys never retries a PIN by itself")
+    assert "\n" not in error["message"]
     assert "999999" not in run.out + run.err
 
 

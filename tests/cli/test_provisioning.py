@@ -171,9 +171,13 @@ def test_token_init_and_refuse_reinit(tk: TK, softhsm: Any) -> None:
 
 def test_software_keystore_cli(tk: TK, tmp_path: Path) -> None:
     uri = f"soft:{tmp_path / 'ks'}"
-    assert tk("token", "init", "--token", uri, "--label", "laptop").code == 0
+    weak = tk("token", "init", "--token", uri, "--label", "laptop")  # TOKENKEYS_PIN=123456
+    assert weak.code == 2 and "at least 8 characters" in weak.err
+    assert not (tmp_path / "ks").exists()
+    pin = {"TOKENKEYS_PIN": "laptop keystore 2026"}
+    assert tk("token", "init", "--token", uri, "--label", "laptop", env=pin).code == 0
     gen = tk("--json", "key", "generate", "--token", uri, "--name", "soft-key",
-             "--algorithm", "ec-p384", "--days", "10")
+             "--algorithm", "ec-p384", "--days", "10", env=pin)
     assert gen.code == 0, gen.err
     assert gen.json["key"]["algorithm"] == "ec-p384"
     pem = tmp_path / "c.pem"
@@ -185,6 +189,11 @@ def test_software_keystore_cli(tk: TK, tmp_path: Path) -> None:
     assert wrong.code == 4 and "PIN incorrect" in wrong.err
     key_files = list((tmp_path / "ks").glob("*.key.json"))
     assert len(key_files) == 1 and b"PRIVATE KEY" not in key_files[0].read_bytes()
+    changed = tk("token", "change-pin", "--token", uri,
+                 env={**pin, "TOKENKEYS_NEW_PIN": "new laptop PIN 2027"})
+    assert changed.code == 0, changed.err
+    assert tk("key", "list", "--token", uri, env=pin).code == 4
+    assert tk("key", "list", "--token", uri, env={"TOKENKEYS_PIN": "new laptop PIN 2027"}).code == 0
 
 
 def test_no_traceback_without_debug(tk: TK, tmp_path: Path) -> None:

@@ -23,13 +23,14 @@ from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound, PinIncorrect, 
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 PIN = "123456"
+SOFT_PIN = "contract keystore PIN"  # the software keystore refuses short PINs
 
 
 @pytest.fixture(params=["software", "softhsm"])
 def token_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty token whose user PIN is PIN."""
+    """A fresh, empty token whose user PIN is PIN (SOFT_PIN for the software keystore)."""
     if request.param == "software":
-        SoftwareToken.init(tmp_path / "ks", "contract", Secret(PIN))
+        SoftwareToken.init(tmp_path / "ks", "contract", Secret(SOFT_PIN))
         return f"soft:{tmp_path / 'ks'}"
     softhsm: Any = request.getfixturevalue("softhsm")
     return str(softhsm.uri(request.getfixturevalue("token_label")))
@@ -38,7 +39,7 @@ def token_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def token(token_uri: str, tmp_path: Path) -> Iterator[Token]:
     with open_token(token_uri, Config()) as tok:
-        tok.login(_pins(PIN, tmp_path))
+        tok.login(_pins(SOFT_PIN if token_uri.startswith("soft:") else PIN, tmp_path))
         yield tok
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tokenkeys.cli.context import App, pass_app
+from tokenkeys.cli.context import App, pass_app, pin_options, user_pin
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.types import PinSource, Secret, TokenInfo, so_pin_source
 from tokenkeys.uri import SoftUri, parse
@@ -104,3 +104,30 @@ def token_init(app: App, uri: str, label: str) -> None:
         info = init_token(module, label, so, user, slot=parsed.slot_id)
     app.emit({"token": token_json(info)},
              lambda: app.say(f"initialised token {info.label!r}: {info.uri}"))
+
+
+@token.command("change-pin")
+@click.option("--token", "uri", required=True, metavar="URI", help="soft:DIR")
+@pin_options
+@pass_app
+def token_change_pin(app: App, uri: str, pin_file: Path | None, pinpad: bool) -> None:
+    """Change the user PIN of a software keystore; upgrades its KDF to the current one.
+
+    Current PIN as usual (--pin-file, TOKENKEYS_PIN, prompt); new PIN from
+    TOKENKEYS_NEW_PIN or a prompt, twice.
+    """
+    parsed = parse(uri)
+    if not isinstance(parsed, SoftUri):
+        raise UsageError("change-pin works on software keystores (soft:DIR); change a "
+                         "device's PIN with its vendor's tool")
+    from tokenkeys.drivers.software import SoftwareToken
+
+    keystore = SoftwareToken.open(parsed)
+    try:
+        keystore.login(user_pin(app, pin_file, pinpad))
+        keystore.change_pin(_new_pin(app, PinSource(env_var="TOKENKEYS_NEW_PIN")))
+        info = keystore.info()
+    finally:
+        keystore.close()
+    app.emit({"token": token_json(info)},
+             lambda: app.say(f"changed the PIN of {info.label!r}: {info.uri}"))

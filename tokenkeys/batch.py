@@ -9,6 +9,8 @@ PIN, read once, reaches the workers through the multiprocessing pipe, never argv
 from __future__ import annotations
 
 import multiprocessing
+import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -23,6 +25,8 @@ from tokenkeys.errors import (
     DeviceError,
     KeyNotFound,
     ModuleNotFound,
+    NoMatchingRecipient,
+    OutputExists,
     PinError,
     TokenKeysError,
     TokenNotFound,
@@ -67,10 +71,17 @@ class FileResult:
     bytes: int = 0
     error_type: str | None = None
     error: str | None = None
+    reason: str | None = None  # why it was skipped
+    recipients: tuple[str, ...] | None = None  # NoMatchingRecipient: who the envelope is for
 
     @classmethod
     def failed(cls, src: Path, dst: Path, kind: str, message: str) -> FileResult:
         return cls(str(src), str(dst), "failed", error_type=kind, error=message)
+
+    @classmethod
+    def skipped(cls, src: Path, dst: Path | None, reason: str, size: int = 0) -> FileResult:
+        return cls(str(src), "" if dst is None else str(dst), "skipped", bytes=size,
+                   reason=reason)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -87,16 +98,72 @@ def output_name(path: Path) -> str:
 
 def collect_inputs(paths: Iterable[Path]) -> list[Path]:
     """Files as given; a directory means every visible regular file in it, sorted."""
+    return collect(paths)[0]
+
+
+def collect(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
+    """Inputs to open, and the entries of input directories that are not opened.
+
+    In a directory, a file that is the output of another envelope in it (`a.pdf`
+    beside `a.pdf.p7m`) is left alone, so `-o` may be the input directory and a
+    re-run resumes. Subdirectories, FIFOs, sockets and devices are reported as
+    skipped with the reason; hidden files are ignored.
+    """
     out: list[Path] = []
+    skipped: list[FileResult] = []
     for path in paths:
         if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.is_file()
-                              and not p.name.startswith(".")))
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            files = [p for p in entries if p.is_file()]
+            outputs = {output_name(p) for p in files if output_name(p) != p.name}
+            out.extend(p for p in files if p.name not in outputs)
+            skipped.extend(FileResult.skipped(p, None, f"not a regular file ({_kind(p)})")
+                           for p in entries if not p.is_file())
         elif path.is_file():
             out.append(path)
+        elif path.exists() or path.is_symlink():
+            raise UsageError(f"{path} is not a regular file ({_kind(path)})")
         else:
             raise UsageError(f"no such envelope file or directory: {path}")
-    return out
+    return out, skipped
+
+
+def _kind(path: Path) -> str:
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return "unreadable"
+    if stat.S_ISLNK(mode):
+        return "symbolic link" if path.exists() else "dangling symbolic link"
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "regular file"
+
+
+def check_outdir(outdir: Path) -> None:
+    """Say in one line why OUTDIR cannot be used, before any PIN is read; create nothing
+    (a wrong PIN must leave the disk as it was)."""
+    probe = outdir
+    while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == outdir:
+            raise UsageError(f"output directory {outdir} is a {_kind(outdir)}, not a directory")
+        raise UsageError(f"cannot create output directory {outdir}: {probe} is a "
+                         f"{_kind(probe)}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == outdir else f"cannot be created in {probe}"
+        raise UsageError(f"output directory {outdir} {what} (permission denied)")
+
+
+def make_outdir(outdir: Path) -> None:
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output directory {outdir}: {exc.strerror}") from None
 
 
 def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
@@ -116,19 +183,42 @@ def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
 
 
 def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult:
-    if dst.exists():
-        # Outputs are renamed into place only once authenticated: one that exists is complete.
-        return FileResult(str(src), str(dst), "skipped", bytes=dst.stat().st_size)
+    done = _existing(src, dst)
+    if done is not None:
+        return done
     try:
         result = open_envelope(src, dst, identities)
     except DEVICE_FAILURES:
         raise  # the device failed, not this envelope: the caller stops the batch
+    except OutputExists:
+        # Another run linked it first (outputs appear only once complete).
+        return _existing(src, dst, "opened by another run") or FileResult.failed(
+            src, dst, "OutputExists", f"{dst} appeared while opening and is not a regular file")
+    except NoMatchingRecipient as exc:
+        return FileResult(str(src), str(dst), "failed", error_type=type(exc).__name__,
+                          error=str(exc), recipients=exc.recipients)
     except TokenKeysError as exc:
         return FileResult.failed(src, dst, type(exc).__name__, str(exc))
     except OSError as exc:
         return FileResult.failed(src, dst, "OSError", f"{exc.strerror or exc} ({src})")
     return FileResult(str(src), str(dst), "opened", recipient=result.recipient,
                       bytes=result.bytes_out)
+
+
+def _existing(src: Path, dst: Path, reason: str = "already opened") -> FileResult | None:
+    """An output already at dst: a regular file is complete (outputs are linked into
+    place only once authenticated); anything else there is a failure, never a skip."""
+    try:
+        st = dst.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return FileResult.failed(src, dst, "OSError", f"cannot check {dst}: {exc.strerror}")
+    if stat.S_ISREG(st.st_mode):
+        return FileResult.skipped(src, dst, reason, st.st_size)
+    return FileResult.failed(src, dst, "OutputExists",
+                             f"{dst} exists and is a {_kind(dst)}, not an opened file: "
+                             "move it away")
 
 
 # Worker state: one token, logged in once, per worker process.
@@ -181,13 +271,14 @@ def open_batch(
     """
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    check_outdir(outdir)
     pin = pins.read()
     if pin is None and jobs > 1:
         raise UsageError("--jobs > 1 needs a PIN that can be reused; not with the PIN pad")
     with open_token(token_uri, config) as token:
         token.login(given_pin(pin) if pin is not None else pins)
         keys: list[Identity] = list(token.list_keys())
-        outdir.mkdir(parents=True, exist_ok=True)
+        make_outdir(outdir)
         if jobs > 1 and len(pairs) > 1 and pin is not None:
             done = _parallel(pairs, token_uri, config, given_pin(pin), jobs, on_result)
         else:

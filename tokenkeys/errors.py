@@ -91,11 +91,14 @@ class KeyExists(KeyProblem):
 class MechanismUnsupported(TokenKeysError):
     exit_code = 6
 
-    def __init__(self, wanted: str, offered: Sequence[str] = ()) -> None:
+    def __init__(self, wanted: str, offered: Sequence[str] = (), *,
+                 by: str = "this device") -> None:
+        # `by`: who lacks it. The envelope layer says "tokenkeys": no device is involved.
         self.wanted = wanted
         self.offered = tuple(offered)
         offer = ", ".join(self.offered) if self.offered else "nothing usable"
-        super().__init__(f"{wanted} is not supported by this device (it offers: {offer})")
+        verb = "offers" if by == "this device" else "supports"
+        super().__init__(f"{wanted} is not supported by {by} (it {verb}: {offer})")
 
 
 class EnvelopeError(TokenKeysError):
@@ -117,7 +120,10 @@ class NoMatchingRecipient(EnvelopeError):
         self.tried = tuple(tried)
         self.recipients = tuple(recipients)
         tried_s = ", ".join(self.tried) if self.tried else "no identity"
-        super().__init__(f"no recipient of this envelope matches the keys tried ({tried_s})")
+        shown = ", ".join(self.recipients[:3]) + (
+            f" and {len(self.recipients) - 3} more" if len(self.recipients) > 3 else "")
+        super().__init__(f"no recipient of this envelope matches the keys tried ({tried_s})"
+                         + (f"; it is addressed to: {shown}" if shown else ""))
 
 
 class PolicyRefused(TokenKeysError):

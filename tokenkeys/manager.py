@@ -122,7 +122,7 @@ def generate_key(
         raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
     if name.startswith(PROVISIONAL):
         raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
-    store = require(token, CertificateStore, "storing certificates")  # type: ignore[type-abstract]
+    store = require(token, CertificateStore, "storing certificates")
     with designation_lock(token):
         try:
             token.find_key(label=name)
@@ -202,11 +202,13 @@ def key_token_uri(name_or_uri: str) -> str | None:
     return str(parsed.token_only())
 
 
-def export_certificate(key: KeyHandle, path: Path, *, der: bool = False) -> None:
+def export_certificate(key: KeyHandle, path: Path, *, der: bool = False,
+                       overwrite: bool = False) -> None:
+    """Write the certificate; an existing file is refused unless `overwrite`."""
     if key.certificate is None:
         raise KeyNotFound(f"key {key.label!r} has no certificate on the token")
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
-    write_atomic(path, key.certificate.public_bytes(encoding))
+    write_atomic(path, key.certificate.public_bytes(encoding), overwrite=overwrite)
 
 
 def delete_key(token: Token, key: KeyHandle) -> KeyRecord:

@@ -91,9 +91,16 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class PinSource:
-    """Where a PIN comes from: environment, a file, a no-echo prompt, or the PIN pad.
+    """Where a PIN comes from. Never argv. The one order, documented in
+    docs/security-officer.md and tested in tests/test_pin_source.py:
 
-    Never argv. `read()` returns None when the reader's PIN pad should be used.
+    1. `--pinpad` (an explicit option): the reader's PIN pad; `read()` returns None;
+    2. `--pin-file FILE` (an explicit option): the file's first line;
+    3. the environment variable (`TOKENKEYS_PIN`), when set and not empty;
+    4. a no-echo prompt, on a terminal.
+
+    An empty value is never sent to a token: an empty environment variable
+    counts as not set, and an empty first line or empty prompt is refused.
     """
 
     env_var: str = "TOKENKEYS_PIN"
@@ -106,20 +113,35 @@ class PinSource:
     def read(self) -> Secret | None:
         if self.value is not None:
             return self.value
+        if self.pinpad and self.file is not None:
+            raise UsageError("--pinpad and --pin-file exclude each other: choose one")
         if self.pinpad:
             return None
         if self.file is not None:
-            try:
-                text = self.file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot read PIN file {self.file}: {exc.strerror}") from None
-            return Secret(text.rstrip("\r\n"))
+            return Secret(self._first_line(self.file))
         value = os.environ.get(self.env_var)
-        if value is not None:
+        if value:
             return Secret(value)
         if self.interactive:
-            return Secret(getpass.getpass(f"{self.what}: "))
+            typed = getpass.getpass(f"{self.what}: ")
+            if not typed:
+                raise UsageError(f"empty {self.what}: nothing was sent to the token")
+            return Secret(typed)
         raise PinMissing(f"{self.what} ({self.env_var})")
+
+    def _first_line(self, path: Path) -> str:
+        try:
+            with path.open(encoding="utf-8", newline="") as f:
+                line = f.readline(4096)
+        except OSError as exc:
+            raise UsageError(f"cannot read PIN file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"PIN file {path} is not UTF-8 text") from None
+        line = line.rstrip("\r\n")
+        if not line:
+            raise UsageError(f"PIN file {path} has an empty first line: nothing was sent "
+                             "to the token")
+        return line
 
 
 def given_pin(value: Secret) -> PinSource:

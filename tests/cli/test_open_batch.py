@@ -161,8 +161,9 @@ def test_damaged_and_junk_inputs_through_the_cli(tk: TK, token_with_keys: dict[s
         assert "\n" not in f["error"]
     assert list(out.iterdir()) == []
     human = tk("open", bids / "empty.p7m", "-o", out, "--token", token_with_keys["uri"])
-    assert human.code == 11 and "Traceback" not in human.err + human.out
-    assert "1 failed" in human.out
+    # One envelope named alone: its own error line and exit code (EnvelopeMalformed, 7).
+    assert human.code == 7 and "Traceback" not in human.err + human.out
+    assert human.err.count("\n") == 1 and "empty file" in human.err
 
 
 def test_pin_never_in_any_worker_argv(token_with_keys: dict[str, Any], tmp_path: Path,

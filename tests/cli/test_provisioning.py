@@ -76,51 +76,64 @@ def test_shareable_and_ec(tk: TK, uri: str, token_label: str, cli_env: dict[str,
 BadInput = tuple[list[str], dict[str, str | None], int, str]
 
 
-def _bad_inputs(uri: str, tmp_path: Path) -> list[BadInput]:
+def _bad_inputs(uri: str, tmp_path: Path) -> dict[str, BadInput]:
     base = uri.split("?")[0]
-    return [
-        (["key", "generate", "--token", uri, "--name", "x", "--algorithm", "ec-p256"],
-         {"TOKENKEYS_PIN": "000000"}, 4, "PIN incorrect"),
-        (["key", "list", "--token", "pkcs11:token=no-such-token?module-path=" + SOFTHSM_MODULE],
-         {}, 3, "no-such-token"),
-        (["key", "list", "--token", base + "?module-path=/nonexistent/libpkcs11.so"],
-         {}, 3, "/nonexistent/libpkcs11.so"),
-        (["key", "generate", "--token", uri, "--name", "existing", "--algorithm", "ec-p256"],
-         {}, 5, "already exists"),
-        (["key", "generate", "--token", uri, "--name", "y", "--algorithm", "dsa1024"],
-         {}, 2, "dsa1024"),
-        (["key", "list", "--token", base + ";pin-value=123456?module-path=" + SOFTHSM_MODULE],
-         {}, 2, "secrets never go in URIs"),
-        (["key", "delete", "ghost", "--token", uri, "--yes"], {}, 5, "ghost"),
-        (["key", "export-cert", "ghost", "--token", uri, "-o", str(tmp_path / "g.pem")],
-         {}, 5, "ghost"),
-        (["key", "generate", "--token", uri, "--name", "z", "--days", "0"], {}, 2, "--days"),
-        (["key", "list", "--token", uri], {"TOKENKEYS_PIN": None}, 4, "TOKENKEYS_PIN"),
-    ]
+    return {
+        "wrong PIN": (["key", "generate", "--token", uri, "--name", "x", "--algorithm",
+                       "ec-p256"], {"TOKENKEYS_PIN": "000000"}, 4, "PIN incorrect"),
+        "no such token": (["key", "list", "--token",
+                           "pkcs11:token=no-such-token?module-path=" + SOFTHSM_MODULE],
+                          {}, 3, "no-such-token"),
+        "no such module": (["key", "list", "--token",
+                            base + "?module-path=/nonexistent/libpkcs11.so"],
+                           {}, 3, "/nonexistent/libpkcs11.so"),
+        "duplicate name": (["key", "generate", "--token", uri, "--name", "existing",
+                            "--algorithm", "ec-p256"], {}, 5, "already exists"),
+        "bad algorithm": (["key", "generate", "--token", uri, "--name", "y", "--algorithm",
+                           "dsa1024"], {}, 2, "dsa1024"),
+        "PIN in URI": (["key", "list", "--token",
+                        base + ";pin-value=123456?module-path=" + SOFTHSM_MODULE],
+                       {}, 2, "secrets never go in URIs"),
+        "delete ghost": (["key", "delete", "ghost", "--token", uri, "--yes"], {}, 5, "ghost"),
+        "export ghost": (["key", "export-cert", "ghost", "--token", uri, "-o",
+                          str(tmp_path / "g.pem")], {}, 5, "ghost"),
+        "bad days": (["key", "generate", "--token", uri, "--name", "z", "--days", "0"],
+                     {}, 2, "--days"),
+        "no PIN": (["key", "list", "--token", uri], {"TOKENKEYS_PIN": None}, 4,
+                   "TOKENKEYS_PIN"),
+    }
 
 
+BAD_CASES = list(_bad_inputs("pkcs11:token=x", Path("/")))
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_inputs_fail_cleanly_and_change_nothing(tk: TK, uri: str, token_label: str,
-                                                     tmp_path: Path,
-                                                     cli_env: dict[str, str]) -> None:
+                                                     tmp_path: Path, cli_env: dict[str, str],
+                                                     case: str) -> None:
     assert tk("key", "generate", "--token", uri, "--name", "existing",
               "--algorithm", "ec-p256").code == 0
     before = p11_objects(SOFTHSM_MODULE, token_label, cli_env)
-    for args, env, code, needle in _bad_inputs(uri, tmp_path):
-        run = tk(*args, env=env)
-        assert run.code == code, (args, run.code, run.err)
-        lines = run.err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("tokenkeys: error:"), (args, run.err)
-        assert needle in lines[0], (args, lines[0])
-        assert "Traceback" not in run.err and "123456" not in run.err + run.out
-        assert p11_objects(SOFTHSM_MODULE, token_label, cli_env) == before, args
+    args, env, code, needle = _bad_inputs(uri, tmp_path)[case]
+    run = tk(*args, env=env)
+    assert run.code == code, (args, run.code, run.err)
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenkeys: error:"), (args, run.err)
+    assert needle in lines[0], (args, lines[0])
+    assert "Traceback" not in run.err and "123456" not in run.err + run.out
+    assert p11_objects(SOFTHSM_MODULE, token_label, cli_env) == before, args
     assert not (tmp_path / "g.pem").exists()
 
 
 def test_json_errors_are_one_document(tk: TK, uri: str) -> None:
     run = tk("--json", "key", "list", "--token", uri, env={"TOKENKEYS_PIN": "999999"})
     assert run.code == 4
-    assert run.json == {"ok": False, "error": {
-        "type": "PinIncorrect", "message": run.json["error"]["message"], "exit_code": 4}}
+    error = run.json["error"]
+    assert run.json == {"ok": False, "error": {"type": "PinIncorrect", "message": error["message"],
+                                               "exit_code": 4}}
+    assert error["message"].startswith("PIN incorrect (")
+    assert error["message"].endswith("tokenkeys never retries a PIN by itself")
+    assert "\n" not in error["message"]
     assert "999999" not in run.out + run.err
 
 
@@ -158,9 +171,13 @@ def test_token_init_and_refuse_reinit(tk: TK, softhsm: Any) -> None:
 
 def test_software_keystore_cli(tk: TK, tmp_path: Path) -> None:
     uri = f"soft:{tmp_path / 'ks'}"
-    assert tk("token", "init", "--token", uri, "--label", "laptop").code == 0
+    weak = tk("token", "init", "--token", uri, "--label", "laptop")  # TOKENKEYS_PIN=123456
+    assert weak.code == 2 and "at least 8 characters" in weak.err
+    assert not (tmp_path / "ks").exists()
+    pin = {"TOKENKEYS_PIN": "laptop keystore 2026"}
+    assert tk("token", "init", "--token", uri, "--label", "laptop", env=pin).code == 0
     gen = tk("--json", "key", "generate", "--token", uri, "--name", "soft-key",
-             "--algorithm", "ec-p384", "--days", "10")
+             "--algorithm", "ec-p384", "--days", "10", env=pin)
     assert gen.code == 0, gen.err
     assert gen.json["key"]["algorithm"] == "ec-p384"
     pem = tmp_path / "c.pem"
@@ -172,6 +189,11 @@ def test_software_keystore_cli(tk: TK, tmp_path: Path) -> None:
     assert wrong.code == 4 and "PIN incorrect" in wrong.err
     key_files = list((tmp_path / "ks").glob("*.key.json"))
     assert len(key_files) == 1 and b"PRIVATE KEY" not in key_files[0].read_bytes()
+    changed = tk("token", "change-pin", "--token", uri,
+                 env={**pin, "TOKENKEYS_NEW_PIN": "new laptop PIN 2027"})
+    assert changed.code == 0, changed.err
+    assert tk("key", "list", "--token", uri, env=pin).code == 4
+    assert tk("key", "list", "--token", uri, env={"TOKENKEYS_PIN": "new laptop PIN 2027"}).code == 0
 
 
 def test_no_traceback_without_debug(tk: TK, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound, PinIncorrect, 
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 PIN = "123456"
+SOFT_PIN = "contract keystore PIN"  # the software keystore refuses short PINs
 
 
 @pytest.fixture(params=["software", "python-pkcs11", "pykcs11"])
@@ -34,9 +35,9 @@ def binding(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def token_uri(binding: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty token whose user PIN is PIN."""
+    """A fresh, empty token whose user PIN is PIN (SOFT_PIN for the software keystore)."""
     if binding == "software":
-        SoftwareToken.init(tmp_path / "ks", "contract", Secret(PIN))
+        SoftwareToken.init(tmp_path / "ks", "contract", Secret(SOFT_PIN))
         return f"soft:{tmp_path / 'ks'}"
     softhsm: Any = request.getfixturevalue("softhsm")
     return str(softhsm.uri(request.getfixturevalue("token_label")))
@@ -49,7 +50,7 @@ def _open(uri: str, binding: str) -> Token:
 @pytest.fixture
 def token(token_uri: str, binding: str, tmp_path: Path) -> Iterator[Token]:
     with _open(token_uri, binding) as tok:
-        tok.login(_pins(PIN, tmp_path))
+        tok.login(_pins(SOFT_PIN if binding == "software" else PIN, tmp_path))
         yield tok
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -10,13 +12,18 @@ from tokenkeys.drivers.negotiate import SHA1_ONLY, MechanismRefused, RsaNegotiat
 from tokenkeys.drivers.oaep import DecryptFailed, oaep_decode
 from tokenkeys.errors import EnvelopeIntegrity, MechanismUnsupported
 
-KEY = rsa.generate_private_key(65537, 2048)
+
+@functools.cache
+def _key() -> rsa.RSAPrivateKey:
+    """Generated on first use, not at import (collection stays fast and side-effect free)."""
+    return rsa.generate_private_key(65537, 2048)
+
 K = 256
 HASHES = [hashes.SHA1, hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512]
 
 
 def raw_decrypt(ct: bytes) -> bytes:
-    n = KEY.private_numbers()
+    n = _key().private_numbers()
     m = pow(int.from_bytes(ct, "big"), n.d, n.public_numbers.n)
     return m.to_bytes(K, "big")
 
@@ -36,7 +43,7 @@ class FakeOps:
         self.calls.append("oaep")
         if (h, mgf, label) != ("sha1", "sha1", None):
             raise MechanismRefused()
-        return KEY.decrypt(ct, oaep(hashes.SHA1()))
+        return _key().decrypt(ct, oaep(hashes.SHA1()))
 
     def raw(self, ct: bytes) -> bytes:
         self.calls.append("raw")
@@ -46,7 +53,7 @@ class FakeOps:
         self.calls.append("pkcs1")
         if ct == b"\x01" * K:  # OpenSSL's implicit rejection never fails: simulate a device
             raise DecryptFailed()
-        return KEY.decrypt(ct, padding.PKCS1v15())
+        return _key().decrypt(ct, padding.PKCS1v15())
 
 
 ALL = frozenset({"RSA_PKCS_OAEP", "RSA_X_509", "RSA_PKCS"})
@@ -56,17 +63,17 @@ ALL = frozenset({"RSA_PKCS_OAEP", "RSA_X_509", "RSA_PKCS"})
 @pytest.mark.parametrize("label", [None, b"a label"])
 def test_decoder_matches_cryptography(h: type[hashes.HashAlgorithm], label: bytes | None) -> None:
     for msg in (b"", b"k" * 32, b"x" * (K - 2 * h.digest_size - 2)):
-        ct = KEY.public_key().encrypt(msg, oaep(h(), label=label))
+        ct = _key().public_key().encrypt(msg, oaep(h(), label=label))
         assert oaep_decode(raw_decrypt(ct), K, h.name, h.name, label) == msg
 
 
 def test_decoder_mixed_mgf_hash() -> None:
-    ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA256(), hashes.SHA1()))
+    ct = _key().public_key().encrypt(b"cek", oaep(hashes.SHA256(), hashes.SHA1()))
     assert oaep_decode(raw_decrypt(ct), K, "sha256", "sha1") == b"cek"
 
 
 def test_decoder_stripped_leading_zero() -> None:
-    ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA256()))
+    ct = _key().public_key().encrypt(b"cek", oaep(hashes.SHA256()))
     assert oaep_decode(raw_decrypt(ct).lstrip(b"\x00"), K, "sha256") == b"cek"
 
 
@@ -77,7 +84,7 @@ def _errors(block: bytes, **kw: object) -> str:
 
 
 def test_decoder_uniform_error() -> None:
-    good = raw_decrypt(KEY.public_key().encrypt(b"cek", oaep(hashes.SHA256())))
+    good = raw_decrypt(_key().public_key().encrypt(b"cek", oaep(hashes.SHA256())))
     messages = {
         _errors(b"\x01" + good[1:]),  # Y != 0
         _errors(good, label=b"other"),  # lHash mismatch
@@ -85,7 +92,8 @@ def test_decoder_uniform_error() -> None:
         _errors(good[:5] + bytes([good[5] ^ 1]) + good[6:]),  # seed damaged
         _errors(b"\x00" * K),  # no separator
         _errors(b"\x01" * (K + 1)),  # too long
-        _errors(raw_decrypt(KEY.public_key().encrypt(b"cek", oaep(hashes.SHA1())))),  # wrong hash
+        # wrong hash
+        _errors(raw_decrypt(_key().public_key().encrypt(b"cek", oaep(hashes.SHA1())))),
     }
     assert len(messages) == 1
     assert issubclass(DecryptFailed, EnvelopeIntegrity)
@@ -94,7 +102,7 @@ def test_decoder_uniform_error() -> None:
 def test_sha1_goes_to_device_oaep() -> None:
     ops = FakeOps()
     neg = RsaNegotiator(ops, ALL, K, SHA1_ONLY)
-    ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA1()))
+    ct = _key().public_key().encrypt(b"cek", oaep(hashes.SHA1()))
     assert neg.decrypt(ct, oaep(hashes.SHA1())) == b"cek"
     assert ops.calls == ["oaep"]
 
@@ -102,7 +110,7 @@ def test_sha1_goes_to_device_oaep() -> None:
 def test_softhsm_sha256_goes_straight_to_raw() -> None:
     ops = FakeOps()
     neg = RsaNegotiator(ops, ALL, K, SHA1_ONLY)
-    ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA256()))
+    ct = _key().public_key().encrypt(b"cek", oaep(hashes.SHA256()))
     assert neg.decrypt(ct, oaep(hashes.SHA256())) == b"cek"
     assert ops.calls == ["raw"]
 
@@ -112,14 +120,14 @@ def test_unknown_device_refusal_is_remembered() -> None:
     neg = RsaNegotiator(ops, ALL, K, None)
     pad = oaep(hashes.SHA384())
     for _ in range(3):
-        ct = KEY.public_key().encrypt(b"cek", pad)
+        ct = _key().public_key().encrypt(b"cek", pad)
         assert neg.decrypt(ct, pad) == b"cek"
     assert ops.calls == ["oaep", "raw", "raw", "raw"]
 
 
 def test_no_oaep_no_raw_is_unsupported_and_names_offer() -> None:
     neg = RsaNegotiator(FakeOps(), frozenset({"RSA_PKCS", "ECDSA"}), K)
-    ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA256()))
+    ct = _key().public_key().encrypt(b"cek", oaep(hashes.SHA256()))
     with pytest.raises(MechanismUnsupported) as info:
         neg.decrypt(ct, oaep(hashes.SHA256()))
     assert info.value.offered == ("RSA_PKCS",)
@@ -129,7 +137,7 @@ def test_no_oaep_no_raw_is_unsupported_and_names_offer() -> None:
 def test_raw_only_device() -> None:
     ops = FakeOps()
     neg = RsaNegotiator(ops, frozenset({"RSA_X_509"}), K)
-    ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA1()))
+    ct = _key().public_key().encrypt(b"cek", oaep(hashes.SHA1()))
     assert neg.decrypt(ct, oaep(hashes.SHA1())) == b"cek"
     assert ops.calls == ["raw"]
 
@@ -137,7 +145,7 @@ def test_raw_only_device() -> None:
 def test_pkcs1() -> None:
     ops = FakeOps()
     neg = RsaNegotiator(ops, ALL, K)
-    ct = KEY.public_key().encrypt(b"cek", padding.PKCS1v15())
+    ct = _key().public_key().encrypt(b"cek", padding.PKCS1v15())
     assert neg.decrypt(ct, padding.PKCS1v15()) == b"cek"
     with pytest.raises(DecryptFailed):
         neg.decrypt(b"\x01" * K, padding.PKCS1v15())

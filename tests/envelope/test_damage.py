@@ -37,6 +37,7 @@ from tokenkeys.errors import (
 from .conftest import KeyPair, leftovers, needs_openssl, openssl
 
 PLAINTEXT = bytes(range(256)) * 3
+FULL = os.environ.get("TOKENKEYS_STRESS") == "full"
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +65,31 @@ def _try_open(tmp_path: Path, data: bytes,
     return None
 
 
-def test_flip_every_byte(keys: dict[str, KeyPair], tmp_path: Path, sealed: bytes) -> None:
+def _flip_positions(sealed: bytes) -> list[int]:
+    """Every byte with TOKENKEYS_STRESS=full; by default every byte of the framing and
+    recipient header (where the parser's decisions are), and every 7th byte after it."""
+    if FULL:
+        return list(range(len(sealed)))
+    header = sealed.index(bytes([0x04, 0x82, 0x03, 0x00]))  # first ciphertext chunk
+    return [*range(header + 4), *range(header + 4, len(sealed), 7), len(sealed) - 1]
+
+
+@pytest.mark.parametrize("mode", [pytest.param("sample"),
+                                  pytest.param("full", marks=pytest.mark.stress)])
+def test_flip_every_byte(keys: dict[str, KeyPair], tmp_path: Path, sealed: bytes,
+                         mode: str) -> None:
+    if mode == "full" and not FULL:
+        pytest.skip("the full sweep runs with TOKENKEYS_STRESS=full")
     ident = [keys["rsa"].identity()]
+    positions = _flip_positions(sealed)
     failures = 0
-    for pos in range(len(sealed)):
+    for pos in positions:
         for mask in (0x01, 0x80):
             mutated = bytearray(sealed)
             mutated[pos] ^= mask
             if _try_open(tmp_path, bytes(mutated), ident) is not None:
                 failures += 1
-    assert failures > len(sealed)  # nearly every flip is caught
+    assert failures > len(positions)  # nearly every flip is caught
 
 
 def test_flip_tag_and_ciphertext_is_integrity(keys: dict[str, KeyPair], tmp_path: Path,
@@ -262,3 +278,15 @@ def test_auth_attrs_are_authenticated(keys: dict[str, KeyPair], tmp_path: Path) 
     assert at < len(data) - 21
     exc = _try_open(tmp_path, bytes(mutated), [keys["rsa"].identity()])
     assert isinstance(exc, (EnvelopeIntegrity, EnvelopeMalformed))
+
+
+def test_bad_cipher_parameters_message_names_no_exception(keys: dict[str, KeyPair],
+                                                          tmp_path: Path, sealed: bytes) -> None:
+    """Issue 7: "malformed content encryption algorithm (ValueError)" named a Python class."""
+    nonce_param = sealed.index(bytes([0x30, 0x11, 0x04, 0x0C]))  # GCMParameters, 12-byte nonce
+    mutated = bytearray(sealed)
+    mutated[nonce_param + 2] = 0x02  # the nonce becomes an INTEGER
+    exc = _try_open(tmp_path, bytes(mutated), [keys["rsa"].identity()])
+    assert isinstance(exc, EnvelopeMalformed)
+    assert "content encryption algorithm" in str(exc)
+    assert "Error" not in str(exc) and "(" + "ValueError" not in str(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,12 +14,35 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
+from tokenkeys.errors import OutputExists, UsageError
 from tokenkeys.types import PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Control, format (bidi overrides, zero-width) and line/paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def visible(text: str) -> str:
+    """`text` with every control or invisible formatting character shown as an escape.
+
+    ESC sequences, newlines (fake table rows) and bidi overrides in names from a
+    bid or a certificate reach the terminal as `\\x1b`, `\\n`, `\\u202e`.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if unicodedata.category(ch) not in _HIDDEN else _escape(ch)
+                   for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if ch in "\n\r\t":
+        return repr(ch)[1:-1]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass
@@ -27,9 +51,12 @@ class App:
     debug: bool = False
     config: Config = field(default_factory=Config)
     # Not a terminal: wide enough that tables of URIs and serials stay on one line.
+    # No highlighting and no :emoji: codes: text from bids must show as it is.
     out: Console = field(default_factory=lambda: Console(
-        highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+        highlight=False, emoji=False, soft_wrap=True,
+        width=None if sys.stdout.isatty() else 200))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False,
+                                                         emoji=False))
 
     def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -45,11 +72,21 @@ class App:
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text cells are never parsed as markup; control characters are made visible.
+            table.add_row(*(Text(visible("" if v is None else str(v))) for v in row))
         self.out.print(table)
 
     def say(self, text: str) -> None:
-        self.out.print(text, markup=False)
+        """One line: untrusted parts (names, issuers, errors) are shown, never obeyed."""
+        self.out.print(Text(visible(text)))
+
+    def note(self, message: str) -> None:
+        """Something the user should know that is not an error, on stderr."""
+        click.echo(f"tokenkeys: note: {visible(message)}", err=True)
+
+    def fail(self, message: str) -> None:
+        """An error line on stderr, in the same form as main's error report."""
+        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
 
     @property
     def interactive(self) -> bool:
@@ -92,3 +129,18 @@ def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator
         if pins is not None:
             token.login(pins)
         yield token
+
+
+def check_output(path: Path, force: bool) -> None:
+    """The one overwrite policy: an existing file is refused unless --force; never a
+    directory or special file. The parent directory is created if needed."""
+    if path.is_symlink() or path.exists():
+        if not force:
+            raise OutputExists(f"{path} already exists (use --force to replace it)")
+        if not path.is_file() or path.is_symlink():
+            raise UsageError(f"{path} is not a regular file: --force replaces only files")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+

@@ -58,7 +58,8 @@ def doctor(app: App) -> None:
         if not tokens:
             app.say("tokens: none found")
         for info, rep in zip(tokens, reports, strict=True):
-            app.say(f"\ntoken {info.label!r} ({info.manufacturer} {info.model}, "
+            app.say("")
+            app.say(f"token {info.label!r} ({info.manufacturer} {info.model}, "
                     f"serial {info.serial}) {', '.join(info.flags)}")
             if "error" in rep:
                 app.say(f"  error: {rep['error']}")

@@ -10,11 +10,18 @@ import click
 from cryptography import x509
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokenkeys import batch
-from tokenkeys.cli.context import App, pass_app, pin_options, token_option, user_pin
+from tokenkeys import batch, errors
+from tokenkeys.cli.context import (
+    App,
+    check_output,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
 from tokenkeys.drivers import token_uri
-from tokenkeys.envelope import SealOptions, seal
-from tokenkeys.errors import BatchIncomplete, OutputExists, PolicyRefused, UsageError
+from tokenkeys.envelope import SealOptions, check_recipient, named_by_issuer, seal
+from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
@@ -44,14 +51,18 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
               show_default=True)
 @click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS), default="oaep-sha256",
               show_default=True, help="For RSA recipients.")
-@click.option("--keyid", is_flag=True, help="Name recipients by subject key identifier.")
+@click.option("--keyid", is_flag=True,
+              help="Name recipients by subject key identifier (issuer and serial for a "
+                   "certificate without one).")
 @click.option("--pem", is_flag=True, help="PEM armour instead of binary BER.")
 @click.option("--allow-expired", is_flag=True, help="Seal even to an expired certificate.")
+@click.option("--allow-any-usage", is_flag=True,
+              help="Seal even when a certificate's keyUsage forbids key encipherment/agreement.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @pass_app
 def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...], cbc: bool,
              key_bits: str, key_transport: str, keyid: bool, pem: bool, allow_expired: bool,
-             force: bool) -> None:
+             allow_any_usage: bool, force: bool) -> None:
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
     certs = [c for path in recipients for c in load_certificates(path)]
     now = datetime.now(UTC)
@@ -62,14 +73,19 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
                 f"recipient {cert.subject.rfc4514_string()} is not valid now "
                 f"(valid {start:%Y-%m-%d} to {end:%Y-%m-%d}); --allow-expired overrides"
             )
-    if output.exists() and not force:
-        raise OutputExists(f"{output} already exists (use --force to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_output(output, force)
     options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport, use_ski=keyid, pem=pem)
-    size = seal(input_path, output, certs, options)
+                          key_transport=key_transport, use_ski=keyid, pem=pem,
+                          allow_any_usage=allow_any_usage)
+    for cert in certs:  # before anything is written
+        check_recipient(cert, allow_any_usage)
+    size = seal(input_path, output, certs, options, overwrite=force)
+    notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
+             for who in named_by_issuer(certs, options)]
+    for note in notes:
+        app.note(note)
     document = {"input": str(input_path), "output": str(output), "bytes": size,
-                "recipients": [c.subject.rfc4514_string() for c in certs]}
+                "recipients": [c.subject.rfc4514_string() for c in certs], "notes": notes}
     app.emit(document, lambda: app.say(f"sealed {size} bytes to {len(certs)} recipient(s): "
                                        f"{output}"))
 
@@ -89,7 +105,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
 
     The PIN is asked once. Outputs that already exist are skipped.
     """
-    pairs = batch.plan(batch.collect_inputs(inputs), outdir)
+    found, unopened = batch.collect(inputs)
+    pairs = batch.plan(found, outdir)
     uri = token_uri(token, app.config)
     show = sys.stderr.isatty() and not app.json
     with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
@@ -98,8 +115,16 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         results = batch.open_batch(pairs, outdir, uri, app.config,
                                    user_pin(app, pin_file, pinpad), jobs=jobs,
                                    on_result=lambda _r: bar.advance(task))
+    results += unopened
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}
+    # One envelope named on the command line fails like any single command: one
+    # line on stderr and the error's own exit code (docs/errors.md).
+    single = results[0] if len(results) == 1 and len(inputs) == 1 and not inputs[0].is_dir() \
+        else None
+    if single is not None and single.status == "failed" and not app.json:
+        app.fail(f"{single.input}: {single.error}")
+        ctx.exit(_exit_code(single.error_type))
 
     def human() -> None:
         # Thousands of rows help nobody: past FULL_TABLE, list the failures only.
@@ -107,11 +132,21 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
             r for r in results if r.status == "failed"]
         if shown:
             app.table(None, ["envelope", "status", "recipient", "bytes", "error"],
-                      [(Path(r.input).name, r.status, r.recipient, r.bytes, r.error)
+                      [(Path(r.input).name, r.status, r.recipient, r.bytes, r.error or r.reason)
                        for r in shown])
         app.say(f"{counts['opened']} opened, {counts['skipped']} skipped, "
                 f"{counts['failed']} failed")
 
     app.emit(document, human)
+    if single is not None and single.status == "failed":
+        ctx.exit(_exit_code(single.error_type))
     if counts["failed"]:
         ctx.exit(BatchIncomplete.exit_code)
+
+
+def _exit_code(error_type: str | None) -> int:
+    """The documented exit code of an error class named in a FileResult."""
+    found = getattr(errors, error_type or "", None)
+    if isinstance(found, type) and issubclass(found, errors.TokenKeysError):
+        return found.exit_code
+    return errors.TokenKeysError.exit_code

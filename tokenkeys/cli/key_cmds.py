@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from tokenkeys import manager
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.context import (
+    App,
+    check_output,
+    opened,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
 from tokenkeys.errors import UsageError
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
@@ -104,14 +112,16 @@ def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
 @click.argument("name_or_uri")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--der", is_flag=True, help="DER instead of PEM.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @token_option
 @pass_app
-def key_export_cert(app: App, name_or_uri: str, output: Path, der: bool,
+def key_export_cert(app: App, name_or_uri: str, output: Path, der: bool, force: bool,
                     token: str | None) -> None:
     """Write the key's certificate (for the procurement platform). No PIN needed."""
+    check_output(output, force)
     with opened(app, manager.key_token_uri(name_or_uri) or token) as tok:
         handle = manager.resolve_key(tok, name_or_uri)
-        manager.export_certificate(handle, output, der=der)
+        manager.export_certificate(handle, output, der=der, overwrite=force)
         record = manager.describe(handle)
     app.emit({"key": record.to_json(), "output": str(output)},
              lambda: app.say(f"wrote the certificate of {record.designation!r} to {output}"))

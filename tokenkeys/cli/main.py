@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from tokenkeys import __version__
-from tokenkeys.cli.context import App
+from tokenkeys.cli.context import App, visible
 from tokenkeys.cli.doctor_cmd import doctor
 from tokenkeys.cli.envelope_cmds import open_cmd, seal_cmd
 from tokenkeys.cli.key_cmds import key
@@ -47,12 +47,16 @@ cli.add_command(seal_cmd)
 cli.add_command(open_cmd)
 
 
-def _report(as_json: bool, kind: str, message: str, code: int) -> None:
+def _report(as_json: bool, kind: str, message: str, code: int,
+            recipients: tuple[str, ...] | None = None) -> None:
     if as_json:
-        error = {"type": kind, "message": message, "exit_code": code}
+        error: dict[str, object] = {"type": kind, "message": message, "exit_code": code}
+        if recipients is not None:  # NoMatchingRecipient: who the envelope is for
+            error["recipients"] = list(recipients)
         click.echo(json.dumps({"ok": False, "error": error}, indent=2))
     else:
-        click.echo(f"tokenkeys: error: {message}", err=True)
+        # Messages quote file names and certificate fields: never let them drive the terminal.
+        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except TokenKeysError as exc:
         if debug:
             logging.getLogger("tokenkeys").exception("failed")
-        _report(as_json, type(exc).__name__, str(exc), exc.exit_code)
+        _report(as_json, type(exc).__name__, str(exc), exc.exit_code,
+                getattr(exc, "recipients", None))
         return exc.exit_code
     except click.exceptions.Abort:
         _report(as_json, "Aborted", "aborted", EXIT_INTERRUPTED)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from tokenkeys.cli.context import App, pass_app
+from tokenkeys.cli.context import App, opened, pass_app, pin_options, user_pin
 from tokenkeys.drivers import init_token, list_tokens
+from tokenkeys.drivers.capabilities import PinChange, require
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.types import PinSource, Secret, TokenInfo, so_pin_source
 from tokenkeys.uri import SoftUri, parse
@@ -93,3 +96,24 @@ def token_init(app: App, uri: str, label: str) -> None:
     info = init_token(uri, label, so, user, app.config)
     app.emit({"token": token_json(info)},
              lambda: app.say(f"initialised token {info.label!r}: {info.uri}"))
+
+
+@token.command("change-pin")
+@click.option("--token", "uri", required=True, metavar="URI", help="soft:DIR")
+@pin_options
+@pass_app
+def token_change_pin(app: App, uri: str, pin_file: Path | None, pinpad: bool) -> None:
+    """Change the user PIN of a software keystore; upgrades its KDF to the current one.
+
+    Current PIN as usual (--pin-file, TOKENKEYS_PIN, prompt); new PIN from
+    TOKENKEYS_NEW_PIN or a prompt, twice.
+    """
+    if not isinstance(parse(uri), SoftUri):
+        raise UsageError("change-pin works on software keystores (soft:DIR); change a "
+                         "device's PIN with its vendor's tool")
+    with opened(app, uri, user_pin(app, pin_file, pinpad)) as keystore:
+        require(keystore, PinChange, "changing the PIN").change_pin(
+            _new_pin(app, PinSource(env_var="TOKENKEYS_NEW_PIN")))
+        info = keystore.info()
+    app.emit({"token": token_json(info)},
+             lambda: app.say(f"changed the PIN of {info.label!r}: {info.uri}"))

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import MechanismUnsupported
-from tokenkeys.types import KeyType, PinSource
+from tokenkeys.types import KeyType, PinSource, Secret
 
 C = TypeVar("C")
 
@@ -57,6 +57,14 @@ class SoAdministration(Protocol):
     def keygen_slot(self) -> bytes | None:
         """The fixed CKA_ID a new key pair goes into (OpenPGP: 02), or None when
         the device lets tokenkeys choose (then CKA_ID = SHA-1 of the public key)."""
+
+
+@runtime_checkable
+class PinChange(Protocol):
+    """Tokens whose user PIN tokenkeys itself changes (the software keystore)."""
+
+    def change_pin(self, new_pin: Secret) -> None:
+        """Set a new PIN, checked against the token's PIN policy. Requires login."""
 
 
 @runtime_checkable

@@ -1,9 +1,15 @@
 """Software keystore (`soft:DIR`): the fallback when no device is present.
 
-Each private key is a PKCS#8 DER sealed with AES-256-GCM under a key derived
-from the PIN by scrypt (memory-hard), with its public key and certificate
-beside it in clear. The directory holds one `keystore.json` (label and a PIN
-verifier) and, per key, `<id>.key.json` and `<id>.crt.pem`.
+The directory holds one `keystore.json` and, per key, `<id>.key.json` and
+`<id>.crt.pem`. Version 2 (docs/drivers.md): `keystore.json` holds a random
+master key sealed (AES-256-GCM) under a key derived from the PIN by Argon2id,
+with the KDF parameters stored in the file so that they can rise later; each
+private key (PKCS#8 DER) is sealed under HKDF(master, key id). One derivation
+(about 0.5 s) per login, whatever the number of keys.
+
+Version 1 keystores (scrypt per key, PIN verifier) keep opening; the next PIN
+change upgrades them. The software keystore has no try counter, so a new PIN
+must resist offline guessing: see check_pin_strength.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tokenkeys import keyalg
@@ -40,8 +48,14 @@ from tokenkeys.types import KeySpec, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
 FORMAT = "tokenkeys-softkey-v1"
-# scrypt N=2^15, r=8: 32 MiB and ~0.1 s per derivation on this class of machine.
+FORMAT_V2 = "tokenkeys-softkey-v2"
+# Version 1 only: scrypt N=2^15, r=8: 32 MiB and ~0.12 s per derivation.
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+# Argon2id (RFC 9106) sized to ~0.5 s on the reference 2-core VM (docs/drivers.md);
+# stored per file, so raising these upgrades keystores at their next PIN change.
+ARGON2ID = {"name": "argon2id", "iterations": 3, "lanes": 1, "memory_cost": 128 * 1024}
+MIN_PIN_LENGTH = 8
+MIN_PIN_DISTINCT = 4
 MECHANISMS = frozenset(
     {"RSA_PKCS", "RSA_PKCS_OAEP", "RSA_X_509", "SHA256_RSA_PKCS", "ECDSA", "ECDH1_DERIVE"}
 )
@@ -57,9 +71,51 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def _derive(pin: Secret, salt: bytes, params: dict[str, int]) -> bytes:
+def _derive(pin: Secret, salt: bytes, params: dict[str, Any]) -> bytes:
+    """The PIN-derived key: Argon2id (version 2) or scrypt (version 1 files)."""
+    secret = pin.reveal().encode("utf-8")
+    if params.get("name") == "argon2id":
+        return Argon2id(salt=salt, length=32, iterations=int(params["iterations"]),
+                        lanes=int(params["lanes"]),
+                        memory_cost=int(params["memory_cost"])).derive(secret)
     kdf = Scrypt(salt=salt, length=32, n=params["n"], r=params["r"], p=params["p"])
-    return kdf.derive(pin.reveal().encode("utf-8"))
+    return kdf.derive(secret)
+
+
+def _key_kek(master: bytes, key_id: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"tokenkeys-softkey-v2 " + key_id
+                ).derive(master)
+
+
+def check_pin_strength(pin: Secret) -> None:
+    """Refuse a PIN for a new keystore (or a PIN change) that falls to offline guessing.
+
+    Without a try counter, anyone with a copy of the directory can guess at
+    the cost of one derivation (~0.5 s on one core): 10^4 PINs fall in about
+    1.5 core-hours and 10^6 in a week; 10^8 (8 digits) cost 1.6 core-years.
+    """
+    value = pin.reveal()
+    if len(value) < MIN_PIN_LENGTH or len(set(value)) < MIN_PIN_DISTINCT:
+        raise UsageError(
+            f"a software keystore PIN needs at least {MIN_PIN_LENGTH} characters, "
+            f"{MIN_PIN_DISTINCT} of them different: it has no try counter, so a short "
+            "PIN falls to offline guessing (see docs/drivers.md)")
+
+
+def _seal_master(pin: Secret, master: bytes) -> dict[str, Any]:
+    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+    kek = _derive(pin, salt, ARGON2ID)
+    return {"kdf": {**ARGON2ID, "salt": _b64(salt)}, "master_nonce": _b64(nonce),
+            "master": _b64(AESGCM(kek).encrypt(nonce, master, b"tokenkeys-master"))}
+
+
+def _seal_key(master: bytes, record: dict[str, Any], der: bytes) -> dict[str, Any]:
+    key_id = bytes.fromhex(record["id"])
+    nonce = secrets.token_bytes(12)
+    out = {k: v for k, v in record.items() if k not in ("salt", "scrypt")}
+    out.update(format=FORMAT_V2, nonce=_b64(nonce),
+               ciphertext=_b64(AESGCM(_key_kek(master, key_id)).encrypt(nonce, der, key_id)))
+    return out
 
 
 def _curve_for(name: str) -> ec.EllipticCurve:
@@ -88,9 +144,11 @@ class SoftwareKeyHandle(KeyHandle):
     def private_key(self) -> PrivateKey:
         """Decrypt the private key with the logged-in PIN (once). Requires login."""
         if self._private is None:
-            pin = self._token.require_pin()
             rec = self._record
-            key = _derive(pin, _unb64(rec["salt"]), rec["scrypt"])
+            if rec["format"] == FORMAT_V2:
+                key = _key_kek(self._token.require_master(), self.id)
+            else:
+                key = _derive(self._token.require_pin(), _unb64(rec["salt"]), rec["scrypt"])
             try:
                 der = AESGCM(key).decrypt(_unb64(rec["nonce"]), _unb64(rec["ciphertext"]), self.id)
             except InvalidTag:
@@ -127,6 +185,7 @@ class SoftwareToken(Token):
         self.directory = directory
         self.uri = str(SoftUri(str(directory)))
         self._pin: Secret | None = None
+        self._master: bytes | None = None
         meta = directory / "keystore.json"
         if not meta.is_file():
             raise TokenNotFound(
@@ -143,19 +202,19 @@ class SoftwareToken(Token):
     def init(directory: Path, label: str, pin: Secret) -> TokenInfo:
         """Create an empty keystore whose PIN is `pin`. Refuses to overwrite one."""
         directory = directory.expanduser().resolve()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta = directory / "keystore.json"
         if meta.exists():
             raise KeyExists(f"a software keystore already exists at {directory}")
-        salt = secrets.token_bytes(16)
-        check = hmac.new(_derive(pin, salt, SCRYPT), b"tokenkeys-pin-check", "sha256").digest()
-        record = {"format": FORMAT, "label": label, "salt": _b64(salt), "scrypt": SCRYPT,
-                  "pin_check": _b64(check)}
+        check_pin_strength(pin)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        record = {"format": FORMAT_V2, "label": label,
+                  **_seal_master(pin, secrets.token_bytes(32))}
         write_atomic(meta, json.dumps(record, indent=2).encode(), mode=0o600, overwrite=False)
         return SoftwareToken(directory).info()
 
     def close(self) -> None:
         self._pin = None
+        self._master = None
 
     def info(self) -> TokenInfo:
         return TokenInfo(
@@ -169,12 +228,61 @@ class SoftwareToken(Token):
         pin = pin_source.read()
         if pin is None:
             raise UsageError("the software keystore has no PIN pad")
+        self._master = self._open_master(pin)
+        self._pin = pin
+
+    def _open_master(self, pin: Secret) -> bytes | None:
+        """Check the PIN; the master key of a version 2 keystore, None for version 1."""
         meta = self._meta
+        if "kdf" in meta:
+            kek = _derive(pin, _unb64(meta["kdf"]["salt"]), meta["kdf"])
+            try:
+                return AESGCM(kek).decrypt(_unb64(meta["master_nonce"]), _unb64(meta["master"]),
+                                           b"tokenkeys-master")
+            except InvalidTag:
+                raise PinIncorrect(_NOT_ACCEPTED) from None
         key = _derive(pin, _unb64(meta["salt"]), meta["scrypt"])
         check = hmac.new(key, b"tokenkeys-pin-check", "sha256").digest()
         if not hmac.compare_digest(check, _unb64(meta["pin_check"])):
             raise PinIncorrect(_NOT_ACCEPTED)
-        self._pin = pin
+        return None
+
+    def require_master(self) -> bytes:
+        if self._master is None:
+            raise UsageError("log in to the software keystore first")
+        return self._master
+
+    def change_pin(self, new_pin: Secret) -> None:
+        """Set a new PIN (requires login). Re-seals the master key with the current
+        Argon2id parameters; a version 1 keystore is upgraded to version 2 first,
+        one step at a time, so that a crash at any point leaves it openable."""
+        check_pin_strength(new_pin)
+        old_pin = self.require_pin()
+        if self._master is None:
+            master = secrets.token_bytes(32)
+            # 1. version 2 metadata under the OLD PIN: version 1 keys still open with it.
+            self._write_meta({"format": FORMAT_V2, "label": self._meta["label"],
+                              **_seal_master(old_pin, master)})
+            self._master = master
+            # 2. each version 1 key re-sealed under the master key.
+            for handle in self.list_keys():
+                assert isinstance(handle, SoftwareKeyHandle)
+                if handle._record["format"] == FORMAT:
+                    der = handle.private_key().private_bytes(
+                        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption())
+                    record = _seal_key(master, handle._record, der)
+                    write_atomic(handle._path, json.dumps(record, indent=2).encode(),
+                                 mode=0o600)
+        # 3. the master key under the new PIN.
+        self._write_meta({"format": FORMAT_V2, "label": self._meta["label"],
+                          **_seal_master(new_pin, self.require_master())})
+        self._pin = new_pin
+
+    def _write_meta(self, record: dict[str, Any]) -> None:
+        write_atomic(self.directory / "keystore.json", json.dumps(record, indent=2).encode(),
+                     mode=0o600)
+        self._meta = record
 
     def require_pin(self) -> Secret:
         if self._pin is None:
@@ -185,7 +293,7 @@ class SoftwareToken(Token):
         out = []
         for path in sorted(self.directory.glob("*.key.json")):
             record = json.loads(path.read_text(encoding="utf-8"))
-            if record.get("format") == FORMAT:
+            if record.get("format") in (FORMAT, FORMAT_V2):
                 out.append((path, record))
         return out
 
@@ -204,17 +312,20 @@ class SoftwareToken(Token):
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-        sealed = AESGCM(_derive(pin, salt, SCRYPT)).encrypt(nonce, der, key_id)
-        record = {
+        record: dict[str, Any] = {
             "format": FORMAT, "id": key_id.hex(), "label": spec.label,
             "algorithm": spec.algorithm.value, "extractable": spec.shareable,
             "public_key": public.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ).decode("ascii"),
-            "salt": _b64(salt), "scrypt": SCRYPT, "nonce": _b64(nonce),
-            "ciphertext": _b64(sealed),
         }
+        if self._master is not None:
+            record = _seal_key(self._master, record, der)
+        else:  # a version 1 keystore not yet upgraded: its keys stay version 1
+            salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+            sealed = AESGCM(_derive(pin, salt, SCRYPT)).encrypt(nonce, der, key_id)
+            record.update(salt=_b64(salt), scrypt=SCRYPT, nonce=_b64(nonce),
+                          ciphertext=_b64(sealed))
         path = self.directory / f"{key_id.hex()}.key.json"
         write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600)
         return SoftwareKeyHandle(self, record, path)

@@ -5,14 +5,16 @@ Streaming and constant-memory both ways; never imports tokenkeys.drivers.
 
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.open import OpenResult, describe_recipients, open_envelope
-from tokenkeys.envelope.seal import SealOptions, seal
+from tokenkeys.envelope.seal import SealOptions, check_recipient, named_by_issuer, seal
 
 __all__ = [
     "Identity",
     "OpenResult",
     "SealOptions",
     "SoftwareIdentity",
+    "check_recipient",
     "describe_recipients",
+    "named_by_issuer",
     "open_envelope",
     "seal",
 ]

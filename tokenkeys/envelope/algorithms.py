@@ -129,7 +129,8 @@ def parse_content_cipher(raw: bytes) -> ContentCipher:
         params = alg["parameters"]
         known = CONTENT_CIPHERS.get(oid)
         if known is None:
-            raise MechanismUnsupported(f"content cipher {oid}", ["aes-128/192/256 CBC and GCM"])
+            raise MechanismUnsupported(f"content cipher {oid}", ["aes-128/192/256 CBC and GCM"],
+                                       by="tokenkeys")
         mode, key_len = known
         if isinstance(params, core.Void):
             raise EnvelopeMalformed(f"content cipher {oid} has no parameters")
@@ -143,9 +144,9 @@ def parse_content_cipher(raw: bytes) -> ContentCipher:
         tag_len = int(gcm["aes_icvlen"].native)
     except (MechanismUnsupported, EnvelopeMalformed):
         raise
-    except Exception as exc:  # asn1crypto raises ValueError/TypeError/... on bad input
+    except Exception:  # asn1crypto raises ValueError/TypeError/... on bad input
         raise EnvelopeMalformed(
-            f"malformed content encryption algorithm ({type(exc).__name__})") from None
+            "malformed content encryption algorithm (its parameters do not decode)") from None
     if not 12 <= tag_len <= 16:
         raise EnvelopeMalformed(f"AES-GCM tag length {tag_len} is outside 12..16")
     if not 8 <= len(nonce) <= 64:

@@ -23,7 +23,7 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 
 
 def check_target(dst: Path, overwrite: bool) -> None:
     if not overwrite and (dst.exists() or dst.is_symlink()):
-        raise OutputExists(f"{dst} already exists (use overwrite to replace it)")
+        raise OutputExists(f"{dst} already exists (use --force to replace it)")
 
 
 class AtomicOutput:

@@ -12,6 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from tokenkeys.envelope.ber_encode import EOC as EOC
+from tokenkeys.envelope.ber_encode import encode_header as encode_header
+from tokenkeys.envelope.ber_encode import encode_length as encode_length
+from tokenkeys.envelope.ber_encode import encode_oid as encode_oid
+from tokenkeys.envelope.ber_encode import tlv as tlv
 from tokenkeys.errors import EnvelopeMalformed
 
 UNIVERSAL = 0
@@ -23,11 +28,36 @@ TAG_OID = 6
 TAG_SEQUENCE = 16
 TAG_SET = 17
 
-# Small structures (RecipientInfos, algorithm parameters, attributes) are read
-# whole; anything bigger than this in those positions is an attack or garbage.
-MAX_SMALL_TLV = 16 << 20
+# Small structures (algorithm parameters, attributes) are read whole; anything
+# bigger than this in those positions is an attack or garbage.
+MAX_SMALL_TLV = 64 << 10
+# What is read and dropped (originatorInfo certificates, unprotected attributes).
+MAX_SKIPPED = 16 << 20
+# Elements per small structure: each costs about 4 us to frame and, in asn1crypto,
+# an object of about 800 bytes. 8192 bound both to ~10x the fixed cost of a bid.
+MAX_NODES = 8192
 # Nesting deeper than this cannot occur in CMS; refuse it instead of recursing.
 MAX_DEPTH = 64
+# Content chunks: the first FREE_CHUNKS may be any size; beyond, they must average
+# MIN_AVG_CHUNK bytes (openssl writes 4 KiB, Bouncy Castle 1000 bytes, tokenkeys 1 MiB).
+FREE_CHUNKS = 1024
+MIN_AVG_CHUNK = 512
+
+
+class Budget:
+    """Bytes and elements still allowed for one small structure (shared across calls)."""
+
+    def __init__(self, max_bytes: int, max_nodes: int = MAX_NODES) -> None:
+        self.bytes_left = max_bytes
+        self.nodes_left = max_nodes
+
+    def spend(self, h: Header, nbytes: int) -> None:
+        self.nodes_left -= 1
+        self.bytes_left -= nbytes
+        if self.bytes_left < 0:
+            raise EnvelopeMalformed(f"value too large, {h.describe()}")
+        if self.nodes_left < 0:
+            raise EnvelopeMalformed(f"too many elements in a small structure, {h.describe()}")
 
 
 class ByteSource(Protocol):
@@ -67,6 +97,8 @@ class BerReader:
         self._end = 0
         self._eof = False
         self.offset = 0
+        self._chunks = 0
+        self._chunk_bytes = 0
 
     # -- buffer management -------------------------------------------------
     def _available(self) -> int:
@@ -194,27 +226,52 @@ class BerReader:
             n -= k
         return b"".join(parts)
 
-    def read_tlv_raw(self, h: Header, limit: int = MAX_SMALL_TLV, depth: int = 0) -> bytes:
-        """The full encoding (header included) of an element whose header was read."""
-        if depth > MAX_DEPTH:
-            raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
-        head = _encode_header_like(h)
+    def read_tlv_raw(self, h: Header, limit: int = MAX_SMALL_TLV,
+                     budget: Budget | None = None) -> bytes:
+        """The encoding (header included) of an element whose header was read.
+
+        Constructed values are walked element by element, so a hostile shape
+        (millions of empty elements) is refused by the budget before it costs memory.
+        """
+        out = bytearray()
+        self._walk(h, budget or Budget(limit), out, 0)
+        return bytes(out)
+
+    def skip(self, h: Header, limit: int = MAX_SKIPPED) -> None:
+        """Consume an element we do not need, at a cost per byte, not per element."""
         if h.length is not None:
             if h.length > limit:
                 raise EnvelopeMalformed(f"value too large, {h.describe()}")
-            return head + self._read_exact(h.length)
-        parts = [head]
-        size = 0
-        while True:
-            if self.peek_is_eoc():
-                parts.append(bytes(self._take(2)))
-                return b"".join(parts)
-            child = self.read_header()
-            raw = self.read_tlv_raw(child, limit - size, depth + 1)
-            size += len(raw)
-            if size > limit:
-                raise EnvelopeMalformed(f"value too large, {h.describe()}")
-            parts.append(raw)
+            self._discard(h.length)
+            return
+        self._walk(h, Budget(limit), None, 0)
+
+    def _discard(self, n: int) -> None:
+        block = len(self._buf)
+        while n:
+            k = min(n, block)
+            self._take(k)
+            n -= k
+
+    def _walk(self, h: Header, budget: Budget, out: bytearray | None, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
+        whole = not h.constructed or (out is None and h.length is not None)
+        eoc = 2 if h.length is None else 0
+        budget.spend(h, h.content_start - h.start + eoc + ((h.length or 0) if whole else 0))
+        if out is not None:
+            out += _encode_header_like(h)
+        if whole:
+            if out is None:
+                self._discard(h.length or 0)
+            else:
+                out += self._read_exact(h.length or 0)
+            return
+        while not self.at_end(h):
+            self._walk(self.read_header(), budget, out, depth + 1)
+        if eoc and out is not None:
+            out += EOC
+        self.close(h)
 
     def expect(self, tag_class: int, tag: int, constructed: bool | None = None) -> Header:
         h = self.read_header()
@@ -237,6 +294,8 @@ class BerReader:
         """
         if depth > MAX_DEPTH:
             raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
+        if depth == 0:
+            self._chunks = self._chunk_bytes = 0
         if not h.constructed:
             remaining = h.length or 0
             block = len(self._buf)
@@ -254,6 +313,13 @@ class BerReader:
             if child.tag_class != UNIVERSAL or child.tag != TAG_OCTET_STRING:
                 raise EnvelopeMalformed(f"unexpected {child.describe()} inside chunked content")
             n = child.length
+            # Each chunk costs Python work: tiny ones must be rare, or the input is refused.
+            self._chunks += 1
+            self._chunk_bytes += n or 0
+            if self._chunks > FREE_CHUNKS + self._chunk_bytes // MIN_AVG_CHUNK:
+                raise EnvelopeMalformed(
+                    f"content is split into too many tiny chunks ({self._chunks} chunks "
+                    f"for {self._chunk_bytes} bytes at offset {child.start})")
             if not child.constructed and n is not None and n <= self._available():
                 # Fast path for the common small chunk already in the buffer
                 # (openssl -stream writes 4 KiB chunks): no nested generator.
@@ -275,55 +341,6 @@ def _name(tag_class: int, tag: int) -> str:
 def _encode_header_like(h: Header) -> bytes:
     """Re-encode a header read from the input (used to rebuild raw TLVs)."""
     return encode_header(h.tag_class, h.constructed, h.tag, h.length)
-
-
-# -- writing -----------------------------------------------------------------------
-def encode_length(n: int | None) -> bytes:
-    if n is None:
-        return b"\x80"
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def encode_header(tag_class: int, constructed: bool, tag: int, length: int | None) -> bytes:
-    first = (tag_class << 6) | (0x20 if constructed else 0)
-    if tag < 0x1F:
-        ident = bytes([first | tag])
-    else:
-        digits = []
-        t = tag
-        while True:
-            digits.append(t & 0x7F)
-            t >>= 7
-            if not t:
-                break
-        digits.reverse()
-        ident = bytes([first | 0x1F]) + bytes(d | 0x80 for d in digits[:-1]) + bytes(digits[-1:])
-    return ident + encode_length(length)
-
-
-def tlv(tag_byte: int, content: bytes) -> bytes:
-    """A definite-length DER element with a single-byte identifier."""
-    return bytes([tag_byte]) + encode_length(len(content)) + content
-
-
-EOC = b"\x00\x00"
-
-
-def encode_oid(dotted: str) -> bytes:
-    parts = [int(p) for p in dotted.split(".")]
-    values = [parts[0] * 40 + parts[1], *parts[2:]]
-    out = bytearray()
-    for v in values:
-        chunk = [v & 0x7F]
-        v >>= 7
-        while v:
-            chunk.append(0x80 | (v & 0x7F))
-            v >>= 7
-        out.extend(reversed(chunk))
-    return tlv(0x06, bytes(out))
 
 
 def decode_oid(content: bytes) -> str:

@@ -22,12 +22,14 @@ from tokenkeys.envelope.ber import (
     TAG_SET,
     UNIVERSAL,
     BerReader,
+    Budget,
     Header,
     decode_oid,
 )
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.identity_view import IdentityView
+from tokenkeys.envelope.recipient_frame import read_recipient_infos
 from tokenkeys.envelope.recipients import (
     Opened,
     Recipient,
@@ -77,11 +79,11 @@ def _read_head(reader: BerReader) -> _Head:
     reader.read_content(reader.expect(UNIVERSAL, TAG_INTEGER, constructed=False), limit=4)
     h = reader.read_header()
     if h.tag_class == CONTEXT and h.tag == 0:  # originatorInfo: certificates we do not need
-        reader.read_tlv_raw(h)
+        reader.skip(h)
         h = reader.read_header()
     if h.tag_class != UNIVERSAL or h.tag != TAG_SET or not h.constructed:
         raise EnvelopeMalformed(f"expected RecipientInfos, found {h.describe()}")
-    recipients = parse_recipient_infos(reader.read_tlv_raw(h))
+    recipients = parse_recipient_infos(read_recipient_infos(reader, h))
     return _Head(reader, ctype == alg.ID_AUTH_ENVELOPED_DATA, (ci, explicit, body), recipients)
 
 
@@ -100,8 +102,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise
     except RecursionError:
         raise EnvelopeMalformed("envelope nesting too deep") from None
-    except Exception as exc:
-        raise EnvelopeMalformed(f"malformed envelope ({type(exc).__name__})") from None
+    except Exception:
+        raise EnvelopeMalformed("malformed envelope (a structure does not decode)") from None
 
 
 def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
@@ -166,7 +168,8 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         ci, explicit, body = head.outer
         eci = r.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
         decode_oid(r.read_oid_raw())  # inner content type: any, the bytes are released as-is
-        cipher = alg.parse_content_cipher(r.read_tlv_raw(r.expect(UNIVERSAL, TAG_SEQUENCE, True)))
+        cipher = alg.parse_content_cipher(r.read_tlv_raw(
+            r.expect(UNIVERSAL, TAG_SEQUENCE, True), budget=Budget(4096, 64)))
         if head.auth != (cipher.mode == "gcm"):
             raise EnvelopeMalformed(f"{cipher.name} does not fit the envelope type")
         if not opened:  # on the AAD re-run the content key is reused: no second PIN use
@@ -189,7 +192,7 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         if head.auth:
             h = r.read_header()
             if h.tag_class == CONTEXT and h.tag == 1:
-                raw = r.read_tlv_raw(h)
+                raw = r.read_tlv_raw(h, budget=Budget(64 << 10, 4096))
                 if aad is None:
                     raise _NeedAad(_auth_attrs_aad(raw))
                 h = r.read_header()
@@ -233,7 +236,7 @@ def _skip_optional(r: BerReader, tag: int, what: str) -> None:
     h = r.read_header()
     if h.tag_class != CONTEXT or h.tag != tag:
         raise EnvelopeMalformed(f"unexpected {h.describe()} (expected {what} or the end)")
-    r.read_tlv_raw(h)
+    r.skip(h)
 
 
 def _auth_attrs_aad(raw: bytes) -> bytes:

@@ -31,8 +31,6 @@ from tokenkeys.errors import (
     TokenKeysError,
 )
 
-MAX_RECIPIENTS = 1000
-
 
 class NotMine(Exception):
     """Internal: this identity cannot open this recipient; try the next."""
@@ -167,12 +165,12 @@ class Recipient:
         return key
 
 
-def parse_recipient_infos(raw: bytes) -> list[Recipient]:
-    """Raw RecipientInfos SET -> Recipients (one per KARI recipient key)."""
+def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
+    """RecipientInfo encodings (framed and counted by recipient_frame) -> Recipients."""
+    out: list[Recipient] = []
     try:
-        infos = cms.RecipientInfos.load(raw)
-        out: list[Recipient] = []
-        for info in infos:
+        for raw in raws:
+            info = cms.RecipientInfo.load(raw)
             if info.name == "ktri":
                 out.append(_parse_ktri(info.chosen))
             elif info.name == "kari":
@@ -181,13 +179,10 @@ def parse_recipient_infos(raw: bytes) -> list[Recipient]:
                 out.append(Recipient(kind=info.name, unsupported=f"{info.name} recipient info"))
     except TokenKeysError:
         raise
-    except Exception as exc:
-        raise EnvelopeMalformed(f"malformed RecipientInfos ({type(exc).__name__})") from None
+    except Exception:
+        raise EnvelopeMalformed("malformed RecipientInfos") from None
     if not out:
         raise EnvelopeMalformed("envelope has no recipients")
-    if len(out) > MAX_RECIPIENTS:
-        # Each one may cost a token operation per identity: refuse absurd headers.
-        raise EnvelopeMalformed(f"envelope lists {len(out)} recipients (limit {MAX_RECIPIENTS})")
     return out
 
 
@@ -357,5 +352,6 @@ def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len:
     if matched_unsupported is not None:
         raise MechanismUnsupported(
             f"recipient {matched_unsupported.rid_text()} uses {matched_unsupported.unsupported}",
-            ["RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap"])
+            ["RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap"],
+            by="tokenkeys")
     raise NoMatchingRecipient([v.label for v in views], [r.describe() for r in recipients])

@@ -27,8 +27,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.atomic import AtomicOutput, check_target
 from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
-from tokenkeys.envelope.identity_view import ski_of
-from tokenkeys.errors import MechanismUnsupported, UsageError
+from tokenkeys.errors import MechanismUnsupported, PolicyRefused, UsageError
 
 CHUNK = 1 << 20  # plaintext read size = ciphertext OCTET STRING chunk size
 _OAEP_DIGESTS = {"oaep-sha1": "sha1", "oaep-sha256": "sha256", "oaep-sha384": "sha384",
@@ -41,8 +40,9 @@ class SealOptions:
     authenticated: bool = True  # AuthEnvelopedData AES-GCM; False -> EnvelopedData AES-CBC
     key_bits: int = 256
     key_transport: str = "oaep-sha256"  # oaep-sha1/256/384/512 | pkcs1v15 (RSA recipients)
-    use_ski: bool = False  # identify recipients by subjectKeyIdentifier
+    use_ski: bool = False  # identify recipients by subjectKeyIdentifier (when they have one)
     pem: bool = False  # "-----BEGIN CMS-----" armour instead of BER
+    allow_any_usage: bool = False  # seal even when keyUsage forbids receiving
 
 
 def _check_options(o: SealOptions) -> None:
@@ -57,11 +57,49 @@ def _a1cert(cert: x509.Certificate) -> a1x509.Certificate:
     return a1x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
-def _ski(cert: x509.Certificate, a1: a1x509.Certificate) -> bytes:
-    ident = a1.key_identifier
+_RSASSA_PSS = "1.2.840.113549.1.1.10"
+_KEY_NAMES = {"Ed25519PublicKey": "Ed25519", "Ed448PublicKey": "Ed448", "X25519PublicKey": "X25519",
+              "X448PublicKey": "X448", "DSAPublicKey": "DSA", "DHPublicKey": "DH"}
+
+
+def _who(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or f"serial {cert.serial_number:#x}"
+
+
+def check_recipient(cert: x509.Certificate, allow_any_usage: bool = False) -> None:
+    """Refuse a certificate that cannot receive an envelope other tools can open."""
+    if cert.public_key_algorithm_oid.dotted_string == _RSASSA_PSS:
+        # An RSA-PSS key is for signatures only; OpenSSL refuses to decrypt with it.
+        raise PolicyRefused(f"recipient {_who(cert)} has an RSA-PSS key, which is for "
+                            "signatures only: it cannot receive an envelope")
     pub = cert.public_key()
-    assert isinstance(pub, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
-    return bytes(ident) if ident else ski_of(pub)
+    if not isinstance(pub, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        name = _KEY_NAMES.get(type(pub).__name__, "unknown")
+        raise MechanismUnsupported(f"sealing to the {name} key of {_who(cert)}",
+                                   ["RSA", "EC P-256/P-384/P-521"], by="tokenkeys")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    needed = "keyEncipherment" if isinstance(pub, rsa.RSAPublicKey) else "keyAgreement"
+    allowed = usage.key_encipherment if needed == "keyEncipherment" else usage.key_agreement
+    if not allowed and not allow_any_usage:
+        raise PolicyRefused(f"recipient {_who(cert)} has a keyUsage without {needed}: its key "
+                            "is not meant to receive envelopes; --allow-any-usage overrides")
+
+
+def named_by_issuer(recipients: Sequence[x509.Certificate], o: SealOptions) -> list[str]:
+    """With use_ski, the recipients that have no subjectKeyIdentifier extension: they are
+    named by issuer and serial instead (a derived identifier could not be found by other
+    tools, which look up the certificate's own)."""
+    if not o.use_ski:
+        return []
+    return [_who(c) for c in recipients if _a1cert(c).key_identifier is None]
+
+
+def _ski(a1: a1x509.Certificate) -> bytes | None:
+    ident = a1.key_identifier
+    return bytes(ident) if ident else None
 
 
 def _ias(a1: a1x509.Certificate) -> cms.IssuerAndSerialNumber:
@@ -71,8 +109,9 @@ def _ias(a1: a1x509.Certificate) -> cms.IssuerAndSerialNumber:
 def _ktri(cert: x509.Certificate, pub: rsa.RSAPublicKey, cek: bytes,
           o: SealOptions) -> cms.RecipientInfo:
     a1 = _a1cert(cert)
-    if o.use_ski:
-        rid = cms.RecipientIdentifier(name="subject_key_identifier", value=_ski(cert, a1))
+    ski = _ski(a1) if o.use_ski else None
+    if ski is not None:
+        rid = cms.RecipientIdentifier(name="subject_key_identifier", value=ski)
     else:
         rid = cms.RecipientIdentifier(name="issuer_and_serial_number", value=_ias(a1))
     if o.key_transport == "pkcs1v15":
@@ -88,7 +127,7 @@ def _ktri(cert: x509.Certificate, pub: rsa.RSAPublicKey, cek: bytes,
         })
         kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
         enc = pub.encrypt(cek, OAEP(mgf=MGF1(hcls()), algorithm=hcls(), label=None))
-    version = "v2" if o.use_ski else "v0"
+    version = "v2" if ski is not None else "v0"
     return cms.RecipientInfo(name="ktri", value=cms.KeyTransRecipientInfo({
         "version": version, "rid": rid, "key_encryption_algorithm": kea, "encrypted_key": enc}))
 
@@ -96,7 +135,8 @@ def _ktri(cert: x509.Certificate, pub: rsa.RSAPublicKey, cek: bytes,
 def _kari(cert: x509.Certificate, pub: ec.EllipticCurvePublicKey, cek: bytes,
           o: SealOptions) -> cms.RecipientInfo:
     if pub.curve.name not in _CURVES:
-        raise MechanismUnsupported(f"ECDH on curve {pub.curve.name}", sorted(_CURVES))
+        raise MechanismUnsupported(f"ECDH on curve {pub.curve.name}", sorted(_CURVES),
+                                   by="tokenkeys")
     a1 = _a1cert(cert)
     # One ephemeral key per recipient (RFC 5753 dhSinglePass): forward secrecy per envelope.
     eph = ec.generate_private_key(pub.curve)
@@ -107,10 +147,11 @@ def _kari(cert: x509.Certificate, pub: ec.EllipticCurvePublicKey, cek: bytes,
                   sharedinfo=shared_info).derive(z)
     point = eph.public_key().public_bytes(serialization.Encoding.X962,
                                           serialization.PublicFormat.UncompressedPoint)
-    if o.use_ski:
+    ski = _ski(a1) if o.use_ski else None
+    if ski is not None:
         rid = cms.KeyAgreementRecipientIdentifier(
             # A dict, not cms.RecipientKeyIdentifier: asn1crypto defines that name twice.
-            name="r_key_id", value={"subject_key_identifier": _ski(cert, a1)})
+            name="r_key_id", value={"subject_key_identifier": ski})
     else:
         rid = cms.KeyAgreementRecipientIdentifier(name="issuer_and_serial_number", value=_ias(a1))
     originator = cms.OriginatorIdentifierOrKey(name="originator_key", value=keys.PublicKeyInfo({
@@ -131,14 +172,14 @@ def build_recipient_infos(recipients: Sequence[x509.Certificate], cek: bytes,
         raise UsageError("seal needs at least one recipient certificate")
     infos = []
     for cert in recipients:
+        check_recipient(cert, o.allow_any_usage)
         pub = cert.public_key()
         if isinstance(pub, rsa.RSAPublicKey):
             infos.append(_ktri(cert, pub, cek, o))
         elif isinstance(pub, ec.EllipticCurvePublicKey):
             infos.append(_kari(cert, pub, cek, o))
-        else:
-            raise MechanismUnsupported(f"recipient key type {type(pub).__name__}",
-                                       ["RSA", "EC P-256/P-384/P-521"])
+        else:  # pragma: no cover - check_recipient refused it
+            raise PolicyRefused(f"recipient {_who(cert)}: unsupported key type")
     all_v0 = all(i.name == "ktri" and i.chosen["version"].native == "v0" for i in infos)
     return bytes(cms.RecipientInfos(infos).dump()), all_v0
 

@@ -116,3 +116,34 @@ def shared_keys(softhsm: SoftHSM) -> Iterator[SharedKeys]:
 def rsa_key_on_token(shared_keys: SharedKeys) -> Any:
     """A session-wide RSA-3072 key (logged-in token), generated once."""
     return shared_keys.keys["rsa3072"]
+
+
+@pytest.fixture(autouse=True)
+def _registry_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the real user's registry: every test gets its own SQLite file."""
+    monkeypatch.setenv("TOKENKEYS_REGISTRY", str(tmp_path / "registry.sqlite"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    from tests.pgcluster import PgCluster, available
+
+    if not available():
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    cluster = PgCluster()
+    try:
+        cluster.start()
+    except subprocess.CalledProcessError as exc:
+        cluster.stop()
+        pytest.fail(f"cannot start PostgreSQL: {exc.stderr}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty registry on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "reg" / "registry.sqlite")
+    cluster = request.getfixturevalue("pg_cluster")
+    return str(cluster.url(cluster.new_database()))

@@ -4,7 +4,12 @@ Streaming and constant-memory both ways; never imports tokenkeys.drivers.
 """
 
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
-from tokenkeys.envelope.open import OpenResult, describe_recipients, open_envelope
+from tokenkeys.envelope.open import (
+    OpenResult,
+    describe_recipients,
+    open_envelope,
+    recipient_ids,
+)
 from tokenkeys.envelope.seal import SealOptions, seal
 
 __all__ = [
@@ -14,5 +19,6 @@ __all__ = [
     "SoftwareIdentity",
     "describe_recipients",
     "open_envelope",
+    "recipient_ids",
     "seal",
 ]

@@ -192,8 +192,8 @@ class Database:
         first = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else "")
         if sqlstate in READ_ONLY_SQLSTATES:
             return RegistryReadOnly(f"the registry {where} refuses writes: {first}")
-        if sqlstate is None or str(sqlstate).startswith("08") or isinstance(
-                exc, sa.exc.OperationalError) and sqlstate not in TRANSIENT_SQLSTATES:
+        if sqlstate is None or str(sqlstate).startswith("08") or (isinstance(
+                exc, sa.exc.OperationalError) and sqlstate not in TRANSIENT_SQLSTATES):
             return RegistryUnavailable(f"cannot reach the registry {where}: {first}")
         return RegistryError(f"registry error on {where} (SQLSTATE {sqlstate}): {first}")
 

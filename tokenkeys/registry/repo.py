@@ -43,6 +43,12 @@ def _key(row: Any, open_refs: Sequence[str] = ()) -> KeyRow:
     return KeyRow(**data, open_consultations=tuple(open_refs))
 
 
+def _insert(c: Connection, statement: sa.Insert) -> int:
+    key = c.execute(statement).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def _key_query() -> sa.Select[Any]:
     return sa.select(*KEY_COLUMNS, sv.c.name.label("service")).join(sv, sv.c.id == ks.c.service_id)
 
@@ -79,7 +85,7 @@ class Registry:
             if c.execute(sa.select(sv.c.id).where(sv.c.name == name)).first():
                 raise UsageError(f"service {name!r} already exists")
             values = {"name": name, "created_at": now_text(), "created_by": audit_log.actor()}
-            new_id = c.execute(sv.insert().values(**values)).inserted_primary_key[0]
+            new_id = _insert(c, sv.insert().values(**values))
             audit_log.append(c, "service-create", service=name, subject=name)
             return ServiceRow(id=new_id, **values)
         return self.db.transaction(run)
@@ -113,8 +119,8 @@ class Registry:
                                 f"{facts.designation!r} in the registry")
             values = {**facts.row(), "service_id": sid, "created_at": now_text(),
                       "created_by": audit_log.actor()}
-            new_id = c.execute(ks.insert().values(**values)).inserted_primary_key[0]
-            row = self._key_by_id(c, int(new_id))
+            new_id = _insert(c, ks.insert().values(**values))
+            row = self._key_by_id(c, new_id)
             audit_log.append(c, event, service=service, subject=facts.designation, details={
                 "fingerprint": row.fingerprint, "token": row.token_uri, "ckaid": row.ckaid,
                 "backup": row.backup, "not_after": row.not_after, **(details or {})})
@@ -220,10 +226,10 @@ class Registry:
                 raise KeyNotFound(f"no key named {key_designation!r} in service {service!r}")
             backups = self._backups(c, sid, None)
             check(key, backups)
-            new_id = int(c.execute(cs.insert().values(
+            new_id = _insert(c, cs.insert().values(
                 service_id=sid, reference=reference, title=title, closes_at=closes_at,
                 status="open", key_id=key.id, created_at=now_text(),
-                created_by=audit_log.actor())).inserted_primary_key[0])
+                created_by=audit_log.actor()))
             for b in backups:
                 c.execute(cb.insert().values(consultation_id=new_id, key_id=b.id))
             audit_log.append(c, "consultation-create", service=service, subject=reference,

@@ -113,19 +113,23 @@ def _ski(cert: x509.Certificate) -> bytes | None:
 
 
 def check_envelope(consultation: Consultation, path: Path) -> None:
-    """Refuse an envelope with a recipient that is not the consultation's key or backups."""
-    known_issuer_serial = {(c.issuer.public_bytes(), c.serial_number)
-                           for c in certificates(consultation)}
-    known_ski = {s for s in map(_ski, certificates(consultation)) if s is not None}
+    """Refuse an envelope whose recipients are not exactly the consultation's: its bound
+    key and recorded backup keys, no more and no fewer."""
     rids = recipient_ids(path)
-    strangers = [r for r in rids if not (
-        (isinstance(r, tuple) and r in known_issuer_serial)
-        or (isinstance(r, bytes) and r in known_ski))]
-    if not rids or strangers:
-        raise PolicyRefused(
-            f"{path.name!r} is not sealed to consultation {consultation.reference!r}: "
-            f"{len(strangers) or 'no'} recipient(s) are not its key or its backup keys; "
-            "nothing was opened")
+    missing, known = [], 0
+    for cert in certificates(consultation):
+        ski = _ski(cert)
+        found = sum(1 for r in rids if r == (cert.issuer.public_bytes(), cert.serial_number)
+                    or (ski is not None and r == ski))
+        known += found
+        if not found:
+            missing.append(cert)
+    strangers = len(rids) - known
+    if strangers or missing:
+        why = (f"{strangers} recipient(s) are not its key or its backup keys" if strangers
+               else f"{len(missing)} of its keys are not recipients")
+        raise PolicyRefused(f"{path.name!r} is not sealed to consultation "
+                            f"{consultation.reference!r}: {why}; nothing was opened")
 
 
 def file_digest(path: Path) -> str | None:

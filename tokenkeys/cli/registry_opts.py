@@ -1,0 +1,43 @@
+"""CLI plumbing for registry commands: --service and opening the configured registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from tokenkeys.cli.context import App
+from tokenkeys.registry import Registry
+from tokenkeys.services.access import open_registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def service_option(func: F) -> F:
+    return click.option(
+        "--service", "service", metavar="NAME",
+        help="The service (default: `service` in the configuration, else 'default').",
+    )(func)
+
+
+def service_name(app: App, given: str | None) -> str:
+    return given or app.config.service
+
+
+@contextmanager
+def registry(app: App) -> Iterator[Registry]:
+    reg = open_registry(app.config)
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def safe(value: object) -> str:
+    """Text from certificates, titles or file names, made inert for a terminal table."""
+    from rich.markup import escape
+
+    text = "" if value is None else str(value)
+    return escape("".join(ch if ch.isprintable() else "?" for ch in text))

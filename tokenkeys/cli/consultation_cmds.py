@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.cli.registry_opts import registry, safe, service_name, service_option
-from tokenkeys.registry import Consultation
-from tokenkeys.services import consultations as policy
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import Consultation
 
 
 @click.group("consultation")
@@ -39,6 +41,8 @@ def _show(app: App, rows: list[Consultation]) -> None:
 def consultation_create(app: App, reference: str, key: str, closes: str | None,
                         title: str | None, no_backup: bool, service: str | None) -> None:
     """Bind consultation REFERENCE to key NAME and the service's backup keys, for good."""
+    from tokenkeys.services import consultations as policy
+
     with registry(app) as reg:
         made = policy.create(reg, service_name(app, service), reference, key, closes=closes,
                              title=title, no_backup=no_backup)
@@ -106,6 +110,8 @@ def consultation_recipients(app: App, reference: str, output: Path, force: bool,
     """Write the bound key's and the recorded backup keys' certificates (PEM bundle)."""
     with registry(app) as reg:
         c = reg.consultation(service_name(app, service), reference)
+    from tokenkeys.services import consultations as policy
+
     policy.write_bundle(c, output, force=force)
     app.emit({"output": str(output), "recipients": [k.fingerprint for k in c.recipients]},
              lambda: app.say(f"wrote {len(c.recipients)} certificate(s) to {output}"))

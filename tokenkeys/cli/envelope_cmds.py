@@ -16,7 +16,6 @@ from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import BatchIncomplete, OutputExists, PolicyRefused, UsageError
-from tokenkeys.services import consultations as consultation_policy
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
@@ -62,6 +61,8 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
     if bool(recipients) == bool(consultation):
         raise UsageError("give --recipient CERT... or --consultation REF (one of them)")
+    from tokenkeys.services import consultations as consultation_policy
+
     if consultation:
         with registry(app) as reg:
             bound = reg.consultation(service_name(app, service), consultation)
@@ -110,6 +111,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     The PIN is asked once. Outputs that already exist are skipped. Each batch is
     recorded in the audit log (envelope digests, results, key used).
     """
+    from tokenkeys.services import consultations as consultation_policy
+
     pairs = batch.plan(batch.collect_inputs(inputs), outdir)
     uri = token_uri(token, app.config)
     svc = service_name(app, service)

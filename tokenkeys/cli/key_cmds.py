@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,9 +11,10 @@ from tokenkeys import manager
 from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
 from tokenkeys.cli.registry_opts import registry, safe, service_name, service_option
 from tokenkeys.errors import UsageError
-from tokenkeys.registry import KeyRow, fingerprint
-from tokenkeys.services import keys as key_policy
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import KeyRow
 
 
 def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algorithm:
@@ -90,6 +92,8 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
 
     The key is recorded in the registry, in the service (--service).
     """
+    from tokenkeys.services import keys as key_policy
+
     svc = service_name(app, service)
     with registry(app) as reg:
         key_policy.check_free(reg, svc, name)
@@ -119,6 +123,8 @@ def key_list(app: App, token: str | None, from_registry: bool, show_all: bool,
             rows = reg.keys(service_name(app, service), include_deleted=show_all)
         app.emit({"keys": [r.to_json() for r in rows]}, lambda: _show_rows(app, rows))
         return
+    from tokenkeys.registry import fingerprint
+
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         handles = tok.list_keys()
         records = [manager.describe(h) for h in handles]
@@ -170,6 +176,8 @@ def key_delete(app: App, name_or_uri: str, yes: bool, token: str | None, service
                 raise UsageError("refusing to delete without confirmation: add --yes")
             click.confirm(f"Delete key {handle.label!r} ({handle.uri})?", abort=True)
         record = manager.describe(handle)
+        from tokenkeys.services import keys as key_policy
+
         with registry(app) as reg:
             key_policy.delete(reg, service_name(app, service), tok, handle)
     app.emit({"deleted": record.to_json()},

@@ -10,7 +10,6 @@ from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_opti
 from tokenkeys.cli.envelope_cmds import load_certificates
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.errors import UsageError
-from tokenkeys.services import keys as key_policy
 from tokenkeys.types import Algorithm
 
 
@@ -37,6 +36,8 @@ def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
               self_sign_days: int | None, backup: bool, service: str | None,
               pin_file: Path | None, pinpad: bool) -> None:
     """Reference a key pair that already exists on a token (made elsewhere)."""
+    from tokenkeys.services import keys as key_policy
+
     certificate = None
     if cert is not None:
         certs = load_certificates(cert)
@@ -70,6 +71,8 @@ def key_renew(app: App, name: str, token: str | None, new_name: str | None, days
 
     A renewed backup key replaces the old one for new consultations only.
     """
+    from tokenkeys.services import keys as key_policy
+
     svc = service_name(app, service)
     with registry(app) as reg:
         old = reg.key(svc, name)

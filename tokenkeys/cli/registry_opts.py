@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tokenkeys.cli.context import App
-from tokenkeys.registry import Registry
-from tokenkeys.services.access import open_registry
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +29,9 @@ def service_name(app: App, given: str | None) -> str:
 
 @contextmanager
 def registry(app: App) -> Iterator[Registry]:
+    # Imported here: SQLAlchemy costs commands that never touch the registry.
+    from tokenkeys.services.access import open_registry
+
     reg = open_registry(app.config)
     try:
         yield reg

@@ -15,14 +15,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -34,7 +29,13 @@ from tokenkeys.errors import (
 )
 from tokenkeys.registry.location import Location, redact
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 T = TypeVar("T")
+# The newest revision in migrations/versions (a test checks it). Knowing it here spares
+# every command the import of Alembic when the schema is current.
+SCHEMA_HEAD = "0001"
 log = logging.getLogger("tokenkeys.registry")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 RETRY_SECONDS = 60.0
@@ -45,6 +46,8 @@ READ_ONLY_SQLSTATES = {"25006", "42501"}  # read-only transaction, insufficient 
 
 
 def _alembic_config(conn: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if conn is not None:
@@ -53,6 +56,9 @@ def _alembic_config(conn: Connection | None = None) -> AlembicConfig:
 
 
 def schema_head() -> str:
+    """The head revision as Alembic computes it from the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -138,13 +144,15 @@ class Database:
 
     # -- schema -------------------------------------------------------------------
     def current_revision(self) -> str | None:
-        return self._run(lambda c: MigrationContext.configure(c).get_current_revision(),
-                         write=False)
+        return self._run(_revision, write=False)
 
     def migrate(self, *, automatic: bool = False) -> tuple[str | None, str]:
         """Bring the schema to the newest revision; return (before, after)."""
-        head = schema_head()
+        head = SCHEMA_HEAD
         before = self.current_revision()
+        if before == head:
+            self._ready = True
+            return before, head
         self._check_known(before)
         if before != head:
             if automatic:
@@ -157,21 +165,26 @@ class Database:
     def _check_known(self, revision: str | None) -> None:
         if revision is None:
             return
+        from alembic.script import ScriptDirectory
+        from alembic.util.exc import CommandError
+
         try:
             ScriptDirectory.from_config(_alembic_config()).get_revision(revision)
         except CommandError:
             raise RegistrySchemaTooNew(
                 f"the registry {self.location.display} has schema version {revision!r}, "
-                f"newer than this tokenkeys knows ({schema_head()}): upgrade tokenkeys"
+                f"newer than this tokenkeys knows ({SCHEMA_HEAD}): upgrade tokenkeys"
             ) from None
 
     def _upgrade(self, conn: Connection) -> None:
         # Two first uses at once: the second waits here, then finds the work done.
         if self.dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-        current = MigrationContext.configure(conn).get_current_revision()
+        current = _revision(conn)
         self._check_known(current)
-        if current != schema_head():
+        if current != SCHEMA_HEAD:
+            from alembic import command
+
             command.upgrade(_alembic_config(conn), "head")
 
     # -- errors -------------------------------------------------------------------
@@ -203,6 +216,12 @@ class Database:
             return False
         target = path if path.exists() else path.parent
         return not os.access(target, os.W_OK)
+
+
+def _revision(conn: Connection) -> str | None:
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _transient(exc: sa.exc.DBAPIError) -> bool:

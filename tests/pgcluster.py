@@ -91,8 +91,11 @@ class PgCluster:
         for c in commands:
             args += ["-c", c]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        return subprocess.run(args, capture_output=True, text=True, check=True,
-                              timeout=60, env=env).stdout
+        done = subprocess.run(args, capture_output=True, text=True, check=False,
+                              timeout=60, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip())
+        return done.stdout
 
     def new_database(self, prefix: str = "tk") -> str:
         """A fresh database; the officer role owns it. Returns its name."""

@@ -170,3 +170,9 @@ class AuditChainBroken(TokenKeysError):
     """`audit verify` found an edited, deleted or reordered row."""
 
     exit_code = 14
+
+
+class DoctorProblems(TokenKeysError):
+    """`doctor` found problems (one line each on its output)."""
+
+    exit_code = 15

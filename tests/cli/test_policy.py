@@ -10,25 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tests.cli.conftest import SOFTHSM_MODULE, TK, Run, p11_objects
-
-
-@pytest.fixture
-def rtk(tk: TK, registry_location: str) -> TK:
-    """tk on the parametrised registry (SQLite file or PostgreSQL database)."""
-
-    def run(*args: str | Path, env: dict[str, str | None] | None = None,
-            input: str | None = None) -> Run:
-        return tk(*args, env={"TOKENKEYS_REGISTRY": registry_location, **(env or {})},
-                  input=input)
-
-    return run
 
 
 def ok(run: Run) -> Run:

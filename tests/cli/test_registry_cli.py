@@ -18,13 +18,6 @@ from tests.registry.conftest import RawSql, soft_facts
 from tokenkeys.registry import Registry
 
 
-@pytest.fixture
-def rtk(tk: TK, registry_location: str) -> TK:
-    def run(*args: str | Path, env: dict[str, str | None] | None = None) -> Run:
-        return tk(*args, env={"TOKENKEYS_REGISTRY": registry_location, **(env or {})})
-    return run
-
-
 def one_line_error(run: Run, code: int, text: str) -> None:
     assert run.code == code, (run.code, run.err, run.out)
     assert text in run.err, run.err

@@ -198,8 +198,8 @@ class Database:
             if "not a database" in text:
                 return RegistryUnavailable(f"{where} is not a SQLite database")
             if "locked" in text or "busy" in text:
-                return RegistryUnavailable(
-                    f"the registry {where} stayed busy for {RETRY_SECONDS:.0f}s; try again")
+                return RegistryUnavailable(f"the registry {where} stayed busy for "
+                                           f"{RETRY_SECONDS:.0f} seconds; try again")
             return RegistryUnavailable(f"cannot use the registry {where}: {text}")
         sqlstate = getattr(orig, "sqlstate", None)
         first = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else "")

@@ -74,3 +74,16 @@ def test_killed_in_the_middle_of_writes(registry_location: str, raw_sql: RawSql)
         assert "half-written" not in [s.name for s in reg.services()]
         reg.record_event("share-import", subject="K", details={"after": "kill"})
         assert reg.verify_audit().ok
+
+
+def test_first_use_by_four_processes_at_once(registry_location: str) -> None:
+    code = ("import sys; from tokenkeys.registry import Registry; "
+            "r = Registry.open(sys.argv[1]); r.create_service(sys.argv[2]); r.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, registry_location, f"s{n}"],
+                              stderr=subprocess.PIPE, text=True) for n in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with Registry.open(registry_location) as reg:
+        assert [s.name for s in reg.services()] == ["default", "s0", "s1", "s2", "s3"]
+        assert reg.verify_audit().ok and len(reg.audit_rows()) == 4

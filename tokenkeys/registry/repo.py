@@ -115,8 +115,8 @@ class Registry:
         def run(c: Connection) -> KeyRow:
             sid = self._service_id(c, service)
             if self._live_key(c, sid, facts.designation) is not None:
-                raise KeyExists(f"service {service!r} already has a key named "
-                                f"{facts.designation!r} in the registry")
+                raise KeyExists(f"a key named {facts.designation!r} already exists in "
+                                f"service {service!r} of the registry")
             values = {**facts.row(), "service_id": sid, "created_at": now_text(),
                       "created_by": audit_log.actor()}
             new_id = _insert(c, ks.insert().values(**values))

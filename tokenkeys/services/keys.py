@@ -53,8 +53,8 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
         registry.key(service, designation)
     except KeyNotFound:
         return
-    raise KeyExists(f"service {service!r} already has a key named {designation!r} "
-                    "in the registry")
+    raise KeyExists(f"a key named {designation!r} already exists in service {service!r} "
+                    "of the registry")
 
 
 def record_generated(registry: Registry, service: str, token: Token, record_id: str, *,

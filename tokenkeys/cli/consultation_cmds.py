@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from tokenkeys.cli.context import App, pass_app
-from tokenkeys.cli.registry_opts import registry, safe, service_name, service_option
+from tokenkeys.cli.registry_opts import (
+    printable,
+    registry,
+    safe,
+    service_name,
+    service_option,
+)
 
 if TYPE_CHECKING:
     from tokenkeys.registry import Consultation
@@ -50,7 +56,8 @@ def consultation_create(app: App, reference: str, key: str, closes: str | None,
         app.err.print(f"warning: {warning}", markup=False)
     c = made.consultation
     app.emit({"consultation": c.to_json(), "warnings": list(made.warnings)},
-             lambda: app.say(f"consultation {c.reference!r} bound to key {c.key.designation!r}"
+             lambda: app.say(f"consultation {printable(c.reference)!r} bound to key "
+                             f"{printable(c.key.designation)!r}"
                              f" and {len(c.backups)} backup key(s); this binding is final"))
 
 
@@ -89,10 +96,10 @@ def consultation_show(app: App, reference: str, service: str | None) -> None:
     def human() -> None:
         _show(app, [c])
         if c.title:
-            app.say(f"title: {safe(c.title)}")
+            app.say(f"title: {printable(c.title)}")
         for k in c.recipients:
             role = "backup" if k.backup else "bound"
-            app.say(f"{role} {safe(k.designation)}: sha256 {k.fingerprint}, "
+            app.say(f"{role} {printable(k.designation)}: sha256 {k.fingerprint}, "
                     f"until {k.not_after}, opens {','.join(k.envelope_kinds)}")
 
     app.emit({"consultation": c.to_json()}, human)

@@ -39,9 +39,14 @@ def registry(app: App) -> Iterator[Registry]:
         reg.close()
 
 
+def printable(value: object) -> str:
+    """Untrusted text (titles, names, file names) without control characters."""
+    text = "" if value is None else str(value)
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def safe(value: object) -> str:
-    """Text from certificates, titles or file names, made inert for a terminal table."""
+    """Untrusted text made inert for a rich table cell (markup is escaped too)."""
     from rich.markup import escape
 
-    text = "" if value is None else str(value)
-    return escape("".join(ch if ch.isprintable() else "?" for ch in text))
+    return escape(printable(value))

@@ -161,6 +161,7 @@ class Registry:
             if not include_deleted:
                 query = query.where(ks.c.deleted_at.is_(None))
             return [_key(r, self._open_refs(c, r.id)) for r in c.execute(query)]
+        # `default` may be created on the way: a write transaction then.
         return self.db.transaction(run, write=service == DEFAULT_SERVICE)
 
     def keys_by_fingerprint(self, fingerprint: str) -> list[KeyRow]:

@@ -52,6 +52,19 @@ def test_two_processes_create_100_consultations_each(registry_location: str,
         assert len(reg.audit_rows()) == 202
 
 
+def test_two_processes_racing_for_the_same_references(registry_location: str,
+                                                       raw_sql: RawSql) -> None:
+    _setup(registry_location)
+    workers = [_worker(registry_location, "SAME", 40) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    refused = 0
+    for w, (out, err) in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, err
+        refused += out.count("refused")
+    assert refused == 40
+    assert _consistent(registry_location, raw_sql) == 40
+
+
 def test_killed_in_the_middle_of_writes(registry_location: str, raw_sql: RawSql) -> None:
     _setup(registry_location)
     for round_ in range(3):

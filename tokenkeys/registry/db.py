@@ -42,6 +42,7 @@ RETRY_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 5000
 MIGRATION_LOCK = 0x746B6B72  # pg_advisory_xact_lock key: "tkkr"
 TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+UNIQUE_RACE_RETRIES = 3
 READ_ONLY_SQLSTATES = {"25006", "42501"}  # read-only transaction, insufficient privilege
 
 
@@ -127,6 +128,7 @@ class Database:
     def _run(self, fn: Callable[[Connection], T], write: bool) -> T:
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.005
+        races = 0
         while True:
             try:
                 with self.engine.connect() as conn:
@@ -135,6 +137,11 @@ class Database:
                     with conn.begin():
                         return fn(conn)
             except sa.exc.DBAPIError as exc:
+                # Two processes creating the same name at once: the loser runs again and
+                # its own existence check then names the conflict properly.
+                if _unique_violation(exc) and races < UNIQUE_RACE_RETRIES:
+                    races += 1
+                    continue
                 if _transient(exc) and time.monotonic() < deadline:
                     log.debug("registry busy, retrying: %s", type(exc.orig).__name__)
                     time.sleep(delay * (1 + random.random()))
@@ -222,6 +229,15 @@ def _revision(conn: Connection) -> str | None:
     if not sa.inspect(conn).has_table("alembic_version"):
         return None
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _unique_violation(exc: sa.exc.DBAPIError) -> bool:
+    if not isinstance(exc, sa.exc.IntegrityError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(orig)
+    return getattr(orig, "sqlstate", None) == "23505"
 
 
 def _transient(exc: sa.exc.DBAPIError) -> bool:

@@ -103,7 +103,7 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
             row = key_policy.record_generated(reg, svc, tok, record.id, backup=backup)
     app.emit({"key": {**record.to_json(), "service": svc, "backup": row.backup,
                       "fingerprint": row.fingerprint}},
-             lambda: _show(app, [record]))
+             lambda: _show(app, [record], [{"backup": row.backup}]))
 
 
 @key.command("list")

@@ -61,9 +61,9 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
     if bool(recipients) == bool(consultation):
         raise UsageError("give --recipient CERT... or --consultation REF (one of them)")
-    from tokenkeys.services import consultations as consultation_policy
-
     if consultation:
+        from tokenkeys.services import consultations as consultation_policy
+
         with registry(app) as reg:
             bound = reg.consultation(service_name(app, service), consultation)
         certs = consultation_policy.certificates(bound)

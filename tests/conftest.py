@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -116,3 +118,63 @@ def shared_keys(softhsm: SoftHSM) -> Iterator[SharedKeys]:
 def rsa_key_on_token(shared_keys: SharedKeys) -> Any:
     """A session-wide RSA-3072 key (logged-in token), generated once."""
     return shared_keys.keys["rsa3072"]
+
+
+@pytest.fixture(autouse=True)
+def _registry_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the real user's registry: every test gets its own SQLite file."""
+    monkeypatch.setenv("TOKENKEYS_REGISTRY", str(tmp_path / "registry.sqlite"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    from tests.pgcluster import PgCluster, available
+
+    if not available():
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    cluster = PgCluster()
+    try:
+        cluster.start()
+    except subprocess.CalledProcessError as exc:
+        cluster.stop()
+        pytest.fail(f"cannot start PostgreSQL: {exc.stderr}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty registry on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "reg" / "registry.sqlite")
+    cluster = request.getfixturevalue("pg_cluster")
+    return str(cluster.url(cluster.new_database()))
+
+
+RawSql = Callable[..., list[tuple[Any, ...]]]
+
+
+@pytest.fixture
+def raw_sql(registry_location: str, request: pytest.FixtureRequest) -> RawSql:
+    """Run SQL directly in the database, as an administrator would (not through tokenkeys).
+
+    Raises on any database error; returns the rows of the last statement.
+    """
+    if not registry_location.startswith("postgresql"):
+        def run_sqlite(*statements: str) -> list[tuple[Any, ...]]:
+            conn = sqlite3.connect(registry_location, isolation_level=None)
+            try:
+                rows: list[tuple[Any, ...]] = []
+                for statement in statements:
+                    rows = conn.execute(statement).fetchall()
+                return rows
+            finally:
+                conn.close()
+        return run_sqlite
+    cluster = request.getfixturevalue("pg_cluster")
+    db = urlsplit(registry_location).path.lstrip("/")
+
+    def run_pg(*statements: str) -> list[tuple[Any, ...]]:
+        out = cluster.psql(db, *statements)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+    return run_pg

@@ -4,7 +4,8 @@
     modules = ["/opt/hsm/lib/libcs_pkcs11.so"]    # extra modules to list
     card_modules = ["/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"]  # drive as smartcards
     token = "pkcs11:token=buyer"                  # default --token
-    registry = "/var/lib/tokenkeys/registry.sqlite"
+    registry = "/var/lib/tokenkeys/registry.sqlite"   # or "postgresql://officer@db/tokenkeys"
+    service = "achats"                            # default --service
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class Config:
     modules: tuple[str, ...] = ()
     card_modules: tuple[str, ...] = ()
     token: str | None = None
-    registry: Path = Path(platformdirs.user_data_dir(APP)) / "registry.sqlite"
+    # A file path (SQLite) or a postgresql:// URL (no password: libpq finds it).
+    registry: str = str(Path(platformdirs.user_data_dir(APP)) / "registry.sqlite")
+    service: str = "default"
     source: Path | None = None
 
     @property
@@ -70,7 +73,8 @@ def load_config(path: Path | None = None) -> Config:
             raise UsageError(f"{path}: module must be a string")
         registry = data.get("registry")
         token = data.get("token")
-        for name, value in (("registry", registry), ("token", token)):
+        service = data.get("service")
+        for name, value in (("registry", registry), ("token", token), ("service", service)):
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"{path}: {name} must be a string")
         config = Config(
@@ -78,9 +82,10 @@ def load_config(path: Path | None = None) -> Config:
             modules=_strings(data, "modules", path),
             card_modules=_strings(data, "card_modules", path),
             token=token,
-            registry=Path(registry) if registry else Config.registry,
+            registry=registry or Config.registry,
+            service=service or Config.service,
             source=path,
         )
     if registry_env:
-        config = replace(config, registry=Path(registry_env))
+        config = replace(config, registry=registry_env)
     return config

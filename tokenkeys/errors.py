@@ -138,3 +138,47 @@ class BatchIncomplete(TokenKeysError):
     """Some envelopes of a batch could not be opened; the others were."""
 
     exit_code = 11
+
+
+class RegistryError(TokenKeysError):
+    """The registry database cannot be used: unreachable, read-only, or a newer schema."""
+
+    exit_code = 12
+
+
+class RegistryUnavailable(RegistryError):
+    pass
+
+
+class RegistryReadOnly(RegistryError):
+    pass
+
+
+class RegistrySchemaTooNew(RegistryError):
+    pass
+
+
+class NotRegistered(TokenKeysError):
+    """A service, consultation or key the registry does not know."""
+
+    exit_code = 13
+
+
+class ServiceNotFound(NotRegistered):
+    pass
+
+
+class ConsultationNotFound(NotRegistered):
+    pass
+
+
+class AuditChainBroken(TokenKeysError):
+    """`audit verify` found an edited, deleted or reordered row."""
+
+    exit_code = 14
+
+
+class DoctorProblems(TokenKeysError):
+    """`doctor` found problems (one line each on its output)."""
+
+    exit_code = 15

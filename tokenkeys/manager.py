@@ -150,12 +150,22 @@ def _destroy_quietly(token: Token, key: KeyHandle) -> None:
         token.delete(key)
 
 
+def usable_keys(token: Token, *, include_all: bool = False) -> list[KeyHandle]:
+    """The token's keys; provisional leftovers of an interrupted generation only
+    with include_all."""
+    return [k for k in token.list_keys() if include_all or not is_provisional(k)]
+
+
+def unusable_records(token: Token) -> list[KeyRecord]:
+    """Objects tokenkeys cannot use, with the reason."""
+    return [describe_unusable(b) for b in token.unusable_keys()]
+
+
 def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
-    """Usable keys, then unusable objects with the reason. Provisional leftovers of
-    an interrupted generation only with include_all."""
+    """Usable keys, then unusable objects with the reason."""
     now = datetime.now(UTC)
-    keys = [k for k in token.list_keys() if include_all or not is_provisional(k)]
-    return [describe(k, now) for k in keys] + [describe_unusable(b) for b in token.unusable_keys()]
+    keys = usable_keys(token, include_all=include_all)
+    return [describe(k, now) for k in keys] + unusable_records(token)
 
 
 def leftovers(token: Token) -> list[KeyHandle]:

@@ -64,6 +64,18 @@ def tk(cli_env: dict[str, str]) -> TK:
     return run
 
 
+@pytest.fixture
+def rtk(tk: TK, registry_location: str) -> TK:
+    """tk on the parametrised registry (a SQLite file, or a PostgreSQL database)."""
+
+    def run(*args: str | Path, env: dict[str, str | None] | None = None,
+            input: str | None = None) -> Run:
+        return tk(*args, env={"TOKENKEYS_REGISTRY": registry_location, **(env or {})},
+                  input=input)
+
+    return run
+
+
 def p11_objects(module: str, label: str, env: dict[str, str]) -> list[str]:
     """The token's objects as pkcs11-tool (OpenSC) lists them after login."""
     proc = subprocess.run(

@@ -207,7 +207,9 @@ def test_doctor_reports_modules_tokens_mechanisms_and_expiry(tk: TK, uri: str,
     assert tk("key", "generate", "--token", uri, "--name", "soon", "--algorithm", "ec-p256",
               "--days", "5").code == 0
     run = tk("--json", "doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE})
-    assert run.code == 0, run.err
+    # The registry side: a service with keys but no backup key is a problem (exit 15).
+    assert run.code == 15, run.err
+    assert run.json["problems"] == ["service 'default' has no backup key"]
     doc = run.json
     assert any(m.endswith("libsofthsm2.so") for m in doc["modules"])
     [mine] = [t for t in doc["tokens"] if f"token={token_label};" in t["uri"]]
@@ -215,4 +217,4 @@ def test_doctor_reports_modules_tokens_mechanisms_and_expiry(tk: TK, uri: str,
     assert [k["designation"] for k in mine["keys"]] == ["soon"]
     assert mine["keys"][0]["status"] == "expiring"
     human = tk("doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE, "TOKENKEYS_PIN": None})
-    assert human.code == 0 and "set TOKENKEYS_PIN to check key expiry" in human.out
+    assert human.code == 15 and "set TOKENKEYS_PIN to check key expiry" in human.out

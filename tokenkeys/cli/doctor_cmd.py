@@ -10,7 +10,7 @@ import click
 from tokenkeys import manager
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.drivers import list_modules, list_tokens, open_token
-from tokenkeys.errors import TokenKeysError
+from tokenkeys.errors import DoctorProblems, TokenKeysError
 from tokenkeys.types import PinSource
 
 # What tokenkeys uses, and for what.
@@ -46,12 +46,19 @@ def _check_token(info_uri: str, app: App) -> dict[str, Any]:
 
 
 @click.command()
+@click.option("--days", type=click.IntRange(0), default=30, show_default=True,
+              help="Report keys of open consultations expiring within this many days.")
 @pass_app
-def doctor(app: App) -> None:
-    """Check modules, tokens, mechanisms and key expiry. Never prompts for a PIN."""
+@click.pass_context
+def doctor(ctx: click.Context, app: App, days: int) -> None:
+    """Check modules, tokens, mechanisms, key expiry and the registry. Never prompts for a PIN.
+
+    Exits non-zero with one line per registry problem.
+    """
     modules = list_modules(app.config)
     tokens = list_tokens(app.config)
     reports = [_check_token(t.uri, app) for t in tokens]
+    registry_report = _check_registry(app, days)
 
     def human() -> None:
         app.say("modules: " + (", ".join(modules) if modules else "none found"))
@@ -73,5 +80,23 @@ def doctor(app: App) -> None:
                 app.say("  keys: none expiring or expired")
             for k in keys if isinstance(keys, list) else []:
                 app.say(f"  key {k['designation']!r}: {k['status']} (not after {k['not_after']})")
+        app.say("")
+        for note in registry_report.notes:
+            app.say(f"note: {note}")
+        for problem in registry_report.problems:
+            app.say(f"problem: {problem}")
+        if not registry_report.problems:
+            app.say("registry: no problems")
 
-    app.emit({"modules": modules, "tokens": reports}, human)
+    app.emit({"modules": modules, "tokens": reports, "problems": registry_report.problems,
+              "notes": registry_report.notes}, human)
+    if registry_report.problems:
+        ctx.exit(DoctorProblems.exit_code)
+
+
+def _check_registry(app: App, days: int) -> Any:
+    from tokenkeys.cli.registry_opts import registry
+    from tokenkeys.services.doctor import check_registry
+
+    with registry(app) as reg:
+        return check_registry(reg, lambda uri: open_token(uri, app.config), days=days)

@@ -19,6 +19,7 @@ from tokenkeys.cli.context import (
     token_option,
     user_pin,
 )
+from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, check_recipient, named_by_issuer, seal
 from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
@@ -43,14 +44,18 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 @click.command("seal")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--recipient", "recipients", multiple=True, required=True, metavar="CERT",
+@click.option("--recipient", "recipients", multiple=True, metavar="CERT",
               type=click.Path(dir_okay=False, path_type=Path),
               help="Recipient certificate (PEM, bundle or DER); repeat for backup keys.")
+@click.option("--consultation", metavar="REF",
+              help="Seal to exactly this consultation's key and recorded backup keys.")
+@service_option
 @click.option("--cbc", is_flag=True, help="EnvelopedData with AES-CBC instead of AES-GCM.")
 @click.option("--key-bits", type=click.Choice(["128", "192", "256"]), default="256",
               show_default=True)
-@click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS), default="oaep-sha256",
-              show_default=True, help="For RSA recipients.")
+@click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS),
+              help="For RSA recipients (default oaep-sha256, or with --consultation what "
+                   "every recipient key can open).")
 @click.option("--keyid", is_flag=True,
               help="Name recipients by subject key identifier (issuer and serial for a "
                    "certificate without one).")
@@ -60,11 +65,22 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
               help="Seal even when a certificate's keyUsage forbids key encipherment/agreement.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @pass_app
-def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...], cbc: bool,
-             key_bits: str, key_transport: str, keyid: bool, pem: bool, allow_expired: bool,
+def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...],
+             consultation: str | None, service: str | None, cbc: bool, key_bits: str,
+             key_transport: str | None, keyid: bool, pem: bool, allow_expired: bool,
              allow_any_usage: bool, force: bool) -> None:
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
-    certs = [c for path in recipients for c in load_certificates(path)]
+    if bool(recipients) == bool(consultation):
+        raise UsageError("give --recipient CERT... or --consultation REF (one of them)")
+    if consultation:
+        from tokenkeys.services import consultations as consultation_policy
+
+        with registry(app) as reg:
+            bound = reg.consultation(service_name(app, service), consultation)
+        certs = consultation_policy.certificates(bound)
+        key_transport = consultation_policy.seal_transport(bound, key_transport)
+    else:
+        certs = [c for path in recipients for c in load_certificates(path)]
     now = datetime.now(UTC)
     for cert in certs:
         if not allow_expired and not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
@@ -75,8 +91,8 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
             )
     check_output(output, force)
     options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport, use_ski=keyid, pem=pem,
-                          allow_any_usage=allow_any_usage)
+                          key_transport=key_transport or "oaep-sha256", use_ski=keyid,
+                          pem=pem, allow_any_usage=allow_any_usage)
     for cert in certs:  # before anything is written
         check_recipient(cert, allow_any_usage)
     size = seal(input_path, output, certs, options, overwrite=force)
@@ -95,19 +111,32 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes, each with its own session.")
+@click.option("--consultation", metavar="REF",
+              help="Refuse envelopes not sealed to this consultation's keys.")
+@service_option
 @token_option
 @pin_options
 @pass_app
 @click.pass_context
 def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Path, jobs: int,
-             token: str | None, pin_file: Path | None, pinpad: bool) -> None:
+             consultation: str | None, service: str | None, token: str | None,
+             pin_file: Path | None, pinpad: bool) -> None:
     """Open envelopes (files or directories) into OUTDIR with the keys on the token.
 
-    The PIN is asked once. Outputs that already exist are skipped.
+    The PIN is asked once. Outputs that already exist are skipped. Each batch is
+    recorded in the audit log (envelope digests, results, key used).
     """
+    from tokenkeys.services import consultations as consultation_policy
+
     found, unopened = batch.collect(inputs)
     pairs = batch.plan(found, outdir)
     uri = token_uri(token, app.config)
+    svc = service_name(app, service)
+    with registry(app) as reg:
+        if consultation:
+            bound = reg.consultation(svc, consultation)
+            for src, _dst in pairs:
+                consultation_policy.check_envelope(bound, src)
     show = sys.stderr.isatty() and not app.json
     with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=app.err, disable=not show) as bar:
@@ -116,6 +145,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
                                    user_pin(app, pin_file, pinpad), jobs=jobs,
                                    on_result=lambda _r: bar.advance(task))
     results += unopened
+    with registry(app) as reg:
+        consultation_policy.record_opening(reg, svc, consultation, uri, results)
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}
     # One envelope named on the command line fails like any single command: one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,8 +17,12 @@ from tokenkeys.cli.context import (
     token_option,
     user_pin,
 )
+from tokenkeys.cli.registry_opts import registry, safe, service_name, service_option
 from tokenkeys.errors import UsageError
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import KeyRow
 
 
 def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algorithm:
@@ -27,18 +32,41 @@ def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algo
         raise click.BadParameter(str(exc)) from None
 
 
-def _show(app: App, records: list[manager.KeyRecord]) -> None:
+def _registry_facts(rows: list[KeyRow]) -> dict[str, object]:
+    if not rows:
+        return {"registered": False, "backup": False, "open_consultations": []}
+    return {"registered": True, "service": rows[0].service,
+            "backup": any(r.backup for r in rows),
+            "open_consultations": sorted({c for r in rows for c in r.open_consultations})}
+
+
+def _show_rows(app: App, rows: list[KeyRow]) -> None:
+    if not rows:
+        app.say("no keys in this service")
+        return
+    app.table(None, ["designation", "algorithm", "not after", "backup", "open consultations",
+                     "deleted"],
+              [(safe(r.designation), r.algorithm, r.not_after, "yes" if r.backup else "no",
+                safe(", ".join(r.open_consultations)) or "-", r.deleted_at or "-")
+               for r in rows])
+
+
+def _show(app: App, records: list[manager.KeyRecord],
+          extra: list[dict[str, object]] | None = None) -> None:
     if not records:
         app.say("no keys on this token")
         return
+    facts = extra or [{} for _ in records]
     app.table(
         None,
-        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable"],
+        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable",
+         "backup", "open consultations"],
         [
             (r.designation, r.cn, r.algorithm, r.id[:16],
              r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", r.status,
-             "yes" if r.extractable else "no")
-            for r in records
+             "yes" if r.extractable else "no", "yes" if x.get("backup") else "no",
+             safe(", ".join(x.get("open_consultations", []))) or "-")  # type: ignore[arg-type]
+            for r, x in zip(records, facts, strict=True)
         ],
     )
     # URIs are long: one per line, so they can be copied whole.
@@ -61,31 +89,67 @@ def key() -> None:
 @click.option("--days", type=int, default=365, show_default=True, help="Validity in days.")
 @click.option("--shareable", is_flag=True,
               help="Allow wrapping the key out for colleagues (never readable in clear).")
+@click.option("--backup", is_flag=True,
+              help="A backup key: automatically added to every new consultation's envelopes.")
+@service_option
 @pin_options
 @pass_app
 def key_generate(app: App, token: str | None, name: str, cn: str | None, algorithm: Algorithm,
-                 days: int, shareable: bool, pin_file: Path | None, pinpad: bool) -> None:
-    """Generate a key pair on the token, with a certificate signed by the token."""
-    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
-                                      shareable=shareable)
-    app.emit({"key": record.to_json()}, lambda: _show(app, [record]))
+                 days: int, shareable: bool, backup: bool, service: str | None,
+                 pin_file: Path | None, pinpad: bool) -> None:
+    """Generate a key pair on the token, with a certificate signed by the token.
+
+    The key is recorded in the registry, in the service (--service).
+    """
+    from tokenkeys.services import keys as key_policy
+
+    svc = service_name(app, service)
+    with registry(app) as reg:
+        key_policy.check_free(reg, svc, name)
+        with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+            record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
+                                          shareable=shareable)
+            row = key_policy.record_generated(reg, svc, tok, record.id, backup=backup)
+    app.emit({"key": {**record.to_json(), "service": svc, "backup": row.backup,
+                      "fingerprint": row.fingerprint}},
+             lambda: _show(app, [record], [{"backup": row.backup}]))
 
 
 @key.command("list")
-@click.option("--all", "include_all", is_flag=True,
-              help="Also keys left under a provisional label by an interrupted generation.")
 @token_option
+@click.option("--registry", "from_registry", is_flag=True,
+              help="List the service's keys from the registry (no token needed).")
+@click.option("--all", "include_all", is_flag=True,
+              help="Also keys left under a provisional label by an interrupted generation; "
+                   "with --registry, deleted keys.")
+@service_option
 @pin_options
 @pass_app
-def key_list(app: App, include_all: bool, token: str | None, pin_file: Path | None,
-             pinpad: bool) -> None:
-    """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable.
+def key_list(app: App, token: str | None, from_registry: bool, include_all: bool,
+             service: str | None, pin_file: Path | None, pinpad: bool) -> None:
+    """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable,
+    and from the registry: backup flag and open consultations bound to each.
 
     Objects tokenkeys cannot use are listed as "unusable" with the reason."""
+    if from_registry:
+        with registry(app) as reg:
+            rows = reg.keys(service_name(app, service), include_deleted=include_all)
+        app.emit({"keys": [r.to_json() for r in rows]}, lambda: _show_rows(app, rows))
+        return
+    from tokenkeys.registry import fingerprint
+
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        records = manager.list_keys(tok, include_all=include_all)
-    app.emit({"keys": [r.to_json() for r in records]}, lambda: _show(app, records))
+        handles = manager.usable_keys(tok, include_all=include_all)
+        records = [manager.describe(h) for h in handles]
+        prints = [fingerprint(h.certificate) if h.certificate else None for h in handles]
+        records += manager.unusable_records(tok)
+    prints += [None] * (len(records) - len(prints))
+    with registry(app) as reg:
+        known = {fp: [r for r in reg.keys_by_fingerprint(fp) if r.deleted_at is None]
+                 for fp in prints if fp}
+    extra = [_registry_facts(known.get(fp or "", [])) for fp in prints]
+    app.emit({"keys": [{**r.to_json(), **x} for r, x in zip(records, extra, strict=True)]},
+             lambda: _show(app, records, extra))
 
 
 @key.command("cleanup")
@@ -131,11 +195,16 @@ def key_export_cert(app: App, name_or_uri: str, output: Path, der: bool, force: 
 @click.argument("name_or_uri")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @token_option
+@service_option
 @pin_options
 @pass_app
-def key_delete(app: App, name_or_uri: str, yes: bool, token: str | None,
+def key_delete(app: App, name_or_uri: str, yes: bool, token: str | None, service: str | None,
                pin_file: Path | None, pinpad: bool) -> None:
-    """Delete a key pair and its certificate from the token."""
+    """Delete a key pair and its certificate from the token.
+
+    Refused while a consultation bound to the key (or recording it as a backup key) is
+    not closed. The registry row is kept, marked deleted.
+    """
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         handle = manager.resolve_key(tok, name_or_uri)
@@ -143,6 +212,10 @@ def key_delete(app: App, name_or_uri: str, yes: bool, token: str | None,
             if not app.interactive:
                 raise UsageError("refusing to delete without confirmation: add --yes")
             click.confirm(f"Delete key {handle.label!r} ({handle.uri})?", abort=True)
-        record = manager.delete_key(tok, handle)
+        record = manager.describe(handle)
+        from tokenkeys.services import keys as key_policy
+
+        with registry(app) as reg:
+            key_policy.delete(reg, service_name(app, service), tok, handle)
     app.emit({"deleted": record.to_json()},
              lambda: app.say(f"deleted key {record.designation!r}"))

@@ -10,10 +10,14 @@ from pathlib import Path
 import click
 
 from tokenkeys import __version__
+from tokenkeys.cli.consultation_cmds import consultation_group
 from tokenkeys.cli.context import App, visible
 from tokenkeys.cli.doctor_cmd import doctor
 from tokenkeys.cli.envelope_cmds import open_cmd, seal_cmd
 from tokenkeys.cli.key_cmds import key
+from tokenkeys.cli.key_policy_cmds import key_adopt, key_renew
+from tokenkeys.cli.registry_cmds import audit_group, registry_group
+from tokenkeys.cli.service_cmds import service_group
 from tokenkeys.cli.token_cmds import token
 from tokenkeys.config import load_config
 from tokenkeys.errors import TokenKeysError
@@ -45,6 +49,12 @@ cli.add_command(key)
 cli.add_command(doctor)
 cli.add_command(seal_cmd)
 cli.add_command(open_cmd)
+key.add_command(key_adopt)
+key.add_command(key_renew)
+cli.add_command(service_group)
+cli.add_command(consultation_group)
+cli.add_command(registry_group)
+cli.add_command(audit_group)
 
 
 def _report(as_json: bool, kind: str, message: str, code: int,

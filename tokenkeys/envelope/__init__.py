@@ -4,7 +4,12 @@ Streaming and constant-memory both ways; never imports tokenkeys.drivers.
 """
 
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
-from tokenkeys.envelope.open import OpenResult, describe_recipients, open_envelope
+from tokenkeys.envelope.open import (
+    OpenResult,
+    describe_recipients,
+    open_envelope,
+    recipient_ids,
+)
 from tokenkeys.envelope.seal import SealOptions, check_recipient, named_by_issuer, seal
 
 __all__ = [
@@ -16,5 +21,6 @@ __all__ = [
     "describe_recipients",
     "named_by_issuer",
     "open_envelope",
+    "recipient_ids",
     "seal",
 ]

@@ -118,6 +118,24 @@ def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
     return result
 
 
+def recipient_ids(src: str | os.PathLike[str]) -> list[tuple[bytes, int] | bytes]:
+    """Each recipient's identifier, from the header only: (issuer DER, serial) or an SKI."""
+
+    def run() -> list[tuple[bytes, int] | bytes]:
+        with _open_src(src) as f:
+            source, _fmt = detect(f)
+            out: list[tuple[bytes, int] | bytes] = []
+            for r in _read_head(BerReader(source, 64 * 1024)).recipients:
+                if r.rid_issuer is not None and r.rid_serial is not None:
+                    out.append((r.rid_issuer.dump(), r.rid_serial))
+                elif r.rid_ski is not None:
+                    out.append(bytes(r.rid_ski))
+            return out
+
+    result: list[tuple[bytes, int] | bytes] = _guard(run)
+    return result
+
+
 def _as_identity(i: int, x: Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Identity:
     if isinstance(x, rsa.RSAPrivateKey):
         return SoftwareIdentity(x, label=f"software RSA-{x.key_size} key #{i + 1}")

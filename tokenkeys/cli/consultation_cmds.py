@@ -1,0 +1,124 @@
+"""`tokenkeys consultation create|close|list|show|recipients`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from tokenkeys.cli.context import App, pass_app
+from tokenkeys.cli.registry_opts import (
+    printable,
+    registry,
+    safe,
+    service_name,
+    service_option,
+)
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import Consultation
+
+
+@click.group("consultation")
+def consultation_group() -> None:
+    """Consultations (calls for tenders): each bound for good to one key pair."""
+
+
+def _show(app: App, rows: list[Consultation]) -> None:
+    if not rows:
+        app.say("no consultations")
+        return
+    app.table(None, ["reference", "status", "closes", "key", "key expires", "backup keys"], [
+        (safe(c.reference), c.status, c.closes_at or "-", safe(c.key.designation),
+         c.key.not_after, safe(", ".join(b.designation for b in c.backups) or "none"))
+        for c in rows])
+
+
+@consultation_group.command("create")
+@click.argument("reference")
+@click.option("--key", "key", required=True, metavar="NAME", help="The key to bind, for good.")
+@click.option("--closes", metavar="DATE", help="Closing date (YYYY-MM-DD or ISO time, UTC).")
+@click.option("--title", metavar="T", help="A title for the listing.")
+@click.option("--no-backup", is_flag=True,
+              help="Allow a service with no valid backup key (bids depend on one key).")
+@service_option
+@pass_app
+def consultation_create(app: App, reference: str, key: str, closes: str | None,
+                        title: str | None, no_backup: bool, service: str | None) -> None:
+    """Bind consultation REFERENCE to key NAME and the service's backup keys, for good."""
+    from tokenkeys.services import consultations as policy
+
+    with registry(app) as reg:
+        made = policy.create(reg, service_name(app, service), reference, key, closes=closes,
+                             title=title, no_backup=no_backup)
+    for warning in made.warnings:
+        app.err.print(f"warning: {warning}", markup=False)
+    c = made.consultation
+    app.emit({"consultation": c.to_json(), "warnings": list(made.warnings)},
+             lambda: app.say(f"consultation {printable(c.reference)!r} bound to key "
+                             f"{printable(c.key.designation)!r}"
+                             f" and {len(c.backups)} backup key(s); this binding is final"))
+
+
+@consultation_group.command("close")
+@click.argument("reference")
+@service_option
+@pass_app
+def consultation_close(app: App, reference: str, service: str | None) -> None:
+    """Close a consultation: its keys may then be deleted."""
+    with registry(app) as reg:
+        c = reg.close_consultation(service_name(app, service), reference)
+    app.emit({"consultation": c.to_json()},
+             lambda: app.say(f"consultation {c.reference!r} closed"))
+
+
+@consultation_group.command("list")
+@click.option("--status", type=click.Choice(["open", "closed"]))
+@service_option
+@pass_app
+def consultation_list(app: App, status: str | None, service: str | None) -> None:
+    """Consultations of the service: status, bound key and its expiry."""
+    with registry(app) as reg:
+        rows = reg.consultations(service_name(app, service), status)
+    app.emit({"consultations": [c.to_json() for c in rows]}, lambda: _show(app, rows))
+
+
+@consultation_group.command("show")
+@click.argument("reference")
+@service_option
+@pass_app
+def consultation_show(app: App, reference: str, service: str | None) -> None:
+    """One consultation, with its bound key and recorded backup keys."""
+    with registry(app) as reg:
+        c = reg.consultation(service_name(app, service), reference)
+
+    def human() -> None:
+        _show(app, [c])
+        if c.title:
+            app.say(f"title: {printable(c.title)}")
+        for k in c.recipients:
+            role = "backup" if k.backup else "bound"
+            app.say(f"{role} {printable(k.designation)}: sha256 {k.fingerprint}, "
+                    f"until {k.not_after}, opens {','.join(k.envelope_kinds)}")
+
+    app.emit({"consultation": c.to_json()}, human)
+
+
+@consultation_group.command("recipients")
+@click.argument("reference")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PEM bundle to write (for the platform).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@service_option
+@pass_app
+def consultation_recipients(app: App, reference: str, output: Path, force: bool,
+                            service: str | None) -> None:
+    """Write the bound key's and the recorded backup keys' certificates (PEM bundle)."""
+    with registry(app) as reg:
+        c = reg.consultation(service_name(app, service), reference)
+    from tokenkeys.services import consultations as policy
+
+    policy.write_bundle(c, output, force=force)
+    app.emit({"output": str(output), "recipients": [k.fingerprint for k in c.recipients]},
+             lambda: app.say(f"wrote {len(c.recipients)} certificate(s) to {output}"))

@@ -1,0 +1,84 @@
+"""`tokenkeys key adopt` and `tokenkeys key renew` (registry-aware key commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.envelope_cmds import load_certificates
+from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.errors import UsageError
+from tokenkeys.types import Algorithm
+
+
+def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str | None
+               ) -> Algorithm | None:
+    try:
+        return None if value is None else Algorithm.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("adopt")
+@token_option
+@click.option("--name", required=True, help="The key's label on the token (or a key URI).")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="Its certificate (PEM or DER), when the token has none; stored there.")
+@click.option("--self-sign", "self_sign_days", type=click.IntRange(1, 3650), metavar="DAYS",
+              help="No certificate anywhere: make a self-signed one on the device.")
+@click.option("--backup", is_flag=True, help="Record it as a backup key.")
+@service_option
+@pin_options
+@pass_app
+def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
+              self_sign_days: int | None, backup: bool, service: str | None,
+              pin_file: Path | None, pinpad: bool) -> None:
+    """Reference a key pair that already exists on a token (made elsewhere)."""
+    from tokenkeys.services import keys as key_policy
+
+    certificate = None
+    if cert is not None:
+        certs = load_certificates(cert)
+        if len(certs) != 1:
+            raise UsageError(f"{cert} holds {len(certs)} certificates: give exactly one")
+        certificate = certs[0]
+    svc = service_name(app, service)
+    with registry(app) as reg, opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        row = key_policy.adopt(reg, svc, tok, name, cert=certificate,
+                               self_sign_days=self_sign_days, backup=backup)
+    app.emit({"key": row.to_json()}, lambda: app.say(
+        f"adopted key {row.designation!r} into service {svc!r} (sha256 {row.fingerprint})"))
+
+
+@click.command("renew")
+@click.argument("name")
+@token_option
+@click.option("--new-name", help="Designation of the new key (default: NAME-YYYYMMDD).")
+@click.option("--days", type=click.IntRange(1, 3650),
+              help="Validity in days (default: the old key's validity length).")
+@click.option("--algorithm", callback=_algorithm,
+              metavar="|".join(a.value for a in Algorithm),
+              help="Default: the old key's algorithm.")
+@service_option
+@pin_options
+@pass_app
+def key_renew(app: App, name: str, token: str | None, new_name: str | None, days: int | None,
+              algorithm: Algorithm | None, service: str | None, pin_file: Path | None,
+              pinpad: bool) -> None:
+    """Make a new key pair replacing NAME, on the same token. The old key stays.
+
+    A renewed backup key replaces the old one for new consultations only.
+    """
+    from tokenkeys.services import keys as key_policy
+
+    svc = service_name(app, service)
+    with registry(app) as reg:
+        old = reg.key(svc, name)
+        with opened(app, token or old.token_uri, user_pin(app, pin_file, pinpad)) as tok:
+            row = key_policy.renew(reg, svc, tok, old, days=days, algorithm=algorithm,
+                                   name=new_name)
+    app.emit({"key": row.to_json(), "replaces": old.designation}, lambda: app.say(
+        f"renewed {old.designation!r} as {row.designation!r} (until {row.not_after}); "
+        f"{old.designation!r} stays for its consultations"))

@@ -1,0 +1,52 @@
+"""CLI plumbing for registry commands: --service and opening the configured registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from tokenkeys.cli.context import App
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def service_option(func: F) -> F:
+    return click.option(
+        "--service", "service", metavar="NAME",
+        help="The service (default: `service` in the configuration, else 'default').",
+    )(func)
+
+
+def service_name(app: App, given: str | None) -> str:
+    return given or app.config.service
+
+
+@contextmanager
+def registry(app: App) -> Iterator[Registry]:
+    # Imported here: SQLAlchemy costs commands that never touch the registry.
+    from tokenkeys.services.access import open_registry
+
+    reg = open_registry(app.config)
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def printable(value: object) -> str:
+    """Untrusted text (titles, names, file names) without control characters."""
+    text = "" if value is None else str(value)
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def safe(value: object) -> str:
+    """Untrusted text made inert for a rich table cell (markup is escaped too)."""
+    from rich.markup import escape
+
+    return escape(printable(value))

@@ -1,0 +1,53 @@
+"""Where the registry lives: a SQLite file path or a postgresql:// URL.
+
+The PostgreSQL password never goes in the URL: libpq finds it in PGPASSWORD,
+~/.pgpass or a service file. A URL carrying one is refused, and URLs are shown
+with any password removed all the same.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from tokenkeys.errors import UsageError
+
+PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+
+
+@dataclass(frozen=True)
+class Location:
+    dialect: str  # "sqlite" | "postgresql"
+    path: Path | None
+    url: str  # SQLAlchemy URL
+    display: str  # safe to print
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+
+def redact(text: str) -> str:
+    """Remove a password from every URL or `password=` setting in `text`."""
+    text = re.sub(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", text)
+
+
+def parse_location(text: str) -> Location:
+    if text.startswith(PG_SCHEMES):
+        parts = urlsplit(text)
+        query = {k.lower() for k, _ in parse_qsl(parts.query)}
+        if parts.password is not None or "password" in query:
+            raise UsageError(
+                "a password in the registry URL is refused: use PGPASSWORD, ~/.pgpass "
+                "or a PostgreSQL service file"
+            )
+        rest = text.split("://", 1)[1]
+        return Location("postgresql", None, f"postgresql+psycopg://{rest}", redact(text))
+    if "://" in text:
+        raise UsageError(f"unsupported registry location {redact(text)!r} "
+                         "(a file path or a postgresql:// URL)")
+    path = Path(text).expanduser()
+    return Location("sqlite", path, f"sqlite:///{path}", str(path))

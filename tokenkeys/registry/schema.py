@@ -1,0 +1,98 @@
+"""The registry schema, written once with SQLAlchemy Core for SQLite and PostgreSQL.
+
+Times are ISO-8601 UTC strings ("2026-12-01T10:00:00Z"): they sort as text and hash
+the same way in both backends. Rows are never removed; keys get `deleted_at`.
+The migrations in registry/migrations create exactly these tables, plus the triggers
+that refuse to change a consultation's binding (see 0001_initial).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+services = sa.Table(
+    "services", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+keys = sa.Table(
+    "keys", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("service_id", sa.Integer, sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("designation", sa.String(200), nullable=False),
+    sa.Column("cn", sa.String(400)),
+    sa.Column("token_uri", sa.String(1000), nullable=False),
+    sa.Column("ckaid", sa.String(200), nullable=False),
+    sa.Column("cert_der", sa.LargeBinary, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("issuer", sa.String(1000), nullable=False),
+    sa.Column("not_before", sa.String(32), nullable=False),
+    sa.Column("not_after", sa.String(32), nullable=False),
+    sa.Column("algorithm", sa.String(40), nullable=False),
+    sa.Column("backup", sa.Boolean, nullable=False, default=False),
+    sa.Column("shareable", sa.Boolean, nullable=False, default=False),
+    sa.Column("envelope_kinds", sa.String(200), nullable=False),
+    sa.Column("replaces_id", sa.Integer, sa.ForeignKey("keys.id")),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("deleted_at", sa.String(32)),
+    # One live key per designation and service; deleted rows stay for history.
+    sa.Index("keys_live_designation", "service_id", "designation", unique=True,
+             sqlite_where=sa.text("deleted_at IS NULL"),
+             postgresql_where=sa.text("deleted_at IS NULL")),
+    sa.Index("keys_fingerprint", "fingerprint"),
+)
+
+consultations = sa.Table(
+    "consultations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("service_id", sa.Integer, sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("reference", sa.String(200), nullable=False),
+    sa.Column("title", sa.String(1000)),
+    sa.Column("closes_at", sa.String(32)),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("keys.id"), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("closed_at", sa.String(32)),
+    sa.UniqueConstraint("service_id", "reference", name="consultations_reference"),
+    sa.CheckConstraint("status IN ('open', 'closed')", name="consultations_status"),
+)
+
+# The backup keys in force when the consultation was created.
+consultation_backups = sa.Table(
+    "consultation_backups", metadata,
+    sa.Column("consultation_id", sa.Integer, sa.ForeignKey("consultations.id"),
+              primary_key=True),
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("keys.id"), primary_key=True),
+)
+
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("service", sa.String(200)),
+    sa.Column("subject", sa.String(1000)),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row: the last seq and hash. Appends lock it, so they are serialised everywhere,
+# and `audit verify` notices a deleted tail.
+audit_head = sa.Table(
+    "audit_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+GENESIS = "0" * 64

@@ -1,0 +1,1 @@
+"""Policy workflows above the registry and the driver contract."""

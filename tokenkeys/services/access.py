@@ -1,0 +1,29 @@
+"""Opening the registry the configuration names, and the public audit entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tokenkeys.config import Config
+from tokenkeys.registry import AuditRow, Registry
+
+
+def open_registry(config: Config) -> Registry:
+    """TOKENKEYS_REGISTRY, else the configuration's `registry`, else the user data dir.
+
+    Migrations run by themselves on first use.
+    """
+    return Registry.open(config.registry)
+
+
+def record_event(config: Config, event: str, *, service: str | None = None,
+                 subject: str | None = None,
+                 details: Mapping[str, Any] | None = None) -> AuditRow:
+    """Append one audit row (e.g. "share-export", "share-import").
+
+    `details` holds facts only: names, fingerprints, digests, counts. Keys that look
+    like secrets ("pin", "passphrase", "password", "plaintext", "secret") are refused.
+    """
+    with open_registry(config) as registry:
+        return registry.record_event(event, service=service, subject=subject, details=details)

@@ -1,0 +1,154 @@
+"""Consultation rules: bind once, backups always recipients, envelopes checked at opening.
+
+Rules (docs/security-officer.md explains why):
+- a consultation is bound to one key for good; a reference is never reused;
+- the bound key must be valid until the closing date and must not be a backup key;
+- the service's backup keys in force at creation are recorded and always sealed to;
+- with no valid backup key, creation needs an explicit --no-backup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tokenkeys.envelope import recipient_ids
+from tokenkeys.errors import OutputExists, PolicyRefused, UsageError
+from tokenkeys.files import write_atomic
+from tokenkeys.registry import Consultation, KeyRow, Registry
+from tokenkeys.registry.audit import now_text
+from tokenkeys.services.kinds import choose_key_transport
+
+NO_BACKUP_WARNING = ("no valid backup key in this service: bids of this consultation will "
+                     "depend on one key only")
+
+
+def parse_closing(text: str | None) -> str | None:
+    """YYYY-MM-DD (end of that day, UTC) or a full ISO-8601 time; stored as UTC text."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), time(23, 59, 59), UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(f"--closes must be a date (YYYY-MM-DD) or an ISO time, not {text!r}"
+                         ) from None
+    return now_text(moment)
+
+
+@dataclass(frozen=True)
+class Created:
+    consultation: Consultation
+    warnings: tuple[str, ...]
+
+
+def create(registry: Registry, service: str, reference: str, key: str, *,
+           closes: str | None, title: str | None, no_backup: bool) -> Created:
+    if not reference.strip() or len(reference) > 200:
+        raise UsageError("a consultation reference must be 1 to 200 characters")
+    closes_at = parse_closing(closes)
+    now = now_text()
+    if closes_at is not None and closes_at <= now:
+        raise UsageError(f"the closing date {closes_at} is already past")
+    warnings: list[str] = []
+
+    def check(bound: KeyRow, backups: Sequence[KeyRow]) -> None:
+        if bound.expired(now):
+            raise PolicyRefused(f"key {bound.designation!r} expired on {bound.not_after}: an "
+                                "expired key cannot be bound (renew it: `tokenkeys key renew`)")
+        if closes_at is not None and bound.not_after < closes_at:
+            raise PolicyRefused(
+                f"key {bound.designation!r} expires on {bound.not_after}, before the closing "
+                f"date {closes_at}: bids could not be opened after it; renew the key first")
+        if bound.backup:
+            raise PolicyRefused(f"key {bound.designation!r} is a backup key: backup keys are "
+                                "added to every consultation, bind a regular key")
+        if not backups and not no_backup:
+            raise PolicyRefused(
+                f"service {service!r} has no valid backup key: generate one "
+                "(`key generate --backup`) or give --no-backup to accept that bids "
+                "depend on one key only")
+        if not backups:
+            warnings.append(NO_BACKUP_WARNING)
+
+    made = registry.create_consultation(service, reference, key, title=title,
+                                        closes_at=closes_at, check=check,
+                                        details={"no_backup": no_backup})
+    return Created(made, tuple(dict.fromkeys(warnings)))
+
+
+def certificates(consultation: Consultation) -> list[x509.Certificate]:
+    """The bound key's certificate, then the recorded backups'."""
+    return [k.certificate for k in consultation.recipients]
+
+
+def write_bundle(consultation: Consultation, path: Path, *, force: bool) -> None:
+    if path.exists() and not force:
+        raise OutputExists(f"{path} already exists (use --force to replace it)")
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates(consultation))
+    write_atomic(path, pem)
+
+
+def seal_transport(consultation: Consultation, wanted: str | None) -> str:
+    return choose_key_transport(
+        [(k.designation, k.envelope_kinds) for k in consultation.recipients], wanted)
+
+
+def _ski(cert: x509.Certificate) -> bytes | None:
+    try:
+        return bytes(cert.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier).value.digest)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def check_envelope(consultation: Consultation, path: Path) -> None:
+    """Refuse an envelope whose recipients are not exactly the consultation's: its bound
+    key and recorded backup keys, no more and no fewer."""
+    rids = recipient_ids(path)
+    missing, known = [], 0
+    for cert in certificates(consultation):
+        ski = _ski(cert)
+        found = sum(1 for r in rids if r == (cert.issuer.public_bytes(), cert.serial_number)
+                    or (ski is not None and r == ski))
+        known += found
+        if not found:
+            missing.append(cert)
+    strangers = len(rids) - known
+    if strangers or missing:
+        why = (f"{strangers} recipient(s) are not its key or its backup keys" if strangers
+               else f"{len(missing)} of its keys are not recipients")
+        raise PolicyRefused(f"{path.name!r} is not sealed to consultation "
+                            f"{consultation.reference!r}: {why}; nothing was opened")
+
+
+def file_digest(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def record_opening(registry: Registry, service: str, reference: str | None, token_uri: str,
+                   results: Sequence[Any]) -> None:
+    """One audit row per `open` batch: envelope digests, outcomes, the key used."""
+    envelopes = [{"file": Path(r.input).name, "sha256": file_digest(Path(r.input)),
+                  "status": r.status, "key": r.recipient, "error": r.error_type}
+                 for r in results]
+    counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
+    registry.record_event("open", service=service, subject=reference, details={
+        "token": token_uri, "envelopes": envelopes, **counts})

@@ -1,0 +1,88 @@
+"""Registry health checks for `tokenkeys doctor`: one line per problem.
+
+- a key bound to an open consultation has expired, or expires within N days;
+- a service's backup keys have all expired, or it has none;
+- a registry key is missing from its token (when the token is present);
+- a key on a registry token is not in the registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tokenkeys.drivers import Token
+from tokenkeys.errors import ModuleNotFound, TokenKeysError, TokenNotFound
+from tokenkeys.registry import KeyRow, Registry, fingerprint
+from tokenkeys.registry.audit import now_text
+from tokenkeys.types import PinSource
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
+                   days: int = 30) -> Report:
+    report = Report()
+    now = now_text()
+    soon = now_text(datetime.now(UTC) + timedelta(days=days))
+    for c in registry.all_open_consultations():
+        k = c.key
+        if k.not_after <= now:
+            report.problems.append(f"consultation {c.reference!r} (service {c.service!r}): "
+                                   f"its key {k.designation!r} expired on {k.not_after}")
+        elif k.not_after <= soon:
+            report.problems.append(f"consultation {c.reference!r} (service {c.service!r}): "
+                                   f"its key {k.designation!r} expires on {k.not_after}, "
+                                   f"within {days} days")
+    live = registry.keys()
+    for service in sorted({k.service for k in live}):
+        if registry.backups_in_force(service):
+            continue
+        had = [k for k in live if k.service == service and k.backup]
+        report.problems.append(f"service {service!r}: all its backup keys have expired" if had
+                               else f"service {service!r} has no backup key")
+    by_token: dict[str, list[KeyRow]] = {}
+    for k in live:
+        by_token.setdefault(k.token_uri, []).append(k)
+    for uri, rows in sorted(by_token.items()):
+        _check_token(uri, rows, registry, open_token, report)
+    return report
+
+
+def _check_token(uri: str, rows: list[KeyRow], registry: Registry,
+                 open_token: Callable[[str], Token], report: Report) -> None:
+    try:
+        token = open_token(uri)
+    except (TokenNotFound, ModuleNotFound):
+        report.notes.append(f"token {uri} is not present: its keys were not checked")
+        return
+    except TokenKeysError as exc:
+        report.notes.append(f"token {uri} could not be opened ({exc}): not checked")
+        return
+    with token:
+        if os.environ.get("TOKENKEYS_PIN") is None:
+            report.notes.append(f"set TOKENKEYS_PIN to compare the registry with token {uri}")
+            return
+        token.login(PinSource(interactive=False))
+        on_token = token.list_keys()
+    ids = {k.id.hex() for k in on_token}
+    for row in rows:
+        if row.ckaid not in ids:
+            report.problems.append(f"key {row.designation!r} (service {row.service!r}) is in "
+                                   f"the registry but missing from its token {uri}")
+    known = {r.ckaid for r in rows}
+    for key in on_token:
+        if key.id.hex() in known:
+            continue
+        if key.certificate is not None and any(
+                r.deleted_at is None
+                for r in registry.keys_by_fingerprint(fingerprint(key.certificate))):
+            continue
+        report.problems.append(f"key {key.label!r} on token {uri} is not in the registry "
+                               "(`tokenkeys key adopt` references it)")

@@ -10,7 +10,11 @@ Rules, so that any helper adding docs knows what is enforced:
    quoted values are taken as literal words. Write real syntax: no `[optional]`
    brackets or `…` inside command lines in code blocks.
    Inline code spans that start with `tokenkeys ` must name an existing
-   command (their arguments may be placeholders).
+   command (their arguments may be placeholders, `[optional]` parts are skipped).
+   A fenced block opened with ```synopsis is grammar, not a command line: each
+   `tokenkeys …` line there (indented lines continue it; ` | ` separates sibling
+   subcommands or alternatives) must name existing commands, and every option it
+   shows must belong to the command it is shown on.
 2. **Messages.** In docs/errors.md, every code span in bold (**`…`**) is a
    message that must exist in tokenkeys' source (or click's, for click's own
    usage errors). In a quoted message `…` stands for text that varies; every
@@ -50,7 +54,8 @@ def command_lines() -> Iterator[tuple[str, str]]:
         pending = ""
         for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if raw.lstrip().startswith("```"):
-                fenced, pending = not fenced, ""
+                fenced = not fenced and raw.strip() != "```synopsis"
+                pending = ""
                 continue
             if not fenced:
                 continue
@@ -109,10 +114,68 @@ def test_some_command_lines_were_found() -> None:
     assert len(list(command_lines())) >= 15
 
 
+def synopsis_lines() -> Iterator[tuple[str, str]]:
+    """(where, line) for every `tokenkeys` line of a ```synopsis block."""
+    for path in DOC_FILES:
+        inside, current, where = False, "", ""
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if raw.lstrip().startswith("```"):
+                if current:
+                    yield where, current
+                inside, current = raw.strip() == "```synopsis", ""
+                continue
+            if not inside:
+                continue
+            if raw.startswith(" ") and current:
+                current += " " + raw.strip()
+                continue
+            if current:
+                yield where, current
+            current, where = (raw.strip(), f"{path.name}:{number}") \
+                if raw.startswith("tokenkeys ") else ("", "")
+
+
+def _options(command: click.Command) -> set[str]:
+    names = {"--help"}
+    for param in command.params:
+        names.update(param.opts)
+        names.update(param.secondary_opts)
+    return names
+
+
+@pytest.mark.parametrize("where, line", list(synopsis_lines()))
+def test_synopsis_names_real_commands_and_options(where: str, line: str) -> None:
+    root: click.Command = cli_main.cli
+    command, parent = root, None
+    after_bar = False
+    for token in re.findall(r"-{1,2}[A-Za-z][\w-]*|\||[^\s\[\]()|]+", line)[1:]:
+        if token == "|":
+            after_bar = True
+            continue
+        if token.startswith("-"):
+            assert token in _options(command), f"{where}: {command.name} has no option {token}"
+        elif after_bar and isinstance(parent, click.Group) and parent.get_command(
+                click.Context(parent), token) is not None:
+            command = parent.get_command(click.Context(parent), token)  # type: ignore[assignment]
+        elif isinstance(command, click.Group):
+            sub = command.get_command(click.Context(command), token)
+            if sub is None and token.isupper():
+                break  # COMMAND placeholder
+            assert sub is not None, f"{where}: `{line}` names no command {token!r}"
+            command, parent = sub, command
+        after_bar = False
+
+
+def test_some_synopsis_lines_were_found() -> None:
+    assert len(list(synopsis_lines())) >= 15
+
+
 @pytest.mark.parametrize("where, span", list(inline_commands()))
 def test_inline_commands_exist(where: str, span: str) -> None:
     command: click.Command = cli_main.cli
-    for word in shlex.split(span.replace("…", ""))[1:]:
+    for word in shlex.split(re.sub(r"\[[^\]]*\]", " ", span).replace("…", ""))[1:]:
+        if word.isupper():
+            break  # a placeholder such as COMMAND
         if word.startswith("-") or not isinstance(command, click.Group):
             break
         sub = command.get_command(click.Context(command), word)

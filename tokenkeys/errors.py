@@ -88,6 +88,10 @@ class KeyExists(KeyProblem):
     pass
 
 
+class CertificateMismatch(KeyProblem):
+    """The certificate given for a key holds another public key."""
+
+
 class MechanismUnsupported(TokenKeysError):
     exit_code = 6
 

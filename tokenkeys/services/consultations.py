@@ -10,6 +10,8 @@ Rules (docs/security-officer.md explains why):
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -133,13 +135,20 @@ def check_envelope(consultation: Consultation, path: Path) -> None:
 
 
 def file_digest(path: Path) -> str | None:
+    """SHA-256 of a regular file; None for anything else (a FIFO would block)."""
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        except OSError:
+            return None
     return digest.hexdigest()
 
 

@@ -19,9 +19,9 @@ from tokenkeys.certificates import self_signed
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
+    CertificateMismatch,
     KeyExists,
     KeyNotFound,
-    KeyProblem,
     PolicyRefused,
     TokenKeysError,
     UsageError,
@@ -31,10 +31,6 @@ from tokenkeys.services.kinds import envelope_kinds
 from tokenkeys.types import Algorithm
 
 DATED_SUFFIX = re.compile(r"-\d{8}(-\d+)?$")
-
-
-class CertificateMismatch(KeyProblem):
-    """The certificate given for a key holds another public key."""
 
 
 def facts_for(token: Token, key: KeyHandle, *, backup: bool = False,

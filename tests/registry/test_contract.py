@@ -135,3 +135,19 @@ def test_consultation_rules_on_expiry(reg: Registry) -> None:
         consultations.create(reg, "default", "AO", "SHORT", closes="soon", title=None,
                              no_backup=False)
     assert reg.consultations("default") == []
+
+
+def test_public_access_helpers(registry_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenkeys.config import load_config
+    from tokenkeys.services.access import keys_for_certificate, record_event
+
+    monkeypatch.setenv("TOKENKEYS_REGISTRY", registry_location)
+    config = load_config()
+    facts = soft_facts("PARTAGEE")
+    with Registry.open(registry_location) as reg:
+        reg.add_key("default", facts, "share-import")
+    [row] = keys_for_certificate(config, facts.certificate)
+    assert row.designation == "PARTAGEE"
+    audit = record_event(config, "share-export", service="default", subject="PARTAGEE",
+                         details={"fingerprint": row.fingerprint})
+    assert audit.seq == 2 and audit.event == "share-export"

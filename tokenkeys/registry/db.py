@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
 
 from tokenkeys.errors import (
     RegistryError,
@@ -67,7 +66,9 @@ def schema_head() -> str:
 
 def _sqlite_engine(location: Location) -> sa.Engine:
     assert location.path is not None
-    engine = sa.create_engine(location.url, poolclass=NullPool,
+    # A pooled connection lives as long as the Registry: closing SQLite's last
+    # connection checkpoints the WAL (with fsync), too dear per transaction.
+    engine = sa.create_engine(location.url, pool_size=1, max_overflow=4,
                               connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @sa.event.listens_for(engine, "connect")
@@ -90,7 +91,7 @@ def _sqlite_engine(location: Location) -> sa.Engine:
 
 
 def _pg_engine(location: Location) -> sa.Engine:
-    return sa.create_engine(location.url, poolclass=NullPool,
+    return sa.create_engine(location.url, pool_size=1, max_overflow=4, pool_pre_ping=True,
                             connect_args={"connect_timeout": 5,
                                           "application_name": "tokenkeys"})
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography import x509
+
 from tokenkeys.config import Config
-from tokenkeys.registry import AuditRow, Registry
+from tokenkeys.registry import AuditRow, KeyRow, Registry, fingerprint
 
 
 def open_registry(config: Config) -> Registry:
@@ -27,3 +29,9 @@ def record_event(config: Config, event: str, *, service: str | None = None,
     """
     with open_registry(config) as registry:
         return registry.record_event(event, service=service, subject=subject, details=details)
+
+
+def keys_for_certificate(config: Config, certificate: x509.Certificate) -> list[KeyRow]:
+    """Registry rows (any service, deleted ones too) whose certificate is this one."""
+    with open_registry(config) as registry:
+        return registry.keys_by_fingerprint(fingerprint(certificate))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ ENVELOPE_THREADS = 3
 DEVICE_FAILURES: tuple[type[TokenKeysError], ...] = (
     TokenNotFound, DeviceError, KeyNotFound, ModuleNotFound, PinError)
 NOT_STARTED = "not-started"
+WORKER_RETRIES = (0.1, 0.2, 0.4, 0.8)
 
 
 def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:
@@ -228,17 +230,33 @@ _worker_error: TokenKeysError | None = None
 _worker_stop: Any = None  # a multiprocessing Event: set at the first device failure
 
 
-def _worker_init(uri: str, config: Config, pins: PinSource, stop: Any) -> None:
+def _worker_init(uri: str, config: Config, pins: PinSource, stop: Any, start: Any) -> None:
     # An initializer that raises makes Pool respawn workers forever: keep the
     # error and report it on every file instead.
     global _worker_token, _worker_keys, _worker_error, _worker_stop
     _worker_stop = stop
-    try:
-        _worker_token = open_token(uri, config)
-        _worker_token.login(pins)
-        _worker_keys = list(_worker_token.list_keys())
-    except TokenKeysError as exc:
-        _worker_error = exc
+    # One worker at a time: SoftHSM2 rewrites its token file at C_Login, and a
+    # process loading the token meanwhile reads it half-written (no token, or
+    # "user PIN not initialised").
+    with start:
+        try:
+            _worker_token = _open_in_worker(uri, config)
+            _worker_token.login(pins)
+            _worker_keys = list(_worker_token.list_keys())
+        except TokenKeysError as exc:
+            _worker_error = exc
+
+
+def _open_in_worker(uri: str, config: Config) -> Token:
+    """The token the parent has just opened. SoftHSM2 (file store) sometimes shows
+    a process that starts beside others no token at all: a miss here is transient,
+    so look again (each look re-reads the module) before giving up."""
+    for delay in WORKER_RETRIES:
+        try:
+            return open_token(uri, config)
+        except TokenNotFound:
+            time.sleep(delay)
+    return open_token(uri, config)
 
 
 def _worker_open(pair: tuple[Path, Path]) -> FileResult:
@@ -331,9 +349,9 @@ def _parallel(
     # spawn: a forked child would inherit the parent's initialised PKCS#11 library.
     ctx = multiprocessing.get_context("spawn")
     chunk = max(1, min(16, len(pairs) // (jobs * 8)))
-    stop = ctx.Event()
+    stop, start = ctx.Event(), ctx.Lock()
     with ctx.Pool(jobs, initializer=_worker_init,
-                  initargs=(token_uri, config, pins, stop)) as pool:
+                  initargs=(token_uri, config, pins, stop, start)) as pool:
         results = []
         for result in pool.imap_unordered(_worker_open, pairs, chunksize=chunk):
             results.append(result)

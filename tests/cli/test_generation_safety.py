@@ -66,13 +66,16 @@ def test_same_designation_twice_at_once(uri: str, cli_env: dict[str, str]) -> No
 ])
 def test_token_init_checks_pin_policy_first(tk: TK, softhsm: Any, so_pin: str, user_pin: str,
                                             words: str) -> None:
-    before = tk("--json", "token", "list", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE}).json
+    label = f"policy-{len(so_pin)}"
     run = tk("token", "init", "--token", f"pkcs11:?module-path={SOFTHSM_MODULE}",
-             "--label", f"policy-{len(so_pin)}", env={"TOKENKEYS_SO_PIN": so_pin,
-                                                     "TOKENKEYS_PIN": user_pin})
+             "--label", label, env={"TOKENKEYS_SO_PIN": so_pin, "TOKENKEYS_PIN": user_pin})
     assert run.code == 2 and words in run.err and "incorrect" not in run.err
+    # Nothing half-initialised: no token took the label (C_InitToken never ran).
     after = tk("--json", "token", "list", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE}).json
-    assert after["tokens"] == before["tokens"]  # nothing half-initialised
+    assert label not in [t["label"] for t in after["tokens"]]
+    done = tk("token", "init", "--token", f"pkcs11:?module-path={SOFTHSM_MODULE}",
+              "--label", label)
+    assert done.code == 0, done.err
 
 
 def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,

@@ -9,8 +9,9 @@ Rules, so that any helper adding docs knows what is enforced:
    A trailing `\\` joins the next line; a ` # comment` is dropped; `$VARS` and
    quoted values are taken as literal words. Write real syntax: no `[optional]`
    brackets or `…` inside command lines in code blocks.
-   Inline code spans that start with `tokenkeys ` must name an existing
-   command (their arguments may be placeholders).
+   Inline code spans that start with `tokenkeys `, or with the name of an
+   existing command group (`key generate`), must name an existing command
+   (their arguments may be placeholders).
 2. **Messages.** In docs/errors.md, every code span in bold (**`…`**) is a
    message that must exist in tokenkeys' source (or click's, for click's own
    usage errors). In a quoted message `…` stands for text that varies; every
@@ -69,6 +70,9 @@ def inline_commands() -> Iterator[tuple[str, str]]:
         text = re.sub(r"```.*?```", "", text, flags=re.S)
         for m in re.finditer(r"`(tokenkeys [^`]+)`", text):
             yield path.name, m.group(1)
+        groups = [n for n, c in cli_main.cli.commands.items() if isinstance(c, click.Group)]
+        for m in re.finditer(r"`((?:{}) [a-z][a-z-]*)\b[^`]*`".format("|".join(groups)), text):
+            yield path.name, "tokenkeys " + m.group(1)
 
 
 def _words(line: str) -> list[str]:

@@ -9,8 +9,9 @@ Rules, so that any helper adding docs knows what is enforced:
    A trailing `\\` joins the next line; a ` # comment` is dropped; `$VARS` and
    quoted values are taken as literal words. Write real syntax: no `[optional]`
    brackets or `…` inside command lines in code blocks.
-   Inline code spans that start with `tokenkeys ` must name an existing
-   command (their arguments may be placeholders, `[optional]` parts are skipped).
+   Inline code spans that start with `tokenkeys `, or with the name of an
+   existing command group (`key generate`), must name an existing command
+   (their arguments may be placeholders, `[optional]` parts are skipped).
    A fenced block opened with ```synopsis is grammar, not a command line: each
    `tokenkeys …` line there (indented lines continue it; ` | ` separates sibling
    subcommands or alternatives) must name existing commands, and every option it
@@ -74,6 +75,11 @@ def inline_commands() -> Iterator[tuple[str, str]]:
         text = re.sub(r"```.*?```", "", text, flags=re.S)
         for m in re.finditer(r"`(tokenkeys [^`]+)`", text):
             yield path.name, m.group(1)
+        groups = [n for n, c in cli_main.cli.commands.items() if isinstance(c, click.Group)]
+        # Bold spans are quoted messages (rule 2), not commands.
+        for m in re.finditer(r"(?<!\*\*)`((?:{}) [a-z][a-z-]*)\b[^`]*`".format(
+                "|".join(groups)), text):
+            yield path.name, "tokenkeys " + m.group(1)
 
 
 def _words(line: str) -> list[str]:

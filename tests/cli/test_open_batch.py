@@ -61,7 +61,7 @@ def test_batch_with_bad_envelope_opens_the_others(tk: TK, token_with_keys: dict[
              "--jobs", jobs)
     assert run.code == 11, run.err
     report = run.json
-    assert report["ok"] is False and report["opened"] == 6 and report["failed"] == 1
+    assert report["ok"] is False and report["opened"] == 6 and report["failed"] == 1, run.out
     bad = [f for f in report["files"] if f["status"] == "failed"]
     assert [Path(f["input"]).name for f in bad] == ["bid-04.pdf.p7m"]
     assert bad[0]["error_type"] == "EnvelopeIntegrity"

@@ -178,3 +178,12 @@ def raw_sql(registry_location: str, request: pytest.FixtureRequest) -> RawSql:
         out = cluster.psql(db, *statements)
         return [tuple(line.split("|")) for line in out.splitlines() if line]
     return run_pg
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything under tests/smartcard shares the machine's one emulated card and
+    # depends on its order: .ci/test runs it in its own, serial pytest run.
+    for item in items:
+        if "smartcard" in item.path.parts:
+            item.add_marker(pytest.mark.smartcard)

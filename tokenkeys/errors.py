@@ -88,6 +88,11 @@ class KeyExists(KeyProblem):
     pass
 
 
+class CertificateRefused(KeyProblem):
+    """A certificate or request that does not fit: wrong key, expired, wrong key usage,
+    a chain that does not link, a CSR whose signature does not verify."""
+
+
 class MechanismUnsupported(TokenKeysError):
     exit_code = 6
 

@@ -15,12 +15,21 @@ from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.certificates import key_status, self_signed
 from tokenkeys.drivers.base import KeyHandle, Token
-from tokenkeys.errors import KeyExists, KeyNotFound, TokenKeysError, UsageError
+from tokenkeys.errors import (
+    KeyExists,
+    KeyNotFound,
+    MechanismUnsupported,
+    TokenKeysError,
+    UsageError,
+)
 from tokenkeys.files import write_atomic
+from tokenkeys.services.envelope_kinds import kinds_for
+from tokenkeys.services.key_certs import awaiting_certificate
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm, KeySpec
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 MAX_DAYS = 3650
+AWAITING = "awaiting certificate"
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class KeyRecord:
     not_after: datetime | None
     status: str
     extractable: bool
+    opens: tuple[str, ...] = ()  # envelope kinds the key can open on its device
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -46,6 +56,7 @@ class KeyRecord:
             "not_after": self.not_after.isoformat() if self.not_after else None,
             "status": self.status,
             "extractable": self.extractable,
+            "opens": list(self.opens),
         }
 
 
@@ -54,7 +65,8 @@ def certificate_cn(cert: x509.Certificate) -> str | None:
     return str(names[0].value) if names else None
 
 
-def describe(key: KeyHandle, now: datetime | None = None) -> KeyRecord:
+def describe(key: KeyHandle, now: datetime | None = None,
+             mechanisms: frozenset[str] | None = None) -> KeyRecord:
     cert = key.certificate
     return KeyRecord(
         designation=key.label,
@@ -63,8 +75,9 @@ def describe(key: KeyHandle, now: datetime | None = None) -> KeyRecord:
         id=key.id.hex(),
         uri=key.uri,
         not_after=cert.not_valid_after_utc if cert else None,
-        status=key_status(cert, now or datetime.now(UTC)) if cert else "no certificate",
+        status=key_status(cert, now or datetime.now(UTC)) if cert else AWAITING,
         extractable=key.extractable,
+        opens=kinds_for(key, mechanisms) if mechanisms is not None else (),
     )
 
 
@@ -76,10 +89,14 @@ def generate_key(
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     days: int = 365,
     shareable: bool = False,
+    self_sign: bool | None = None,
 ) -> KeyRecord:
     """Generate a key pair on the token with a self-signed certificate signed there.
 
-    Requires login. On any failure after generation, the new objects are destroyed.
+    `self_sign=False` stores no certificate (the key awaits one from a CA); None
+    (the default) self-signs where the key can sign and otherwise keeps the key
+    awaiting a certificate. Requires login. On any other failure after
+    generation, the new objects are destroyed.
     """
     if not name.strip():
         raise UsageError("the key name (designation) must not be empty")
@@ -92,14 +109,25 @@ def generate_key(
     else:
         raise KeyExists(f"a key named {name!r} already exists on this token")
     key = token.generate_keypair(KeySpec(label=name, algorithm=algorithm, shareable=shareable))
+    if self_sign is False:
+        return describe(key, mechanisms=token.mechanisms())
     try:
         cert = self_signed(key, cn or name, days)
+    except MechanismUnsupported:
+        if self_sign is None:
+            return describe(key, mechanisms=token.mechanisms())  # cannot sign: awaits a CA
+        _destroy_quietly(token, key)
+        raise
+    except BaseException:
+        _destroy_quietly(token, key)
+        raise
+    try:
         token.store_certificate(key, cert)
         key.certificate = cert
     except BaseException:
         _destroy_quietly(token, key)
         raise
-    return describe(key)
+    return describe(key, mechanisms=token.mechanisms())
 
 
 def _destroy_quietly(token: Token, key: KeyHandle) -> None:
@@ -109,8 +137,14 @@ def _destroy_quietly(token: Token, key: KeyHandle) -> None:
 
 
 def list_keys(token: Token) -> list[KeyRecord]:
+    return [record for _, record in key_inventory(token)]
+
+
+def key_inventory(token: Token) -> list[tuple[KeyHandle, KeyRecord]]:
+    """Every key with what `key list` shows for it (including the envelope kinds)."""
     now = datetime.now(UTC)
-    return [describe(key, now) for key in token.list_keys()]
+    mechanisms = token.mechanisms()
+    return [(key, describe(key, now, mechanisms)) for key in token.list_keys()]
 
 
 def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:
@@ -143,7 +177,7 @@ def key_token_uri(name_or_uri: str) -> str | None:
 
 def export_certificate(key: KeyHandle, path: Path, *, der: bool = False) -> None:
     if key.certificate is None:
-        raise KeyNotFound(f"key {key.label!r} has no certificate on the token")
+        raise awaiting_certificate(key)
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
     write_atomic(path, key.certificate.public_bytes(encoding))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import batch
@@ -15,6 +16,7 @@ from tokenkeys.cli.context import App, pass_app, pin_options, token_option, user
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import BatchIncomplete, OutputExists, PolicyRefused, UsageError
+from tokenkeys.services.envelope_kinds import key_transport_for
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
@@ -42,15 +44,16 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 @click.option("--cbc", is_flag=True, help="EnvelopedData with AES-CBC instead of AES-GCM.")
 @click.option("--key-bits", type=click.Choice(["128", "192", "256"]), default="256",
               show_default=True)
-@click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS), default="oaep-sha256",
-              show_default=True, help="For RSA recipients.")
+@click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS), default=None,
+              help="For RSA recipients [default: oaep-sha256, or pkcs1v15 for a recipient "
+                   "whose key is known to open PKCS#1 v1.5 only]; given, it applies to all.")
 @click.option("--keyid", is_flag=True, help="Name recipients by subject key identifier.")
 @click.option("--pem", is_flag=True, help="PEM armour instead of binary BER.")
 @click.option("--allow-expired", is_flag=True, help="Seal even to an expired certificate.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @pass_app
 def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...], cbc: bool,
-             key_bits: str, key_transport: str, keyid: bool, pem: bool, allow_expired: bool,
+             key_bits: str, key_transport: str | None, keyid: bool, pem: bool, allow_expired: bool,
              force: bool) -> None:
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
     certs = [c for path in recipients for c in load_certificates(path)]
@@ -65,11 +68,24 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
     if output.exists() and not force:
         raise OutputExists(f"{output} already exists (use --force to replace it)")
     output.parent.mkdir(parents=True, exist_ok=True)
+    # An explicit --key-transport applies to all; otherwise what is known of each key.
+    chosen = tuple(None if key_transport else key_transport_for(app.config.registry, c)
+                   for c in certs)
     options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport, use_ski=keyid, pem=pem)
+                          key_transport=key_transport or "oaep-sha256", use_ski=keyid, pem=pem,
+                          transports=chosen)
     size = seal(input_path, output, certs, options)
+    notes = [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
+             "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport overrides"
+             for c, t in zip(certs, chosen, strict=True) if t == "pkcs1v15"]
     document = {"input": str(input_path), "output": str(output), "bytes": size,
-                "recipients": [c.subject.rfc4514_string() for c in certs]}
+                "recipients": [c.subject.rfc4514_string() for c in certs],
+                "key_transports": [t or options.key_transport if isinstance(
+                    c.public_key(), rsa.RSAPublicKey) else "ecdh"
+                    for c, t in zip(certs, chosen, strict=True)],
+                "notes": notes}
+    for note in notes:
+        app.err.print(note, markup=False, highlight=False)
     app.emit(document, lambda: app.say(f"sealed {size} bytes to {len(certs)} recipient(s): "
                                        f"{output}"))
 

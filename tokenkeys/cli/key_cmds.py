@@ -9,6 +9,8 @@ import click
 from tokenkeys import manager
 from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
 from tokenkeys.errors import UsageError
+from tokenkeys.services.envelope_kinds import remember
+from tokenkeys.services.key_certs import next_steps
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
 
@@ -25,11 +27,11 @@ def _show(app: App, records: list[manager.KeyRecord]) -> None:
         return
     app.table(
         None,
-        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable"],
+        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable", "opens"],
         [
             (r.designation, r.cn, r.algorithm, r.id[:16],
              r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", r.status,
-             "yes" if r.extractable else "no")
+             "yes" if r.extractable else "no", ", ".join(r.opens) or "-")
             for r in records
         ],
     )
@@ -52,15 +54,33 @@ def key() -> None:
 @click.option("--days", type=int, default=365, show_default=True, help="Validity in days.")
 @click.option("--shareable", is_flag=True,
               help="Allow wrapping the key out for colleagues (never readable in clear).")
+@click.option("--no-self-sign", is_flag=True,
+              help="Store no certificate: the key awaits one from a CA (key csr/export-public).")
 @pin_options
 @pass_app
 def key_generate(app: App, token: str | None, name: str, cn: str | None, algorithm: Algorithm,
-                 days: int, shareable: bool, pin_file: Path | None, pinpad: bool) -> None:
-    """Generate a key pair on the token, with a certificate signed by the token."""
+                 days: int, shareable: bool, no_self_sign: bool, pin_file: Path | None,
+                 pinpad: bool) -> None:
+    """Generate a key pair on the token, with a certificate signed by the token.
+
+    A key that cannot sign (a card's decryption key) gets no certificate: it
+    awaits one issued by a CA, and the command says what comes next.
+    """
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
-                                      shareable=shareable)
-    app.emit({"key": record.to_json()}, lambda: _show(app, [record]))
+                                      shareable=shareable,
+                                      self_sign=False if no_self_sign else None)
+    note = None if record.status != manager.AWAITING else (
+        f"key {record.designation!r} has no certificate yet"
+        + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
+        + f". Next: {next_steps(record.designation)}")
+
+    def human() -> None:
+        _show(app, [record])
+        if note:
+            app.say(note)
+
+    app.emit({"key": record.to_json(), "next": note}, human)
 
 
 @key.command("list")
@@ -70,7 +90,10 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
 def key_list(app: App, token: str | None, pin_file: Path | None, pinpad: bool) -> None:
     """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable."""
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        records = manager.list_keys(tok)
+        inventory = manager.key_inventory(tok)
+    records = [r for _, r in inventory]
+    remember(app.config.registry,
+             [(k.certificate, r.opens) for k, r in inventory if k.certificate is not None])
     app.emit({"keys": [r.to_json() for r in records]}, lambda: _show(app, records))
 
 

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +231,23 @@ class SoftwareToken(Token):
     def list_keys(self) -> list[KeyHandle]:
         return [SoftwareKeyHandle(self, rec, path) for path, rec in self._records()]
 
-    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate) -> None:
-        path = self.directory / f"{key.id.hex()}.crt.pem"
-        write_atomic(path, certificate.public_bytes(serialization.Encoding.PEM))
+    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate,
+                          chain: Sequence[x509.Certificate] = ()) -> None:
+        """The certificate, and its chain (nearest issuer first) in `<id>.chain.pem`."""
+        if certificate.public_key() != key.public_key:
+            raise UsageError(f"the certificate is not for key {key.label!r}")
+        pem = serialization.Encoding.PEM
+        chain_path = self.directory / f"{key.id.hex()}.chain.pem"
+        if chain:
+            write_atomic(chain_path, b"".join(c.public_bytes(pem) for c in chain))
+        write_atomic(self.directory / f"{key.id.hex()}.crt.pem", certificate.public_bytes(pem))
+        if not chain:
+            chain_path.unlink(missing_ok=True)  # an older chain belongs to the old certificate
         key.certificate = certificate
+
+    def certificate_chain(self, key: KeyHandle) -> list[x509.Certificate]:
+        path = self.directory / f"{key.id.hex()}.chain.pem"
+        return x509.load_pem_x509_certificates(path.read_bytes()) if path.exists() else []
 
     def delete(self, key: KeyHandle) -> None:
         self.require_pin()
@@ -242,6 +256,7 @@ class SoftwareToken(Token):
         if not key_path.exists():
             raise KeyNotFound(f"no key {key.label!r} in {self.uri}")
         (self.directory / f"{stem}.crt.pem").unlink(missing_ok=True)
+        (self.directory / f"{stem}.chain.pem").unlink(missing_ok=True)
         key_path.unlink()
 
     def mechanisms(self) -> frozenset[str]:

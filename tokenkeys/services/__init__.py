@@ -1,0 +1,1 @@
+"""Workflows above the driver contract (provisioning, CA, opening, policy)."""

@@ -75,10 +75,11 @@ def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRe
     try:
         return builder.sign(signer, algorithm)
     except (MechanismUnsupported, DeviceError) as exc:
+        offered = exc.offered if isinstance(exc, MechanismUnsupported) else (str(exc),)
         raise MechanismUnsupported(
-            f"a request signed by key {key.label!r} ({exc}); a key that cannot sign gets its "
-            f"certificate from its public key: `tokenkeys key export-public {key.label} -o "
-            f"{key.label}.pub.pem`, then `tokenkeys ca issue`") from None
+            f"a certificate request signed by key {key.label!r} (a key that cannot sign gets "
+            f"its certificate from its public key: `tokenkeys key export-public {key.label} "
+            f"-o {key.label}.pub.pem`, then `tokenkeys ca issue --cn CN`)", offered) from None
 
 
 def write_csr(csr: x509.CertificateSigningRequest, path: Path, *, force: bool = False) -> None:

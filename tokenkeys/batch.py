@@ -19,6 +19,7 @@ from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity, open_envelope
 from tokenkeys.errors import TokenKeysError, UsageError
+from tokenkeys.services import login as login_service
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
@@ -130,18 +131,21 @@ def open_batch(
     *,
     jobs: int = 1,
     on_result: Callable[[FileResult], None] | None = None,
+    allow_final_try: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> list[FileResult]:
-    """Open every pair into outdir. The PIN is read and checked once, before anything is written.
+    """Open every pair into outdir. The PIN is read and checked once, before anything is written
+    (after the PIN flags: see services/login.py).
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    pin = pins.read()
-    if pin is None and jobs > 1:
+    if pins.pinpad and jobs > 1:
         raise UsageError("--jobs > 1 needs a PIN that can be reused; not with the PIN pad")
     with open_token(token_uri, config) as token:
-        token.login(given_pin(pin) if pin is not None else pins)
+        pin = login_service.login(token, pins, allow_final_try=allow_final_try,
+                                  announce=announce)
         keys: list[Identity] = list(token.list_keys())
         outdir.mkdir(parents=True, exist_ok=True)
         if jobs > 1 and len(pairs) > 1 and pin is not None:

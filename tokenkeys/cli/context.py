@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
+from tokenkeys.services import login as login_service
 from tokenkeys.types import PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +31,11 @@ class App:
     out: Console = field(default_factory=lambda: Console(
         highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    allow_final_try: bool = False  # --allow-final-try (see pin_options)
+
+    def note(self, text: str) -> None:
+        """A line for the person at the terminal, on stderr (stdout stays for results)."""
+        self.err.print(text, markup=False, highlight=False)
 
     def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -59,8 +65,18 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+def _allow_final_try(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    app = ctx.find_object(App)
+    if app is not None:
+        app.allow_final_try = value
+
+
 def pin_options(func: F) -> F:
-    """--pin-file and --pinpad. The PIN itself never goes on the command line."""
+    """--pin-file, --pinpad and --allow-final-try. The PIN never goes on the command line."""
+    func = click.option(
+        "--allow-final-try", is_flag=True, expose_value=False, callback=_allow_final_try,
+        help="Send a PIN from TOKENKEYS_PIN or --pin-file even at the card's final try.",
+    )(func)
     func = click.option(
         "--pinpad", is_flag=True, help="Enter the PIN on the reader's PIN pad."
     )(func)
@@ -90,5 +106,6 @@ def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator
     """Open the token (and log in once when `pins` is given)."""
     with open_token(token_uri(uri, app.config), app.config) as token:
         if pins is not None:
-            token.login(pins)
+            login_service.login(token, pins, allow_final_try=app.allow_final_try,
+                                announce=app.note)
         yield token

@@ -113,7 +113,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         task = bar.add_task("open", total=len(pairs))
         results = batch.open_batch(pairs, outdir, uri, app.config,
                                    user_pin(app, pin_file, pinpad), jobs=jobs,
-                                   on_result=lambda _r: bar.advance(task))
+                                   on_result=lambda _r: bar.advance(task),
+                                   allow_final_try=app.allow_final_try, announce=app.note)
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}
 

@@ -38,7 +38,7 @@ def pin_origin(source: PinSource) -> str:
 
 
 def describe_card(info: TokenInfo) -> str:
-    return f"card {info.label!r} (serial {info.serial})"
+    return f"token {info.label!r} (serial {info.serial})"
 
 
 def check_before_login(info: TokenInfo, origin: str, *, allow_final_try: bool = False) -> None:
@@ -60,7 +60,8 @@ def login(token: Token, source: PinSource, *, allow_final_try: bool = False,
     info = token.info()
     origin = pin_origin(source)
     check_before_login(info, origin, allow_final_try=allow_final_try)
-    if announce is not None and origin in ("prompt", "pinpad"):
+    typed = origin == "pinpad" or (origin == "prompt" and source.interactive)
+    if announce is not None and typed:
         final = " - FINAL PIN TRY: a wrong PIN locks it" if FINAL_TRY in info.flags else ""
         announce(f"{describe_card(info)} is in{final}")
     pin = source.read()

@@ -249,3 +249,18 @@ def _openssl_der(path: Path) -> bytes:
     done = subprocess.run(["openssl", "cms", "-cmsout", "-inform", "DER", "-outform", "DER",
                            "-in", str(path)], capture_output=True, timeout=60, check=True)
     return done.stdout
+
+
+def test_key_list_and_doctor_show_the_envelope_kinds(tk: TK, uri: str, token_label: str) -> None:
+    for name, alg in (("R", "rsa2048"), ("E", "ec-p256")):
+        assert tk("key", "generate", "--token", uri, "--name", name, "--algorithm", alg).code == 0
+    listed = tk("--json", "key", "list", "--token", uri)
+    opens = {k["designation"]: k["opens"] for k in listed.json["keys"]}
+    # SoftHSM2: RSA_PKCS, and OAEP through on-device SHA-1 or raw RSA.
+    assert opens == {"R": ["rsa-pkcs1v15", "rsa-oaep"], "E": ["ecdh"]}
+    doctor = tk("--json", "doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE,
+                                         "TOKENKEYS_PIN": None})
+    [mine] = [t for t in doctor.json["tokens"] if f"token={token_label};" in t["uri"]]
+    assert mine["opens"] == opens
+    human = tk("doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE, "TOKENKEYS_PIN": None})
+    assert "key 'R' opens: rsa-pkcs1v15, rsa-oaep" in human.out

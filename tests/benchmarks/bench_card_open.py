@@ -111,6 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", type=Path,
+                        help="Also run one `open` of the N envelopes under cProfile into this file.")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-card-"))
     env = {**os.environ, "SCARD_STATE": str(base / "state"),
@@ -129,6 +131,11 @@ def main() -> None:
                 empty.append(timed_open(base / "empty", base / "out0", cli_env))
                 full.append(timed_open(envelopes, base / "out", cli_env))
                 assert len(list((base / "out").iterdir())) == args.n
+            if args.profile:
+                shutil.rmtree(base / "out")
+                subprocess.run([sys.executable, "-m", "cProfile", "-o", str(args.profile), "-m",
+                                "tokenkeys", "open", str(envelopes), "-o", str(base / "out"),
+                                "--token", URI], env=cli_env, capture_output=True, check=True)
         finally:
             run(SCARD, "down", env=env)
     beyond = [(f - e) / args.n - b for f, e, b in zip(full, empty, bare, strict=True)]

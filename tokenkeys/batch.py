@@ -18,8 +18,9 @@ from tokenkeys.config import Config
 from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity, open_envelope
-from tokenkeys.errors import TokenKeysError, UsageError
+from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.services import login as login_service
+from tokenkeys.services.envelope_kinds import explain
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
@@ -90,6 +91,8 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
         return FileResult(str(src), str(dst), "skipped", bytes=dst.stat().st_size)
     try:
         result = open_envelope(src, dst, identities)
+    except MechanismUnsupported as exc:
+        return FileResult.failed(src, dst, type(exc).__name__, explain(str(exc), exc.offered))
     except TokenKeysError as exc:
         return FileResult.failed(src, dst, type(exc).__name__, str(exc))
     except OSError as exc:

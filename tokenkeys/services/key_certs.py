@@ -7,6 +7,7 @@ chain must link. A refusal leaves the device as it was.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,11 +36,13 @@ CHAINS_DIR = "chains"
 
 
 def next_steps(name: str) -> str:
-    """What to do with a key that has no certificate yet."""
-    return (f"export its public key (`tokenkeys key export-public {name} -o {name}.pub.pem`) "
-            f"or, if it can sign, a request (`tokenkeys key csr {name} -o {name}.csr`); have "
+    """What to do with a key that has no certificate yet (`name`: its label or URI)."""
+    ref = shlex.quote(name)
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40] or "key"
+    return (f"export its public key (`tokenkeys key export-public {ref} -o {stem}.pub.pem`) "
+            f"or, if it can sign, a request (`tokenkeys key csr {ref} -o {stem}.csr`); have "
             f"the CA issue the certificate (`tokenkeys ca issue`), then "
-            f"`tokenkeys key import-cert {name} CERT.pem`")
+            f"`tokenkeys key import-cert {ref} CERT.pem`")
 
 
 def awaiting_certificate(key: KeyHandle) -> KeyNotFound:
@@ -78,8 +81,9 @@ def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRe
         offered = exc.offered if isinstance(exc, MechanismUnsupported) else (str(exc),)
         raise MechanismUnsupported(
             f"a certificate request signed by key {key.label!r} (a key that cannot sign gets "
-            f"its certificate from its public key: `tokenkeys key export-public {key.label} "
-            f"-o {key.label}.pub.pem`, then `tokenkeys ca issue --cn CN`)", offered) from None
+            f"its certificate from its public key: `tokenkeys key export-public "
+            f"{shlex.quote(key.label)} -o PUBLIC.pem`, then `tokenkeys ca issue --cn CN`)",
+            offered) from None
 
 
 def write_csr(csr: x509.CertificateSigningRequest, path: Path, *, force: bool = False) -> None:

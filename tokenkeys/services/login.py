@@ -32,7 +32,7 @@ def pin_origin(source: PinSource) -> str:
         return "pinpad"
     if source.file is not None:
         return "file"
-    if os.environ.get(source.env_var) is not None:
+    if os.environ.get(source.env_var):  # empty counts as not set (types.PinSource)
         return "env"
     return "prompt"
 

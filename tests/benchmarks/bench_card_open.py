@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path,
-                        help="Also run one `open` of the N envelopes under cProfile into this file.")
+                        help="Also profile one `open` of the N envelopes into this file.")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-card-"))
     env = {**os.environ, "SCARD_STATE": str(base / "state"),

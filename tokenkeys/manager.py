@@ -6,6 +6,12 @@ Every function takes an open Token; none knows which driver it is.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.certificates import key_status, self_signed
-from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys.drivers import base
+from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
+from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration, require
 from tokenkeys.errors import (
     KeyExists,
     KeyNotFound,
@@ -30,6 +38,9 @@ from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 MAX_DAYS = 3650
 AWAITING = "awaiting certificate"
+# Label of a key pair while it is being generated: the designation is given last,
+# so a crash leaves a key that `key list --all` shows and `key cleanup` removes.
+PROVISIONAL = base.PROVISIONAL
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,30 @@ def describe(key: KeyHandle, now: datetime | None = None,
     )
 
 
+def describe_unusable(bad: UnusableKey) -> KeyRecord:
+    return KeyRecord(designation=bad.label, cn=None, algorithm="-", id=bad.id.hex(), uri="",
+                     not_after=None, status=f"unusable: {bad.reason}", extractable=False)
+
+
+def is_provisional(key: KeyHandle) -> bool:
+    return key.label.startswith(PROVISIONAL)
+
+
+@contextlib.contextmanager
+def designation_lock(token: Token) -> Iterator[None]:
+    """Held across "is the designation free?" and the creation, between processes
+    of this machine (one lock file per token)."""
+    info = token.info()
+    digest = hashlib.sha256(f"{info.module}|{info.serial}|{info.label}".encode()).hexdigest()[:24]
+    path = Path(tempfile.gettempdir()) / f"tokenkeys-{os.getuid()}-{digest}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def generate_key(
     token: Token,
     name: str,
@@ -90,44 +125,66 @@ def generate_key(
     days: int = 365,
     shareable: bool = False,
     self_sign: bool | None = None,
+    replace: bool = False,
 ) -> KeyRecord:
     """Generate a key pair on the token with a self-signed certificate signed there.
 
     `self_sign=False` stores no certificate (the key awaits one from a CA); None
     (the default) self-signs where the key can sign and otherwise keeps the key
-    awaiting a certificate. Requires login. On any other failure after
-    generation, the new objects are destroyed.
+    awaiting a certificate. On a card with a fixed key slot (OpenPGP: 02) the key
+    goes there, under the SO PIN where the card needs it; an occupied slot is
+    refused unless `replace`. Requires login. On any other failure after
+    generation, the new objects are destroyed (not a card's slot).
     """
     if not name.strip():
         raise UsageError("the key name (designation) must not be empty")
     if not 1 <= days <= MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
-    try:
-        token.find_key(label=name)
-    except KeyNotFound:
-        pass
-    else:
-        raise KeyExists(f"a key named {name!r} already exists on this token")
-    key = token.generate_keypair(KeySpec(label=name, algorithm=algorithm, shareable=shareable))
+    if name.startswith(PROVISIONAL):
+        raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
+    store = require(token, CertificateStore, "storing certificates")  # type: ignore[type-abstract]
+    slot = fixed_slot(token)
+    with designation_lock(token):
+        try:
+            token.find_key(label=name)
+        except KeyNotFound:
+            pass
+        else:
+            raise KeyExists(f"a key named {name!r} already exists on this token")
+        # A card with a fixed key slot names the key itself: no provisional label.
+        label = name if slot is not None else f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
+        key = token.generate_keypair(KeySpec(label=label, algorithm=algorithm,
+                                             shareable=shareable, replace=replace))
+        try:
+            cert = _self_signed_if_possible(key, cn or name, days, self_sign)
+            if cert is not None:
+                store.store_certificate(key, cert)
+                key.certificate = cert
+            if slot is None:
+                token.set_label(key, name)  # last: only a complete key carries the designation
+        except BaseException:
+            if slot is None:  # a card's slot cannot be given back: keep what it holds
+                _destroy_quietly(token, key)
+            raise
+    return describe(key, mechanisms=token.mechanisms())
+
+
+def fixed_slot(token: Token) -> bytes | None:
+    """The CKA_ID a card gives every new key (OpenPGP: 02), or None."""
+    return token.keygen_slot() if isinstance(token, SoAdministration) else None
+
+
+def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,
+                             self_sign: bool | None) -> x509.Certificate | None:
+    """None when asked (self_sign False) or, by default, when the key cannot sign."""
     if self_sign is False:
-        return describe(key, mechanisms=token.mechanisms())
+        return None
     try:
-        cert = self_signed(key, cn or name, days)
+        return self_signed(key, cn, days)
     except MechanismUnsupported:
         if self_sign is None:
-            return describe(key, mechanisms=token.mechanisms())  # cannot sign: awaits a CA
-        _destroy_quietly(token, key)
+            return None  # cannot sign (a card's decryption key): awaits a CA's certificate
         raise
-    except BaseException:
-        _destroy_quietly(token, key)
-        raise
-    try:
-        token.store_certificate(key, cert)
-        key.certificate = cert
-    except BaseException:
-        _destroy_quietly(token, key)
-        raise
-    return describe(key, mechanisms=token.mechanisms())
 
 
 def _destroy_quietly(token: Token, key: KeyHandle) -> None:
@@ -136,15 +193,39 @@ def _destroy_quietly(token: Token, key: KeyHandle) -> None:
         token.delete(key)
 
 
-def list_keys(token: Token) -> list[KeyRecord]:
-    return [record for _, record in key_inventory(token)]
+def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
+    """Usable keys, then unusable objects with the reason. Provisional leftovers of
+    an interrupted generation only with include_all."""
+    return [r for _, r in key_inventory(token, include_all=include_all)] + unusable_records(token)
 
 
-def key_inventory(token: Token) -> list[tuple[KeyHandle, KeyRecord]]:
-    """Every key with what `key list` shows for it (including the envelope kinds)."""
+def key_inventory(token: Token, *, include_all: bool = False
+                  ) -> list[tuple[KeyHandle, KeyRecord]]:
+    """Every usable key with what `key list` shows for it (including the envelope kinds)."""
     now = datetime.now(UTC)
     mechanisms = token.mechanisms()
-    return [(key, describe(key, now, mechanisms)) for key in token.list_keys()]
+    keys = [k for k in token.list_keys() if include_all or not is_provisional(k)]
+    return [(k, describe(k, now, mechanisms)) for k in keys]
+
+
+def unusable_records(token: Token) -> list[KeyRecord]:
+    return [describe_unusable(b) for b in token.unusable_keys()]
+
+
+def leftovers(token: Token) -> list[KeyHandle]:
+    """Keys an interrupted `key generate` left under a provisional label."""
+    return [k for k in token.list_keys() if is_provisional(k)]
+
+
+def cleanup(token: Token, keys: list[KeyHandle]) -> list[KeyRecord]:
+    """Delete the given leftovers. Requires login."""
+    done = []
+    for key in keys:
+        if not is_provisional(key):
+            raise UsageError(f"key {key.label!r} is not a leftover: not deleted")
+        done.append(describe(key))
+        token.delete(key)
+    return done
 
 
 def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:

@@ -64,8 +64,10 @@ def test_csr_verifies_and_openssl_issued_certificate_imports(
     done = tk("--json", "key", "import-cert", "BICLE", cert, "--chain", ca_pem, "--token", uri)
     assert done.code == 0, done.err
     assert done.json["replaced"] is True and done.json["key"]["cn"] == "Acheteur CEA"
+    assert done.json["chain"] == "device"
     objects = "\n".join(p11_objects(SOFTHSM_MODULE, token_label, cli_env))
-    assert objects.count("Certificate Object") == 1  # the self-signed one was replaced
+    # The self-signed certificate was replaced; the CA's is kept beside it on the token.
+    assert objects.count("Certificate Object") == 2 and "BICLE/chain-01" in objects
     out = tmp_path / "out.pem"
     assert tk("key", "export-cert", "BICLE", "--token", uri, "-o", out).code == 0
     assert x509.load_pem_x509_certificate(out.read_bytes()) == \

@@ -32,6 +32,7 @@ class App:
         highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     allow_final_try: bool = False  # --allow-final-try (see pin_options)
+    wait_card: float | None = None  # --wait-card (see wait_card_option)
 
     def note(self, text: str) -> None:
         """A line for the person at the terminal, on stderr (stdout stays for results)."""
@@ -92,6 +93,27 @@ def user_pin(app: App, pin_file: Path | None, pinpad: bool) -> PinSource:
     return PinSource(file=pin_file, pinpad=pinpad, interactive=app.interactive)
 
 
+WAIT_CARD_DEFAULT = 60.0
+
+
+def _wait_card(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+    app = ctx.find_object(App)
+    if app is not None and value is not None:
+        if value < 0:
+            raise click.BadParameter("must be 0 or more seconds", param_hint="--wait-card")
+        app.wait_card = value
+
+
+def wait_card_option(func: F) -> F:
+    """--wait-card [SECONDS]: wait for the card to be inserted (default 60 s when given)."""
+    return click.option(
+        "--wait-card", type=float, is_flag=False, flag_value=WAIT_CARD_DEFAULT, default=None,
+        expose_value=False, callback=_wait_card, metavar="[SECONDS]",
+        help=f"Wait for the card to be inserted (default {WAIT_CARD_DEFAULT:g} s; "
+             "TOKENKEYS_CARD_WAIT).",
+    )(func)
+
+
 def token_option(func: F) -> F:
     return click.option(
         "--token",
@@ -104,7 +126,7 @@ def token_option(func: F) -> F:
 @contextmanager
 def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator[Token]:
     """Open the token (and log in once when `pins` is given)."""
-    with open_token(token_uri(uri, app.config), app.config) as token:
+    with open_token(token_uri(uri, app.config), app.config, wait=app.wait_card) as token:
         if pins is not None:
             login_service.login(token, pins, allow_final_try=app.allow_final_try,
                                 announce=app.note)

@@ -12,7 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import batch
-from tokenkeys.cli.context import App, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.context import (
+    App,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+    wait_card_option,
+)
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import BatchIncomplete, OutputExists, PolicyRefused, UsageError
@@ -96,6 +103,7 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes, each with its own session.")
 @token_option
+@wait_card_option
 @pin_options
 @pass_app
 @click.pass_context
@@ -114,7 +122,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         results = batch.open_batch(pairs, outdir, uri, app.config,
                                    user_pin(app, pin_file, pinpad), jobs=jobs,
                                    on_result=lambda _r: bar.advance(task),
-                                   allow_final_try=app.allow_final_try, announce=app.note)
+                                   allow_final_try=app.allow_final_try, announce=app.note,
+                                   wait=app.wait_card)
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from tokenkeys import manager
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.context import (
+    App,
+    opened,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+    wait_card_option,
+)
 from tokenkeys.errors import UsageError
 from tokenkeys.services.envelope_kinds import remember
 from tokenkeys.services.key_certs import next_steps
@@ -37,7 +45,8 @@ def _show(app: App, records: list[manager.KeyRecord]) -> None:
     )
     # URIs are long: one per line, so they can be copied whole.
     for r in records:
-        app.say(f"{r.designation}: {r.uri}")
+        if r.uri:  # unusable objects have none
+            app.say(f"{r.designation}: {r.uri}")
 
 
 @click.group()
@@ -56,22 +65,30 @@ def key() -> None:
               help="Allow wrapping the key out for colleagues (never readable in clear).")
 @click.option("--no-self-sign", is_flag=True,
               help="Store no certificate: the key awaits one from a CA (key csr/export-public).")
+@click.option("--replace", is_flag=True,
+              help="On a card with a fixed key slot, overwrite the key the slot holds.")
 @pin_options
 @pass_app
 def key_generate(app: App, token: str | None, name: str, cn: str | None, algorithm: Algorithm,
-                 days: int, shareable: bool, no_self_sign: bool, pin_file: Path | None,
-                 pinpad: bool) -> None:
+                 days: int, shareable: bool, no_self_sign: bool, replace: bool,
+                 pin_file: Path | None, pinpad: bool) -> None:
     """Generate a key pair on the token, with a certificate signed by the token.
 
     A key that cannot sign (a card's decryption key) gets no certificate: it
-    awaits one issued by a CA, and the command says what comes next.
+    awaits one issued by a CA, and the command says what comes next. On a card
+    the SO (admin) PIN comes from TOKENKEYS_SO_PIN or a prompt.
     """
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        slot = manager.fixed_slot(tok)
+        if slot is not None:
+            app.note(f"this card puts a new key into its fixed key slot {slot.hex()}")
         record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
-                                      shareable=shareable,
+                                      shareable=shareable, replace=replace,
                                       self_sign=False if no_self_sign else None)
+    where = "" if slot is None else (
+        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r})")
     note = None if record.status != manager.AWAITING else (
-        f"key {record.designation!r} has no certificate yet"
+        f"key {record.designation!r}{where} has no certificate yet"
         + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
         + f". Next: {next_steps(record.designation)}")
 
@@ -84,17 +101,43 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
 
 
 @key.command("list")
+@click.option("--all", "include_all", is_flag=True,
+              help="Also keys left under a provisional label by an interrupted generation.")
 @token_option
+@wait_card_option
 @pin_options
 @pass_app
-def key_list(app: App, token: str | None, pin_file: Path | None, pinpad: bool) -> None:
-    """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable."""
+def key_list(app: App, include_all: bool, token: str | None, pin_file: Path | None,
+             pinpad: bool) -> None:
+    """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable.
+
+    Objects tokenkeys cannot use are listed as "unusable" with the reason."""
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        inventory = manager.key_inventory(tok)
-    records = [r for _, r in inventory]
+        inventory = manager.key_inventory(tok, include_all=include_all)
+        records = [r for _, r in inventory] + manager.unusable_records(tok)
     remember(app.config.registry,
              [(k.certificate, r.opens) for k, r in inventory if k.certificate is not None])
     app.emit({"keys": [r.to_json() for r in records]}, lambda: _show(app, records))
+
+
+@key.command("cleanup")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@token_option
+@pin_options
+@pass_app
+def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
+                pinpad: bool) -> None:
+    """Delete the leftovers of interrupted `key generate` runs (provisional labels)."""
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        found = manager.leftovers(tok)
+        if found and not yes:
+            if not app.interactive:
+                raise UsageError("refusing to delete without confirmation: add --yes")
+            names = ", ".join(k.label for k in found)
+            click.confirm(f"Delete {len(found)} leftover key(s) ({names})?", abort=True)
+        records = manager.cleanup(tok, found)
+    app.emit({"deleted": [r.to_json() for r in records]},
+             lambda: app.say(f"deleted {len(records)} leftover key(s)"))
 
 
 @key.command("export-cert")

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, Token, lookup_terms, the_one
 from tokenkeys.errors import (
     DeviceError,
@@ -62,7 +63,7 @@ def _derive(pin: Secret, salt: bytes, params: dict[str, int]) -> bytes:
 
 
 def _curve_for(name: str) -> ec.EllipticCurve:
-    return {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}[name]
+    return keyalg.CURVES[name].curve()
 
 
 class SoftwareKeyHandle(KeyHandle):
@@ -198,7 +199,7 @@ class SoftwareToken(Token):
         else:
             private = ec.generate_private_key(_curve_for(spec.algorithm.curve))
         public = private.public_key()
-        key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+        key_id = keyalg.key_id(public)
         der = private.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -233,21 +234,30 @@ class SoftwareToken(Token):
 
     def store_certificate(self, key: KeyHandle, certificate: x509.Certificate,
                           chain: Sequence[x509.Certificate] = ()) -> None:
-        """The certificate, and its chain (nearest issuer first) in `<id>.chain.pem`."""
-        if certificate.public_key() != key.public_key:
+        """CertificateStore: `<id>.crt.pem`, and the issuers in `<id>.chain.pem`."""
+        if not keyalg.same_key(certificate.public_key(), key.public_key):
             raise UsageError(f"the certificate is not for key {key.label!r}")
+        stem = self.directory / key.id.hex()
         pem = serialization.Encoding.PEM
-        chain_path = self.directory / f"{key.id.hex()}.chain.pem"
+        chain_path = stem.with_name(f"{stem.name}.chain.pem")
         if chain:
             write_atomic(chain_path, b"".join(c.public_bytes(pem) for c in chain))
-        write_atomic(self.directory / f"{key.id.hex()}.crt.pem", certificate.public_bytes(pem))
-        if not chain:
-            chain_path.unlink(missing_ok=True)  # an older chain belongs to the old certificate
+        else:
+            chain_path.unlink(missing_ok=True)
+        write_atomic(stem.with_name(f"{stem.name}.crt.pem"), certificate.public_bytes(pem))
         key.certificate = certificate
 
     def certificate_chain(self, key: KeyHandle) -> list[x509.Certificate]:
         path = self.directory / f"{key.id.hex()}.chain.pem"
         return x509.load_pem_x509_certificates(path.read_bytes()) if path.exists() else []
+
+    def set_label(self, key: KeyHandle, label: str) -> None:
+        """Rename a key (the designation), atomically."""
+        path = self.directory / f"{key.id.hex()}.key.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["label"] = label
+        write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600)
+        key.label = label
 
     def delete(self, key: KeyHandle) -> None:
         self.require_pin()

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
+from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
     CertificateRefused,
     KeyExists,
@@ -135,6 +136,7 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
         raise UsageError("the CA name must not be empty")
     if not 1 <= days <= MAX_CA_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_CA_DAYS}, not {days}")
+    store = require(token, CertificateStore, "storing certificates")  # type: ignore[type-abstract]
     try:
         token.find_key(label=name)
     except KeyNotFound:
@@ -144,7 +146,7 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
     key = token.generate_keypair(KeySpec(label=name, algorithm=algorithm))
     try:
         cert = ca_certificate(key, cn or name, days)
-        token.store_certificate(key, cert)
+        store.store_certificate(key, cert)
         key.certificate = cert
     except BaseException:
         with contextlib.suppress(TokenKeysError):

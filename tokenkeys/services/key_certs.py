@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
-from tokenkeys.drivers.capabilities import CertificateStore
+from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
     CertificateRefused,
     DeviceError,
@@ -164,13 +164,16 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     Requires login (the SO PIN too on some cards)."""
     rest = check_certificate(key, cert, chain)
     replaced = key.certificate is not None
-    if isinstance(token, CertificateStore):
-        token.store_certificate(key, cert, rest)
-        return Imported(replaced, "device" if rest else "none")
-    token.store_certificate(key, cert)
-    key.certificate = cert
+    store = require(token, CertificateStore, "storing certificates")  # type: ignore[type-abstract]
     if not rest:
+        store.store_certificate(key, cert)
         return Imported(replaced, "none")
+    try:
+        store.store_certificate(key, cert, rest)
+        return Imported(replaced, "device")
+    except MechanismUnsupported:
+        # One certificate per key (OpenPGP card): refused before anything was written.
+        store.store_certificate(key, cert)
     path = chains_dir / f"{key.id.hex() or key.label}.pem"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in rest))

@@ -4,6 +4,7 @@ PIN retry counter and final-try guard, card removal and insertion seen by
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.smartcard.conftest import EmulatedCard
+from tokenkeys.config import Config
+from tokenkeys.drivers import open_token
+from tokenkeys.services.login import login
+from tokenkeys.types import PinSource
 
 pytestmark = pytest.mark.smartcard
 
@@ -74,3 +79,20 @@ def test_token_list_sees_removal_and_insertion(card: EmulatedCard, tmp_path: Pat
     finally:
         card.insert()
     assert _card_listed(card, tmp_path)
+
+
+def test_the_card_is_named_before_the_pin_is_asked(card: EmulatedCard,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[tuple[str, str]] = []
+
+    def person(prompt: str) -> str:  # the agent at the keyboard, not the device
+        said.append(("prompt", prompt))
+        return card.pin
+
+    monkeypatch.delenv("TOKENKEYS_PIN", raising=False)
+    monkeypatch.setattr(getpass, "getpass", person)
+    with open_token(card.uri, Config()) as token:
+        serial = token.info().serial
+        login(token, PinSource(interactive=True), announce=lambda m: said.append(("say", m)))
+    assert [kind for kind, _ in said] == ["say", "prompt"]
+    assert card.label in said[0][1] and serial in said[0][1]

@@ -11,6 +11,7 @@ v1.5 key transport, are sealed to it. Interleaved rounds of:
 - `tokenkeys open` of an empty directory (CLI end to end): the start-up;
 - `tokenkeys open` of the N envelopes (CLI end to end).
 Per-envelope cost beyond the card = (open N - open empty) / N - bare per-decrypt.
+tokenkeys' bytecode is compiled first (compileall), as a pip install does.
 Prints a markdown table for docs/benchmarks.md.
 """
 
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path,
                         help="Also profile one `open` of the N envelopes into this file.")
     args = parser.parse_args()
+    # As pip installs it: bytecode compiled once (PYTHONDONTWRITEBYTECODE would
+    # otherwise make every `tokenkeys` process compile its modules again).
+    run(sys.executable, "-m", "compileall", "-q", ROOT / "tokenkeys")
     base = Path(tempfile.mkdtemp(prefix="bench-card-"))
     env = {**os.environ, "SCARD_STATE": str(base / "state"),
            "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}

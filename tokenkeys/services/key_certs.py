@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from tokenkeys import keyalg
 from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
@@ -174,7 +175,8 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     except MechanismUnsupported:
         # One certificate per key (OpenPGP card): refused before anything was written.
         store.store_certificate(key, cert)
-    path = chains_dir / f"{key.id.hex() or key.label}.pem"
+    # Named by the key's own SHA-1 (not CKA_ID: every OpenPGP card says 02).
+    path = chains_dir / f"{keyalg.key_id(key.public_key).hex()}.pem"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in rest))
     return Imported(replaced, f"beside the key: {path}")

@@ -87,6 +87,10 @@ def provisioned(card: EmulatedCard, softhsm: Any,
     assert "slot 02" in json.loads(gen.stdout)["next"]
     assert _card_public(card, tmp) != before
 
+    csr = _cli(card, tmp, "key", "csr", key["uri"], "-o", tmp / "card.csr")
+    assert csr.returncode == 6 and "key export-public" in csr.stderr, csr.stderr
+    assert not (tmp / "card.csr").exists()  # the card's key cannot sign a request
+
     ca_uri = softhsm.uri(softhsm.new_token("ca"))
     assert _cli(card, tmp, "ca", "create", "--token", ca_uri, "--name", "CA-ENTITE",
                 "--cn", "Entity CA", "--algorithm", "rsa2048").returncode == 0

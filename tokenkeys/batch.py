@@ -25,6 +25,7 @@ from tokenkeys.envelope import Identity, open_envelope
 from tokenkeys.errors import (
     DeviceError,
     KeyNotFound,
+    MechanismUnsupported,
     ModuleNotFound,
     NoMatchingRecipient,
     OutputExists,
@@ -33,6 +34,8 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.services import login as login_service
+from tokenkeys.services.envelope_kinds import explain
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
@@ -199,6 +202,8 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
     except NoMatchingRecipient as exc:
         return FileResult(str(src), str(dst), "failed", error_type=type(exc).__name__,
                           error=str(exc), recipients=exc.recipients)
+    except MechanismUnsupported as exc:
+        return FileResult.failed(src, dst, type(exc).__name__, explain(str(exc), exc.offered))
     except TokenKeysError as exc:
         return FileResult.failed(src, dst, type(exc).__name__, str(exc))
     except OSError as exc:
@@ -282,19 +287,23 @@ def open_batch(
     *,
     jobs: int = 1,
     on_result: Callable[[FileResult], None] | None = None,
+    allow_final_try: bool = False,
+    announce: Callable[[str], None] | None = None,
+    wait: float | None = None,
 ) -> list[FileResult]:
-    """Open every pair into outdir. The PIN is read and checked once, before anything is written.
+    """Open every pair into outdir. The PIN is read and checked once, before anything is written
+    (after the PIN flags: see services/login.py).
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     check_outdir(outdir)
-    pin = pins.read()
-    if pin is None and jobs > 1:
+    if pins.pinpad and jobs > 1:
         raise UsageError("--jobs > 1 needs a PIN that can be reused; not with the PIN pad")
-    with open_token(token_uri, config) as token:
-        token.login(given_pin(pin) if pin is not None else pins)
+    with open_token(token_uri, config, wait=wait) as token:
+        pin = login_service.login(token, pins, allow_final_try=allow_final_try,
+                                  announce=announce)
         keys: list[Identity] = list(token.list_keys())
         make_outdir(outdir)
         if jobs > 1 and len(pairs) > 1 and pin is not None:
@@ -332,8 +341,10 @@ def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
         except DEVICE_FAILURES as exc:
             # Envelopes already being opened finish or fail whole (nothing half-written).
             pool.shutdown(wait=True, cancel_futures=True)
+            # Done: an output exists. An envelope that failed is left for the re-run too
+            # (a card pulled out mid-decryption can make one look damaged).
             finished = sum(f.done() and not f.cancelled() and f.exception() is None
-                           for f in futures)
+                           and f.result().status in ("opened", "skipped") for f in futures)
             raise stopped(exc, finished, len(pairs)) from None
         except BaseException:
             # Ctrl-C: envelopes already being opened finish (their output is

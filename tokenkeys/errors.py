@@ -60,8 +60,18 @@ class PinIncorrect(PinError):
 
 
 class PinLocked(PinError):
-    def __init__(self, what: str = "PIN") -> None:
-        super().__init__(f"{what} is locked: the security officer must unblock it")
+    def __init__(self, what: str = "PIN", how: str | None = None) -> None:
+        super().__init__(f"{what} is locked: {how or 'the security officer must unblock it'}")
+
+
+class PinFinalTry(PinError):
+    """The card is at its final PIN try and the PIN did not come from a person."""
+
+    def __init__(self, origin: str, card: str) -> None:
+        super().__init__(
+            f"{card} is at its final PIN try: a PIN from {origin} is refused without being "
+            "sent (a wrong one would lock the card); type it at the prompt, or add "
+            "--allow-final-try if you are sure of it")
 
 
 class PinMissing(PinError):
@@ -88,8 +98,9 @@ class KeyExists(KeyProblem):
     pass
 
 
-class CertificateMismatch(KeyProblem):
-    """The certificate given for a key holds another public key."""
+class CertificateRefused(KeyProblem):
+    """A certificate or request that does not fit: wrong key, expired, wrong key usage,
+    a chain that does not link, a CSR whose signature does not verify."""
 
 
 class MechanismUnsupported(TokenKeysError):

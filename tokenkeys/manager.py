@@ -22,13 +22,22 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys.certificates import key_status, self_signed
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
-from tokenkeys.drivers.capabilities import CertificateStore, require
-from tokenkeys.errors import KeyExists, KeyNotFound, TokenKeysError, UsageError
+from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration, require
+from tokenkeys.errors import (
+    KeyExists,
+    KeyNotFound,
+    MechanismUnsupported,
+    TokenKeysError,
+    UsageError,
+)
 from tokenkeys.files import write_atomic
+from tokenkeys.services.envelope_kinds import kinds_for
+from tokenkeys.services.key_certs import awaiting_certificate
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm, KeySpec
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 MAX_DAYS = 3650
+AWAITING = "awaiting certificate"
 # Label of a key pair while it is being generated: the designation is given last,
 # so a crash leaves a key that `key list --all` shows and `key cleanup` removes.
 PROVISIONAL = base.PROVISIONAL
@@ -46,6 +55,7 @@ class KeyRecord:
     not_after: datetime | None
     status: str
     extractable: bool
+    opens: tuple[str, ...] = ()  # envelope kinds the key can open on its device
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -57,6 +67,7 @@ class KeyRecord:
             "not_after": self.not_after.isoformat() if self.not_after else None,
             "status": self.status,
             "extractable": self.extractable,
+            "opens": list(self.opens),
         }
 
 
@@ -65,7 +76,8 @@ def certificate_cn(cert: x509.Certificate) -> str | None:
     return str(names[0].value) if names else None
 
 
-def describe(key: KeyHandle, now: datetime | None = None) -> KeyRecord:
+def describe(key: KeyHandle, now: datetime | None = None,
+             mechanisms: frozenset[str] | None = None) -> KeyRecord:
     cert = key.certificate
     return KeyRecord(
         designation=key.label,
@@ -74,8 +86,9 @@ def describe(key: KeyHandle, now: datetime | None = None) -> KeyRecord:
         id=key.id.hex(),
         uri=key.uri,
         not_after=cert.not_valid_after_utc if cert else None,
-        status=key_status(cert, now or datetime.now(UTC)) if cert else "no certificate",
+        status=key_status(cert, now or datetime.now(UTC)) if cert else AWAITING,
         extractable=key.extractable,
+        opens=kinds_for(key, mechanisms) if mechanisms is not None else (),
     )
 
 
@@ -111,10 +124,17 @@ def generate_key(
     algorithm: Algorithm = DEFAULT_ALGORITHM,
     days: int = 365,
     shareable: bool = False,
+    self_sign: bool | None = None,
+    replace: bool = False,
 ) -> KeyRecord:
     """Generate a key pair on the token with a self-signed certificate signed there.
 
-    Requires login. On any failure after generation, the new objects are destroyed.
+    `self_sign=False` stores no certificate (the key awaits one from a CA); None
+    (the default) self-signs where the key can sign and otherwise keeps the key
+    awaiting a certificate. On a card with a fixed key slot (OpenPGP: 02) the key
+    goes there, under the SO PIN where the card needs it; an occupied slot is
+    refused unless `replace`. Requires login. On any other failure after
+    generation, the new objects are destroyed (not a card's slot).
     """
     if not name.strip():
         raise UsageError("the key name (designation) must not be empty")
@@ -123,6 +143,7 @@ def generate_key(
     if name.startswith(PROVISIONAL):
         raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
     store = require(token, CertificateStore, "storing certificates")
+    slot = fixed_slot(token)
     with designation_lock(token):
         try:
             token.find_key(label=name)
@@ -130,18 +151,40 @@ def generate_key(
             pass
         else:
             raise KeyExists(f"a key named {name!r} already exists on this token")
-        provisional = f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
-        key = token.generate_keypair(
-            KeySpec(label=provisional, algorithm=algorithm, shareable=shareable))
+        # A card with a fixed key slot names the key itself: no provisional label.
+        label = name if slot is not None else f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
+        key = token.generate_keypair(KeySpec(label=label, algorithm=algorithm,
+                                             shareable=shareable, replace=replace))
         try:
-            cert = self_signed(key, cn or name, days)
-            store.store_certificate(key, cert)
-            key.certificate = cert
-            token.set_label(key, name)  # last: only a complete key carries the designation
+            cert = _self_signed_if_possible(key, cn or name, days, self_sign)
+            if cert is not None:
+                store.store_certificate(key, cert)
+                key.certificate = cert
+            if slot is None:
+                token.set_label(key, name)  # last: only a complete key carries the designation
         except BaseException:
-            _destroy_quietly(token, key)
+            if slot is None:  # a card's slot cannot be given back: keep what it holds
+                _destroy_quietly(token, key)
             raise
-    return describe(key)
+    return describe(key, mechanisms=token.mechanisms())
+
+
+def fixed_slot(token: Token) -> bytes | None:
+    """The CKA_ID a card gives every new key (OpenPGP: 02), or None."""
+    return token.keygen_slot() if isinstance(token, SoAdministration) else None
+
+
+def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,
+                             self_sign: bool | None) -> x509.Certificate | None:
+    """None when asked (self_sign False) or, by default, when the key cannot sign."""
+    if self_sign is False:
+        return None
+    try:
+        return self_signed(key, cn, days)
+    except MechanismUnsupported:
+        if self_sign is None:
+            return None  # cannot sign (a card's decryption key): awaits a CA's certificate
+        raise
 
 
 def _destroy_quietly(token: Token, key: KeyHandle) -> None:
@@ -162,10 +205,18 @@ def unusable_records(token: Token) -> list[KeyRecord]:
 
 
 def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
-    """Usable keys, then unusable objects with the reason."""
+    """Usable keys, then unusable objects with the reason. Provisional leftovers of
+    an interrupted generation only with include_all."""
+    return [r for _, r in key_inventory(token, include_all=include_all)] + unusable_records(token)
+
+
+def key_inventory(token: Token, *, include_all: bool = False
+                  ) -> list[tuple[KeyHandle, KeyRecord]]:
+    """Every usable key with what `key list` shows for it (including the envelope kinds)."""
     now = datetime.now(UTC)
+    mechanisms = token.mechanisms()
     keys = usable_keys(token, include_all=include_all)
-    return [describe(k, now) for k in keys] + unusable_records(token)
+    return [(k, describe(k, now, mechanisms)) for k in keys]
 
 
 def leftovers(token: Token) -> list[KeyHandle]:
@@ -216,7 +267,7 @@ def export_certificate(key: KeyHandle, path: Path, *, der: bool = False,
                        overwrite: bool = False) -> None:
     """Write the certificate; an existing file is refused unless `overwrite`."""
     if key.certificate is None:
-        raise KeyNotFound(f"key {key.label!r} has no certificate on the token")
+        raise awaiting_certificate(key)
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
     write_atomic(path, key.certificate.public_bytes(encoding), overwrite=overwrite)
 

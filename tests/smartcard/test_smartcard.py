@@ -85,12 +85,14 @@ def test_wrong_pin_reports_and_costs_one_try(card: EmulatedCard) -> None:
     assert card.pw1_tries() == before  # ...and resets the counter
 
 
-def test_cli_key_generate_refused_card_unchanged(card: EmulatedCard, tmp_path: Path) -> None:
+def test_cli_key_generate_needs_the_so_pin(card: EmulatedCard, tmp_path: Path) -> None:
+    """Generation on an OpenPGP card is under the admin (SO) PIN: a wrong one stops it,
+    card unchanged. (The whole provisioning flow: test_smartcard_provisioning.py.)"""
     done = _cli(card, tmp_path, "key", "generate", "--token", card.uri, "--name", "bid",
-                "--algorithm", "rsa2048")
-    assert done.returncode == MechanismUnsupported.exit_code, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
-    assert "card left unchanged" in done.stderr
+                "--algorithm", "rsa2048", TOKENKEYS_SO_PIN="87654321")
+    assert done.returncode == 4, done.stderr
+    assert "SO PIN incorrect" in done.stderr and "87654321" not in done.stderr
+    assert "this card puts a new key into its fixed key slot 02" in done.stderr
     assert "Public Key Object" not in card.tool("-O").stdout
 
 
@@ -240,7 +242,7 @@ def test_card_removed_gives_token_not_found(card: EmulatedCard, card_key: dict[s
             card.remove()
             with pytest.raises(TokenNotFound, match="removed"):
                 key.decrypt(ct, padding.PKCS1v15())
-        with pytest.raises(TokenNotFound, match="present: none"):
+        with pytest.raises(TokenNotFound, match="no card in the reader"):
             open_token(card.uri, Config())
     finally:
         card.insert()

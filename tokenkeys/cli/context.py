@@ -19,6 +19,7 @@ from rich.text import Text
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
 from tokenkeys.errors import OutputExists, UsageError
+from tokenkeys.services import login as login_service
 from tokenkeys.types import PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +58,8 @@ class App:
         width=None if sys.stdout.isatty() else 200))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False,
                                                          emoji=False))
+    allow_final_try: bool = False  # --allow-final-try (see pin_options)
+    wait_card: float | None = None  # --wait-card (see wait_card_option)
 
     def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -96,8 +99,18 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+def _allow_final_try(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    app = ctx.find_object(App)
+    if app is not None:
+        app.allow_final_try = value
+
+
 def pin_options(func: F) -> F:
-    """--pin-file and --pinpad. The PIN itself never goes on the command line."""
+    """--pin-file, --pinpad and --allow-final-try. The PIN never goes on the command line."""
+    func = click.option(
+        "--allow-final-try", is_flag=True, expose_value=False, callback=_allow_final_try,
+        help="Send a PIN from TOKENKEYS_PIN or --pin-file even at the card's final try.",
+    )(func)
     func = click.option(
         "--pinpad", is_flag=True, help="Enter the PIN on the reader's PIN pad."
     )(func)
@@ -113,6 +126,27 @@ def user_pin(app: App, pin_file: Path | None, pinpad: bool) -> PinSource:
     return PinSource(file=pin_file, pinpad=pinpad, interactive=app.interactive)
 
 
+WAIT_CARD_DEFAULT = 60.0
+
+
+def _wait_card(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+    app = ctx.find_object(App)
+    if app is not None and value is not None:
+        if value < 0:
+            raise click.BadParameter("must be 0 or more seconds", param_hint="--wait-card")
+        app.wait_card = value
+
+
+def wait_card_option(func: F) -> F:
+    """--wait-card [SECONDS]: wait for the card to be inserted (default 60 s when given)."""
+    return click.option(
+        "--wait-card", type=float, is_flag=False, flag_value=WAIT_CARD_DEFAULT, default=None,
+        expose_value=False, callback=_wait_card, metavar="[SECONDS]",
+        help=f"Wait for the card to be inserted (default {WAIT_CARD_DEFAULT:g} s; "
+             "TOKENKEYS_CARD_WAIT).",
+    )(func)
+
+
 def token_option(func: F) -> F:
     return click.option(
         "--token",
@@ -125,9 +159,10 @@ def token_option(func: F) -> F:
 @contextmanager
 def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator[Token]:
     """Open the token (and log in once when `pins` is given)."""
-    with open_token(token_uri(uri, app.config), app.config) as token:
+    with open_token(token_uri(uri, app.config), app.config, wait=app.wait_card) as token:
         if pins is not None:
-            token.login(pins)
+            login_service.login(token, pins, allow_final_try=app.allow_final_try,
+                                announce=app.note)
         yield token
 
 

@@ -33,6 +33,8 @@ def _check_token(info_uri: str, app: App) -> dict[str, Any]:
         with open_token(info_uri, app.config) as tok:
             mechs = tok.mechanisms()
             report["mechanisms"] = {m: (m in mechs) for m in RELEVANT}
+            # Public objects only: no PIN needed to say what each key can open.
+            report["opens"] = {r.designation: list(r.opens) for r in manager.list_keys(tok)}
             if os.environ.get("TOKENKEYS_PIN") is None:
                 report["keys"] = "set TOKENKEYS_PIN to check key expiry"
                 return report
@@ -73,6 +75,8 @@ def doctor(ctx: click.Context, app: App, days: int) -> None:
                 continue
             for mech, present in rep["mechanisms"].items():
                 app.say(f"  {'ok ' if present else 'no '} {mech:22} {RELEVANT[mech]}")
+            for name, kinds in rep["opens"].items():
+                app.say(f"  key {name!r} opens: {', '.join(kinds) or 'nothing on this device'}")
             keys = rep["keys"]
             if isinstance(keys, str):
                 app.say(f"  keys: {keys}")

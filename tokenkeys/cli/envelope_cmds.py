@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import batch, errors
@@ -18,11 +19,13 @@ from tokenkeys.cli.context import (
     pin_options,
     token_option,
     user_pin,
+    wait_card_option,
 )
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, check_recipient, named_by_issuer, seal
 from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
+from tokenkeys.services.envelope_kinds import key_transport_for
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
@@ -54,8 +57,9 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 @click.option("--key-bits", type=click.Choice(["128", "192", "256"]), default="256",
               show_default=True)
 @click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS),
-              help="For RSA recipients (default oaep-sha256, or with --consultation what "
-                   "every recipient key can open).")
+              help="For RSA recipients [default: oaep-sha256, or pkcs1v15 for a recipient "
+                   "whose key is known to open PKCS#1 v1.5 only; with --consultation what "
+                   "every recipient key can open]; given, it applies to all.")
 @click.option("--keyid", is_flag=True,
               help="Name recipients by subject key identifier (issuer and serial for a "
                    "certificate without one).")
@@ -90,18 +94,29 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
                 f"(valid {start:%Y-%m-%d} to {end:%Y-%m-%d}); --allow-expired overrides"
             )
     check_output(output, force)
-    options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport or "oaep-sha256", use_ski=keyid,
-                          pem=pem, allow_any_usage=allow_any_usage)
     for cert in certs:  # before anything is written
         check_recipient(cert, allow_any_usage)
+    # An explicit --key-transport (or a consultation's choice) applies to all; otherwise
+    # what the registry knows of each recipient's key.
+    chosen = tuple(None if key_transport else key_transport_for(app.config, c)
+                   for c in certs)
+    options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
+                          key_transport=key_transport or "oaep-sha256", use_ski=keyid,
+                          pem=pem, allow_any_usage=allow_any_usage, transports=chosen)
     size = seal(input_path, output, certs, options, overwrite=force)
     notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
              for who in named_by_issuer(certs, options)]
+    notes += [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
+              "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport "
+              "overrides" for c, t in zip(certs, chosen, strict=True) if t == "pkcs1v15"]
     for note in notes:
         app.note(note)
     document = {"input": str(input_path), "output": str(output), "bytes": size,
-                "recipients": [c.subject.rfc4514_string() for c in certs], "notes": notes}
+                "recipients": [c.subject.rfc4514_string() for c in certs],
+                "key_transports": [t or options.key_transport if isinstance(
+                    c.public_key(), rsa.RSAPublicKey) else "ecdh"
+                    for c, t in zip(certs, chosen, strict=True)],
+                "notes": notes}
     app.emit(document, lambda: app.say(f"sealed {size} bytes to {len(certs)} recipient(s): "
                                        f"{output}"))
 
@@ -115,6 +130,7 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
               help="Refuse envelopes not sealed to this consultation's keys.")
 @service_option
 @token_option
+@wait_card_option
 @pin_options
 @pass_app
 @click.pass_context
@@ -143,7 +159,9 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         task = bar.add_task("open", total=len(pairs))
         results = batch.open_batch(pairs, outdir, uri, app.config,
                                    user_pin(app, pin_file, pinpad), jobs=jobs,
-                                   on_result=lambda _r: bar.advance(task))
+                                   on_result=lambda _r: bar.advance(task),
+                                   allow_final_try=app.allow_final_try, announce=app.note,
+                                   wait=app.wait_card)
     results += unopened
     with registry(app) as reg:
         consultation_policy.record_opening(reg, svc, consultation, uri, results)

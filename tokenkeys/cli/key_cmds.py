@@ -16,9 +16,11 @@ from tokenkeys.cli.context import (
     pin_options,
     token_option,
     user_pin,
+    wait_card_option,
 )
 from tokenkeys.cli.registry_opts import registry, safe, service_name, service_option
 from tokenkeys.errors import UsageError
+from tokenkeys.services.key_certs import next_steps
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
 if TYPE_CHECKING:
@@ -59,12 +61,13 @@ def _show(app: App, records: list[manager.KeyRecord],
     facts = extra or [{} for _ in records]
     app.table(
         None,
-        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable",
+        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable", "opens",
          "backup", "open consultations"],
         [
             (r.designation, r.cn, r.algorithm, r.id[:16],
              r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", r.status,
-             "yes" if r.extractable else "no", "yes" if x.get("backup") else "no",
+             "yes" if r.extractable else "no", ", ".join(r.opens) or "-",
+             "yes" if x.get("backup") else "no",
              safe(", ".join(x.get("open_consultations", []))) or "-")  # type: ignore[arg-type]
             for r, x in zip(records, facts, strict=True)
         ],
@@ -91,28 +94,53 @@ def key() -> None:
               help="Allow wrapping the key out for colleagues (never readable in clear).")
 @click.option("--backup", is_flag=True,
               help="A backup key: automatically added to every new consultation's envelopes.")
+@click.option("--no-self-sign", is_flag=True,
+              help="Store no certificate: the key awaits one from a CA (key csr/export-public).")
+@click.option("--replace", is_flag=True,
+              help="On a card with a fixed key slot, overwrite the key the slot holds.")
 @service_option
 @pin_options
 @pass_app
 def key_generate(app: App, token: str | None, name: str, cn: str | None, algorithm: Algorithm,
-                 days: int, shareable: bool, backup: bool, service: str | None,
-                 pin_file: Path | None, pinpad: bool) -> None:
+                 days: int, shareable: bool, backup: bool, no_self_sign: bool, replace: bool,
+                 service: str | None, pin_file: Path | None, pinpad: bool) -> None:
     """Generate a key pair on the token, with a certificate signed by the token.
 
-    The key is recorded in the registry, in the service (--service).
+    The key is recorded in the registry, in the service (--service). A key that
+    cannot sign (a card's decryption key) gets no certificate: it awaits one issued
+    by a CA, and the command says what comes next; `key import-cert` then records
+    it. On a card the SO (admin) PIN comes from TOKENKEYS_SO_PIN or a prompt.
     """
     from tokenkeys.services import keys as key_policy
 
     svc = service_name(app, service)
+    row = None
     with registry(app) as reg:
         key_policy.check_free(reg, svc, name)
         with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+            slot = manager.fixed_slot(tok)
+            if slot is not None:
+                app.note(f"this card puts a new key into its fixed key slot {slot.hex()}")
             record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
-                                          shareable=shareable)
-            row = key_policy.record_generated(reg, svc, tok, record.id, backup=backup)
-    app.emit({"key": {**record.to_json(), "service": svc, "backup": row.backup,
-                      "fingerprint": row.fingerprint}},
-             lambda: _show(app, [record], [{"backup": row.backup}]))
+                                          shareable=shareable, replace=replace,
+                                          self_sign=False if no_self_sign else None)
+            if record.status != manager.AWAITING:
+                row = key_policy.record_generated(reg, svc, tok, record.id, backup=backup)
+    where = "" if slot is None else (
+        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r})")
+    note = None if record.status != manager.AWAITING else (
+        f"key {record.designation!r}{where} has no certificate yet"
+        + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
+        + f". Next: {next_steps(record.designation)}")
+    facts = {"service": svc, "backup": row.backup if row else backup,
+             "fingerprint": row.fingerprint if row else None}
+
+    def human() -> None:
+        _show(app, [record], [facts])
+        if note:
+            app.say(note)
+
+    app.emit({"key": {**record.to_json(), **facts}, "next": note}, human)
 
 
 @key.command("list")
@@ -123,6 +151,7 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
               help="Also keys left under a provisional label by an interrupted generation; "
                    "with --registry, deleted keys.")
 @service_option
+@wait_card_option
 @pin_options
 @pass_app
 def key_list(app: App, token: str | None, from_registry: bool, include_all: bool,
@@ -139,10 +168,9 @@ def key_list(app: App, token: str | None, from_registry: bool, include_all: bool
     from tokenkeys.registry import fingerprint
 
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        handles = manager.usable_keys(tok, include_all=include_all)
-        records = [manager.describe(h) for h in handles]
-        prints = [fingerprint(h.certificate) if h.certificate else None for h in handles]
-        records += manager.unusable_records(tok)
+        inventory = manager.key_inventory(tok, include_all=include_all)
+        records = [r for _, r in inventory] + manager.unusable_records(tok)
+        prints = [fingerprint(k.certificate) if k.certificate else None for k, _ in inventory]
     prints += [None] * (len(records) - len(prints))
     with registry(app) as reg:
         known = {fp: [r for r in reg.keys_by_fingerprint(fp) if r.deleted_at is None]

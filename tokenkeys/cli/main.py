@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from tokenkeys import __version__
+from tokenkeys.cli import key_cert_cmds  # noqa: F401  (adds csr/import-cert/export-public)
+from tokenkeys.cli.ca_cmds import ca
 from tokenkeys.cli.consultation_cmds import consultation_group
 from tokenkeys.cli.context import App, visible
 from tokenkeys.cli.doctor_cmd import doctor
@@ -46,6 +48,7 @@ def cli(ctx: click.Context, as_json: bool, debug: bool, config_path: Path | None
 
 cli.add_command(token)
 cli.add_command(key)
+cli.add_command(ca)
 cli.add_command(doctor)
 cli.add_command(seal_cmd)
 cli.add_command(open_cmd)

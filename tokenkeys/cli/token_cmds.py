@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, user_pin
-from tokenkeys.drivers import init_token, list_tokens
+from tokenkeys.cli.context import App, opened, pass_app, pin_options, user_pin, wait_card_option
+from tokenkeys.drivers import init_token, list_tokens, wait_for_card
 from tokenkeys.drivers.capabilities import PinChange, require
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.types import PinSource, Secret, TokenInfo, so_pin_source
@@ -38,9 +38,14 @@ def _pin_flags(info: TokenInfo) -> list[str]:
 
 
 @token.command("list")
+@wait_card_option
 @pass_app
 def token_list(app: App) -> None:
-    """Every token of every PKCS#11 module found, with its PIN flags."""
+    """Every token of every PKCS#11 module found, with its PIN flags.
+
+    With --wait-card, first wait for a smartcard to be in a reader."""
+    if app.wait_card is not None:
+        wait_for_card(app.config, app.wait_card)
     infos = list_tokens(app.config)
 
     def human() -> None:

@@ -16,7 +16,7 @@ from tokenkeys.types import Secret, TokenInfo
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 __all__ = ["KeyHandle", "Token", "UnusableKey", "init_token", "list_modules", "list_tokens",
-           "open_token", "token_uri"]
+           "open_token", "token_uri", "wait_for_card"]
 
 
 def token_uri(text: str | None, config: Config) -> str:
@@ -58,6 +58,14 @@ def list_tokens(config: Config) -> list[TokenInfo]:
         except Exception:
             continue
     return found
+
+
+def wait_for_card(config: Config, timeout: float) -> None:
+    """Return once a smartcard is in a reader, waiting up to `timeout` seconds (slot
+    events polled without blocking). TokenNotFound says "no reader" or "no card"."""
+    from tokenkeys.drivers.p11.discovery import wait_for_card as wait
+
+    wait(config, timeout)
 
 
 def list_modules(config: Config) -> list[str]:

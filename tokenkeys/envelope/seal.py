@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,14 +43,17 @@ class SealOptions:
     use_ski: bool = False  # identify recipients by subjectKeyIdentifier (when they have one)
     pem: bool = False  # "-----BEGIN CMS-----" armour instead of BER
     allow_any_usage: bool = False  # seal even when keyUsage forbids receiving
+    # Per recipient (same order), a key transport replacing `key_transport`; None keeps it.
+    transports: tuple[str | None, ...] = ()
 
 
 def _check_options(o: SealOptions) -> None:
     if o.key_bits not in (128, 192, 256):
         raise UsageError(f"key_bits must be 128, 192 or 256, not {o.key_bits}")
-    if o.key_transport != "pkcs1v15" and o.key_transport not in _OAEP_DIGESTS:
-        choices = ", ".join([*_OAEP_DIGESTS, "pkcs1v15"])
-        raise UsageError(f"unknown key transport {o.key_transport!r} (choose one of: {choices})")
+    for transport in (o.key_transport, *o.transports):
+        if transport is not None and transport != "pkcs1v15" and transport not in _OAEP_DIGESTS:
+            choices = ", ".join([*_OAEP_DIGESTS, "pkcs1v15"])
+            raise UsageError(f"unknown key transport {transport!r} (choose one of: {choices})")
 
 
 def _a1cert(cert: x509.Certificate) -> a1x509.Certificate:
@@ -171,11 +174,12 @@ def build_recipient_infos(recipients: Sequence[x509.Certificate], cek: bytes,
     if not recipients:
         raise UsageError("seal needs at least one recipient certificate")
     infos = []
-    for cert in recipients:
+    for i, cert in enumerate(recipients):
         check_recipient(cert, o.allow_any_usage)
         pub = cert.public_key()
         if isinstance(pub, rsa.RSAPublicKey):
-            infos.append(_ktri(cert, pub, cek, o))
+            own = o.transports[i] if i < len(o.transports) else None
+            infos.append(_ktri(cert, pub, cek, replace(o, key_transport=own) if own else o))
         elif isinstance(pub, ec.EllipticCurvePublicKey):
             infos.append(_kari(cert, pub, cek, o))
         else:  # pragma: no cover - check_recipient refused it

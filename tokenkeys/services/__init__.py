@@ -1,1 +1,1 @@
-"""Policy workflows above the registry and the driver contract."""
+"""Workflows above the registry and the driver contract (provisioning, CA, opening, policy)."""

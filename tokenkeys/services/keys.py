@@ -19,7 +19,7 @@ from tokenkeys.certificates import self_signed
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
-    CertificateMismatch,
+    CertificateRefused,
     KeyExists,
     KeyNotFound,
     PolicyRefused,
@@ -66,6 +66,18 @@ def record_generated(registry: Registry, service: str, token: Token, record_id: 
         raise
 
 
+def record_certified(registry: Registry, service: str, token: Token,
+                     key: KeyHandle) -> KeyRow | None:
+    """After `key import-cert`: record a key the service does not know yet (one that
+    awaited its certificate), as `key adopt` would. A known designation is left as is."""
+    try:
+        registry.key(service, key.label)
+    except KeyNotFound:
+        return registry.add_key(service, facts_for(token, key), "adopt",
+                                {"via": "import-cert"})
+    return None
+
+
 def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
           cert: x509.Certificate | None, self_sign_days: int | None, backup: bool) -> KeyRow:
     """Reference a key pair that already exists on the token (made elsewhere)."""
@@ -75,7 +87,7 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
     check_free(registry, service, key.label)
     if cert is not None:
         if cert.public_key().public_bytes(*_SPKI) != key.public_key.public_bytes(*_SPKI):
-            raise CertificateMismatch(
+            raise CertificateRefused(
                 f"the certificate given ({cert.subject.rfc4514_string()}) holds another "
                 f"public key than key {key.label!r} on the token: refused")
         if key.certificate is None or key.certificate != cert:
@@ -90,7 +102,7 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
             key, key.certificate)
     elif key.certificate.public_key().public_bytes(*_SPKI) != key.public_key.public_bytes(
             *_SPKI):
-        raise CertificateMismatch(f"the certificate stored with key {key.label!r} holds "
+        raise CertificateRefused(f"the certificate stored with key {key.label!r} holds "
                                   "another public key: refused")
     return registry.add_key(service, facts_for(token, key, backup=backup), "adopt")
 

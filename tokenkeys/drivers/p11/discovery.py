@@ -5,6 +5,7 @@ The adapters are imported lazily: a process imports only the bindings it uses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -173,10 +174,49 @@ def find(uri: Pkcs11Uri, config: Config, *, binding: str | None = None,
     if hit is None and timeout > 0:
         hit = wait_for(ports, uri, timeout)
     if hit is None:
-        waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
-        raise TokenNotFound(f"no token matches {describe(uri)}{waited} "
-                            f"(tokens present: {', '.join(seen) or 'none'})")
+        raise TokenNotFound(not_found(ports, describe(uri), timeout, seen, config))
     return hit
+
+
+def _readers(port: Port) -> int | None:
+    """How many reader slots a card module has (None: the binding cannot say)."""
+    count = getattr(port, "reader_slots", None)
+    try:
+        return len(count()) if callable(count) else None
+    except CkrError:
+        return 0
+
+
+def not_found(ports: list[Port], what: str, timeout: float, seen: list[str],
+              config: Config) -> str:
+    """Why nothing matched, in the words a card user needs: no reader, no card, other card."""
+    waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
+    cards = [p for p in ports if is_card_module(p.module, config)]
+    if cards and len(cards) == len(ports) and not seen:
+        readers = [_readers(p) for p in cards]
+        if all(r == 0 for r in readers):
+            return (f"no card reader found{waited} (modules: "
+                    f"{', '.join(os.path.basename(p.module) for p in cards)}): plug the "
+                    "reader in and check that pcscd is running")
+        return (f"no card in the reader{waited} ({what}): insert the card, or wait for it "
+                "with --wait-card SECONDS")
+    return f"no token matches {what}{waited} (tokens present: {', '.join(seen) or 'none'})"
+
+
+def wait_for_card(config: Config, timeout: float) -> None:
+    """Wait up to `timeout` s until some card module has a token (slot events, polled).
+    Raises TokenNotFound (no reader / no card) when none comes."""
+    ports = []
+    for module in all_modules(config):
+        if is_card_module(module, config):
+            with contextlib.suppress(ModuleNotFound):
+                ports.append(port_for(module, binding_for(module, config)))
+    if not ports:
+        raise TokenNotFound("no smartcard module found (install OpenSC, or list the card's "
+                            "module in card_modules of the configuration)")
+    seen: list[str] = []
+    if pick(ports, Pkcs11Uri(), seen) is None and wait_for(ports, Pkcs11Uri(), timeout) is None:
+        raise TokenNotFound(not_found(ports, "any card", timeout, [], config))
 
 
 def _refresh(ports: list[Port]) -> bool:

@@ -104,6 +104,14 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
         # A bound consultation key must never be overwritten by mistake.
         raise KeyExists(f"token {token.slot.label!r} already holds a key in slot "
                         f"{(slot_id or b'').hex()}: use --replace to overwrite it on purpose")
+    if occupied and not profile.can_delete:
+        # OpenSC refuses to generate over an existing key id (SC_ERROR_NON_UNIQUE_ID)
+        # and cannot delete one on this card: say so before anything is sent.
+        raise MechanismUnsupported(
+            f"overwriting the key in slot {(slot_id or b'').hex()} of this card through "
+            "PKCS#11 (card left unchanged)",
+            ["openpgp-tool --erase (erases every key and resets both PINs to the "
+             "factory values), then key generate"])
     key_id = slot_id or os.urandom(20)
     mech, public_t, private_t = templates.keygen(spec, key_id,
                                                  decrypt_only=profile.decrypt_only_usage)

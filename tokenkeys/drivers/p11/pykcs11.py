@@ -138,6 +138,10 @@ class PyKcs11Port:
     def slots(self) -> list[int]:
         return [int(s) for s in call(lambda: self._lib.getSlotList(tokenPresent=True))]
 
+    def reader_slots(self) -> list[int]:
+        """Every slot, with or without a token: OpenSC has one per card reader."""
+        return [int(s) for s in call(lambda: self._lib.getSlotList(tokenPresent=False))]
+
     def token(self, slot: int) -> SlotToken:
         ti = call(lambda: self._lib.getTokenInfo(slot))
         return SlotToken(slot, ti.label.strip(), ti.manufacturerID.strip(), ti.model.strip(),

@@ -25,7 +25,6 @@ from tokenkeys.drivers.p11.provision import CHAIN_MARK
 from tokenkeys.drivers.pkcs11_tables import CKF_PROTECTED_AUTHENTICATION_PATH, tries_left
 from tokenkeys.errors import (
     KeyNotFound,
-    MechanismUnsupported,
     PinIncorrect,
     PinLocked,
     PinMissing,
@@ -303,13 +302,10 @@ class P11Token(Token):
 
     # --- provisioning (provision.py) ------------------------------------------
     def generate_keypair(self, spec: KeySpec) -> KeyHandle:
-        """Requires login. CKA_ID = SHA-1 of the public key. The caller then self-signs
-        a certificate with the new key: on devices whose decryption key cannot sign
-        (OpenPGP) this fails at once, device unchanged; use generate_decryption_key()."""
-        if not self.profile.decryption_key_signs:
-            raise MechanismUnsupported(
-                "a certificate self-signed by the card's decryption key (card left unchanged)",
-                ["RSA_PKCS decryption only"])
+        """Requires login. CKA_ID = SHA-1 of the public key unless the device fixes it
+        (keygen_slot(); an occupied slot is refused unless spec.replace), under the SO
+        PIN where the profile says so. A decryption key that cannot sign (OpenPGP)
+        refuses sign(): its certificate comes from a CA (services/ca.py)."""
         return provision.generate(self, spec)
 
     def generate_decryption_key(self, spec: KeySpec) -> KeyHandle:

@@ -1,0 +1,136 @@
+"""`tokenkeys ca create|issue|list|export-cert`: the entity's own CA, on a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+
+from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.errors import OutputExists, UsageError
+from tokenkeys.files import write_atomic
+from tokenkeys.services import ca as ca_service
+from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
+
+_OUTPUT = click.Path(dir_okay=False, path_type=Path)
+
+
+def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algorithm:
+    try:
+        return Algorithm.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise OutputExists(f"{path} already exists (use --force to replace it)")
+
+
+def _show(app: App, records: list[ca_service.CaRecord]) -> None:
+    if not records:
+        app.say("no CA on this token (create one with `tokenkeys ca create`)")
+        return
+    app.table(None, ["name", "subject", "algorithm", "not after", "SHA-256"],
+              [(r.name, r.subject, r.algorithm, f"{r.not_after:%Y-%m-%d}", r.sha256[:16])
+               for r in records])
+
+
+@click.group()
+def ca() -> None:
+    """The entity's CA: issue certificates for keys that cannot certify themselves."""
+
+
+@ca.command("create")
+@token_option
+@click.option("--name", required=True, help="The CA key's name on the token.")
+@click.option("--cn", help="The CA certificate's common name (default: the name).")
+@click.option("--days", type=int, default=3650, show_default=True, help="Validity in days.")
+@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=_algorithm,
+              metavar="|".join(a.value for a in Algorithm), show_default=True)
+@pin_options
+@pass_app
+def ca_create(app: App, token: str | None, name: str, cn: str | None, days: int,
+              algorithm: Algorithm, pin_file: Path | None, pinpad: bool) -> None:
+    """Generate the CA key pair on the token and self-sign its certificate there."""
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        record = ca_service.create_ca(tok, name, cn=cn, algorithm=algorithm, days=days)
+    app.emit({"ca": record.to_json()}, lambda: _show(app, [record]))
+
+
+@ca.command("issue")
+@click.argument("request", metavar="REQUEST", type=click.Path(dir_okay=False, path_type=Path))
+@token_option
+@click.option("--ca", "ca_name", required=True, help="The CA's name on the token.")
+@click.option("-o", "--output", type=_OUTPUT, required=True)
+@click.option("--cn", help="Subject common name (required for a bare public key).")
+@click.option("--days", type=int, default=365, show_default=True,
+              help="Validity in days (never past the CA's own).")
+@click.option("--der", is_flag=True, help="DER instead of PEM.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@pin_options
+@pass_app
+def ca_issue(app: App, request: Path, token: str | None, ca_name: str, output: Path,
+             cn: str | None, days: int, der: bool, force: bool, pin_file: Path | None,
+             pinpad: bool) -> None:
+    """Issue an encryption certificate for REQUEST: a PKCS#10 CSR or a public key.
+
+    The certificate is signed on the CA's device.
+    """
+    _refuse_existing(output, force)
+    try:
+        data = request.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the request {request}: {exc.strerror}") from None
+    parsed = ca_service.load_request(data, str(request))
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        ca_key = ca_service.find_ca(tok, ca_name)
+        issued = ca_service.issue_certificate(ca_key, parsed, cn=cn, days=days)
+    cert = issued.certificate
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    write_atomic(output, cert.public_bytes(encoding), overwrite=force)
+    document = {"output": str(output), "subject": cert.subject.rfc4514_string(),
+                "issuer": cert.issuer.rfc4514_string(), "request": parsed.kind,
+                "not_after": cert.not_valid_after_utc.isoformat(), "clipped": issued.clipped,
+                "sha256": ca_service.fingerprint(cert)}
+
+    def human() -> None:
+        app.say(f"issued {document['subject']} by {document['issuer']}, not after "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}: {output}")
+        if issued.clipped:
+            app.say("the validity was cut to the CA's own end date")
+
+    app.emit(document, human)
+
+
+@ca.command("list")
+@token_option
+@pin_options
+@pass_app
+def ca_list(app: App, token: str | None, pin_file: Path | None, pinpad: bool) -> None:
+    """The CAs on the token."""
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        records = ca_service.list_cas(tok)
+    app.emit({"cas": [r.to_json() for r in records]}, lambda: _show(app, records))
+
+
+@ca.command("export-cert")
+@click.argument("name")
+@click.option("-o", "--output", type=_OUTPUT, required=True)
+@click.option("--der", is_flag=True, help="DER instead of PEM.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@token_option
+@pass_app
+def ca_export_cert(app: App, name: str, output: Path, der: bool, force: bool,
+                   token: str | None) -> None:
+    """Write the CA's certificate (the trust anchor for `openssl verify`). No PIN needed."""
+    _refuse_existing(output, force)
+    with opened(app, token) as tok:
+        ca_key = ca_service.find_ca(tok, name)
+    cert = ca_key.certificate
+    assert cert is not None
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    write_atomic(output, cert.public_bytes(encoding), overwrite=force)
+    app.emit({"ca": name, "output": str(output), "sha256": ca_service.fingerprint(cert)},
+             lambda: app.say(f"wrote the certificate of CA {name!r} to {output}"))

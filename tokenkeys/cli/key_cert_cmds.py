@@ -1,0 +1,101 @@
+"""`tokenkeys key export-public|csr|import-cert`: certificates from a CA for a key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tokenkeys import manager
+from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.key_cmds import key
+from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.errors import OutputExists
+from tokenkeys.services import key_certs
+from tokenkeys.services import keys as key_policy
+from tokenkeys.services.envelope_kinds import beside_registry
+
+_OUTPUT = click.Path(dir_okay=False, path_type=Path)
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    # Before any PIN is asked or any device call made.
+    if path.exists() and not force:
+        raise OutputExists(f"{path} already exists (use --force to replace it)")
+
+
+@key.command("export-public")
+@click.argument("name_or_uri")
+@click.option("-o", "--output", type=_OUTPUT, required=True)
+@click.option("--der", is_flag=True, help="DER instead of PEM.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@token_option
+@pass_app
+def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force: bool,
+                      token: str | None) -> None:
+    """Write the key's public key (SubjectPublicKeyInfo), for `ca issue`. No PIN needed."""
+    _refuse_existing(output, force)
+    with opened(app, manager.key_token_uri(name_or_uri) or token) as tok:
+        handle = manager.resolve_key(tok, name_or_uri)
+        key_certs.export_public(handle, output, der=der, force=force)
+    app.emit({"key": handle.label, "output": str(output)},
+             lambda: app.say(f"wrote the public key of {handle.label!r} to {output}"))
+
+
+@key.command("csr")
+@click.argument("name_or_uri")
+@click.option("-o", "--output", type=_OUTPUT, required=True)
+@click.option("--cn", help="Subject common name (default: the key's name).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@token_option
+@pin_options
+@pass_app
+def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: bool,
+            token: str | None, pin_file: Path | None, pinpad: bool) -> None:
+    """Write a PKCS#10 certificate request signed on the device (keys that can sign)."""
+    _refuse_existing(output, force)
+    with opened(app, manager.key_token_uri(name_or_uri) or token,
+                user_pin(app, pin_file, pinpad)) as tok:
+        handle = manager.resolve_key(tok, name_or_uri)
+        csr = key_certs.make_csr(handle, cn)
+    key_certs.write_csr(csr, output, force=force)
+    app.emit({"key": handle.label, "subject": csr.subject.rfc4514_string(),
+              "output": str(output)},
+             lambda: app.say(f"wrote a certificate request for {handle.label!r} to {output}"))
+
+
+@key.command("import-cert")
+@click.argument("name_or_uri")
+@click.argument("cert_path", metavar="CERT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--chain", "chain_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The issuer certificates (PEM bundle), nearest first.")
+@token_option
+@service_option
+@pin_options
+@pass_app
+def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Path | None,
+                    token: str | None, service: str | None, pin_file: Path | None,
+                    pinpad: bool) -> None:
+    """Store a CA-issued certificate with the key, replacing a self-signed one.
+
+    Refused, and the device left unchanged, when the certificate is for
+    another key, has expired, or its key usage forbids encryption. A key the
+    registry does not know yet (one that awaited its certificate) is recorded in
+    the service (--service), as `key adopt` would.
+    """
+    certs = key_certs.load_certificates(cert_path, "certificate")
+    cert, extra = certs[0], certs[1:]
+    chain = extra + (key_certs.load_certificates(chain_path, "chain") if chain_path else [])
+    with opened(app, manager.key_token_uri(name_or_uri) or token,
+                user_pin(app, pin_file, pinpad)) as tok:
+        handle = manager.resolve_key(tok, name_or_uri)
+        key_certs.check_certificate(handle, cert, chain)  # before the SO PIN is asked
+        done = key_certs.import_certificate(tok, handle, cert, chain,
+                                            beside_registry(app.config, key_certs.CHAINS_DIR))
+        record = manager.describe(handle, mechanisms=tok.mechanisms())
+        with registry(app) as reg:
+            key_policy.record_certified(reg, service_name(app, service), tok, handle)
+    verb = "replaced the certificate of" if done.replaced else "stored a certificate for"
+    app.emit({"key": record.to_json(), "replaced": done.replaced, "chain": done.chain_kept},
+             lambda: app.say(f"{verb} {record.designation!r} ({record.cn}, not after "
+                             f"{record.not_after:%Y-%m-%d}); chain: {done.chain_kept}"))

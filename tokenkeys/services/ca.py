@@ -1,0 +1,257 @@
+"""The entity's own small CA: a key pair on a device, every certificate signed there.
+
+`create_ca` makes the CA key and its self-signed certificate (basicConstraints
+CA with pathLen 0, keyCertSign + cRLSign, subject key identifier). `issue_certificate`
+signs an encryption certificate for a PKCS#10 request (signature checked) or
+for a bare public key (cards whose decryption key cannot sign). Nothing here
+touches key material: signing goes through tokenkeys.certificates.signer_for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from tokenkeys.certificates import signer_for
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
+from tokenkeys.drivers.capabilities import CertificateStore, require
+from tokenkeys.errors import (
+    CertificateRefused,
+    KeyExists,
+    KeyNotFound,
+    PolicyRefused,
+    TokenKeysError,
+    UsageError,
+)
+from tokenkeys.types import Algorithm, KeySpec
+
+MAX_CA_DAYS = 7300
+MAX_DAYS = 3650
+MIN_RSA_BITS = 2048
+CURVES = frozenset({"secp256r1", "secp384r1"})
+_CSR_MARKERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
+_KEY_MARKERS = (b"-----BEGIN PUBLIC KEY-----", b"-----BEGIN RSA PUBLIC KEY-----")
+
+
+@dataclass(frozen=True)
+class CaRecord:
+    """What `ca list` shows for one CA."""
+
+    name: str
+    subject: str
+    algorithm: str
+    uri: str
+    not_after: datetime
+    sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "subject": self.subject, "algorithm": self.algorithm,
+                "uri": self.uri, "not_after": self.not_after.isoformat(), "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a certificate is issued for: a public key, and the name it asked for."""
+
+    public_key: PublicKey
+    subject: x509.Name | None
+    kind: str  # "csr" | "public-key"
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: x509.Certificate
+    clipped: bool  # notAfter was cut to the CA's own notAfter
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def is_ca_certificate(cert: x509.Certificate | None) -> bool:
+    if cert is None:
+        return False
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _record(key: KeyHandle) -> CaRecord:
+    cert = key.certificate
+    assert cert is not None
+    return CaRecord(name=key.label, subject=cert.subject.rfc4514_string(),
+                    algorithm=key.algorithm_name, uri=key.uri,
+                    not_after=cert.not_valid_after_utc, sha256=fingerprint(cert))
+
+
+def _usage(*, ca: bool, rsa_key: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False, content_commitment=False,
+        key_encipherment=not ca and rsa_key, data_encipherment=False,
+        key_agreement=not ca and not rsa_key, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _serial() -> int:
+    return secrets.randbits(159) | 1  # positive, < 2^159, never 0
+
+
+def ca_certificate(key: KeyHandle, cn: str, days: int) -> x509.Certificate:
+    """The CA's self-signed certificate, signed on its device. Requires login."""
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key)
+    signer, algorithm = signer_for(key)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key)
+        .serial_number(_serial())
+        .not_valid_before(start).not_valid_after(start + timedelta(minutes=1, days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True, rsa_key=False), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
+        .sign(signer, algorithm)
+    )
+
+
+def create_ca(token: Token, name: str, *, cn: str | None = None,
+              algorithm: Algorithm = Algorithm.RSA3072, days: int = 3650) -> CaRecord:
+    """Generate the CA key pair on `token` and self-sign its certificate there.
+
+    Requires login. On any failure after generation the new key is destroyed.
+    """
+    if not name.strip():
+        raise UsageError("the CA name must not be empty")
+    if not 1 <= days <= MAX_CA_DAYS:
+        raise UsageError(f"--days must be between 1 and {MAX_CA_DAYS}, not {days}")
+    store = require(token, CertificateStore, "storing certificates")
+    try:
+        token.find_key(label=name)
+    except KeyNotFound:
+        pass
+    else:
+        raise KeyExists(f"a key named {name!r} already exists on this token")
+    key = token.generate_keypair(KeySpec(label=name, algorithm=algorithm))
+    try:
+        cert = ca_certificate(key, cn or name, days)
+        store.store_certificate(key, cert)
+        key.certificate = cert
+    except BaseException:
+        with contextlib.suppress(TokenKeysError):
+            token.delete(key)
+        raise
+    return _record(key)
+
+
+def list_cas(token: Token) -> list[CaRecord]:
+    """Keys on `token` whose certificate is a CA certificate."""
+    return [_record(k) for k in token.list_keys() if is_ca_certificate(k.certificate)]
+
+
+def find_ca(token: Token, name: str) -> KeyHandle:
+    key = token.find_key(label=name)
+    if not is_ca_certificate(key.certificate):
+        raise UsageError(f"key {name!r} is not a CA (create one with `tokenkeys ca create`)")
+    return key
+
+
+def _check_public_key(public: object) -> PublicKey:
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            raise CertificateRefused(
+                f"the request's RSA key has {public.key_size} bits (at least {MIN_RSA_BITS})")
+        return public
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name not in CURVES:
+            raise CertificateRefused(f"the request's EC curve {public.curve.name} is not "
+                                     "supported (P-256 or P-384)")
+        return public
+    raise CertificateRefused("the request's key is neither RSA nor EC")
+
+
+def load_request(data: bytes, source: str) -> Request:
+    """A PKCS#10 CSR (its signature must verify) or a bare SubjectPublicKeyInfo, PEM or DER."""
+    csr: x509.CertificateSigningRequest | None = None
+    public: object = None
+    try:
+        if any(m in data for m in _CSR_MARKERS):
+            csr = x509.load_pem_x509_csr(data)
+        elif any(m in data for m in _KEY_MARKERS):
+            public = serialization.load_pem_public_key(data)
+        else:
+            try:
+                csr = x509.load_der_x509_csr(data)
+            except ValueError:
+                public = serialization.load_der_public_key(data)
+    except (ValueError, TypeError):
+        raise UsageError(f"{source} is neither a PKCS#10 certificate request nor a public key "
+                         "(PEM or DER)") from None
+    if csr is None:
+        return Request(_check_public_key(public), None, "public-key")
+    if not csr.is_signature_valid:
+        raise CertificateRefused(f"the signature of the certificate request {source} does not "
+                                 "verify: it was not made by the key it names")
+    subject = csr.subject if len(csr.subject) else None
+    return Request(_check_public_key(csr.public_key()), subject, "csr")
+
+
+def issue_certificate(ca_key: KeyHandle, request: Request, *, cn: str | None = None,
+                      days: int = 365, now: datetime | None = None) -> Issued:
+    """An encryption certificate for `request`, signed on the CA's device. Requires login.
+
+    keyEncipherment (RSA) or keyAgreement (EC), SKI and AKI; notAfter never
+    later than the CA's. Extensions asked for in a CSR are not copied.
+    """
+    if not 1 <= days <= MAX_DAYS:
+        raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
+    ca_cert = ca_key.certificate
+    if ca_cert is None or not is_ca_certificate(ca_cert):
+        raise UsageError(f"key {ca_key.label!r} is not a CA")
+    now = now or datetime.now(UTC)
+    if now >= ca_cert.not_valid_after_utc:
+        raise PolicyRefused(f"CA {ca_key.label!r} expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}"
+                            ": create a new CA")
+    if cn is not None:
+        if not cn.strip():
+            raise UsageError("--cn must not be empty")
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    elif request.subject is not None:
+        subject = request.subject
+    else:
+        raise UsageError("a bare public key carries no name: give the certificate's --cn")
+    start = max(now - timedelta(minutes=1), ca_cert.not_valid_before_utc)
+    end = start + timedelta(minutes=1, days=days)
+    clipped = end > ca_cert.not_valid_after_utc
+    end = min(end, ca_cert.not_valid_after_utc)
+    try:
+        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_cert.public_key())  # type: ignore[arg-type]
+    public = request.public_key
+    signer, algorithm = signer_for(ca_key)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(ca_cert.subject).public_key(public)
+        .serial_number(_serial()).not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(ca=False, rsa_key=isinstance(public, rsa.RSAPublicKey)),
+                       critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(aki, critical=False)
+        .sign(signer, algorithm)
+    )
+    return Issued(cert, clipped)

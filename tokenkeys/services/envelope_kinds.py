@@ -1,0 +1,74 @@
+"""What `seal` and `open` know about the envelope kinds a key can open.
+
+The kinds themselves come from one table (services/kinds.py: key type and the
+device's mechanisms). The registry records them per key, with its certificate's
+fingerprint, so `seal` can choose PKCS#1 v1.5 for a recipient whose key is known
+to open PKCS#1 v1.5 only (an OpenPGP card).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import platformdirs
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tokenkeys.config import APP, Config
+from tokenkeys.drivers.base import KeyHandle
+from tokenkeys.errors import TokenKeysError
+from tokenkeys.services.kinds import envelope_kinds
+
+# Device mechanisms that open OAEP (on the device, or raw RSA plus software decoding).
+OAEP_MECHANISMS = frozenset({"RSA_PKCS_OAEP", "RSA_X_509"})
+
+
+def kinds_for(key: KeyHandle, mechanisms: frozenset[str]) -> tuple[str, ...]:
+    """The envelope kinds `key` can open on a device offering `mechanisms`."""
+    return envelope_kinds(key.key_type, mechanisms)
+
+
+def explain(message: str, offered: Iterable[str]) -> str:
+    """A MechanismUnsupported message with the fix, when OAEP meets a v1.5-only device."""
+    offered = set(offered)
+    if "OAEP" in message and not offered & OAEP_MECHANISMS and "RSA_PKCS" in offered:
+        return (f"{message}: this device opens PKCS#1 v1.5 envelopes only, and this one was "
+                "sealed with RSA-OAEP; ask for it sealed again with PKCS#1 v1.5 (`tokenkeys "
+                "seal --key-transport pkcs1v15`, or `openssl cms -encrypt`, whose default it "
+                "is), or open it on a device that offers OAEP")
+    return message
+
+
+def known_kinds(config: Config, cert: x509.Certificate) -> tuple[str, ...] | None:
+    """The kinds the registry records for the key of `cert` (on every device holding
+    it), or None when it does not know the key, or cannot be reached: sealing to a
+    certificate needs no registry."""
+    from tokenkeys.services.access import keys_for_certificate
+
+    with contextlib.suppress(TokenKeysError):
+        rows = [r for r in keys_for_certificate(config, cert) if r.deleted_at is None]
+        if rows:
+            # The same key on several devices (a copy on a card): what every one opens.
+            common = set(rows[0].envelope_kinds).intersection(
+                *(r.envelope_kinds for r in rows[1:]))
+            return tuple(sorted(common))
+    return None
+
+
+def key_transport_for(config: Config, cert: x509.Certificate) -> str | None:
+    """"pkcs1v15" when the key of `cert` is known to open PKCS#1 v1.5 but no OAEP."""
+    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+        return None
+    kinds = known_kinds(config, cert)
+    if kinds and "pkcs1v15" in kinds and not any(k.startswith("oaep") for k in kinds):
+        return "pkcs1v15"
+    return None
+
+
+def beside_registry(config: Config, name: str) -> Path:
+    """A directory next to a SQLite registry; in the user data dir for PostgreSQL."""
+    if "://" in config.registry:
+        return Path(platformdirs.user_data_dir(APP)) / name
+    return Path(config.registry).expanduser().parent / name

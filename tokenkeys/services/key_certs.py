@@ -1,0 +1,182 @@
+"""Keys waiting for a certificate: public key and CSR out, issued certificate in.
+
+`import_certificate` checks everything before it writes: the certificate must
+be for the key, not expired, with a key usage that allows encryption, and the
+chain must link. A refusal leaves the device as it was.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tokenkeys import keyalg
+from tokenkeys.certificates import signer_for
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
+from tokenkeys.drivers.capabilities import CertificateStore, require
+from tokenkeys.errors import (
+    CertificateRefused,
+    DeviceError,
+    KeyNotFound,
+    MechanismUnsupported,
+    UsageError,
+)
+from tokenkeys.files import write_atomic
+from tokenkeys.services.ca import is_ca_certificate
+
+CHAINS_DIR = "chains"
+
+
+def next_steps(name: str) -> str:
+    """What to do with a key that has no certificate yet (`name`: its label or URI)."""
+    ref = shlex.quote(name)
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40] or "key"
+    return (f"export its public key (`tokenkeys key export-public {ref} -o {stem}.pub.pem`) "
+            f"or, if it can sign, a request (`tokenkeys key csr {ref} -o {stem}.csr`); have "
+            f"the CA issue the certificate (`tokenkeys ca issue`), then "
+            f"`tokenkeys key import-cert {ref} CERT.pem`")
+
+
+def awaiting_certificate(key: KeyHandle) -> KeyNotFound:
+    return KeyNotFound(f"key {key.label!r} is awaiting a certificate: {next_steps(key.label)}")
+
+
+def _spki(public: object) -> bytes:
+    return public.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def export_public(key: KeyHandle, path: Path, *, der: bool = False, force: bool = False) -> None:
+    """The key's SubjectPublicKeyInfo, PEM (or DER): what `ca issue` takes. No login needed."""
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    data = key.public_key.public_bytes(encoding, serialization.PublicFormat.SubjectPublicKeyInfo)
+    write_atomic(path, data, overwrite=force)
+
+
+def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request signed on the device, asking for an encryption key usage.
+
+    Requires login. A key that cannot sign gets a message pointing to export-public.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or key.label)])
+    is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
+    usage = x509.KeyUsage(
+        digital_signature=False, content_commitment=False, key_encipherment=is_rsa,
+        data_encipherment=False, key_agreement=not is_rsa, key_cert_sign=False,
+        crl_sign=False, encipher_only=False, decipher_only=False)
+    signer, algorithm = signer_for(key)
+    builder = (x509.CertificateSigningRequestBuilder().subject_name(name)
+               .add_extension(usage, critical=True))
+    try:
+        return builder.sign(signer, algorithm)
+    except (MechanismUnsupported, DeviceError) as exc:
+        offered = exc.offered if isinstance(exc, MechanismUnsupported) else (str(exc),)
+        raise MechanismUnsupported(
+            f"a certificate request signed by key {key.label!r} (a key that cannot sign gets "
+            f"its certificate from its public key: `tokenkeys key export-public "
+            f"{shlex.quote(key.label)} -o PUBLIC.pem`, then `tokenkeys ca issue --cn CN`)",
+            offered) from None
+
+
+def write_csr(csr: x509.CertificateSigningRequest, path: Path, *, force: bool = False) -> None:
+    write_atomic(path, csr.public_bytes(serialization.Encoding.PEM), overwrite=force)
+
+
+def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle, or one DER certificate."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise UsageError(f"{path} is not a PEM or DER X.509 certificate") from None
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()
+
+
+def _allows_encryption(cert: x509.Certificate, public: PublicKey) -> bool:
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True  # no keyUsage: every use is allowed (RFC 5280 4.2.1.3)
+    if isinstance(public, rsa.RSAPublicKey):
+        return usage.key_encipherment
+    return usage.key_agreement
+
+
+def check_certificate(key: KeyHandle, cert: x509.Certificate,
+                      chain: Sequence[x509.Certificate], now: datetime | None = None,
+                      ) -> list[x509.Certificate]:
+    """Raise CertificateRefused unless `cert` fits `key`; return the chain to keep
+    (the leaf removed if the bundle repeats it), nearest issuer first."""
+    if _spki(cert.public_key()) != _spki(key.public_key):
+        raise CertificateRefused(
+            f"the certificate ({_subject(cert)}) is for another key, not for {key.label!r}: "
+            "nothing was changed")
+    now = now or datetime.now(UTC)
+    if now > cert.not_valid_after_utc:
+        raise CertificateRefused(
+            f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}: nothing was changed")
+    if not _allows_encryption(cert, key.public_key):
+        need = "keyEncipherment" if isinstance(key.public_key, rsa.RSAPublicKey) else "keyAgreement"
+        raise CertificateRefused(
+            f"the certificate's key usage forbids encryption (no {need}): nothing was changed")
+    rest = [c for c in chain if c != cert]
+    below = cert
+    for issuer in rest:
+        if not is_ca_certificate(issuer):
+            raise CertificateRefused(f"chain certificate {_subject(issuer)} is not a CA "
+                                     "certificate: nothing was changed")
+        try:
+            below.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CertificateRefused(
+                f"the chain does not link: {_subject(issuer)} did not issue "
+                f"{_subject(below)}; give the issuers nearest first") from None
+        below = issuer
+    return rest
+
+
+@dataclass(frozen=True)
+class Imported:
+    replaced: bool  # a certificate (self-signed or older) was there before
+    chain_kept: str  # "device", "beside the key: PATH" or "none"
+
+
+def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
+                       chain: Sequence[x509.Certificate], chains_dir: Path) -> Imported:
+    """Check, then store `cert` with the key's CKA_ID and label (replacing the one it had)
+    and keep `chain` on the device where it can hold it, else in `chains_dir`.
+    Requires login (the SO PIN too on some cards)."""
+    rest = check_certificate(key, cert, chain)
+    replaced = key.certificate is not None
+    store = require(token, CertificateStore, "storing certificates")
+    if not rest:
+        store.store_certificate(key, cert)
+        return Imported(replaced, "none")
+    try:
+        store.store_certificate(key, cert, rest)
+        return Imported(replaced, "device")
+    except MechanismUnsupported:
+        # One certificate per key (OpenPGP card): refused before anything was written.
+        store.store_certificate(key, cert)
+    # Named by the key's own SHA-1 (not CKA_ID: every OpenPGP card says 02).
+    path = chains_dir / f"{keyalg.key_id(key.public_key).hex()}.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in rest))
+    return Imported(replaced, f"beside the key: {path}")

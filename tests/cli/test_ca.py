@@ -202,16 +202,19 @@ def test_ca_issues_from_a_csr_and_refuses_a_forged_one(
 
 def test_software_keystore_keeps_the_chain_beside_the_key(tk: TK, tmp_path: Path) -> None:
     store = f"soft:{tmp_path / 'ks'}"
-    assert tk("token", "init", "--token", store, "--label", "ks").code == 0
-    assert tk("ca", "create", "--token", store, "--name", "CA", "--algorithm", "ec-p256").code == 0
+    pin = {"TOKENKEYS_PIN": "chain keystore 2026"}  # a keystore PIN resists offline guessing
+    assert tk("token", "init", "--token", store, "--label", "ks", env=pin).code == 0
+    assert tk("ca", "create", "--token", store, "--name", "CA", "--algorithm", "ec-p256",
+              env=pin).code == 0
     assert tk("key", "generate", "--token", store, "--name", "K", "--algorithm", "rsa2048",
-              "--no-self-sign").code == 0
+              "--no-self-sign", env=pin).code == 0
     pub, cert, ca_pem = tmp_path / "k.pub", tmp_path / "k.pem", tmp_path / "ca.pem"
-    assert tk("key", "export-public", "K", "--token", store, "-o", pub, "--der").code == 0
+    assert tk("key", "export-public", "K", "--token", store, "-o", pub, "--der", env=pin).code == 0
     assert tk("ca", "issue", "--token", store, "--ca", "CA", pub, "-o", cert,
-              "--cn", "K").code == 0
-    assert tk("ca", "export-cert", "CA", "--token", store, "-o", ca_pem).code == 0
-    done = tk("--json", "key", "import-cert", "K", cert, "--chain", ca_pem, "--token", store)
+              "--cn", "K", env=pin).code == 0
+    assert tk("ca", "export-cert", "CA", "--token", store, "-o", ca_pem, env=pin).code == 0
+    done = tk("--json", "key", "import-cert", "K", cert, "--chain", ca_pem, "--token", store,
+              env=pin)
     assert done.code == 0 and done.json["chain"] == "device", done.err
     [chain] = list((tmp_path / "ks").glob("*.chain.pem"))
     assert chain.read_bytes() == ca_pem.read_bytes()

@@ -132,3 +132,34 @@ class BatchIncomplete(TokenKeysError):
     """Some envelopes of a batch could not be opened; the others were."""
 
     exit_code = 11
+
+
+# Sharing a key (PKCS#12 files, device copy). Never carry the passphrase.
+
+
+class PassphraseIncorrect(PinError):
+    """The PKCS#12 passphrase does not open the file (or the file was altered)."""
+
+
+class PassphraseWeak(UsageError):
+    """A new PKCS#12 passphrase is below the enforced minimum."""
+
+
+class FileMalformed(UsageError):
+    """An input file (a PKCS#12 .p12/.pfx) is damaged or not of the expected kind."""
+
+
+class KeyMismatch(KeyProblem):
+    """A certificate does not belong to the private key it came with."""
+
+
+class CopyFailed(DeviceError):
+    """A device-to-device copy step failed; the message names the step."""
+
+
+class PassphraseMissing(PinError):
+    def __init__(self) -> None:
+        super().__init__(
+            "no PKCS#12 passphrase available: set TOKENKEYS_PASSPHRASE, "
+            "or run on a terminal to be prompted"
+        )

@@ -14,6 +14,7 @@ from tokenkeys.cli.context import App
 from tokenkeys.cli.doctor_cmd import doctor
 from tokenkeys.cli.envelope_cmds import open_cmd, seal_cmd
 from tokenkeys.cli.key_cmds import key
+from tokenkeys.cli.share_cmds import share_group
 from tokenkeys.cli.token_cmds import token
 from tokenkeys.config import load_config
 from tokenkeys.errors import TokenKeysError
@@ -45,6 +46,7 @@ cli.add_command(key)
 cli.add_command(doctor)
 cli.add_command(seal_cmd)
 cli.add_command(open_cmd)
+cli.add_command(share_group)
 
 
 def _report(as_json: bool, kind: str, message: str, code: int) -> None:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tokenkeys.drivers.base import KeyHandle, Token, lookup_terms, the_one
+from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.errors import (
     DeviceError,
     KeyExists,
@@ -246,3 +247,40 @@ class SoftwareToken(Token):
 
     def mechanisms(self) -> frozenset[str]:
         return MECHANISMS
+
+    # Sharing (KeyExport, KeyImport, KeyTransport): tokenkeys.drivers.software_share.
+
+    def export_private_key(self, key: KeyHandle) -> bytearray:
+        """PKCS#8 DER of a shareable key; PolicyRefused otherwise. Requires login."""
+        from tokenkeys.drivers import software_share
+
+        return software_share.export_private_key(self, key)
+
+    def import_private_key(
+        self, pkcs8: bytes | bytearray, *, label: str, shareable: bool,
+    ) -> KeyHandle:
+        """Store a PKCS#8 key sealed under the PIN. Raises KeyExists. Requires login."""
+        from tokenkeys.drivers import software_share
+
+        return software_share.import_private_key(self, pkcs8, label=label, shareable=shareable)
+
+    def create_transport_key(self) -> TransportKey:
+        from tokenkeys.drivers import software_share
+
+        return software_share.create_transport_key()
+
+    def wrap_for_transport(self, key: KeyHandle, transport: rsa.RSAPublicKey) -> WrappedKey:
+        from tokenkeys.drivers import software_share
+
+        return software_share.wrap_for_transport(self, key, transport)
+
+    def unwrap_transported(
+        self, transport: TransportKey, wrapped: WrappedKey, *, label: str, shareable: bool,
+    ) -> KeyHandle:
+        from tokenkeys.drivers import software_share
+
+        return software_share.unwrap_transported(
+            self, transport, wrapped, label=label, shareable=shareable)
+
+    def destroy_transport_key(self, transport: TransportKey) -> None:
+        """The transport key lived only in memory: nothing to destroy on disk."""

@@ -1,0 +1,1 @@
+"""Workflows above the driver contract (DESIGN.md layering: cli -> services -> drivers)."""

@@ -59,7 +59,7 @@ def test_passphrase_never_visible(cli_env: dict[str, str], tmp_path: Path) -> No
         secret = run_env["TOKENKEYS_PASSPHRASE"]
         assert secret not in output, args
         assert not [c for c in cmdlines if secret.encode() in c], args
-    assert "share.export" in _run(env, "--debug", "share", "export", "SHARED", "--token", src,
+    assert "share-export" in _run(env, "--debug", "share", "export", "SHARED", "--token", src,
                                   "-o", tmp_path / "again.p12")[1]  # the debug log is shown
     for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.p12"), *tmp_path.rglob("*.pem")]:
         assert PASSPHRASE.encode() not in path.read_bytes()

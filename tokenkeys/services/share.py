@@ -69,12 +69,17 @@ def read_passphrase(*, new: bool, interactive: bool) -> Secret:
     return Secret(first)
 
 
-def record_share_event(kind: str, facts: dict[str, object]) -> None:
-    """Audit call site for share export/import/copy (issue 8's registry `record_event`).
+# (event, subject, details): the registry's audit append (issue 8, `record_event`).
+AuditHook = Callable[[str, str, dict[str, object]], None]
 
-    Until the registry is merged this only logs; facts never hold a secret.
-    """
-    log.info("%s %s", kind, facts)
+
+def record_share_event(audit: AuditHook | None, event: str, subject: str,
+                       details: dict[str, object]) -> None:
+    """The one audit call site of sharing. Called before the result is committed, so
+    a refused audit append leaves no file and no key. Details never hold a secret."""
+    log.info("%s %s %s", event, subject, details)
+    if audit is not None:
+        audit(event, subject, details)
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,8 @@ def _shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Cert
 
 
 def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: PassphraseReader,
-                  *, legacy: bool = False, force: bool = False) -> ShareResult:
+                  *, legacy: bool = False, force: bool = False,
+                  audit: AuditHook | None = None) -> ShareResult:
     """Write the key, its certificate and chain to a 0600 PKCS#12 file, atomically.
 
     The key leaves the device wrapped (KeyExport) and exists in clear only in this
@@ -141,12 +147,13 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
         wipe(pkcs8)
     with AtomicOutput(output, force) as out:
         out.file.write(data)
+        record_share_event(audit, "share-export", key.label, {
+            "ckaid": key.id.hex(), "token": token.uri, "file": str(output),
+            "legacy": legacy, "chain": len(chain)})
         out.commit()
     warnings = (p12.LEGACY_WARNING,) if legacy else ()
     for warning in warnings:
         log.warning(warning)
-    record_share_event("share.export", {"key": key.label, "id": key.id.hex(),
-                                        "file": str(output), "legacy": legacy})
     return ShareResult(describe(key), "export", output,
                        f"{p12.LEGACY if legacy else p12.MODERN}, {p12.ITERATIONS} iterations",
                        len(chain), token.uri, warnings)
@@ -205,7 +212,7 @@ def _undo_on_failure(token: Token, key: KeyHandle) -> Iterator[None]:
 
 
 def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, name: str,
-                  shareable: bool = False) -> ShareResult:
+                  shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
     """Put the key, certificate and chain of a PKCS#12 file onto the token.
 
     Non-extractable unless `shareable`. Verified with a test decryption; on any
@@ -230,8 +237,9 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     with _undo_on_failure(token, key):
         _store_certificate(token, key, contents.certificate, list(contents.chain))
         test_decryption(key)
-    record_share_event("share.import", {"key": name, "id": key.id.hex(), "file": str(path),
-                                        "token": token.uri, "shareable": shareable})
+        record_share_event(audit, "share-import", name, {
+            "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
+            "shareable": shareable})
     return ShareResult(describe(key), "import", path, None, len(contents.chain), str(path))
 
 
@@ -261,7 +269,7 @@ def _step(number: int) -> Iterator[None]:
 
 
 def copy_key(source: Token, name_or_uri: str, target: Token, *,
-             shareable: bool = False) -> ShareResult:
+             shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
     """Copy a shareable key device to device; it is never in clear outside the devices.
 
     The target makes a transient RSA key pair; the source wraps the key under an
@@ -291,13 +299,14 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
                 _store_certificate(target, copy, cert, chain)
             with _step(4):
                 test_decryption(copy)
+            record_share_event(audit, "share-copy", key.label, {
+                "ckaid": key.id.hex(), "from": source.uri, "to": target.uri,
+                "shareable": shareable})
     except BaseException:
         with contextlib.suppress(TokenKeysError):  # the first failure is the one to report
             receiver.destroy_transport_key(transport)
         raise
     with _step(5):
         receiver.destroy_transport_key(transport)
-    record_share_event("share.copy", {"key": key.label, "id": key.id.hex(),
-                                      "from": source.uri, "to": target.uri})
     return ShareResult(describe(copy), "copy", None, None, len(chain), source.uri)
 

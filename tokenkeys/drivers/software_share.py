@@ -109,6 +109,7 @@ def wrap_for_transport(token: SoftwareToken, key: KeyHandle,
             wrapped_aes=transport.encrypt(bytes(aes), oaep(TRANSPORT_OAEP)),
             oaep_hash=TRANSPORT_OAEP,
             wrapped_key=wrap_pkcs8(bytes(aes), pkcs8),
+            public_key=key.public_key,
         )
     finally:
         wipe(aes)
@@ -128,6 +129,17 @@ def unwrap_transported(token: SoftwareToken, transport: TransportKey, wrapped: W
     finally:
         wipe(aes)
     try:
+        if wrapped.public_key is not None:
+            private = serialization.load_der_private_key(bytes(pkcs8), password=None)
+            if not _same(private.public_key(), wrapped.public_key):
+                raise DeviceError("the unwrapped key is not the one announced")
         return import_private_key(token, pkcs8, label=label, shareable=shareable)
     finally:
         wipe(pkcs8)
+
+
+def _same(a: object, b: object) -> bool:
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (isinstance(a, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+            and isinstance(b, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+            and a.public_bytes(*spki) == b.public_bytes(*spki))

@@ -240,7 +240,8 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
         record_share_event(audit, "share-import", name, {
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
             "shareable": shareable})
-    return ShareResult(describe(key), "import", path, None, len(contents.chain), str(path))
+    stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
+    return ShareResult(describe(key), "import", path, None, stored, str(path))
 
 
 STEPS = (
@@ -308,5 +309,6 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
         raise
     with _step(5):
         receiver.destroy_transport_key(transport)
-    return ShareResult(describe(copy), "copy", None, None, len(chain), source.uri)
+    stored = len(chain) if isinstance(target, CertificateStore) else 0
+    return ShareResult(describe(copy), "copy", None, None, stored, source.uri)
 

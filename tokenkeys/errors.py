@@ -163,3 +163,15 @@ class PassphraseMissing(PinError):
             "no PKCS#12 passphrase available: set TOKENKEYS_PASSPHRASE, "
             "or run on a terminal to be prompted"
         )
+
+
+class NotExtractable(PolicyRefused):
+    """Sharing a key generated to never leave its device: refused by design."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(
+            f"key {label!r} is not extractable, by design: it was generated to never leave "
+            "its device. To share a key, generate it with `key generate --shareable` before "
+            "binding consultations to it; to survive the loss of a device, add backup keys "
+            "(`key generate --backup`), to which every bid is also sealed"
+        )

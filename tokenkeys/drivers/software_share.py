@@ -21,21 +21,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.drivers.keywrap import TRANSPORT_OAEP, oaep, unwrap_pkcs8, wipe, wrap_pkcs8
-from tokenkeys.errors import DeviceError, KeyExists, PolicyRefused, UsageError
+from tokenkeys.errors import DeviceError, KeyExists, NotExtractable, UsageError
 from tokenkeys.files import write_atomic
 
 if TYPE_CHECKING:
     from tokenkeys.drivers.software import SoftwareToken
 
 TRANSPORT_BITS = 3072
-
-
-def not_extractable(key: KeyHandle) -> PolicyRefused:
-    return PolicyRefused(
-        f"key {key.label!r} is not extractable, by design: it was generated to never leave "
-        "its device. To share a key, generate it with `key generate --shareable`; to survive "
-        "the loss of a device, add backup keys (`key generate --backup`)"
-    )
 
 
 def _private(
@@ -46,7 +38,7 @@ def _private(
     handle = token.find_key(key_id=key.id)
     assert isinstance(handle, SoftwareKeyHandle)
     if not handle.extractable:
-        raise not_extractable(key)
+        raise NotExtractable(key.label)
     return handle.private_key()
 
 

@@ -39,6 +39,7 @@ from tokenkeys.errors import (
     KeyMismatch,
     KeyNotFound,
     MechanismUnsupported,
+    NotExtractable,
     OutputExists,
     PassphraseMissing,
     PolicyRefused,
@@ -110,12 +111,7 @@ def _chain(token: Token, key: KeyHandle) -> list[x509.Certificate]:
 def _shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Certificate]:
     key = resolve_key(token, name_or_uri)
     if not key.extractable:
-        raise PolicyRefused(
-            f"key {key.label!r} is not extractable, by design: it was generated to never "
-            "leave its device. To share a key, generate it with `key generate --shareable` "
-            "before binding consultations to it; to survive the loss of a device, add backup "
-            "keys (`key generate --backup`), to which every bid is also sealed"
-        )
+        raise NotExtractable(key.label)
     if key.certificate is None:
         raise KeyNotFound(f"key {key.label!r} has no certificate: store one before sharing it")
     return key, key.certificate

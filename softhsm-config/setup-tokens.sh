@@ -33,6 +33,6 @@ module=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 for label in "$@"; do
     # Import from the source tree when run from a checkout without install.
     PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" \
-        "${PYTHON:-python3}" -m tokenkeys.drivers.pkcs11_admin --if-missing "$module" "$label" >&2
+        "${PYTHON:-python3}" -m tokenkeys.drivers.p11.admin --if-missing "$module" "$label" >&2
 done
 echo "export SOFTHSM2_CONF=$conf"

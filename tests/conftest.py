@@ -2,7 +2,7 @@
 
 SOFTHSM2_CONF is set in os.environ before any PKCS#11 module is loaded in this
 process (SoftHSM reads it once, at C_Initialize). Fresh tokens are initialised
-in-process (tokenkeys.drivers.pkcs11_admin), because a module already loaded
+in-process (tokenkeys.drivers.p11.admin), because a module already loaded
 does not see tokens another process creates.
 """
 
@@ -40,7 +40,7 @@ class SoftHSM:
 
     def new_token(self, prefix: str = "t") -> str:
         """Initialise a brand-new token (C_InitToken is cheap); return its label."""
-        from tokenkeys.drivers.pkcs11_admin import init_token
+        from tokenkeys.drivers.p11.admin import init_token
         from tokenkeys.types import Secret
 
         label = f"{prefix}-{os.getpid()}-{next(_counter)}"
@@ -88,21 +88,21 @@ class SharedKeys:
     """One token with keys generated once per session (RSA-3072 keygen is slow)."""
 
     label: str
-    token: Any  # Pkcs11Token, logged in
+    token: Any  # P11Token (python-pkcs11), logged in
     keys: dict[str, Any]
 
 
 @pytest.fixture(scope="session")
 def shared_keys(softhsm: SoftHSM) -> Iterator[SharedKeys]:
     from tokenkeys.config import Config
-    from tokenkeys.drivers.pkcs11 import Pkcs11Token
+    from tokenkeys.drivers.p11.token import P11Token
     from tokenkeys.types import Algorithm, KeySpec, PinSource
     from tokenkeys.uri import parse_pkcs11
 
     label = softhsm.new_token("shared")
     pin_file = softhsm.dir / "user-pin"
     pin_file.write_text(softhsm.pin, encoding="utf-8")
-    token = Pkcs11Token.open(parse_pkcs11(softhsm.uri(label)), Config())
+    token = P11Token.open(parse_pkcs11(softhsm.uri(label)), Config())
     token.login(PinSource(file=pin_file, interactive=False))
     keys = {
         alg.value: token.generate_keypair(KeySpec(f"key-{alg.value}", alg))

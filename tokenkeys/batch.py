@@ -13,17 +13,49 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenkeys.config import Config
 from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity, open_envelope
-from tokenkeys.errors import TokenKeysError, UsageError
+from tokenkeys.errors import (
+    DeviceError,
+    KeyNotFound,
+    ModuleNotFound,
+    PinError,
+    TokenKeysError,
+    TokenNotFound,
+    UsageError,
+)
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
 # Enough to keep the device busy while others parse, decrypt AES and fsync.
 ENVELOPE_THREADS = 3
+# The device failed, not the envelope: the batch stops at the first one.
+DEVICE_FAILURES: tuple[type[TokenKeysError], ...] = (
+    TokenNotFound, DeviceError, KeyNotFound, ModuleNotFound, PinError)
+NOT_STARTED = "not-started"
+
+
+def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:
+    """`exc` (same class, same exit code) saying how far the batch got."""
+    left = total - done
+    exc.args = (f"{exc}; the batch stopped: {done} of {total} envelope(s) done, "
+                f"{left} left (outputs written are complete; run the command again "
+                "to open the rest)",)
+    return exc
+
+
+def _device_failure(kind: str, message: str) -> TokenKeysError:
+    cls = next((c for c in DEVICE_FAILURES if c.__name__ == kind), DeviceError)
+    for sub in cls.__subclasses__():
+        if sub.__name__ == kind:
+            cls = sub
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    return exc
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,8 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
         return FileResult(str(src), str(dst), "skipped", bytes=dst.stat().st_size)
     try:
         result = open_envelope(src, dst, identities)
+    except DEVICE_FAILURES:
+        raise  # the device failed, not this envelope: the caller stops the batch
     except TokenKeysError as exc:
         return FileResult.failed(src, dst, type(exc).__name__, str(exc))
     except OSError as exc:
@@ -101,12 +135,14 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
 _worker_token: Token | None = None
 _worker_keys: list[Identity] = []
 _worker_error: TokenKeysError | None = None
+_worker_stop: Any = None  # a multiprocessing Event: set at the first device failure
 
 
-def _worker_init(uri: str, config: Config, pins: PinSource) -> None:
+def _worker_init(uri: str, config: Config, pins: PinSource, stop: Any) -> None:
     # An initializer that raises makes Pool respawn workers forever: keep the
     # error and report it on every file instead.
-    global _worker_token, _worker_keys, _worker_error
+    global _worker_token, _worker_keys, _worker_error, _worker_stop
+    _worker_stop = stop
     try:
         _worker_token = open_token(uri, config)
         _worker_token.login(pins)
@@ -118,7 +154,15 @@ def _worker_init(uri: str, config: Config, pins: PinSource) -> None:
 def _worker_open(pair: tuple[Path, Path]) -> FileResult:
     if _worker_error is not None:
         return FileResult.failed(*pair, type(_worker_error).__name__, str(_worker_error))
-    return open_one(pair[0], pair[1], _worker_keys)
+    if _worker_stop is not None and _worker_stop.is_set():
+        return FileResult(str(pair[0]), str(pair[1]), NOT_STARTED)
+    try:
+        return open_one(pair[0], pair[1], _worker_keys)
+    except DEVICE_FAILURES as exc:
+        if _worker_stop is not None:
+            _worker_stop.set()
+        return FileResult(str(pair[0]), str(pair[1]), NOT_STARTED,
+                          error_type=type(exc).__name__, error=str(exc))
 
 
 def open_batch(
@@ -171,10 +215,17 @@ def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
 
 def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
                    on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    done: list[FileResult] = []
     with ThreadPoolExecutor(ENVELOPE_THREADS, thread_name_prefix="tokenkeys-open") as pool:
         futures = [pool.submit(open_one, src, dst, keys) for src, dst in pairs]
         try:
-            return _collect((f.result() for f in as_completed(futures)), on_result)
+            return _collect((f.result() for f in as_completed(futures)), on_result, done)
+        except DEVICE_FAILURES as exc:
+            # Envelopes already being opened finish or fail whole (nothing half-written).
+            pool.shutdown(wait=True, cancel_futures=True)
+            finished = sum(f.done() and not f.cancelled() and f.exception() is None
+                           for f in futures)
+            raise stopped(exc, finished, len(pairs)) from None
         except BaseException:
             # Ctrl-C: envelopes already being opened finish (their output is
             # complete and authenticated); the rest are not started.
@@ -189,13 +240,25 @@ def _parallel(
     # spawn: a forked child would inherit the parent's initialised PKCS#11 library.
     ctx = multiprocessing.get_context("spawn")
     chunk = max(1, min(16, len(pairs) // (jobs * 8)))
-    with ctx.Pool(jobs, initializer=_worker_init, initargs=(token_uri, config, pins)) as pool:
-        return _collect(pool.imap_unordered(_worker_open, pairs, chunksize=chunk), on_result)
+    stop = ctx.Event()
+    with ctx.Pool(jobs, initializer=_worker_init,
+                  initargs=(token_uri, config, pins, stop)) as pool:
+        results = []
+        for result in pool.imap_unordered(_worker_open, pairs, chunksize=chunk):
+            results.append(result)
+            if on_result is not None and result.status != NOT_STARTED:
+                on_result(result)
+    failure = next((r for r in results if r.status == NOT_STARTED and r.error), None)
+    if failure is not None:
+        finished = sum(r.status != NOT_STARTED for r in results)
+        exc = _device_failure(failure.error_type or "", failure.error or "")
+        raise stopped(exc, finished, len(pairs))
+    return results
 
 
-def _collect(results: Iterable[FileResult],
-             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
-    out = []
+def _collect(results: Iterable[FileResult], on_result: Callable[[FileResult], None] | None,
+             out: list[FileResult] | None = None) -> list[FileResult]:
+    out = [] if out is None else out
     for result in results:
         if on_result is not None:
             on_result(result)

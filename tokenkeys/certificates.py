@@ -18,17 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding,
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
+from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
 
 EXPIRING_DAYS = 30
 KeyStatus = Literal["valid", "expiring", "expired"]
-# Signature hash per key algorithm (RSA is PKCS#1 v1.5).
-CertHash = hashes.SHA256 | hashes.SHA384
-SIGNATURE_HASH: dict[str, type[CertHash]] = {
-    "secp256r1": hashes.SHA256,
-    "secp384r1": hashes.SHA384,
-}
 
 
 def _refuse(*_: Any, **__: Any) -> NoReturn:
@@ -104,10 +99,11 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
 
 def signer_for(
     key: KeyHandle,
-) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, CertHash]:
-    if isinstance(key.public_key, rsa.RSAPublicKey):
-        return TokenRSAKey(key), hashes.SHA256()
-    return TokenECKey(key), SIGNATURE_HASH.get(key.public_key.curve.name, hashes.SHA256)()
+) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, keyalg.SignatureHash]:
+    """A cryptography private key that signs on the device, and its hash (keyalg)."""
+    signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+        TokenRSAKey(key) if isinstance(key.public_key, rsa.RSAPublicKey) else TokenECKey(key))
+    return signer, keyalg.signature_hash(key.public_key)
 
 
 def self_signed(

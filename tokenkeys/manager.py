@@ -6,6 +6,12 @@ Every function takes an open Token; none knows which driver it is.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +20,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.certificates import key_status, self_signed
-from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys.drivers import base
+from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
+from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import KeyExists, KeyNotFound, TokenKeysError, UsageError
 from tokenkeys.files import write_atomic
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm, KeySpec
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 MAX_DAYS = 3650
+# Label of a key pair while it is being generated: the designation is given last,
+# so a crash leaves a key that `key list --all` shows and `key cleanup` removes.
+PROVISIONAL = base.PROVISIONAL
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,30 @@ def describe(key: KeyHandle, now: datetime | None = None) -> KeyRecord:
     )
 
 
+def describe_unusable(bad: UnusableKey) -> KeyRecord:
+    return KeyRecord(designation=bad.label, cn=None, algorithm="-", id=bad.id.hex(), uri="",
+                     not_after=None, status=f"unusable: {bad.reason}", extractable=False)
+
+
+def is_provisional(key: KeyHandle) -> bool:
+    return key.label.startswith(PROVISIONAL)
+
+
+@contextlib.contextmanager
+def designation_lock(token: Token) -> Iterator[None]:
+    """Held across "is the designation free?" and the creation, between processes
+    of this machine (one lock file per token)."""
+    info = token.info()
+    digest = hashlib.sha256(f"{info.module}|{info.serial}|{info.label}".encode()).hexdigest()[:24]
+    path = Path(tempfile.gettempdir()) / f"tokenkeys-{os.getuid()}-{digest}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def generate_key(
     token: Token,
     name: str,
@@ -85,20 +120,27 @@ def generate_key(
         raise UsageError("the key name (designation) must not be empty")
     if not 1 <= days <= MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
-    try:
-        token.find_key(label=name)
-    except KeyNotFound:
-        pass
-    else:
-        raise KeyExists(f"a key named {name!r} already exists on this token")
-    key = token.generate_keypair(KeySpec(label=name, algorithm=algorithm, shareable=shareable))
-    try:
-        cert = self_signed(key, cn or name, days)
-        token.store_certificate(key, cert)
-        key.certificate = cert
-    except BaseException:
-        _destroy_quietly(token, key)
-        raise
+    if name.startswith(PROVISIONAL):
+        raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
+    store = require(token, CertificateStore, "storing certificates")  # type: ignore[type-abstract]
+    with designation_lock(token):
+        try:
+            token.find_key(label=name)
+        except KeyNotFound:
+            pass
+        else:
+            raise KeyExists(f"a key named {name!r} already exists on this token")
+        provisional = f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
+        key = token.generate_keypair(
+            KeySpec(label=provisional, algorithm=algorithm, shareable=shareable))
+        try:
+            cert = self_signed(key, cn or name, days)
+            store.store_certificate(key, cert)
+            key.certificate = cert
+            token.set_label(key, name)  # last: only a complete key carries the designation
+        except BaseException:
+            _destroy_quietly(token, key)
+            raise
     return describe(key)
 
 
@@ -108,9 +150,28 @@ def _destroy_quietly(token: Token, key: KeyHandle) -> None:
         token.delete(key)
 
 
-def list_keys(token: Token) -> list[KeyRecord]:
+def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
+    """Usable keys, then unusable objects with the reason. Provisional leftovers of
+    an interrupted generation only with include_all."""
     now = datetime.now(UTC)
-    return [describe(key, now) for key in token.list_keys()]
+    keys = [k for k in token.list_keys() if include_all or not is_provisional(k)]
+    return [describe(k, now) for k in keys] + [describe_unusable(b) for b in token.unusable_keys()]
+
+
+def leftovers(token: Token) -> list[KeyHandle]:
+    """Keys an interrupted `key generate` left under a provisional label."""
+    return [k for k in token.list_keys() if is_provisional(k)]
+
+
+def cleanup(token: Token, keys: list[KeyHandle]) -> list[KeyRecord]:
+    """Delete the given leftovers. Requires login."""
+    done = []
+    for key in keys:
+        if not is_provisional(key):
+            raise UsageError(f"key {key.label!r} is not a leftover: not deleted")
+        done.append(describe(key))
+        token.delete(key)
+    return done
 
 
 def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:

@@ -68,11 +68,13 @@ class KeyType(enum.StrEnum):
 
 @dataclass(frozen=True)
 class KeySpec:
-    """What to generate. `label` is the designation; extractable only if shareable."""
+    """What to generate. `label` is the designation; extractable only if shareable.
+    `replace`: on a card with a fixed key slot, overwrite the key there (else KeyExists)."""
 
     label: str
     algorithm: Algorithm = DEFAULT_ALGORITHM
     shareable: bool = False
+    replace: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,15 @@ def raw_decrypt_rate(
     """ops/s of RSA_X_509 and of on-device OAEP-SHA1, bare python-pkcs11, plus the driver.
 
     `pin` is a throwaway test PIN passed in memory. Keys: `raw`, `oaep_sha1` (bare
-    loops) and `driver_oaep_sha1`, `driver_oaep_sha256` (Pkcs11KeyHandle.decrypt).
+    loops) and `driver_oaep_sha1`, `driver_oaep_sha256` (P11Key.decrypt).
     """
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
     from pkcs11 import MGF, Mechanism, ObjectClass
 
     from tokenkeys.config import Config
-    from tokenkeys.drivers.pkcs11 import Pkcs11Token, load_lib
+    from tokenkeys.drivers.p11.python_pkcs11 import load_lib
+    from tokenkeys.drivers.p11.token import P11Token
     from tokenkeys.uri import parse_pkcs11
 
     lib = load_lib(module)
@@ -63,7 +64,7 @@ def raw_decrypt_rate(
                 ct_oaep, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep_param)),
         }
         uri = parse_pkcs11(f"pkcs11:token={token_label}?module-path={module}")
-        with Pkcs11Token.open(uri, Config()) as tok:
+        with P11Token.open(uri, Config()) as tok:
             key = tok.find_key(label=key_label)  # already logged in through `session`
             for name, h in (("driver_oaep_sha1", hashes.SHA1()),
                             ("driver_oaep_sha256", hashes.SHA256())):
@@ -93,14 +94,14 @@ def main() -> None:
     if "SOFTHSM2_CONF" not in os.environ:
         token_label, key_label = _throwaway(pin)
     from tokenkeys.config import Config
-    from tokenkeys.drivers.pkcs11 import Pkcs11Token
+    from tokenkeys.drivers.p11.token import P11Token
     from tokenkeys.errors import KeyNotFound
     from tokenkeys.types import Algorithm, KeySpec, PinSource
     from tokenkeys.uri import parse_pkcs11
 
     uri = parse_pkcs11(f"pkcs11:token={token_label}?module-path={SOFTHSM}")
     os.environ["TOKENKEYS_PIN"] = pin
-    with Pkcs11Token.open(uri, Config()) as tok:
+    with P11Token.open(uri, Config()) as tok:
         tok.login(PinSource(interactive=False))
         try:
             tok.find_key(label=key_label)

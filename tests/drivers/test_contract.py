@@ -1,4 +1,6 @@
-"""The driver contract, run against every driver: software keystore and SoftHSM2.
+"""The driver contract, run against every combination: the software keystore, and
+the one PKCS#11 token on SoftHSM2 through python-pkcs11 and through PyKCS11.
+(PyKCS11 on the emulated card: tests/smartcard; the fake port: test_fake_port.py.)
 
 Everything above the driver layer relies on exactly these behaviours.
 """
@@ -25,19 +27,28 @@ from tokenkeys.types import Algorithm, PinSource, Secret
 PIN = "123456"
 
 
-@pytest.fixture(params=["software", "softhsm"])
-def token_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["software", "python-pkcs11", "pykcs11"])
+def binding(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def token_uri(binding: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty token whose user PIN is PIN."""
-    if request.param == "software":
+    if binding == "software":
         SoftwareToken.init(tmp_path / "ks", "contract", Secret(PIN))
         return f"soft:{tmp_path / 'ks'}"
     softhsm: Any = request.getfixturevalue("softhsm")
     return str(softhsm.uri(request.getfixturevalue("token_label")))
 
 
+def _open(uri: str, binding: str) -> Token:
+    return open_token(uri, Config(), binding=None if binding == "software" else binding)
+
+
 @pytest.fixture
-def token(token_uri: str, tmp_path: Path) -> Iterator[Token]:
-    with open_token(token_uri, Config()) as tok:
+def token(token_uri: str, binding: str, tmp_path: Path) -> Iterator[Token]:
+    with _open(token_uri, binding) as tok:
         tok.login(_pins(PIN, tmp_path))
         yield tok
 
@@ -124,8 +135,8 @@ def test_sign_verifies(token: Token) -> None:
     key.public_key.verify(key.sign(b"data", hashes.SHA256()), b"data", ec.ECDSA(hashes.SHA256()))
 
 
-def test_wrong_pin(token_uri: str, tmp_path: Path) -> None:
-    with pytest.raises(PinIncorrect) as info, open_token(token_uri, Config()) as tok:
+def test_wrong_pin(token_uri: str, binding: str, tmp_path: Path) -> None:
+    with pytest.raises(PinIncorrect) as info, _open(token_uri, binding) as tok:
         tok.login(_pins("999999", tmp_path))
     assert "999999" not in str(info.value)
     assert isinstance(info.value, TokenKeysError)

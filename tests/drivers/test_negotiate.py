@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tokenkeys.drivers.negotiate import MechanismRefused, RsaNegotiator
+from tokenkeys.drivers.negotiate import SHA1_ONLY, MechanismRefused, RsaNegotiator
 from tokenkeys.drivers.oaep import DecryptFailed, oaep_decode
 from tokenkeys.errors import EnvelopeIntegrity, MechanismUnsupported
 
@@ -93,7 +93,7 @@ def test_decoder_uniform_error() -> None:
 
 def test_sha1_goes_to_device_oaep() -> None:
     ops = FakeOps()
-    neg = RsaNegotiator(ops, ALL, K, ("SoftHSM project", "SoftHSM v2"))
+    neg = RsaNegotiator(ops, ALL, K, SHA1_ONLY)
     ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA1()))
     assert neg.decrypt(ct, oaep(hashes.SHA1())) == b"cek"
     assert ops.calls == ["oaep"]
@@ -101,7 +101,7 @@ def test_sha1_goes_to_device_oaep() -> None:
 
 def test_softhsm_sha256_goes_straight_to_raw() -> None:
     ops = FakeOps()
-    neg = RsaNegotiator(ops, ALL, K, ("SoftHSM project", "SoftHSM v2"))
+    neg = RsaNegotiator(ops, ALL, K, SHA1_ONLY)
     ct = KEY.public_key().encrypt(b"cek", oaep(hashes.SHA256()))
     assert neg.decrypt(ct, oaep(hashes.SHA256())) == b"cek"
     assert ops.calls == ["raw"]
@@ -109,7 +109,7 @@ def test_softhsm_sha256_goes_straight_to_raw() -> None:
 
 def test_unknown_device_refusal_is_remembered() -> None:
     ops = FakeOps()
-    neg = RsaNegotiator(ops, ALL, K, ("Acme", "HSM 9000"))
+    neg = RsaNegotiator(ops, ALL, K, None)
     pad = oaep(hashes.SHA384())
     for _ in range(3):
         ct = KEY.public_key().encrypt(b"cek", pad)

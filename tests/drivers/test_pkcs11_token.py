@@ -1,4 +1,4 @@
-"""Pkcs11Token against a real SoftHSM2: finding tokens and modules, login, info."""
+"""P11Token against a real SoftHSM2: finding tokens and modules, login, info."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tokenkeys.config import Config
-from tokenkeys.drivers import modules
-from tokenkeys.drivers.pkcs11 import Pkcs11Token, list_tokens
+from tokenkeys.drivers import list_tokens, modules
+from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.errors import (
     ModuleNotFound,
     PinIncorrect,
@@ -30,8 +30,8 @@ def pin_file(tmp_path: Path, value: str) -> PinSource:
     return PinSource(file=path, interactive=False)
 
 
-def open_uri(uri: str) -> Pkcs11Token:
-    return Pkcs11Token.open(parse_pkcs11(uri), Config())
+def open_uri(uri: str) -> P11Token:
+    return P11Token.open(parse_pkcs11(uri), Config())
 
 
 def test_open_by_label_serial_and_slot(softhsm: Any, token_label: str) -> None:

@@ -23,12 +23,15 @@ from tokenkeys.envelope.algorithms import ContentCipher, encode_content_cipher
 from tokenkeys.envelope.ber import encode_oid, tlv
 from tokenkeys.envelope.seal import build_recipient_infos
 from tokenkeys.errors import (
+    DeviceError,
     EnvelopeIntegrity,
     EnvelopeMalformed,
+    KeyNotFound,
     MechanismUnsupported,
     NoMatchingRecipient,
     OutputExists,
     TokenKeysError,
+    TokenNotFound,
 )
 
 from .conftest import KeyPair, leftovers, needs_openssl, openssl
@@ -163,16 +166,41 @@ def test_v15_wrong_key_is_integrity(keys: dict[str, KeyPair], tmp_path: Path) ->
             assert isinstance(exc, EnvelopeIntegrity), exc
 
 
-def test_v15_device_error_is_integrity(keys: dict[str, KeyPair], tmp_path: Path) -> None:
-    class Broken(SoftwareIdentity):
+@pytest.mark.parametrize("padding_name", ["pkcs1v15", "oaep-sha256"])
+def test_device_failure_is_not_a_damaged_envelope(keys: dict[str, KeyPair], tmp_path: Path,
+                                                  padding_name: str) -> None:
+    """The v1.5 countermeasure hides a bad padding only: a device that fails is raised."""
+    failures = [TokenNotFound("simulated: the device was removed"),
+                DeviceError("simulated: CKR_DEVICE_ERROR"), KeyNotFound("simulated: key gone")]
+
+    class Failing(SoftwareIdentity):
+        error: Exception = failures[0]
+
         def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
-            raise RuntimeError("CKR_ENCRYPTED_DATA_INVALID")
+            raise self.error
+
+    env = tmp_path / "e"
+    seal(io.BytesIO(PLAINTEXT), env, [keys["rsa"].cert], SealOptions(key_transport=padding_name))
+    data = env.read_bytes()
+    env.unlink()
+    for error in failures:
+        ident = Failing(keys["rsa"].key, keys["rsa"].cert, "failing")
+        ident.error = error
+        exc = _try_open(tmp_path, data, [ident])
+        assert exc is error, exc
+        assert not leftovers(tmp_path, {"env.p7m"})
+
+
+def test_v15_bad_padding_is_integrity(keys: dict[str, KeyPair], tmp_path: Path) -> None:
+    class BadPadding(SoftwareIdentity):
+        def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+            raise EnvelopeIntegrity("RSA decryption failed")  # what a device key raises
 
     env = tmp_path / "e"
     seal(io.BytesIO(PLAINTEXT), env, [keys["rsa"].cert], SealOptions(key_transport="pkcs1v15"))
     data = env.read_bytes()
     env.unlink()
-    exc = _try_open(tmp_path, data, [Broken(keys["rsa"].key, keys["rsa"].cert, "broken")])
+    exc = _try_open(tmp_path, data, [BadPadding(keys["rsa"].key, keys["rsa"].cert, "bad")])
     assert isinstance(exc, EnvelopeIntegrity)
 
 

@@ -1,4 +1,4 @@
-"""The smartcard driver against OpenSC and the emulated OpenPGP card.
+"""The PKCS#11 token over PyKCS11 against OpenSC and the emulated OpenPGP card.
 
 Tests share one card and run in file order: key-less checks first, then key
 generation, then tests that pull the card out (the card keeps its keys in
@@ -26,18 +26,25 @@ from cryptography.x509.oid import NameOID
 from tests.smartcard.conftest import EmulatedCard
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
-from tokenkeys.drivers.smartcard import SmartcardToken
+from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration
+from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope.seal import SealOptions, seal
-from tokenkeys.errors import KeyExists, MechanismUnsupported, PinIncorrect, TokenNotFound
+from tokenkeys.errors import (
+    KeyExists,
+    KeyNotFound,
+    MechanismUnsupported,
+    PinIncorrect,
+    TokenNotFound,
+)
 from tokenkeys.types import Algorithm, KeySpec, Secret, given_pin
 
 pytestmark = pytest.mark.smartcard
 TIMINGS: dict[str, float] = {}
 
 
-def _open(card: EmulatedCard) -> SmartcardToken:
+def _open(card: EmulatedCard) -> P11Token:
     token = open_token(card.uri, Config())
-    assert isinstance(token, SmartcardToken)
+    assert isinstance(token, P11Token)
     return token
 
 
@@ -62,7 +69,7 @@ def test_found_by_label_and_serial(card: EmulatedCard) -> None:
 
 
 def test_unknown_card_lists_present_ones(card: EmulatedCard) -> None:
-    with pytest.raises(TokenNotFound, match=r"cards present: 'OpenPGP card \(User PIN\)'"):
+    with pytest.raises(TokenNotFound, match=r"present: 'OpenPGP card \(User PIN\)'"):
         open_token(f"pkcs11:token=nope?module-path={card.module}", Config())
 
 
@@ -155,6 +162,26 @@ def test_new_process_sees_key_and_certificate(card: EmulatedCard,
         assert key.certificate == card_key["cert"]
 
 
+def test_contract_and_capabilities_on_card(card: EmulatedCard,
+                                           card_key: dict[str, Any]) -> None:
+    """The contract where a card can meet it, and its capabilities (PyKCS11 adapter)."""
+    with _open(card) as token:
+        assert token.port.binding == "pykcs11"
+        assert isinstance(token, CertificateStore) and isinstance(token, SoAdministration)
+        assert token.keygen_slot() == b"\x02"
+        assert "token-initialized" in token.info().flags
+        token.login(given_pin(Secret(card.pin)))
+        assert [k.id for k in token.list_keys()] == [b"\x02"] and token.unusable_keys() == []
+        key = token.find_key(key_id=b"\x02")
+        assert key.certificate == card_key["cert"] and token.certificate_chain(key) == []
+        with pytest.raises(MechanismUnsupported, match="chain"):
+            token.store_certificate(key, card_key["cert"], [card_key["cert"]])
+        with pytest.raises(KeyNotFound):
+            token.find_key(label="nothing")
+        ct = card_key["public"].encrypt(b"k" * 32, padding.PKCS1v15())
+        assert key.decrypt(ct, padding.PKCS1v15()) == b"k" * 32
+
+
 def test_decrypt_rate_and_oaep_refused(card: EmulatedCard, card_key: dict[str, Any]) -> None:
     public: rsa.RSAPublicKey = card_key["public"]
     cts = [public.encrypt(os.urandom(32), padding.PKCS1v15()) for _ in range(20)]
@@ -213,7 +240,7 @@ def test_card_removed_gives_token_not_found(card: EmulatedCard, card_key: dict[s
             card.remove()
             with pytest.raises(TokenNotFound, match="removed"):
                 key.decrypt(ct, padding.PKCS1v15())
-        with pytest.raises(TokenNotFound, match="cards present: none"):
+        with pytest.raises(TokenNotFound, match="present: none"):
             open_token(card.uri, Config())
     finally:
         card.insert()

@@ -9,7 +9,7 @@ import click
 
 from tokenkeys import manager
 from tokenkeys.cli.context import App, pass_app
-from tokenkeys.drivers import open_token
+from tokenkeys.drivers import list_modules, list_tokens, open_token
 from tokenkeys.errors import TokenKeysError
 from tokenkeys.types import PinSource
 
@@ -49,10 +49,7 @@ def _check_token(info_uri: str, app: App) -> dict[str, Any]:
 @pass_app
 def doctor(app: App) -> None:
     """Check modules, tokens, mechanisms and key expiry. Never prompts for a PIN."""
-    from tokenkeys.drivers.modules import all_modules
-    from tokenkeys.drivers.pkcs11 import list_tokens
-
-    modules = all_modules(app.config)
+    modules = list_modules(app.config)
     tokens = list_tokens(app.config)
     reports = [_check_token(t.uri, app) for t in tokens]
 

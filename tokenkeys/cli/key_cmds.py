@@ -35,7 +35,8 @@ def _show(app: App, records: list[manager.KeyRecord]) -> None:
     )
     # URIs are long: one per line, so they can be copied whole.
     for r in records:
-        app.say(f"{r.designation}: {r.uri}")
+        if r.uri:  # unusable objects have none
+            app.say(f"{r.designation}: {r.uri}")
 
 
 @click.group()
@@ -64,14 +65,39 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
 
 
 @key.command("list")
+@click.option("--all", "include_all", is_flag=True,
+              help="Also keys left under a provisional label by an interrupted generation.")
 @token_option
 @pin_options
 @pass_app
-def key_list(app: App, token: str | None, pin_file: Path | None, pinpad: bool) -> None:
-    """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable."""
+def key_list(app: App, include_all: bool, token: str | None, pin_file: Path | None,
+             pinpad: bool) -> None:
+    """Keys on the token: designation, CN, algorithm, id, expiry, status, extractable.
+
+    Objects tokenkeys cannot use are listed as "unusable" with the reason."""
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        records = manager.list_keys(tok)
+        records = manager.list_keys(tok, include_all=include_all)
     app.emit({"keys": [r.to_json() for r in records]}, lambda: _show(app, records))
+
+
+@key.command("cleanup")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@token_option
+@pin_options
+@pass_app
+def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
+                pinpad: bool) -> None:
+    """Delete the leftovers of interrupted `key generate` runs (provisional labels)."""
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        found = manager.leftovers(tok)
+        if found and not yes:
+            if not app.interactive:
+                raise UsageError("refusing to delete without confirmation: add --yes")
+            names = ", ".join(k.label for k in found)
+            click.confirm(f"Delete {len(found)} leftover key(s) ({names})?", abort=True)
+        records = manager.cleanup(tok, found)
+    app.emit({"deleted": [r.to_json() for r in records]},
+             lambda: app.say(f"deleted {len(records)} leftover key(s)"))
 
 
 @key.command("export-cert")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from tokenkeys.cli.context import App, pass_app
+from tokenkeys.drivers import init_token, list_tokens
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.types import PinSource, Secret, TokenInfo, so_pin_source
 from tokenkeys.uri import SoftUri, parse
@@ -39,8 +38,6 @@ def _pin_flags(info: TokenInfo) -> list[str]:
 @pass_app
 def token_list(app: App) -> None:
     """Every token of every PKCS#11 module found, with its PIN flags."""
-    from tokenkeys.drivers.pkcs11 import list_tokens
-
     infos = list_tokens(app.config)
 
     def human() -> None:
@@ -89,18 +86,10 @@ def token_init(app: App, uri: str, label: str) -> None:
     """
     if not label or len(label.encode("utf-8")) > 32:
         raise UsageError("the token label must be 1 to 32 bytes long")
-    parsed = parse(uri)
+    soft = isinstance(parse(uri), SoftUri)
     user = _new_pin(app, PinSource())
-    if isinstance(parsed, SoftUri):
-        from tokenkeys.drivers.software import SoftwareToken
-
-        info = SoftwareToken.init(Path(parsed.directory), label, user)
-    else:
-        from tokenkeys.drivers.modules import resolve_module
-        from tokenkeys.drivers.pkcs11_admin import init_token
-
-        module = resolve_module(parsed, app.config)
-        so = _new_pin(app, so_pin_source())
-        info = init_token(module, label, so, user, slot=parsed.slot_id)
+    # A software keystore has no SO PIN.
+    so = user if soft else _new_pin(app, so_pin_source())
+    info = init_token(uri, label, so, user, app.config)
     app.emit({"token": token_json(info)},
              lambda: app.say(f"initialised token {info.label!r}: {info.uri}"))

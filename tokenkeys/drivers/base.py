@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -16,10 +17,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
+from tokenkeys import keyalg
 from tokenkeys.errors import KeyNotFound, MultipleKeysFound, UsageError
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+# Label prefix of a key pair while it is being generated (manager.generate_key gives
+# the designation last): deleting such a key also removes objects under its label.
+PROVISIONAL = "tokenkeys-provisional:"
 T = TypeVar("T")
 # Runs one device call and returns its result (e.g. on a dedicated thread).
 Runner = Callable[[Callable[[], Any]], Any]
@@ -71,11 +76,17 @@ class KeyHandle(ABC):
 
     @property
     def algorithm_name(self) -> str:
-        if isinstance(self.public_key, rsa.RSAPublicKey):
-            return f"rsa{self.public_key.key_size}"
-        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(
-            self.public_key.curve.name, f"ec-{self.public_key.curve.name}"
-        )
+        return keyalg.algorithm_name(self.public_key)
+
+
+@dataclass(frozen=True)
+class UnusableKey:
+    """An object on the token that tokenkeys cannot use (half-written key, unknown
+    curve...): listed with the reason, skipped by every operation."""
+
+    label: str
+    id: bytes
+    reason: str
 
 
 def lookup_terms(label: str | None, key_id: bytes | None) -> tuple[dict[str, object], str]:
@@ -139,11 +150,16 @@ class Token(ABC):
         """Raises KeyNotFound or MultipleKeysFound, never returns None."""
 
     @abstractmethod
-    def list_keys(self) -> list[KeyHandle]: ...
+    def list_keys(self) -> list[KeyHandle]:
+        """Usable keys only; see unusable_keys()."""
+
+    def unusable_keys(self) -> list[UnusableKey]:
+        """Objects that look like keys but cannot be used, with the reason."""
+        return []
 
     @abstractmethod
-    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate) -> None:
-        """Store the certificate with the key's CKA_ID and label."""
+    def set_label(self, key: KeyHandle, label: str) -> None:
+        """Give the key pair (and its certificates) a new label. Requires login."""
 
     @abstractmethod
     def delete(self, key: KeyHandle) -> None:

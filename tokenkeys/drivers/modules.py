@@ -154,7 +154,7 @@ def all_modules(config: Config) -> list[str]:
 
 
 def is_card_module(path: str, config: Config) -> bool:
-    """OpenSC, or listed in config.card_modules: those get the smartcard driver."""
+    """OpenSC, or listed in config.card_modules: those get the PyKCS11 adapter."""
     if os.path.basename(path) in CARD_MODULE_NAMES:
         return True
     real = os.path.realpath(path)

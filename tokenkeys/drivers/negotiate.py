@@ -1,7 +1,8 @@
 """Mechanism negotiation for RSA decryption: the one shared place, driver-independent.
 
-A driver gives the device's mechanism names, its manufacturer/model, the key
-size, and an RsaOps with three primitive calls. The negotiator picks:
+A driver gives the device's mechanism names, the OAEP parameters its profile
+knows to work (drivers/p11/profiles.py), the key size, and an RsaOps with three
+primitive calls. The negotiator picks:
 
 1. on-device CKM_RSA_PKCS_OAEP when the device supports those exact parameters;
 2. else raw CKM_RSA_X_509 on the device and OAEP decoded in software (oaep.py);
@@ -46,11 +47,6 @@ RSA_MECHS = (OAEP_MECH, RAW_MECH, PKCS1_MECH)
 # (hash, mgf1 hash, label?) a device is known to accept for on-device OAEP.
 OaepParams = tuple[str, str, bool]
 SHA1_ONLY: frozenset[OaepParams] = frozenset({("sha1", "sha1", False)})
-# Known OAEP limits by (manufacturer, model); absent means "try, fall back on refusal".
-KNOWN_OAEP_SUPPORT: dict[tuple[str, str], frozenset[OaepParams]] = {
-    # SoftHSM2 2.6/2.7: anything but SHA-1/MGF1-SHA1/no label -> CKR_ARGUMENTS_BAD.
-    ("SoftHSM project", "SoftHSM v2"): SHA1_ONLY,
-}
 
 
 class MechanismRefused(Exception):
@@ -92,15 +88,15 @@ class RsaNegotiator:
     ops: RsaOps
     mechanisms: frozenset[str]
     key_bytes: int
-    device: tuple[str, str] = ("", "")
+    # OAEP parameters known to work on the device; None means "try, fall back on refusal".
+    known_oaep: frozenset[OaepParams] | None = None
     _plans: dict[tuple[str, str, bytes | None], Decrypt] = field(default_factory=dict)
     _refused: set[OaepParams] = field(default_factory=set)
 
     def device_oaep_ok(self, params: OaepParams) -> bool:
         if OAEP_MECH not in self.mechanisms or params in self._refused:
             return False
-        known = KNOWN_OAEP_SUPPORT.get(self.device)
-        return known is None or params in known
+        return self.known_oaep is None or params in self.known_oaep
 
     def offered(self) -> list[str]:
         return [m for m in RSA_MECHS if m in self.mechanisms] or sorted(self.mechanisms)
@@ -168,10 +164,11 @@ class RsaNegotiator:
 
 
 def negotiator_for(
-    ops: RsaOps, public_key: object, mechanisms: frozenset[str], device: tuple[str, str]
+    ops: RsaOps, public_key: object, mechanisms: frozenset[str],
+    known_oaep: frozenset[OaepParams] | None = None,
 ) -> RsaNegotiator | None:
     """The negotiator of an RSA key handle; None for other key types."""
     if not isinstance(public_key, rsa.RSAPublicKey):
         return None
     return RsaNegotiator(ops=ops, mechanisms=mechanisms,
-                         key_bytes=(public_key.key_size + 7) // 8, device=device)
+                         key_bytes=(public_key.key_size + 7) // 8, known_oaep=known_oaep)

@@ -1,7 +1,7 @@
-"""PKCS#11 constants as tables shared by the pkcs11 and smartcard drivers.
+"""PKCS#11 tables without a binding: token flag words, PIN-tries words, and the
+small format conversions (ECDSA r||s, ECDH peer point) of drivers/p11.
 
-Numbers are from the PKCS#11 v2.40 headers, so no binding is imported here;
-also the small format conversions both drivers need.
+Numbers are from the PKCS#11 v2.40 headers, so no binding is imported here.
 """
 
 from __future__ import annotations

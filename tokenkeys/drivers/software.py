@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, Token, lookup_terms, the_one
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.errors import (
@@ -62,7 +64,7 @@ def _derive(pin: Secret, salt: bytes, params: dict[str, int]) -> bytes:
 
 
 def _curve_for(name: str) -> ec.EllipticCurve:
-    return {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}[name]
+    return keyalg.CURVES[name].curve()
 
 
 class SoftwareKeyHandle(KeyHandle):
@@ -198,7 +200,7 @@ class SoftwareToken(Token):
         else:
             private = ec.generate_private_key(_curve_for(spec.algorithm.curve))
         public = private.public_key()
-        key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+        key_id = keyalg.key_id(public)
         der = private.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -231,10 +233,32 @@ class SoftwareToken(Token):
     def list_keys(self) -> list[KeyHandle]:
         return [SoftwareKeyHandle(self, rec, path) for path, rec in self._records()]
 
-    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate) -> None:
-        path = self.directory / f"{key.id.hex()}.crt.pem"
-        write_atomic(path, certificate.public_bytes(serialization.Encoding.PEM))
+    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate,
+                          chain: Sequence[x509.Certificate] = ()) -> None:
+        """CertificateStore: `<id>.crt.pem`, and the issuers in `<id>.chain.pem`."""
+        if not keyalg.same_key(certificate.public_key(), key.public_key):
+            raise UsageError(f"the certificate is not for key {key.label!r}")
+        stem = self.directory / key.id.hex()
+        pem = serialization.Encoding.PEM
+        chain_path = stem.with_name(f"{stem.name}.chain.pem")
+        if chain:
+            write_atomic(chain_path, b"".join(c.public_bytes(pem) for c in chain))
+        else:
+            chain_path.unlink(missing_ok=True)
+        write_atomic(stem.with_name(f"{stem.name}.crt.pem"), certificate.public_bytes(pem))
         key.certificate = certificate
+
+    def certificate_chain(self, key: KeyHandle) -> list[x509.Certificate]:
+        path = self.directory / f"{key.id.hex()}.chain.pem"
+        return x509.load_pem_x509_certificates(path.read_bytes()) if path.exists() else []
+
+    def set_label(self, key: KeyHandle, label: str) -> None:
+        """Rename a key (the designation), atomically."""
+        path = self.directory / f"{key.id.hex()}.key.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["label"] = label
+        write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600)
+        key.label = label
 
     def delete(self, key: KeyHandle) -> None:
         self.require_pin()
@@ -243,6 +267,7 @@ class SoftwareToken(Token):
         if not key_path.exists():
             raise KeyNotFound(f"no key {key.label!r} in {self.uri}")
         (self.directory / f"{stem}.crt.pem").unlink(missing_ok=True)
+        (self.directory / f"{stem}.chain.pem").unlink(missing_ok=True)
         key_path.unlink()
 
     def mechanisms(self) -> frozenset[str]:

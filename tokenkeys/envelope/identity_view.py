@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 
 from asn1crypto import x509 as a1x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tokenkeys import keyalg
 from tokenkeys.envelope.identity import Identity
 
 _ATTR_NAMES = {"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
@@ -27,13 +27,8 @@ def format_name(name: a1x509.Name) -> str:
 
 
 def ski_of(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
-    """RFC 5280 method 1: SHA-1 of the subjectPublicKey BIT STRING value."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        bits = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
-    else:
-        bits = public_key.public_bytes(serialization.Encoding.X962,
-                                       serialization.PublicFormat.UncompressedPoint)
-    return hashlib.sha1(bits).digest()
+    """RFC 5280 method 1: SHA-1 of the subjectPublicKey BIT STRING value (keyalg)."""
+    return keyalg.key_id(public_key)
 
 
 @functools.lru_cache(maxsize=256)

@@ -28,7 +28,6 @@ from tokenkeys.errors import (
     EnvelopeMalformed,
     MechanismUnsupported,
     NoMatchingRecipient,
-    PinError,
     TokenKeysError,
 )
 
@@ -37,6 +36,12 @@ MAX_RECIPIENTS = 1000
 
 class NotMine(Exception):
     """Internal: this identity cannot open this recipient; try the next."""
+
+
+# What a decryption that was performed says about a bad ciphertext: the uniform
+# EnvelopeIntegrity of a device key (drivers' DecryptFailed), or ValueError from a
+# software key. Anything else (TokenNotFound, DeviceError, KeyNotFound, PIN) is raised.
+PADDING_OUTCOME = (EnvelopeIntegrity, ValueError)
 
 
 
@@ -115,26 +120,22 @@ class Recipient:
         enc = self.extra["encrypted_key"]
         assert isinstance(padding, AsymmetricPadding) and isinstance(enc, bytes)
         if isinstance(padding, PKCS1v15):
-            # Bleichenbacher countermeasure (RFC 3218 sec. 2.3.2): whatever goes
-            # wrong - bad padding, device error, wrong key length - carry on with
-            # a random key, so the failure only shows as an integrity error of
-            # the content, like a tampered tag. No padding oracle is exposed.
-            # PIN and mechanism errors do not depend on the ciphertext: let them out.
+            # Bleichenbacher countermeasure (RFC 3218 sec. 2.3.2): when the
+            # decryption was performed and its padding (or length) is bad, carry on
+            # with a random key, so it only shows as an integrity error of the
+            # content. Only that outcome is hidden: a device that fails (removed,
+            # session lost, key gone) says nothing about the ciphertext and is raised.
             fallback = os.urandom(cek_len)
             try:
                 key = iv.identity.decrypt(enc, padding)
-            except (PinError, MechanismUnsupported):
-                raise
-            except Exception:
+            except PADDING_OUTCOME:
                 key = b""
             genuine = len(key) == cek_len
             self.extra["v15_failed"] = not genuine
             return key if genuine else fallback
         try:
             key = iv.identity.decrypt(enc, padding)
-        except (PinError, MechanismUnsupported):
-            raise
-        except Exception:
+        except PADDING_OUTCOME:
             raise NotMine from None
         if len(key) != cek_len:
             raise NotMine
@@ -154,10 +155,8 @@ class Recipient:
             raise NotMine from None  # originator key is not on this identity's curve
         try:
             z = iv.identity.derive_ecdh(peer)
-        except (PinError, MechanismUnsupported):
-            raise
-        except Exception:
-            raise NotMine from None
+        except ValueError:
+            raise NotMine from None  # software key: point refused
         kek = X963KDF(algorithm=kdf_hash(), length=kek_len, sharedinfo=shared_info).derive(z)
         try:
             key = aes_key_unwrap(kek, enc)

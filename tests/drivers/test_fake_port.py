@@ -1,0 +1,250 @@
+"""P11Token over a fake port: a card without fixed key slots, login rules, and the
+device failures no real device here produces on demand (removal mid-operation,
+lost session, CKR_DEVICE_ERROR). Everything above the port is the real code."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from tests.drivers.fakeport import FakeDevice, FakePort
+from tokenkeys import batch, keyalg, manager
+from tokenkeys.config import Config
+from tokenkeys.drivers import open_token
+from tokenkeys.drivers.oaep import DecryptFailed
+from tokenkeys.drivers.p11 import ck, discovery
+from tokenkeys.drivers.p11.token import P11Token
+from tokenkeys.envelope import SealOptions, open_envelope, seal
+from tokenkeys.errors import (
+    DeviceError,
+    KeyExists,
+    KeyNotFound,
+    PinIncorrect,
+    PinLocked,
+    PinMissing,
+    TokenNotFound,
+    UsageError,
+)
+from tokenkeys.types import Algorithm, KeySpec, PinSource, Secret, given_pin
+
+PIN = Secret("123456")
+
+
+def _token(device: FakeDevice) -> P11Token:
+    port = FakePort(device)
+    return P11Token(port, port.token(0))
+
+
+@pytest.fixture
+def device() -> FakeDevice:
+    return FakeDevice()
+
+
+@pytest.fixture
+def token(device: FakeDevice) -> Iterator[P11Token]:
+    with _token(device) as tok:
+        tok.login(given_pin(PIN))
+        yield tok
+
+
+# --- a card without fixed key slots ----------------------------------------------
+@pytest.mark.parametrize("algorithm", [Algorithm.RSA2048, Algorithm.EC_P256])
+def test_card_without_fixed_slots_renames_both_halves(token: P11Token, device: FakeDevice,
+                                                      algorithm: Algorithm) -> None:
+    key = token.generate_decryption_key(KeySpec("bid", algorithm))
+    assert key.id == keyalg.key_id(key.public_key)
+    ids = {o[ck.CKA_CLASS]: o[ck.CKA_ID] for o in device.objects.values()}
+    assert ids == {ck.CKO_PUBLIC_KEY: key.id, ck.CKO_PRIVATE_KEY: key.id}
+    assert token.keygen_slot() is None
+    again = token.find_key(key_id=key.id)
+    if algorithm.is_rsa:
+        pub = again.public_key
+        assert isinstance(pub, rsa.RSAPublicKey)
+        ct = pub.encrypt(b"k" * 32, padding.PKCS1v15())
+        assert again.decrypt(ct, padding.PKCS1v15()) == b"k" * 32
+    else:
+        peer = ec.generate_private_key(ec.SECP256R1())
+        assert again.derive_ecdh(peer.public_key()) == peer.exchange(ec.ECDH(), key.public_key)
+
+
+def test_generate_with_certificate_through_manager(token: P11Token) -> None:
+    record = manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+    assert record.designation == "bid" and record.status == "valid"
+    key = token.find_key(label="bid")
+    assert key.certificate is not None and key.id == keyalg.key_id(key.public_key)
+    with pytest.raises(KeyExists):
+        manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+
+
+def test_fixed_slot_card_refuses_overwrite_without_replace(device: FakeDevice) -> None:
+    device.manufacturer = "OpenPGP project"
+    with _token(device) as tok:
+        tok.login(given_pin(PIN))
+        tok.set_so_pin_source(given_pin(Secret(device.so_pin)))
+        assert tok.keygen_slot() == b"\x02"
+        first = tok.generate_decryption_key(KeySpec("bid", Algorithm.RSA2048))
+        assert first.id == b"\x02"
+        before = dict(device.objects)
+        with pytest.raises(KeyExists, match="--replace"):
+            tok.generate_decryption_key(KeySpec("other", Algorithm.RSA2048))
+        assert device.objects == before
+
+
+# --- login rules (PIN pad, retry words, SO switch) ----------------------------------
+def test_pinpad_logs_in_without_pin(device: FakeDevice) -> None:
+    device.flags |= 0x100  # protected authentication path
+    device.login_answer = None
+    tok = _token(device)
+    device.pin = None  # type: ignore[assignment] - the pad checks it, not us
+    tok.login(PinSource(pinpad=True, interactive=False))
+    assert device.logins == [(None, False)]
+
+
+def test_pinpad_asked_but_reader_has_none(device: FakeDevice) -> None:
+    with pytest.raises(PinMissing, match="no PIN pad"):
+        _token(device).login(PinSource(pinpad=True, interactive=False))
+    assert device.logins == []
+
+
+@pytest.mark.parametrize(("flags", "hint"), [
+    (0x20000, "final try"),
+    (0x10000, "count low"),
+    (0, "more than one try left; this card reports only the final try"),
+])
+def test_wrong_pin_hint_from_flags(device: FakeDevice, flags: int, hint: str) -> None:
+    device.manufacturer = "OpenPGP project"  # answers a wrong PIN with USER_NOT_LOGGED_IN
+    device.login_answer = "CKR_USER_NOT_LOGGED_IN"
+    device.flags |= flags
+    with pytest.raises(PinIncorrect) as caught:
+        _token(device).login(given_pin(Secret("999999")))
+    assert caught.value.tries_left == hint and "999999" not in str(caught.value)
+    assert len(device.logins) == 1  # never retried
+
+
+def test_generic_device_without_flags_says_unknown(device: FakeDevice) -> None:
+    device.login_answer = "CKR_PIN_INCORRECT"
+    with pytest.raises(PinIncorrect) as caught:
+        _token(device).login(given_pin(Secret("999999")))
+    assert caught.value.tries_left is None
+
+
+def test_locked_and_length(device: FakeDevice) -> None:
+    device.login_answer = "CKR_PIN_INCORRECT"
+    device.flags |= 0x40000
+    with pytest.raises(PinLocked):
+        _token(device).login(given_pin(Secret("999999")))
+    device.login_answer = "CKR_PIN_LEN_RANGE"
+    with pytest.raises(UsageError, match="no try used"):
+        _token(device).login(given_pin(Secret("1")))
+
+
+def test_as_so_relogs_the_user(token: P11Token, device: FakeDevice) -> None:
+    token.set_so_pin_source(given_pin(Secret(device.so_pin)))
+    assert token.as_so(lambda: device.logged_in) == "so"
+    assert [so for _, so in device.logins] == [False, True, False]
+
+
+# --- a device that fails is not a damaged envelope ----------------------------------
+@pytest.fixture
+def rsa_key(token: P11Token) -> object:
+    manager.generate_key(token, "rsa", algorithm=Algorithm.RSA2048)
+    return token.find_key(label="rsa")
+
+
+@pytest.mark.parametrize(("ckr", "error"), [
+    ("CKR_DEVICE_REMOVED", TokenNotFound),
+    ("CKR_SESSION_HANDLE_INVALID", TokenNotFound),
+    ("CKR_DEVICE_ERROR", DeviceError),
+    ("CKR_KEY_HANDLE_INVALID", KeyNotFound),
+    ("CKR_USER_NOT_LOGGED_IN", PinMissing),
+])
+@pytest.mark.parametrize("transport", ["pkcs1v15", "oaep-sha256", "oaep-sha1"])
+def test_device_failure_surfaces_in_open(rsa_key: object, device: FakeDevice, tmp_path: Path,
+                                         ckr: str, error: type[Exception],
+                                         transport: str) -> None:
+    cert = rsa_key.certificate  # type: ignore[attr-defined]
+    env = tmp_path / "bid.p7m"
+    seal(io.BytesIO(b"bid" * 10), env, [cert], SealOptions(key_transport=transport))
+    device.failures["decrypt"] = (ckr, 0)
+    with pytest.raises(error):
+        open_envelope(env, tmp_path / "bid", [rsa_key])  # type: ignore[list-item]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bid.p7m"]
+
+
+def test_bad_padding_is_the_uniform_failure(rsa_key: object) -> None:
+    bogus = (12345).to_bytes(256, "big")
+    for sha in (hashes.SHA1(), hashes.SHA256()):  # device OAEP, then raw + software OAEP
+        with pytest.raises(DecryptFailed):
+            rsa_key.decrypt(bogus, padding.OAEP(padding.MGF1(sha), sha, None))  # type: ignore[attr-defined]
+    # (OpenSSL's implicit rejection makes this fake's v1.5 never fail: a short one does.)
+    with pytest.raises(DecryptFailed):
+        rsa_key.decrypt(b"short", padding.PKCS1v15())  # type: ignore[attr-defined]
+
+
+def test_unusable_objects_are_listed_and_skipped(token: P11Token, device: FakeDevice) -> None:
+    manager.generate_key(token, "good", algorithm=Algorithm.EC_P256)
+    # A half-written key (empty id, no modulus) and a key on a curve tokenkeys lacks.
+    device.add({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_KEY_TYPE: ck.CKK_RSA, ck.CKA_ID: b"",
+                ck.CKA_LABEL: "half", ck.CKA_PRIVATE: True})
+    device.add({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_KEY_TYPE: ck.CKK_EC, ck.CKA_ID: b"\x09",
+                ck.CKA_LABEL: "p521", ck.CKA_PRIVATE: True,
+                ck.CKA_EC_PARAMS: bytes.fromhex("06052b81040023"), ck.CKA_EC_POINT: b"\x04"})
+    assert [k.label for k in token.list_keys()] == ["good"]
+    bad = {b.label: b.reason for b in token.unusable_keys()}
+    assert set(bad) == {"half", "p521"}
+    assert "CKA_ID" in bad["half"] and "curve" in bad["p521"]
+    records = {r.designation: r.status for r in manager.list_keys(token)}
+    assert records["good"] == "valid" and records["half"].startswith("unusable: ")
+
+
+# --- a batch stops at the first device failure ---------------------------------------
+@pytest.fixture
+def fake_uri(tmp_path: Path, device: FakeDevice, monkeypatch: pytest.MonkeyPatch) -> str:
+    module = tmp_path / "libfake-pkcs11.so"
+    module.write_bytes(b"")
+    port = FakePort(device, str(module))
+    monkeypatch.setitem(discovery._PORTS, (os.path.realpath(module), discovery.PYTHON_PKCS11),
+                        port)
+    return f"pkcs11:token={device.label}?module-path={module}"
+
+
+def test_card_pulled_out_after_8_of_50(fake_uri: str, device: FakeDevice, tmp_path: Path) -> None:
+    with open_token(fake_uri, Config()) as tok:
+        tok.login(given_pin(PIN))
+        manager.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
+        cert = tok.find_key(label="bid").certificate
+    assert cert is not None
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(50):
+        seal(io.BytesIO(f"bid {i}".encode()), inputs / f"bid-{i:02d}.p7m", [cert], SealOptions())
+    out = tmp_path / "out"
+    pairs = batch.plan(batch.collect_inputs([inputs]), out)
+    device.failures["decrypt"] = ("CKR_DEVICE_REMOVED", 8)
+    with pytest.raises(TokenNotFound) as caught:
+        batch.open_batch(pairs, out, fake_uri, Config(), given_pin(PIN))
+    assert sorted(p.name for p in out.iterdir()) == [f"bid-{i:02d}" for i in range(50)
+                                                    if (out / f"bid-{i:02d}").exists()]
+    opened = sorted(out.iterdir())
+    assert len(opened) == 8  # finished outputs stay, nothing half-written
+    assert "8 of 50 envelope(s) done, 42 left" in str(caught.value)
+    for path in opened:
+        assert path.read_bytes() == f"bid {int(path.name[4:])}".encode()
+
+
+def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice) -> None:
+    """Killed between the two CKA_ID renames: the halves have two ids, one label."""
+    key = token.generate_keypair(KeySpec(f"{manager.PROVISIONAL}bid:1", Algorithm.EC_P256))
+    (priv,) = token.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY})
+    token.session().set(priv, {ck.CKA_ID: b"\x07" * 20})
+    assert manager.list_keys(token) == []
+    leftovers = manager.leftovers(token)
+    assert [k.id for k in leftovers] == [b"\x07" * 20] and key.id != b"\x07" * 20
+    manager.cleanup(token, leftovers)
+    assert device.objects == {}

@@ -1,0 +1,218 @@
+"""The one PKCS#11 key handle, over the port, for both bindings.
+
+Decrypt failures are sorted once: an answer about the ciphertext (ckr.PADDING_OUTCOME)
+is the uniform DecryptFailed the v1.5 countermeasure hides; a refused mechanism
+makes the negotiator fall back; anything else (removal, lost session, key gone,
+CKR_DEVICE_ERROR) is raised as what it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from asn1crypto.core import OctetString
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+
+from tokenkeys import keyalg
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Runner
+from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, negotiator_for
+from tokenkeys.drivers.p11 import ck, templates
+from tokenkeys.drivers.p11.ckr import PADDING_OUTCOME, REFUSALS, CkrError, guard, to_error
+from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
+from tokenkeys.drivers.p11.profiles import Profile
+from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
+from tokenkeys.errors import MechanismUnsupported, UsageError
+from tokenkeys.types import KeyType
+
+
+class KeyOwner(Protocol):
+    """What a key needs from its token (P11Token), without importing it."""
+
+    profile: Profile
+
+    def session(self) -> Session: ...
+
+    def private_by_id(self, key_id: bytes) -> Any: ...
+
+
+class Unusable(Exception):
+    """Internal: an object tokenkeys cannot use (reason in the message)."""
+
+
+def ec_point(raw: bytes, curve: ec.EllipticCurve) -> bytes:
+    """CKA_EC_POINT is a DER OCTET STRING by the spec; some modules give the bare point."""
+    if len(raw) == 2 * ((curve.key_size + 7) // 8) + 1:
+        return raw
+    try:
+        return bytes(OctetString.load(raw).native)
+    except ValueError:
+        return raw
+
+
+def read_public_key(session: Session, obj: Any) -> PublicKey | None:
+    """RSA or EC public key of a key object. None when the values are implausible
+    (OpenSC 0.23 in the generating process: the caller reads again). Unusable for
+    key types and curves tokenkeys does not handle, or missing values."""
+    a = session.get(obj, [ck.CKA_KEY_TYPE])
+    key_type = a[ck.CKA_KEY_TYPE]
+    if key_type == ck.CKK_RSA:
+        v = session.get(obj, [ck.CKA_MODULUS, ck.CKA_PUBLIC_EXPONENT])
+        mod, exp = v[ck.CKA_MODULUS], v[ck.CKA_PUBLIC_EXPONENT]
+        if not mod or not exp:
+            raise Unusable("RSA key without modulus or exponent")
+        n, e = int.from_bytes(mod, "big"), int.from_bytes(exp, "big")
+        declared = session.get(obj, [ck.CKA_MODULUS_BITS])[ck.CKA_MODULUS_BITS]
+        if (declared and n.bit_length() != declared) or e.bit_length() > 33 or n < 3:
+            return None
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    if key_type == ck.CKK_EC:
+        v = session.get(obj, [ck.CKA_EC_PARAMS, ck.CKA_EC_POINT])
+        curve = keyalg.CURVE_BY_PARAMS.get(v[ck.CKA_EC_PARAMS] or b"")
+        if curve is None:
+            raise Unusable(f"EC curve not supported (tokenkeys uses {', '.join(keyalg.CURVES)})")
+        if not v[ck.CKA_EC_POINT]:
+            raise Unusable("EC key without a public point")
+        try:
+            return ec.EllipticCurvePublicKey.from_encoded_point(
+                curve.curve(), ec_point(v[ck.CKA_EC_POINT], curve.curve()))
+        except ValueError:
+            return None  # the same OpenSC 0.23 bug, for EC points
+    raise Unusable(f"key type {key_type!r} not supported (RSA and EC are)")
+
+
+def _here(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+class P11Key(KeyHandle):
+    """A private key on a PKCS#11 device. The private object is found by CKA_ID on
+    first use, so handles listed before login work once the token is logged in."""
+
+    def __init__(self, owner: KeyOwner, private: Any | None, public_key: PublicKey,
+                 certificate: x509.Certificate | None, *, key_id: bytes, label: str,
+                 extractable: bool, uri: str, mechanisms: frozenset[str]) -> None:
+        self._owner = owner
+        self._private = private
+        self._can_sign: bool | None = None
+        self.id = key_id
+        self.label = label
+        self.public_key = public_key
+        self.certificate = certificate
+        self.extractable = extractable
+        self.uri = uri
+        self.mechanisms = mechanisms
+        self.last_decrypt = ""  # the device mechanism of the last decryption (tests, doctor)
+        self._run: Runner = _here
+        self._negotiator = negotiator_for(self, public_key, mechanisms, owner.profile.oaep)
+
+    def __repr__(self) -> str:
+        return f"P11Key({self.uri})"
+
+    def _key(self) -> Any:
+        if self._private is None:
+            self._private = self._owner.private_by_id(self.id)
+        return self._private
+
+    @property
+    def private_object(self) -> Any:
+        return self._key()
+
+    def run_device_calls_with(self, runner: Runner | None) -> None:
+        self._run = runner or _here
+
+    # --- RsaOps (negotiate.py) ---
+    def _decrypt(self, ciphertext: bytes, mech: Mech, refusable: bool) -> bytes:
+        key = self._key()
+        session = self._owner.session()
+        self.last_decrypt = ""
+        try:
+            out = bytes(self._run(lambda: session.decrypt(key, mech, ciphertext)))
+        except CkrError as exc:
+            if refusable and exc.code in REFUSALS:
+                raise MechanismRefused() from None
+            if exc.code in PADDING_OUTCOME:
+                raise DecryptFailed() from None
+            raise to_error(exc.code, f"decrypting with {self.label!r}") from None
+        return out
+
+    def oaep(self, ciphertext: bytes, hash_name: str, mgf_hash_name: str,
+             label: bytes | None) -> bytes:
+        param = OaepParam(templates.OAEP_HASH[hash_name][0],
+                          templates.OAEP_HASH[mgf_hash_name][1], label)
+        out = self._decrypt(ciphertext, Mech(ck.CKM_RSA_PKCS_OAEP, oaep=param), True)
+        self.last_decrypt = "RSA_PKCS_OAEP"
+        return out
+
+    def raw(self, ciphertext: bytes) -> bytes:
+        out = self._decrypt(ciphertext, Mech(ck.CKM_RSA_X_509), False)
+        self.last_decrypt = "RSA_X_509"
+        return out
+
+    def pkcs1(self, ciphertext: bytes) -> bytes:
+        out = self._decrypt(ciphertext, Mech(ck.CKM_RSA_PKCS), False)
+        self.last_decrypt = "RSA_PKCS"
+        return out
+
+    # --- KeyHandle ---
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        if self._negotiator is None:
+            raise UsageError(f"key {self.label!r} is not an RSA key: it cannot decrypt")
+        return self._negotiator.decrypt(ciphertext, padding)
+
+    def can_sign(self) -> bool:
+        """CKA_SIGN of the private key (an OpenPGP decryption key says false). Requires login."""
+        if self._owner.profile.decryption_key_signs:
+            return True
+        if self._can_sign is None:
+            got = guard(lambda: self._owner.session().get(self._key(), [ck.CKA_SIGN]),
+                        "reading CKA_SIGN")
+            self._can_sign = bool(got[ck.CKA_SIGN])
+        return self._can_sign
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        if not self.can_sign():
+            raise MechanismUnsupported(
+                f"signing with key {self.label!r} (id {self.id.hex()}, CKA_SIGN false)",
+                ["decrypt" if self.key_type is KeyType.RSA else "derive"])
+        what = f"signing with {self.label!r}"
+        session = self._owner.session()
+        if self.key_type is KeyType.RSA:
+            mech = templates.RSA_SIGN.get(algorithm.name)
+            if mech is None:
+                raise MechanismUnsupported(f"RSA PKCS#1 v1.5 with {algorithm.name}",
+                                           list(templates.RSA_SIGN))
+            return bytes(guard(lambda: self._run(
+                lambda: session.sign(self._key(), Mech(mech), data)), what,
+                sorted(self.mechanisms)))
+        value = digest(data, algorithm)
+        rs = bytes(guard(lambda: self._run(
+            lambda: session.sign(self._key(), Mech(ck.CKM_ECDSA), value)), what,
+            sorted(self.mechanisms)))
+        return ecdsa_der(rs)
+
+    def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
+        if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
+            raise UsageError(f"key {self.label!r} is not an EC key: no ECDH")
+        if peer_public.curve.name != self.public_key.curve.name:
+            raise UsageError(f"peer key is on {peer_public.curve.name}, "
+                             f"key {self.label!r} on {self.public_key.curve.name}")
+        if "ECDH1_DERIVE" not in self.mechanisms:
+            raise MechanismUnsupported("ECDH (CKM_ECDH1_DERIVE)", sorted(self.mechanisms))
+        mech = Mech(ck.CKM_ECDH1_DERIVE, ecdh_point=ec_point_of(peer_public))
+        template = templates.ecdh_secret((self.public_key.curve.key_size + 7) // 8)
+        session = self._owner.session()
+
+        def derive() -> bytes:
+            secret = session.derive(self._key(), mech, template)
+            try:
+                return bytes(session.get(secret, [ck.CKA_VALUE])[ck.CKA_VALUE])
+            finally:
+                session.destroy(secret)
+
+        z: bytes = guard(lambda: self._run(derive), f"ECDH with {self.label!r}",
+                         sorted(self.mechanisms))
+        return z

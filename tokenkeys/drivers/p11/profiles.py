@@ -1,0 +1,52 @@
+"""Device quirks as data: one row per device family, found by CK_TOKEN_INFO.
+
+A new device that needs no quirk needs no row (GENERIC). See docs/drivers.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenkeys.drivers.negotiate import SHA1_ONLY, OaepParams
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # The CKA_ID the device gives a generated key (OpenPGP: 02); None: tokenkeys
+    # chooses, CKA_ID = SHA-1 of the public key.
+    keygen_slot: bytes | None = None
+    keygen_needs_so: bool = False  # generation and object writes need the SO (admin) PIN
+    decryption_key_signs: bool = True  # False: no self-signed certificate possible
+    decrypt_only_usage: bool = False  # generate with decrypt/derive usage only
+    # On-device OAEP parameters known to work; None: try, fall back on refusal.
+    oaep: frozenset[OaepParams] | None = None
+    tries_hint: str | None = None  # PinIncorrect hint when the token sets no PIN flag
+    can_delete: bool = True  # C_DestroyObject really deletes
+    # OpenSC 0.23 reads a key generated in this process wrong until C_Finalize.
+    reread_after_keygen: bool = False
+    # A wrong PIN answered with CKR_USER_NOT_LOGGED_IN (emulated OpenPGP card: 6982).
+    wrong_pin_not_logged_in: bool = False
+    can_store_chain: bool = True  # extra CKO_CERTIFICATE objects are possible
+
+
+GENERIC = Profile("generic")
+OPENPGP = Profile(
+    "OpenPGP card (OpenSC)", keygen_slot=b"\x02", keygen_needs_so=True,
+    decryption_key_signs=False, decrypt_only_usage=True,
+    tries_hint="more than one try left; this card reports only the final try",
+    # C_DestroyObject "succeeds" but a new process still sees the key.
+    can_delete=False, reread_after_keygen=True, wrong_pin_not_logged_in=True,
+    can_store_chain=False,  # one cardholder certificate DO (7F21)
+)
+SOFTHSM2 = Profile("SoftHSM2", oaep=SHA1_ONLY)  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
+
+# (manufacturer, model or "" for any model) -> profile.
+PROFILES: dict[tuple[str, str], Profile] = {
+    ("OpenPGP project", ""): OPENPGP,
+    ("SoftHSM project", "SoftHSM v2"): SOFTHSM2,
+}
+
+
+def profile_for(manufacturer: str, model: str) -> Profile:
+    return PROFILES.get((manufacturer, model)) or PROFILES.get((manufacturer, ""), GENERIC)

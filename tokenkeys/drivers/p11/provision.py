@@ -1,0 +1,231 @@
+"""Writing to a PKCS#11 token: key generation, certificates, labels, deletion.
+
+Works on a P11Token through the Target protocol (its public members only), so
+token.py and this module do not import each other at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tokenkeys import keyalg
+from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
+from tokenkeys.drivers.p11 import ck, templates
+from tokenkeys.drivers.p11.ckr import CKR, CkrError, guard, to_error
+from tokenkeys.drivers.p11.keys import read_public_key
+from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
+from tokenkeys.drivers.p11.profiles import Profile
+from tokenkeys.errors import DeviceError, KeyExists, MechanismUnsupported, UsageError
+from tokenkeys.types import KeySpec
+
+T = TypeVar("T")
+CHAIN_MARK = "/chain-"
+KEY_CLASSES = (ck.CKO_CERTIFICATE, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY)
+
+
+class Target(Protocol):
+    port: Port
+    module: str
+    slot: SlotToken
+    profile: Profile
+    known_public: dict[bytes, PublicKey]
+
+    def session(self) -> Session: ...
+
+    def find(self, template: Template) -> list[Any]: ...
+
+    def writing(self, fn: Callable[[], T]) -> T: ...
+
+    def as_so(self, fn: Callable[[], T]) -> T: ...
+
+    def reinitialise(self) -> None: ...
+
+    def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle: ...
+
+
+def read_public_key_fresh(token: Target, key_id: bytes) -> PublicKey:
+    """The public key with `key_id`, read by a new process (OpenSC 0.23)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenkeys.drivers.p11.reread", token.port.binding,
+         token.module, token.slot.serial, key_id.hex()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"re-reading the new public key failed: {reason}")
+    key = serialization.load_der_public_key(bytes.fromhex(done.stdout.strip()))
+    if not isinstance(key, PublicKey):
+        raise MechanismUnsupported("this key type", ["RSA", "EC"])
+    return key
+
+
+def offered(token: Target) -> list[str]:
+    out = []
+    for name, mech in (("rsa", ck.CKM_RSA_PKCS_KEY_PAIR_GEN), ("ec", ck.CKM_EC_KEY_PAIR_GEN)):
+        info = token.port.mechanism_info(token.slot.slot, mech)
+        if info is not None:
+            out.append(f"{name} {info.min_key_size}-{info.max_key_size} bits")
+    return out
+
+
+def _check_offered(token: Target, spec: KeySpec, mech: int) -> None:
+    info = token.port.mechanism_info(token.slot.slot, mech)
+    bits = keyalg.info(spec.algorithm).bits
+    # Some modules give EC sizes in bytes or 0: check RSA only.
+    if info is None or (spec.algorithm.is_rsa and info.max_key_size
+                        and not info.min_key_size <= bits <= info.max_key_size):
+        raise MechanismUnsupported(f"{spec.algorithm.value} key generation", offered(token))
+
+
+def _label_taken(token: Target, label: str) -> bool:
+    return any(token.find({ck.CKA_CLASS: cls, ck.CKA_LABEL: label})
+               for cls in (ck.CKO_PRIVATE_KEY, ck.CKO_PUBLIC_KEY, ck.CKO_CERTIFICATE))
+
+
+def generate(token: Target, spec: KeySpec) -> KeyHandle:
+    """Generate a key pair; CKA_ID = SHA-1 of the public key unless the profile fixes it."""
+    profile = token.profile
+    if profile.keygen_slot is not None and spec.shareable:
+        raise UsageError("keys generated on this card never leave it: --shareable is refused")
+    if _label_taken(token, spec.label):
+        raise KeyExists(f"a key or certificate labelled {spec.label!r} already exists")
+    slot_id = profile.keygen_slot
+    occupied = slot_id is not None and bool(
+        token.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: slot_id}))
+    if occupied and not spec.replace:
+        # A bound consultation key must never be overwritten by mistake.
+        raise KeyExists(f"token {token.slot.label!r} already holds a key in slot "
+                        f"{(slot_id or b'').hex()}: use --replace to overwrite it on purpose")
+    key_id = slot_id or os.urandom(20)
+    mech, public_t, private_t = templates.keygen(spec, key_id,
+                                                 decrypt_only=profile.decrypt_only_usage)
+    _check_offered(token, spec, mech.mechanism)
+    what = f"generating {spec.algorithm.value} key {spec.label!r}"
+
+    def run() -> tuple[Any, Any]:
+        pair: tuple[Any, Any] = guard(
+            lambda: token.session().generate_key_pair(mech, public_t, private_t),
+            what, offered(token))
+        return pair
+
+    if profile.keygen_needs_so:
+        pub, priv = token.as_so(run)
+    else:
+        try:
+            pub, priv = token.session().generate_key_pair(mech, public_t, private_t)
+        except CkrError as exc:
+            if exc.code != CKR["CKR_USER_NOT_LOGGED_IN"]:
+                raise to_error(exc.code, what, offered(token)) from None
+            pub, priv = token.as_so(run)  # the card wants the SO (admin) PIN
+    try:
+        public = _read_new_public(token, pub, key_id)
+        if slot_id is None:
+            key_id = _rename_to_sha1(token, pub, priv, public)
+    except BaseException:
+        _destroy_quietly(token, pub, priv)
+        raise
+    token.known_public[key_id] = public
+    return token.find_key(key_id=key_id)
+
+
+def _read_new_public(token: Target, pub: Any, key_id: bytes) -> PublicKey:
+    public = None
+    with contextlib.suppress(CkrError):
+        public = read_public_key(token.session(), pub)
+    if public is None and token.profile.reread_after_keygen:
+        # OpenSC 0.23 returns heap bytes after the modulus in this process, and
+        # cannot use the new key until it reads the card again.
+        token.reinitialise()
+        found = token.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id})
+        with contextlib.suppress(CkrError):
+            public = read_public_key(token.session(), found[0]) if found else None
+    return public or read_public_key_fresh(token, key_id)
+
+
+def _rename_to_sha1(token: Target, pub: Any, priv: Any, public: PublicKey) -> bytes:
+    """Both halves get CKA_ID = SHA-1 of the public key, by the handles generation
+    returned (never by a search for the old id, which a renamed half no longer has)."""
+    new_id = keyalg.key_id(public)
+    for obj in (pub, priv):
+        guard(lambda o=obj: token.writing(  # type: ignore[misc]
+            lambda: token.session().set(o, {ck.CKA_ID: new_id})), "setting the key id")
+    return new_id
+
+
+def _destroy_quietly(token: Target, *objects: Any) -> None:
+    for obj in objects:
+        with contextlib.suppress(CkrError, DeviceError):
+            token.session().destroy(obj)
+
+
+def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certificate,
+                      chain: Sequence[x509.Certificate] = ()) -> None:
+    """The certificate (and issuers, as extra certificate objects with the key's
+    CKA_ID labelled LABEL/chain-NN) replace the old ones; new objects first."""
+    if not keyalg.same_key(certificate.public_key(), key.public_key):
+        raise UsageError(f"the certificate is not for key {key.label!r}")
+    if chain and not token.profile.can_store_chain:
+        raise MechanismUnsupported("storing an issuer chain on this card",
+                                   ["one certificate per key"])
+    old = token.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key.id})
+    objects = [templates.certificate(key.label, key.id, certificate)] + [
+        templates.certificate(f"{key.label}{CHAIN_MARK}{i:02d}", key.id, c)
+        for i, c in enumerate(chain, 1)]
+
+    def write() -> None:
+        for tpl in objects:
+            guard(lambda t=tpl: token.session().create(t),  # type: ignore[misc]
+                  f"storing the certificate of {key.label!r}", ["one certificate per key"])
+        for obj in old:
+            # A card with one certificate slot replaced it already.
+            with contextlib.suppress(CkrError):
+                token.session().destroy(obj)
+
+    token.writing(write)
+    key.certificate = certificate
+
+
+def set_label(token: Target, key: KeyHandle, label: str) -> None:
+    """Give every object of `key` the label `label` (the certificate last)."""
+    def write() -> None:
+        for cls in (ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_CERTIFICATE):
+            for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id}):
+                old = token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or ""
+                new = label + old[len(key.label):] if old.startswith(key.label) else label
+                guard(lambda o=obj, n=new: token.session().set(o, {ck.CKA_LABEL: n}),  # type: ignore[misc]
+                      f"renaming {key.label!r}")
+
+    token.writing(write)
+    key.label = label
+
+
+def delete(token: Target, key: KeyHandle) -> None:
+    """Certificates, public and private key with the key's CKA_ID, if the device allows it."""
+    if not key.id:
+        raise UsageError(f"key {key.label!r} has no CKA_ID")
+    if not token.profile.can_delete:
+        raise MechanismUnsupported(
+            f"deleting key {key.label!r} through PKCS#11 on this card (card left unchanged)",
+            ["openpgp-tool --del-key 2", "openpgp-tool --erase"])
+
+    queries: list[Template] = [{ck.CKA_ID: key.id}]
+    if key.label.startswith(PROVISIONAL):
+        # A generation killed while renaming may have left halves with two ids.
+        queries.append({ck.CKA_LABEL: key.label})
+
+    def destroy() -> None:
+        for query in queries:
+            for cls in KEY_CLASSES:
+                for obj in token.find({ck.CKA_CLASS: cls, **query}):
+                    guard(lambda o=obj: token.session().destroy(o),  # type: ignore[misc]
+                          f"deleting {key.label!r}")
+
+    token.writing(destroy)

@@ -1,0 +1,333 @@
+"""P11Token: the one PKCS#11 token, over a binding port (python-pkcs11 or PyKCS11).
+
+One session per token, kept open. Login state is per token (PKCS#11). The user
+PIN read at login() is kept in memory (never logged) only to log the user in
+again after an SO operation (OpenPGP key generation, certificate writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from cryptography import x509
+
+from tokenkeys.config import Config
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, UnusableKey, lookup_terms, the_one
+from tokenkeys.drivers.p11 import ck, discovery, provision
+from tokenkeys.drivers.p11.ckr import CKR, CkrError, guard, to_error
+from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
+from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
+from tokenkeys.drivers.p11.profiles import Profile, profile_for
+from tokenkeys.drivers.p11.provision import CHAIN_MARK
+from tokenkeys.drivers.pkcs11_tables import CKF_PROTECTED_AUTHENTICATION_PATH, tries_left
+from tokenkeys.errors import (
+    KeyNotFound,
+    MechanismUnsupported,
+    PinIncorrect,
+    PinLocked,
+    PinMissing,
+    TokenNotFound,
+    UsageError,
+)
+from tokenkeys.keyalg import same_key
+from tokenkeys.types import KeySpec, PinSource, TokenInfo, given_pin, so_pin_source
+from tokenkeys.uri import Pkcs11Uri
+
+T = TypeVar("T")
+_WRONG_PIN = CKR["CKR_PIN_INCORRECT"]
+_NOT_LOGGED_IN = CKR["CKR_USER_NOT_LOGGED_IN"]
+
+
+class P11Token(Token):
+    """A PKCS#11 token. Capabilities: CertificateStore, SoAdministration."""
+
+    def __init__(self, port: Port, st: SlotToken, so_pins: PinSource | None = None) -> None:
+        self.port = port
+        self.module = port.module
+        self.slot = st
+        self.profile: Profile = profile_for(st.manufacturer, st.model)
+        self._base_uri = discovery.token_uri(st, port.module)
+        self.uri = str(self._base_uri)
+        self._so_pins = so_pins
+        self._user_pins: PinSource | None = None
+        self._logged_in = False
+        self._mechanisms: frozenset[str] | None = None
+        self.known_public: dict[bytes, PublicKey] = {}  # read right after generation
+        self._session: Session | None = self._open_session()
+
+    def _open_session(self) -> Session:
+        what = f"opening token {self.slot.label!r}"
+        session = self._try_open_session(what)
+        key = os.path.realpath(self.module)
+        discovery.SESSIONS[key] = discovery.SESSIONS.get(key, 0) + 1
+        return session
+
+    def _try_open_session(self, what: str) -> Session:
+        try:
+            return self.port.open_session(self.slot.slot, rw=True)
+        except CkrError as exc:
+            if exc.code != CKR["CKR_TOKEN_WRITE_PROTECTED"]:
+                raise to_error(exc.code, what) from None
+        # Read-only tokens can still decrypt and sign.
+        return guard(lambda: self.port.open_session(self.slot.slot, rw=False), what)
+
+    @classmethod
+    def open(cls, uri: Pkcs11Uri, config: Config, *, binding: str | None = None,
+             wait: float | None = None, so_pins: PinSource | None = None) -> P11Token:
+        """The token `uri` names (label, serial, slot-id...), unique across modules.
+        `binding` forces python-pkcs11 or pykcs11; `wait` seconds for a card."""
+        port, st = discovery.find(uri, config, binding=binding, wait=wait)
+        return cls(port, st, so_pins)
+
+    def session(self) -> Session:
+        if self._session is None:
+            raise UsageError(f"token {self.slot.label!r} is closed")
+        return self._session
+
+    def close(self) -> None:
+        self._logged_in = False
+        self._user_pins = None
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()  # python-pkcs11: this logs the whole token out
+            discovery.SESSIONS[os.path.realpath(self.module)] -= 1
+
+    def info(self) -> TokenInfo:
+        st = guard(lambda: self.port.token(self.slot.slot), "reading token information")
+        return discovery.token_info(st, self.module)
+
+    def _flags(self) -> int:
+        return guard(lambda: self.port.token(self.slot.slot), "reading the token").flags
+
+    # --- login -------------------------------------------------------------
+    def _c_login(self, source: PinSource, so: bool) -> None:
+        """C_Login; the PIN is revealed only for the call and never retried."""
+        who = "SO PIN" if so else "PIN"
+        pin = source.read()
+        if pin is None and not self.slot.flags & CKF_PROTECTED_AUTHENTICATION_PATH:
+            raise PinMissing(f"{source.what} (the token has no PIN pad)")
+        try:
+            self.session().login(None if pin is None else pin.reveal(), so)
+        except CkrError as exc:
+            self._login_failed(exc.code, who, so)
+        if not so:
+            self._user_pins = given_pin(pin) if pin is not None else source
+
+    def _login_failed(self, code: int, who: str, so: bool) -> None:
+        if code == CKR["CKR_USER_ALREADY_LOGGED_IN"]:
+            return  # another Token of this process logged this token in
+        if code == CKR["CKR_PIN_LEN_RANGE"]:
+            raise UsageError(f"{who} length is outside the token's range (no try used)")
+        if code == _WRONG_PIN or (code == _NOT_LOGGED_IN and self.profile.wrong_pin_not_logged_in):
+            if so:
+                raise PinIncorrect("SO PIN incorrect; the token keeps its own count")
+            flags = self._flags()
+            if flags & 0x00040000:  # CKF_USER_PIN_LOCKED
+                raise PinLocked()
+            raise PinIncorrect(tries_left(flags) or self.profile.tries_hint)
+        if code == CKR["CKR_PIN_LOCKED"]:
+            raise PinLocked(who)
+        raise to_error(code, f"login to {self.slot.label!r}")
+
+    def login(self, pin_source: PinSource) -> None:
+        """User login, once. PIN pad when the source gives no PIN and the reader has one."""
+        if self._logged_in:
+            return
+        self._c_login(pin_source, so=False)
+        self._logged_in = True
+
+    @property
+    def logged_in(self) -> bool:
+        return self._logged_in
+
+    def _logout(self) -> None:
+        with contextlib.suppress(CkrError):
+            self.session().logout()
+        self._logged_in = False
+
+    def as_so(self, fn: Callable[[], T]) -> T:
+        """Run `fn` logged in as SO, then log the user back in if it was."""
+        user = self._user_pins
+        self._logout()
+        self._c_login(self._so_pins or so_pin_source(), so=True)
+        try:
+            return fn()
+        finally:
+            self._logout()
+            if user is not None:
+                self.login(user)
+
+    def writing(self, fn: Callable[[], T]) -> T:
+        """Run an object write under the PIN the profile needs for it."""
+        return self.as_so(fn) if self.profile.keygen_needs_so else fn()
+
+    def reinitialise(self) -> None:
+        """C_Finalize + C_Initialize, then reopen the session and log the user back in.
+
+        OpenSC 0.23 keeps a wrong picture of a key generated in this process
+        (modulus followed by heap bytes): a fresh start reads the card again.
+        """
+        user = self._user_pins
+        self.close()
+        guard(self.port.reinitialise, "re-initialising the module")
+        again = [s for s in discovery.scan(self.port)
+                 if s.serial == self.slot.serial and s.label == self.slot.label]
+        if not again:
+            raise TokenNotFound(f"token {self.slot.label!r} serial {self.slot.serial} is gone")
+        self.slot = again[0]
+        self._session = self._open_session()
+        if user is not None:
+            self.login(user)
+
+    # --- SoAdministration ----------------------------------------------------
+    def set_so_pin_source(self, source: PinSource) -> None:
+        """Where the SO (admin) PIN comes from; default TOKENKEYS_SO_PIN or a prompt."""
+        self._so_pins = source
+
+    def keygen_slot(self) -> bytes | None:
+        return self.profile.keygen_slot
+
+    # --- objects -----------------------------------------------------------
+    def mechanisms(self) -> frozenset[str]:
+        if self._mechanisms is None:
+            self._mechanisms = guard(lambda: self.port.mechanisms(self.slot.slot),
+                                     "listing mechanisms")
+        return self._mechanisms
+
+    def find(self, template: Template) -> list[Any]:
+        return guard(lambda: self.session().find(template), "searching objects")
+
+    def private_by_id(self, key_id: bytes) -> Any:
+        found = self.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_ID: key_id}) if key_id else []
+        if len(found) == 1:
+            return found[0]
+        if not self._logged_in:
+            raise PinMissing("user PIN (log in to use the private key)")
+        if found:
+            raise KeyNotFound(f"{len(found)} private keys with id {key_id.hex()}: "
+                              "tokenkeys will not guess")
+        raise KeyNotFound(f"no private key with id {key_id.hex()} on {self.slot.label!r}")
+
+    def certificates(self, key_id: bytes) -> list[tuple[str, x509.Certificate]]:
+        """(label, certificate) of every readable certificate object with `key_id`."""
+        out = []
+        for obj in self.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key_id}):
+            a = guard(lambda o=obj: self.session().get(o, [ck.CKA_LABEL, ck.CKA_VALUE]),  # type: ignore[misc]
+                      "reading a certificate")
+            with contextlib.suppress(ValueError, TypeError):
+                out.append((a[ck.CKA_LABEL] or "", x509.load_der_x509_certificate(a[ck.CKA_VALUE])))
+        return out
+
+    def _public(self, key_id: bytes) -> PublicKey | None:
+        if key_id in self.known_public:
+            return self.known_public[key_id]
+        for obj in self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id}):
+            key = guard(lambda o=obj: read_public_key(self.session(), o), "reading a public key")  # type: ignore[misc]
+            return key or provision.read_public_key_fresh(self, key_id)
+        return None
+
+    def _handle(self, obj: Any) -> P11Key:
+        """A key handle from a private key, or (before login) a public key/certificate."""
+        a = guard(lambda: self.session().get(obj, [ck.CKA_CLASS, ck.CKA_ID, ck.CKA_LABEL,
+                                                  ck.CKA_EXTRACTABLE]), "reading key attributes")
+        key_id, label = a[ck.CKA_ID] or b"", a[ck.CKA_LABEL] or ""
+        if not key_id:
+            raise Unusable("the object has no CKA_ID")
+        is_private = a[ck.CKA_CLASS] == ck.CKO_PRIVATE_KEY
+        public = self._public(key_id)
+        # The emulated card answers every certificate slot with one 7F21: a
+        # certificate counts only if it is for this key.
+        certs = [c for lbl, c in self.certificates(key_id) if CHAIN_MARK not in lbl]
+        cert = next((c for c in certs if public is None or same_key(c.public_key(), public)), None)
+        if public is None and cert is not None:
+            cert_key = cert.public_key()
+            public = cert_key if isinstance(cert_key, PublicKey) else None
+        if public is None:
+            public = guard(lambda: read_public_key(self.session(), obj), "reading the key")
+        if public is None:
+            public = provision.read_public_key_fresh(self, key_id)
+        uri = self._base_uri.with_object(label, key_id)
+        uri = Pkcs11Uri(attrs={**uri.attrs, "type": "private"}, id=uri.id, query=uri.query)
+        return P11Key(self, obj if is_private else None, public, cert, key_id=key_id,
+                      label=label, extractable=bool(a[ck.CKA_EXTRACTABLE]) and is_private,
+                      uri=str(uri), mechanisms=self.mechanisms())
+
+    def _anchors(self, query: Template) -> list[Any]:
+        """Private keys; before login, public keys (then certificates) stand in."""
+        found = self.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, **query})
+        if found or self._logged_in:
+            return found
+        pubs = self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, **query})
+        ids = {self.session().get(p, [ck.CKA_ID])[ck.CKA_ID] for p in pubs}
+        certs = [c for c in self.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, **query})
+                 if CHAIN_MARK not in (self.session().get(c, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")]
+        return pubs + [c for c in certs if self.session().get(c, [ck.CKA_ID])[ck.CKA_ID] not in ids]
+
+    def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
+        """Requires login for private operations; before login keys are found by their
+        public key or certificate, and the private key is looked up on first use."""
+        _, what = lookup_terms(label, key_id)
+        tpl: Template = {ck.CKA_LABEL: label} if label is not None else {}
+        if key_id is not None:
+            tpl[ck.CKA_ID] = key_id
+        anchor = the_one(self._anchors(tpl), what, f"token {self.slot.label!r}")
+        try:
+            return self._handle(anchor)
+        except Unusable as exc:
+            raise KeyNotFound(f"the key with {what} cannot be used: {exc}") from None
+
+    def _scan(self) -> tuple[list[KeyHandle], list[UnusableKey]]:
+        """Usable handles, and what tokenkeys cannot use (device errors still raise)."""
+        good: list[KeyHandle] = []
+        bad: list[UnusableKey] = []
+        for obj in self._anchors({}):
+            try:
+                good.append(self._handle(obj))
+            except (Unusable, ValueError) as exc:
+                a = guard(lambda o=obj: self.session().get(o, [ck.CKA_ID, ck.CKA_LABEL]),  # type: ignore[misc]
+                          "reading key attributes")
+                bad.append(UnusableKey(label=a[ck.CKA_LABEL] or "", id=a[ck.CKA_ID] or b"",
+                                       reason=str(exc) or type(exc).__name__))
+        return good, bad
+
+    def list_keys(self) -> list[KeyHandle]:
+        """After login one handle per usable private key; before, per public key or
+        certificate. Objects tokenkeys cannot use are in unusable_keys()."""
+        return self._scan()[0]
+
+    def unusable_keys(self) -> list[UnusableKey]:
+        return self._scan()[1]
+
+    # --- provisioning (provision.py) ------------------------------------------
+    def generate_keypair(self, spec: KeySpec) -> KeyHandle:
+        """Requires login. CKA_ID = SHA-1 of the public key. The caller then self-signs
+        a certificate with the new key: on devices whose decryption key cannot sign
+        (OpenPGP) this fails at once, device unchanged; use generate_decryption_key()."""
+        if not self.profile.decryption_key_signs:
+            raise MechanismUnsupported(
+                "a certificate self-signed by the card's decryption key (card left unchanged)",
+                ["RSA_PKCS decryption only"])
+        return provision.generate(self, spec)
+
+    def generate_decryption_key(self, spec: KeySpec) -> KeyHandle:
+        """Generate a decryption key whose certificate another key issues. Needs the
+        SO PIN where the profile says so; the device may fix CKA_ID (keygen_slot()).
+        An occupied fixed slot is refused unless spec.replace."""
+        return provision.generate(self, spec)
+
+    def store_certificate(self, key: KeyHandle, certificate: x509.Certificate,
+                          chain: Sequence[x509.Certificate] = ()) -> None:
+        provision.store_certificate(self, key, certificate, chain)
+
+    def certificate_chain(self, key: KeyHandle) -> list[x509.Certificate]:
+        marked = [(lbl, c) for lbl, c in self.certificates(key.id) if CHAIN_MARK in lbl]
+        return [c for _, c in sorted(marked, key=lambda m: m[0])]
+
+    def set_label(self, key: KeyHandle, label: str) -> None:
+        provision.set_label(self, key, label)
+
+    def delete(self, key: KeyHandle) -> None:
+        provision.delete(self, key)

@@ -170,7 +170,7 @@ def _refuse_present(token: Token, label: str, public_key: object, where: str) ->
     raise KeyExists(f"this key is already on {where} as {other.label!r}")
 
 
-def test_decryption(key: KeyHandle) -> None:
+def check_decryption(key: KeyHandle) -> None:
     """Prove the key on the device matches its public key: one RSA-OAEP decryption
     (the default bid key transport) or one ECDH, checked against software."""
     challenge = secrets.token_bytes(32)
@@ -189,10 +189,9 @@ def test_decryption(key: KeyHandle) -> None:
 
 def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
                        chain: list[x509.Certificate]) -> None:
-    if isinstance(token, CertificateStore):
-        token.store_certificate(key, cert, chain)
-    else:
-        token.store_certificate(key, cert)
+    store = require(token, CertificateStore,  # type: ignore[type-abstract]
+                    "storing a certificate")
+    store.store_certificate(key, cert, chain)
     key.certificate = cert
 
 
@@ -232,7 +231,7 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
         wipe(pkcs8)
     with _undo_on_failure(token, key):
         _store_certificate(token, key, contents.certificate, list(contents.chain))
-        test_decryption(key)
+        check_decryption(key)
         record_share_event(audit, "share-import", name, {
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
             "shareable": shareable})
@@ -295,7 +294,7 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
             with _step(3):
                 _store_certificate(target, copy, cert, chain)
             with _step(4):
-                test_decryption(copy)
+                check_decryption(copy)
             record_share_event(audit, "share-copy", key.label, {
                 "ckaid": key.id.hex(), "from": source.uri, "to": target.uri,
                 "shareable": shareable})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.cli.share_support import PASSPHRASE, soft_store
@@ -31,6 +32,7 @@ def _run(env: dict[str, str], *args: str | Path) -> tuple[int, str, list[bytes]]
     seen: list[bytes] = []
     while proc.poll() is None:
         seen.extend(_cmdlines())
+        time.sleep(0.005)  # leave the CPU to the command under watch
     out, err = proc.communicate(timeout=120)
     assert seen, "no process was seen while the command ran"
     return proc.returncode, (out + err).decode("utf-8", "replace"), seen

@@ -14,6 +14,8 @@ import pytest
 from tests.cli.conftest import SOFTHSM_MODULE, TK, p11_block, p11_objects
 from tests.cli.share_support import PASSPHRASE, export_cert, openssl, seal_and_open, soft_store
 
+pytestmark = pytest.mark.softhsm
+
 
 @pytest.fixture
 def share_env(cli_env: dict[str, str]) -> dict[str, str]:

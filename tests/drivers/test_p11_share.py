@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokenkeys.config import Config
 from tokenkeys.drivers.capabilities import KeyExport, KeyImport, KeyTransport
-from tokenkeys.drivers.p11 import ck
+from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.share import session_objects
 from tokenkeys.drivers.p11.token import P11Token
-from tokenkeys.errors import KeyExists, NotExtractable, TokenKeysError
+from tokenkeys.errors import KeyExists, NotExtractable, PolicyRefused, TokenKeysError
 from tokenkeys.keyalg import same_key
 from tokenkeys.services.share import check_decryption
 from tokenkeys.types import Algorithm, KeySpec, PinSource
@@ -105,3 +105,15 @@ def test_refusals_leave_nothing(tokens: Pair) -> None:
     dst.destroy_transport_key(transport)
     assert _objects(dst) == []
     assert session_objects(src) == [] and session_objects(dst) == []
+
+
+def test_wrap_with_trusted_is_refused_with_its_reason(tokens: Pair) -> None:
+    src, _ = tokens
+    spec = KeySpec("T", Algorithm.RSA2048, shareable=True)
+    mech, public_t, private_t = templates.keygen(spec, b"\x42" * 20)
+    src.session().generate_key_pair(mech, public_t, {**private_t, ck.CKA_WRAP_WITH_TRUSTED: True})
+    key = src.find_key(label="T")
+    assert key.extractable
+    with pytest.raises(PolicyRefused, match="CKA_WRAP_WITH_TRUSTED"):
+        src.export_private_key(key)
+    assert session_objects(src) == []

@@ -36,6 +36,7 @@ from tokenkeys.errors import (
     KeyExists,
     MechanismUnsupported,
     NotExtractable,
+    PolicyRefused,
     UsageError,
 )
 from tokenkeys.types import KeyType
@@ -86,7 +87,15 @@ def _aes_value_key(token: P11Token, value: bytes) -> Any:
 def _private_object(token: P11Token, key: KeyHandle) -> Any:
     if not key.extractable:
         raise NotExtractable(key.label)
-    return token.private_by_id(key.id)
+    private = token.private_by_id(key.id)
+    # Say why, rather than let the device answer CKR_KEY_NOT_WRAPPABLE at step 2.
+    trusted_only = guard(lambda: token.session().get(private, [ck.CKA_WRAP_WITH_TRUSTED]),
+                         f"reading key {key.label!r}")
+    if trusted_only.get(ck.CKA_WRAP_WITH_TRUSTED):
+        raise PolicyRefused(
+            f"key {key.label!r} may be wrapped only under keys the security officer marked "
+            "trusted (CKA_WRAP_WITH_TRUSTED): tokenkeys cannot export or copy it")
+    return private
 
 
 def export_private_key(token: P11Token, key: KeyHandle) -> bytearray:

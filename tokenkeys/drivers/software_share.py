@@ -13,11 +13,11 @@ import json
 import secrets
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.drivers.keywrap import TRANSPORT_OAEP, oaep, unwrap_pkcs8, wipe, wrap_pkcs8
@@ -60,15 +60,13 @@ def import_private_key(token: SoftwareToken, pkcs8: bytes | bytearray, *, label:
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise UsageError("the software keystore keeps RSA and EC keys only")
     public = private.public_key()
-    key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+    key_id = keyalg.key_id(public)
     for _, rec in token._records():
         if rec["label"] == label:
             raise KeyExists(f"a key named {label!r} already exists in {token.uri}")
         if rec["id"] == key_id.hex():
             raise KeyExists(f"this key is already in {token.uri} as {rec['label']!r}")
-    algorithm = (f"rsa{private.key_size}" if isinstance(private, rsa.RSAPrivateKey)
-                 else {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(
-                     private.curve.name, private.curve.name))
+    algorithm = keyalg.algorithm_name(public)
     salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
     sealed = AESGCM(sw._derive(pin, salt, sw.SCRYPT)).encrypt(nonce, bytes(pkcs8), key_id)
     record = {
@@ -123,15 +121,8 @@ def unwrap_transported(token: SoftwareToken, transport: TransportKey, wrapped: W
     try:
         if wrapped.public_key is not None:
             private = serialization.load_der_private_key(bytes(pkcs8), password=None)
-            if not _same(private.public_key(), wrapped.public_key):
+            if not keyalg.same_key(private.public_key(), wrapped.public_key):
                 raise DeviceError("the unwrapped key is not the one announced")
         return import_private_key(token, pkcs8, label=label, shareable=shareable)
     finally:
         wipe(pkcs8)
-
-
-def _same(a: object, b: object) -> bool:
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return (isinstance(a, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
-            and isinstance(b, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
-            and a.public_bytes(*spki) == b.public_bytes(*spki))

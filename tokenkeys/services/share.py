@@ -22,7 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys import keyalg
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.drivers.capabilities import (
     CertificateStore,
     KeyExport,
@@ -135,7 +136,7 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
     pkcs8 = exporter.export_private_key(key)
     try:
         private = serialization.load_der_private_key(bytes(pkcs8), password=None)
-        if not isinstance(private, p12.PrivateKey) or not p12.same_public_key(
+        if not isinstance(private, p12.PrivateKey) or not keyalg.same_key(
                 private.public_key(), key.public_key):
             raise KeyMismatch(f"the exported key does not match key {key.label!r}")
         data = p12.build(private, cert, chain, key.label, secret, legacy=legacy)
@@ -155,16 +156,15 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
                        len(chain), token.uri, warnings)
 
 
-def _refuse_present(token: Token, label: str, public_key: object, where: str) -> None:
+def _refuse_present(token: Token, label: str, public_key: PublicKey, where: str) -> None:
     try:
         token.find_key(label=label)
     except KeyNotFound:
         pass
     else:
         raise KeyExists(f"a key named {label!r} already exists on {where}")
-    ski = x509.SubjectKeyIdentifier.from_public_key(public_key).digest  # type: ignore[arg-type]
     try:
-        other = token.find_key(key_id=ski)
+        other = token.find_key(key_id=keyalg.key_id(public_key))
     except KeyNotFound:
         return
     raise KeyExists(f"this key is already on {where} as {other.label!r}")

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from tokenkeys import keyalg
 from tokenkeys.errors import (
     FileMalformed,
     KeyMismatch,
@@ -186,7 +187,7 @@ def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     certs = ([loaded.cert] if loaded.cert else []) + list(loaded.additional_certs)
     if not certs:
         raise FileMalformed(f"{where} holds no certificate for its key")
-    mine = [c for c in certs if same_public_key(c.certificate.public_key(), key.public_key())]
+    mine = [c for c in certs if keyalg.same_key(c.certificate.public_key(), key.public_key())]
     if not mine:
         raise KeyMismatch(f"the certificate in {where} does not belong to its private key; "
                           "nothing was imported")
@@ -194,15 +195,6 @@ def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     others = [c.certificate for c in certs if c is not leaf]
     name = leaf.friendly_name.decode("utf-8", "replace") if leaf.friendly_name else None
     return Contents(key, leaf.certificate, tuple(order_chain(leaf.certificate, others)), name)
-
-
-def same_public_key(a: object, b: object) -> bool:
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if not isinstance(a, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        return False
-    if not isinstance(b, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        return False
-    return a.public_bytes(*fmt) == b.public_bytes(*fmt)
 
 
 def order_chain(leaf: x509.Certificate,

@@ -12,6 +12,16 @@ from tokenkeys.services import share
 from tokenkeys.types import PinSource
 
 
+def audit_hook(app: App) -> share.AuditHook | None:
+    """Where share export/import/copy are recorded: the registry's audit log.
+
+    The registry (issue 8) is not merged yet; when it is, return
+    `lambda event, subject, details: access.record_event(app.config, event,
+    subject=subject, details=details)`. Until then events go to the debug log.
+    """
+    return None
+
+
 def _done(app: App, result: share.ShareResult, text: str) -> None:
     for warning in result.warnings:
         app.err.print(f"warning: {warning}", markup=False)
@@ -44,7 +54,7 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
         result = share.export_pkcs12(
             tok, name_or_uri, output,
             lambda: share.read_passphrase(new=True, interactive=app.interactive),
-            legacy=legacy, force=force)
+            legacy=legacy, force=force, audit=audit_hook(app))
     _done(app, result, f"exported key {result.key.designation!r} to {output} "
                        f"({result.protection}); give the passphrase by another channel")
 
@@ -66,7 +76,7 @@ def share_import(app: App, file: Path, token: str | None, name: str, shareable: 
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         result = share.import_pkcs12(
             tok, file, lambda: share.read_passphrase(new=False, interactive=app.interactive),
-            name=name, shareable=shareable)
+            name=name, shareable=shareable, audit=audit_hook(app))
     kind = "extractable (wrapped only)" if shareable else "non-extractable"
     _done(app, result, f"imported key {name!r} ({kind}) onto {result.key.uri}")
 
@@ -90,6 +100,7 @@ def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, sha
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as src, \
             opened(app, to_token, target_pins) as dst:
-        result = share.copy_key(src, name_or_uri, dst, shareable=shareable)
+        result = share.copy_key(src, name_or_uri, dst, shareable=shareable,
+                                audit=audit_hook(app))
     _done(app, result, f"copied key {result.key.designation!r} to {result.key.uri} "
                        "(test decryption passed; transport keys destroyed)")

@@ -142,10 +142,18 @@ def test_chain_from_openssl_file(tk: TK, share_env: dict[str, str], tmp_path: Pa
     openssl("pkcs12", "-export", "-inkey", key, "-in", cert, "-certfile", ca, "-out", p12,
             "-passout", "env:TOKENKEYS_PASSPHRASE", env=share_env)
     dst = soft_store(tmp_path / "agent")
-    done = tk("--json", "share", "import", p12, "--token", dst, "--name", "CA-ISSUED")
+    done = tk("--json", "share", "import", p12, "--token", dst, "--name", "CA-ISSUED",
+              "--shareable")
     assert done.code == 0, done.err
     assert done.json["share"]["key"]["cn"] == "Agent key"
+    assert done.json["share"]["chain_certificates"] == 1
     seal_and_open(tk, cert, dst, tmp_path / "env")
+    # exported again: the chain travels with the key
+    again = tmp_path / "again.p12"
+    assert tk("share", "export", "CA-ISSUED", "--token", dst, "-o", again).code == 0
+    loaded = pkcs12.load_pkcs12(again.read_bytes(), PASSPHRASE.encode())
+    assert [c.certificate.subject.rfc4514_string() for c in loaded.additional_certs] == [
+        "CN=LOCAL TRUST"]
 
 
 def test_export_refusals_leave_no_file(tk: TK, share_env: dict[str, str], src: str,

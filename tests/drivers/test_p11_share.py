@@ -13,14 +13,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tokenkeys.certificates import self_signed
 from tokenkeys.config import Config
 from tokenkeys.drivers.capabilities import KeyExport, KeyImport, KeyTransport
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.share import session_objects
 from tokenkeys.drivers.p11.token import P11Token
-from tokenkeys.errors import KeyExists, NotExtractable, PolicyRefused, TokenKeysError
+from tokenkeys.errors import CopyFailed, KeyExists, NotExtractable, PolicyRefused, TokenKeysError
 from tokenkeys.keyalg import same_key
-from tokenkeys.services.share import check_decryption
+from tokenkeys.services.share import check_decryption, copy_key
 from tokenkeys.types import Algorithm, KeySpec, PinSource
 from tokenkeys.uri import parse_pkcs11
 
@@ -116,4 +117,17 @@ def test_wrap_with_trusted_is_refused_with_its_reason(tokens: Pair) -> None:
     assert key.extractable
     with pytest.raises(PolicyRefused, match="CKA_WRAP_WITH_TRUSTED"):
         src.export_private_key(key)
+    assert session_objects(src) == []
+
+
+def test_copy_names_the_step_a_device_refuses(tokens: Pair, softhsm: Any) -> None:
+    src, _ = tokens
+    key = src.generate_keypair(KeySpec("K", Algorithm.EC_P256, shareable=True))
+    src.store_certificate(key, self_signed(key, "K", 1))
+    # A target nobody logged in to: the device refuses the transport key pair.
+    with P11Token.open(parse_pkcs11(softhsm.uri(softhsm.new_token("nol"))), Config(),
+                       binding=src.port.binding) as target:
+        with pytest.raises(CopyFailed, match=r"step 1/5 create the transport key pair"):
+            copy_key(src, "K", target)
+        assert _objects(target) == [] and session_objects(target) == []
     assert session_objects(src) == []

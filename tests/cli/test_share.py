@@ -70,6 +70,10 @@ def test_export_import_opens_envelopes(tk: TK, share_env: dict[str, str], src: s
     assert done.code == 0, done.err
     key = done.json["share"]["key"]
     assert key["extractable"] is False and key["cn"] == "BICLE-2026"
+    assert done.json["share"]["protection"] == (
+        "certificates: PBES2 aes256_cbc, 600000 iterations; key: PBES2 aes256_cbc, "
+        "600000 iterations; MAC: HMAC-SHA256, 600000 iterations")
+    assert done.json["share"]["warnings"] == [] and "warning" not in done.err
     seal_and_open(tk, cert, dst, tmp_path / "pkcs1")
     seal_and_open(tk, cert, dst, tmp_path / "oaep", oaep=True)
     # imported without --shareable: it cannot be exported again
@@ -100,7 +104,9 @@ def test_legacy_export_warns_and_imports(tk: TK, share_env: dict[str, str], src:
                    "env:TOKENKEYS_PASSPHRASE", env=share_env)
     assert "MAC: sha1" in info and info.count("pbeWithSHA1And3-KeyTripleDES-CBC") == 2
     dst = soft_store(tmp_path / "agent")
-    assert tk("share", "import", p12, "--token", dst, "--name", "OLD").code == 0
+    imported = tk("share", "import", p12, "--token", dst, "--name", "OLD")
+    assert imported.code == 0, imported.err
+    assert "was weakly protected (a legacy cipher): delete it once imported" in imported.err
 
 
 @pytest.mark.parametrize(("variant", "algorithm"), [
@@ -125,6 +131,7 @@ def test_openssl_made_files_import_and_open(tk: TK, share_env: dict[str, str], t
     dst = soft_store(tmp_path / "agent")
     done = tk("share", "import", p12, "--token", dst, "--name", "IMPORTED")
     assert done.code == 0, done.err
+    assert "only 2048 iterations" in done.err  # OpenSSL's default count
     seal_and_open(tk, cert, dst, tmp_path / "env")
 
 

@@ -236,7 +236,10 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
             "shareable": shareable})
     stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
-    return ShareResult(describe(key), "import", path, None, stored, str(path))
+    protection, warnings = p12.protection(data, str(path))
+    for warning in warnings:
+        log.warning(warning)
+    return ShareResult(describe(key), "import", path, protection, stored, str(path), warnings)
 
 
 STEPS = (

@@ -197,6 +197,57 @@ def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     return Contents(key, leaf.certificate, tuple(order_chain(leaf.certificate, others)), name)
 
 
+_NAMES = {
+    "pkcs12_sha1_tripledes_3key": "TripleDES (SHA-1)", "pkcs12_sha1_tripledes_2key":
+    "2-key TripleDES (SHA-1)", "pkcs12_sha1_rc2_40": "RC2-40 (SHA-1)", "pkcs12_sha1_rc2_128":
+    "RC2-128 (SHA-1)", "pkcs12_sha1_rc4_40": "RC4-40 (SHA-1)", "pkcs12_sha1_rc4_128":
+    "RC4-128 (SHA-1)",
+}
+STRONG_ITERATIONS = 100_000
+
+
+def _algorithm(alg: a1algos.EncryptionAlgorithm) -> tuple[str, int, bool]:
+    """(name, iterations, legacy) of a PKCS#12 bag encryption."""
+    name = alg["algorithm"].native
+    if name == "pbes2":
+        cipher = alg["parameters"]["encryption_scheme"]["algorithm"].native
+        return f"PBES2 {cipher}", alg.kdf_iterations, not cipher.startswith("aes")
+    return _NAMES.get(name, name), alg.kdf_iterations, True
+
+
+def protection(data: bytes, where: str) -> tuple[str, tuple[str, ...]]:
+    """How an (already opened) file is protected, and a warning when that is weak."""
+    try:
+        pfx = a1p12.Pfx.load(data)
+        found: list[tuple[str, str, int, bool]] = []
+        for info in pfx.authenticated_safe:
+            if info["content_type"].native == "encrypted_data":
+                alg = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]
+                found.append(("certificates", *_algorithm(alg)))
+                continue
+            for bag in a1p12.SafeContents.load(info["content"].native):
+                if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
+                    found.append(("key", *_algorithm(bag["bag_value"]["encryption_algorithm"])))
+        mac = pfx["mac_data"]
+        parts = [f"{what}: {name}, {count} iterations" for what, name, count, _ in found]
+        if mac.native is not None:
+            mac_hash = mac["mac"]["digest_algorithm"]["algorithm"].native
+            parts.append(f"MAC: HMAC-{mac_hash.upper()}, {mac['iterations'].native} iterations")
+    except Exception:  # description only: the file itself was already opened
+        return "unknown", ()
+    reasons = []
+    if any(legacy for *_, legacy in found):
+        reasons.append("a legacy cipher")
+    fewest = min((count for _, _, count, _ in found), default=STRONG_ITERATIONS)
+    if fewest < STRONG_ITERATIONS:
+        reasons.append(f"only {fewest} iterations")
+    if not reasons:
+        return "; ".join(parts), ()
+    return "; ".join(parts), (
+        f"{where} was weakly protected ({' and '.join(reasons)}): delete it once imported, "
+        "and make the next one with `share export` (AES-256, 600000 iterations)",)
+
+
 def order_chain(leaf: x509.Certificate,
                 others: list[x509.Certificate]) -> list[x509.Certificate]:
     """Issuers nearest first (by name), then whatever does not chain, in file order."""

@@ -263,8 +263,11 @@ def _step(number: int) -> Iterator[None]:
     except (KeyExists, PolicyRefused, UsageError):
         raise
     except TokenKeysError as exc:
-        raise CopyFailed(f"device copy failed at step {STEPS[number]}: {exc}; nothing was "
-                         "left on either token") from None
+        outcome = ("the copy is in place; the transport key is a session object, gone when "
+                   "the session ends" if number == len(STEPS) - 1
+                   else "nothing was left on either token")
+        raise CopyFailed(f"device copy failed at step {STEPS[number]}: {exc}; {outcome}"
+                         ) from None
 
 
 def copy_key(source: Token, name_or_uri: str, target: Token, *,

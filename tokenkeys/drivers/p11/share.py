@@ -10,7 +10,8 @@ destroyed before returning, on success and on failure.
 - Import: the reverse; the device unwraps (C_UnwrapKey) into a token object.
 - Transport: the ephemeral AES key is GENERATED on the source (sensitive, so
   this process never sees it), wrapped there under the target's transport RSA
-  public key (OAEP-SHA1: all SoftHSM2 wraps with), and unwrapped on the target.
+  public key (OAEP-SHA1, the only OAEP SoftHSM2 wraps with), and unwrapped on
+  the target.
 """
 
 from __future__ import annotations

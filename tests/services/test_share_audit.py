@@ -13,8 +13,6 @@ from tokenkeys.errors import PolicyRefused
 from tokenkeys.services import share
 from tokenkeys.types import Secret, given_pin
 
-Event = tuple[str, str, dict[str, object]]
-
 
 def _open(uri: str) -> SoftwareToken:
     token = SoftwareToken(Path(uri.removeprefix("soft:")).resolve())
@@ -22,12 +20,12 @@ def _open(uri: str) -> SoftwareToken:
     return token
 
 
-def _refuse(event: str, subject: str, details: dict[str, object]) -> None:
+def _refuse(event: share.ShareEvent) -> None:
     raise PolicyRefused("the registry refuses")
 
 
 def test_events_and_refusals(tmp_path: Path) -> None:
-    events: list[Event] = []
+    events: list[share.ShareEvent] = []
     src = _open(soft_store(tmp_path / "src", ("K", "ec-p256", True)))
     dst_dir = tmp_path / "dst"
     dst = _open(soft_store(dst_dir))
@@ -38,7 +36,7 @@ def test_events_and_refusals(tmp_path: Path) -> None:
         share.export_pkcs12(src, "K", out, secret, audit=_refuse)
     assert not out.exists() and list(tmp_path.glob("*.part")) == []
 
-    share.export_pkcs12(src, "K", out, secret, audit=lambda *e: events.append(e))
+    share.export_pkcs12(src, "K", out, secret, audit=events.append)
     before = sorted(p.name for p in dst_dir.iterdir())
     with pytest.raises(PolicyRefused):
         share.import_pkcs12(dst, out, secret, name="K", audit=_refuse)
@@ -46,8 +44,11 @@ def test_events_and_refusals(tmp_path: Path) -> None:
         share.copy_key(src, "K", dst, audit=_refuse)
     assert sorted(p.name for p in dst_dir.iterdir()) == before
 
-    share.import_pkcs12(dst, out, secret, name="K", audit=lambda *e: events.append(e))
-    assert [(e[0], e[1]) for e in events] == [("share-export", "K"), ("share-import", "K")]
-    assert all(PASSPHRASE not in repr(e) and PIN not in repr(e) for e in events)
+    share.import_pkcs12(dst, out, secret, name="K", audit=events.append)
+    assert [(e.event, e.key.label) for e in events] == [("share-export", "K"),
+                                                         ("share-import", "K")]
+    assert events[1].token is dst and events[1].key.certificate is not None
+    assert all(PASSPHRASE not in repr(e.details) and PIN not in repr(e.details)
+               for e in events)
     src.close()
     dst.close()

@@ -13,11 +13,14 @@ from tokenkeys.types import PinSource
 
 
 def audit_hook(app: App) -> share.AuditHook | None:
-    """Where share export/import/copy are recorded: the registry's audit log.
+    """Where share export/import/copy are recorded: the registry (issue 8).
 
-    The registry (issue 8) is not merged yet; when it is, return
-    `lambda event, subject, details: access.record_event(app.config, event,
-    subject=subject, details=details)`. Until then events go to the debug log.
+    The registry is not merged yet. When it is: for "share-import" and "share-copy",
+    `Registry.add_key(service, services.keys.facts_for(event.token, event.key),
+    event.event)` (which also writes the audit row); for "share-export",
+    `services.access.record_event(app.config, "share-export", service=...,
+    subject=event.key.label, details=event.details)`. Until then the events go to
+    the debug log only.
     """
     return None
 

@@ -71,17 +71,26 @@ def read_passphrase(*, new: bool, interactive: bool) -> Secret:
     return Secret(first)
 
 
-# (event, subject, details): the registry's audit append (issue 8, `record_event`).
-AuditHook = Callable[[str, str, dict[str, object]], None]
+@dataclass(frozen=True)
+class ShareEvent:
+    """One share action, for the registry (issue 8): `key` is the exported key, or the
+    new key on `token` for an import or copy (certificate stored). Facts only."""
+
+    event: str  # "share-export" | "share-import" | "share-copy"
+    token: Token
+    key: KeyHandle
+    details: dict[str, object]
 
 
-def record_share_event(audit: AuditHook | None, event: str, subject: str,
-                       details: dict[str, object]) -> None:
+AuditHook = Callable[[ShareEvent], None]
+
+
+def record_share_event(audit: AuditHook | None, event: ShareEvent) -> None:
     """The one audit call site of sharing. Called before the result is committed, so
-    a refused audit append leaves no file and no key. Details never hold a secret."""
-    log.info("%s %s %s", event, subject, details)
+    a refused registry write leaves no file and no key. Details never hold a secret."""
+    log.info("%s %s %s", event.event, event.key.label, event.details)
     if audit is not None:
-        audit(event, subject, details)
+        audit(event)
 
 
 @dataclass(frozen=True)
@@ -144,9 +153,9 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
         wipe(pkcs8)
     with AtomicOutput(output, force) as out:
         out.file.write(data)
-        record_share_event(audit, "share-export", key.label, {
+        record_share_event(audit, ShareEvent("share-export", token, key, {
             "ckaid": key.id.hex(), "token": token.uri, "file": str(output),
-            "legacy": legacy, "chain": len(chain)})
+            "legacy": legacy, "chain": len(chain)}))
         out.commit()
     warnings = (p12.LEGACY_WARNING,) if legacy else ()
     for warning in warnings:
@@ -232,9 +241,9 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     with _undo_on_failure(token, key):
         _store_certificate(token, key, contents.certificate, list(contents.chain))
         check_decryption(key)
-        record_share_event(audit, "share-import", name, {
+        record_share_event(audit, ShareEvent("share-import", token, key, {
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
-            "shareable": shareable})
+            "shareable": shareable}))
     stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
     protection, warnings = p12.protection(data, str(path))
     for warning in warnings:
@@ -301,9 +310,9 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
                 _store_certificate(target, copy, cert, chain)
             with _step(4):
                 check_decryption(copy)
-            record_share_event(audit, "share-copy", key.label, {
+            record_share_event(audit, ShareEvent("share-copy", target, copy, {
                 "ckaid": key.id.hex(), "from": source.uri, "to": target.uri,
-                "shareable": shareable})
+                "shareable": shareable}))
     except BaseException:
         with contextlib.suppress(TokenKeysError):  # the first failure is the one to report
             receiver.destroy_transport_key(transport)

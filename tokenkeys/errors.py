@@ -197,3 +197,42 @@ class DoctorProblems(TokenKeysError):
     """`doctor` found problems (one line each on its output)."""
 
     exit_code = 15
+
+
+# Sharing a key (PKCS#12 files, device copy). Never carry the passphrase.
+
+
+class PassphraseIncorrect(PinError):
+    """The PKCS#12 passphrase does not open the file (or the file was altered)."""
+
+
+class PassphraseWeak(UsageError):
+    """A new PKCS#12 passphrase is below the enforced minimum."""
+
+
+class FileMalformed(UsageError):
+    """An input file (a PKCS#12 .p12/.pfx) is damaged or not of the expected kind."""
+
+
+class CopyFailed(DeviceError):
+    """A device-to-device copy step failed; the message names the step."""
+
+
+class PassphraseMissing(PinError):
+    def __init__(self) -> None:
+        super().__init__(
+            "no PKCS#12 passphrase available: set TOKENKEYS_PASSPHRASE, "
+            "or run on a terminal to be prompted"
+        )
+
+
+class NotExtractable(PolicyRefused):
+    """Sharing a key generated to never leave its device: refused by design."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(
+            f"key {label!r} is not extractable, by design: it was generated to never leave "
+            "its device. To share a key, generate it with `key generate --shareable` before "
+            "binding consultations to it; to survive the loss of a device, add backup keys "
+            "(`key generate --backup`), to which every bid is also sealed"
+        )

@@ -20,6 +20,7 @@ from tokenkeys.cli.key_cmds import key
 from tokenkeys.cli.key_policy_cmds import key_adopt, key_renew
 from tokenkeys.cli.registry_cmds import audit_group, registry_group
 from tokenkeys.cli.service_cmds import service_group
+from tokenkeys.cli.share_cmds import share_group
 from tokenkeys.cli.token_cmds import token
 from tokenkeys.config import load_config
 from tokenkeys.errors import TokenKeysError
@@ -58,6 +59,7 @@ cli.add_command(service_group)
 cli.add_command(consultation_group)
 cli.add_command(registry_group)
 cli.add_command(audit_group)
+cli.add_command(share_group)
 
 
 def _report(as_json: bool, kind: str, message: str, code: int,

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tokenkeys.drivers.base import KeyHandle
+from tokenkeys.drivers.base import KeyHandle, PublicKey
 from tokenkeys.errors import MechanismUnsupported
 from tokenkeys.types import KeyType, PinSource, Secret
 
@@ -107,6 +107,9 @@ class WrappedKey:
     wrapped_aes: bytes  # the ephemeral AES-256 key under the transport key (RSA-OAEP)
     oaep_hash: str  # "sha1" where the device allows only that (SoftHSM2)
     wrapped_key: bytes  # the private key under the AES key (CKM_AES_KEY_WRAP_PAD)
+    # The key's public half (not secret): a device cannot derive an EC public point
+    # from an unwrapped private key object, and CKA_ID is computed from it.
+    public_key: PublicKey | None = None
 
 
 @runtime_checkable

@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import KeyHandle, Token, lookup_terms, the_one
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, lookup_terms, the_one
+from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.errors import (
     DeviceError,
     KeyExists,
@@ -298,7 +299,7 @@ class SoftwareToken(Token):
         return out
 
     def generate_keypair(self, spec: KeySpec) -> KeyHandle:
-        pin = self.require_pin()
+        self.require_pin()
         if any(rec["label"] == spec.label for _, rec in self._records()):
             raise KeyExists(f"a key named {spec.label!r} already exists in {self.uri}")
         private: PrivateKey
@@ -306,28 +307,37 @@ class SoftwareToken(Token):
             private = rsa.generate_private_key(65537, spec.algorithm.rsa_bits)
         else:
             private = ec.generate_private_key(_curve_for(spec.algorithm.curve))
-        public = private.public_key()
-        key_id = keyalg.key_id(public)
         der = private.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        return self.store_key(der, private.public_key(), label=spec.label,
+                              algorithm=spec.algorithm.value, extractable=spec.shareable)
+
+    def store_key(self, der: bytes | bytearray, public: PublicKey, *, label: str,
+                  algorithm: str, extractable: bool, overwrite: bool = True,
+                  ) -> SoftwareKeyHandle:
+        """Seal PKCS#8 `der` as this keystore seals its keys, and write it (0600,
+        atomically). Requires login."""
+        pin = self.require_pin()
+        key_id = keyalg.key_id(public)
         record: dict[str, Any] = {
-            "format": FORMAT, "id": key_id.hex(), "label": spec.label,
-            "algorithm": spec.algorithm.value, "extractable": spec.shareable,
+            "format": FORMAT, "id": key_id.hex(), "label": label,
+            "algorithm": algorithm, "extractable": extractable,
             "public_key": public.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ).decode("ascii"),
         }
         if self._master is not None:
-            record = _seal_key(self._master, record, der)
+            record = _seal_key(self._master, record, bytes(der))
         else:  # a version 1 keystore not yet upgraded: its keys stay version 1
             salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-            sealed = AESGCM(_derive(pin, salt, SCRYPT)).encrypt(nonce, der, key_id)
+            sealed = AESGCM(_derive(pin, salt, SCRYPT)).encrypt(nonce, bytes(der), key_id)
             record.update(salt=_b64(salt), scrypt=SCRYPT, nonce=_b64(nonce),
                           ciphertext=_b64(sealed))
         path = self.directory / f"{key_id.hex()}.key.json"
-        write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600)
+        write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600,
+                     overwrite=overwrite)
         return SoftwareKeyHandle(self, record, path)
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
@@ -382,3 +392,40 @@ class SoftwareToken(Token):
 
     def mechanisms(self) -> frozenset[str]:
         return MECHANISMS
+
+    # Sharing (KeyExport, KeyImport, KeyTransport): tokenkeys.drivers.software_share.
+
+    def export_private_key(self, key: KeyHandle) -> bytearray:
+        """PKCS#8 DER of a shareable key; PolicyRefused otherwise. Requires login."""
+        from tokenkeys.drivers import software_share
+
+        return software_share.export_private_key(self, key)
+
+    def import_private_key(
+        self, pkcs8: bytes | bytearray, *, label: str, shareable: bool,
+    ) -> KeyHandle:
+        """Store a PKCS#8 key sealed under the PIN. Raises KeyExists. Requires login."""
+        from tokenkeys.drivers import software_share
+
+        return software_share.import_private_key(self, pkcs8, label=label, shareable=shareable)
+
+    def create_transport_key(self) -> TransportKey:
+        from tokenkeys.drivers import software_share
+
+        return software_share.create_transport_key()
+
+    def wrap_for_transport(self, key: KeyHandle, transport: rsa.RSAPublicKey) -> WrappedKey:
+        from tokenkeys.drivers import software_share
+
+        return software_share.wrap_for_transport(self, key, transport)
+
+    def unwrap_transported(
+        self, transport: TransportKey, wrapped: WrappedKey, *, label: str, shareable: bool,
+    ) -> KeyHandle:
+        from tokenkeys.drivers import software_share
+
+        return software_share.unwrap_transported(
+            self, transport, wrapped, label=label, shareable=shareable)
+
+    def destroy_transport_key(self, transport: TransportKey) -> None:
+        """The transport key lived only in memory: nothing to destroy on disk."""

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from tokenkeys.registry.schema import GENESIS, audit, audit_head
 
 EVENTS = frozenset({
-    "generate", "adopt", "delete", "renew", "share-export", "share-import",
+    "generate", "adopt", "delete", "renew", "share-export", "share-import", "share-copy",
     "consultation-create", "consultation-close", "open", "service-create",
 })
 FORBIDDEN_DETAIL_WORDS = ("pin", "passphrase", "password", "plaintext", "secret")

@@ -1,1 +1,2 @@
-"""Workflows above the registry and the driver contract (provisioning, CA, opening, policy)."""
+"""Workflows above the registry and the driver contract (DESIGN.md layering:
+cli -> services -> registry/envelope -> drivers): provisioning, CA, opening, policy, sharing."""

@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tokenkeys.config import Config
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, UnusableKey, lookup_terms, the_one
-from tokenkeys.drivers.p11 import ck, discovery, provision
+from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
+from tokenkeys.drivers.p11 import ck, discovery, provision, share
 from tokenkeys.drivers.p11.ckr import CKR, CkrError, guard, to_error
 from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
@@ -327,3 +329,28 @@ class P11Token(Token):
 
     def delete(self, key: KeyHandle) -> None:
         provision.delete(self, key)
+
+    # --- KeyExport, KeyImport, KeyTransport (share.py) ------------------------
+    def export_private_key(self, key: KeyHandle) -> bytearray:
+        """PKCS#8 of a shareable key, wrapped out under an ephemeral AES key and
+        unwrapped in memory only. Requires login."""
+        return share.export_private_key(self, key)
+
+    def import_private_key(self, pkcs8: bytes | bytearray, *, label: str,
+                           shareable: bool) -> KeyHandle:
+        """The key arrives wrapped (C_UnwrapKey); non-extractable unless `shareable`."""
+        return share.import_private_key(self, pkcs8, label=label, shareable=shareable)
+
+    def create_transport_key(self) -> TransportKey:
+        return share.create_transport_key(self)
+
+    def wrap_for_transport(self, key: KeyHandle, transport: rsa.RSAPublicKey) -> WrappedKey:
+        return share.wrap_for_transport(self, key, transport)
+
+    def unwrap_transported(self, transport: TransportKey, wrapped: WrappedKey, *,
+                           label: str, shareable: bool) -> KeyHandle:
+        return share.unwrap_transported(self, transport, wrapped, label=label,
+                                        shareable=shareable)
+
+    def destroy_transport_key(self, transport: TransportKey) -> None:
+        share.destroy_transport_key(self, transport)

@@ -1,0 +1,59 @@
+"""Helpers for the share tests: software keystores, OpenSSL-made files, sealing with openssl."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.cli.conftest import TK
+
+PASSPHRASE = "Zq9 unique-share passphrase"
+PIN = "123456"
+
+
+def soft_store(path: Path, *keys: tuple[str, str, bool]) -> str:
+    """A software keystore at `path` with keys (name, algorithm, shareable); its URI."""
+    from tokenkeys import manager
+    from tokenkeys.drivers.software import SoftwareToken
+    from tokenkeys.types import Algorithm, Secret, given_pin
+
+    SoftwareToken.init(path, path.name, Secret(PIN))
+    with SoftwareToken(path.resolve()) as token:
+        token.login(given_pin(Secret(PIN)))
+        for name, algorithm, shareable in keys:
+            manager.generate_key(token, name, algorithm=Algorithm(algorithm),
+                                 shareable=shareable, days=30)
+    return f"soft:{path}"
+
+
+def openssl(*args: str | Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def export_cert(tk: TK, name: str, uri: str, path: Path) -> Path:
+    done = tk("key", "export-cert", name, "--token", uri, "-o", path)
+    assert done.code == 0, done.err
+    return path
+
+
+def seal_and_open(tk: TK, cert: Path, token_uri: str, work: Path, *,
+                  oaep: bool = False, pin_env: dict[str, str | None] | None = None) -> None:
+    """openssl seals a secret to `cert`; `tokenkeys open` on `token_uri` must recover it."""
+    work.mkdir(parents=True, exist_ok=True)
+    plain = work / "bid.txt"
+    plain.write_bytes(b"offre technique et financiere\n" * 10)
+    envelope = work / "bid.txt.p7m"
+    extra = ["-keyopt", "rsa_padding_mode:oaep"] if oaep else []
+    openssl("cms", "-encrypt", "-binary", "-aes256", "-in", plain, "-out", envelope,
+            "-outform", "DER", "-recip", cert, *extra)
+    out = work / "opened"
+    done = tk("open", envelope, "-o", out, "--token", token_uri, env=pin_env)
+    assert done.code == 0, done.out + done.err
+    assert (out / "bid.txt").read_bytes() == plain.read_bytes()
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())

@@ -1,0 +1,122 @@
+"""`tokenkeys share export|import|copy`: give a key to the entity's other agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tokenkeys import manager
+from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.services import share
+from tokenkeys.types import PinSource
+
+
+def audit_hook(app: App, service: str | None) -> share.AuditHook:
+    """Share export, import and copy are recorded in the registry, in `service`: an
+    import or copy adds the new key (with its audit row), an export appends an audit
+    row. Called before the result is committed: a refused write leaves nothing."""
+    svc = service_name(app, service)
+
+    def record(event: share.ShareEvent) -> None:
+        from tokenkeys.services import keys as key_policy
+
+        with registry(app) as reg:
+            if event.event == "share-export":
+                reg.record_event(event.event, service=svc, subject=event.key.label,
+                                 details=event.details)
+            else:
+                reg.add_key(svc, key_policy.facts_for(event.token, event.key), event.event,
+                            event.details)
+
+    return record
+
+
+def _done(app: App, result: share.ShareResult, text: str) -> None:
+    for warning in result.warnings:
+        app.err.print(f"warning: {warning}", markup=False)
+    app.emit({"share": result.to_json()}, lambda: app.say(text))
+
+
+@click.group("share")
+def share_group() -> None:
+    """Share a shareable key: PKCS#12 file export/import, or device-to-device copy."""
+
+
+@share_group.command("export")
+@click.argument("name_or_uri")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .p12/.pfx file to write (mode 0600).")
+@click.option("--legacy", is_flag=True,
+              help="TripleDES-SHA1 for old systems (weak: prefer the default AES-256).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@token_option
+@service_option
+@pin_options
+@pass_app
+def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: bool,
+                 token: str | None, service: str | None, pin_file: Path | None,
+                 pinpad: bool) -> None:
+    """Write a shareable key with its certificate and chain to a PKCS#12 file.
+
+    The passphrase comes from TOKENKEYS_PASSPHRASE or a prompt (typed twice).
+    """
+    with opened(app, manager.key_token_uri(name_or_uri) or token,
+                user_pin(app, pin_file, pinpad)) as tok:
+        result = share.export_pkcs12(
+            tok, name_or_uri, output,
+            lambda: share.read_passphrase(new=True, interactive=app.interactive),
+            legacy=legacy, force=force, audit=audit_hook(app, service))
+    _done(app, result, f"exported key {result.key.designation!r} to {output} "
+                       f"({result.protection}); give the passphrase by another channel")
+
+
+@share_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@token_option
+@click.option("--name", required=True, help="Designation of the key on this token.")
+@click.option("--shareable", is_flag=True,
+              help="Keep the key extractable (wrapped only) so it can be shared again.")
+@service_option
+@pin_options
+@pass_app
+def share_import(app: App, file: Path, token: str | None, name: str, shareable: bool,
+                 service: str | None, pin_file: Path | None, pinpad: bool) -> None:
+    """Import a PKCS#12 (.p12/.pfx) key onto a token; non-extractable unless --shareable.
+
+    The passphrase comes from TOKENKEYS_PASSPHRASE or a prompt.
+    """
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        result = share.import_pkcs12(
+            tok, file, lambda: share.read_passphrase(new=False, interactive=app.interactive),
+            name=name, shareable=shareable, audit=audit_hook(app, service))
+    kind = "extractable (wrapped only)" if shareable else "non-extractable"
+    _done(app, result, f"imported key {name!r} ({kind}) onto {result.key.uri}")
+
+
+@share_group.command("copy")
+@click.argument("name_or_uri")
+@token_option
+@click.option("--to-token", "to_token", required=True, metavar="URI",
+              help="The token that receives the copy.")
+@click.option("--shareable", is_flag=True, help="Keep the copy extractable (wrapped only).")
+@click.option("--to-pin-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the target token's user PIN from this file (else TOKENKEYS_TO_PIN "
+                   "or a prompt).")
+@service_option
+@pin_options
+@pass_app
+def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, shareable: bool,
+               to_pin_file: Path | None, service: str | None, pin_file: Path | None,
+               pinpad: bool) -> None:
+    """Copy a shareable key to another device; it is never in clear outside the devices."""
+    target_pins = PinSource(env_var="TOKENKEYS_TO_PIN", file=to_pin_file,
+                            what="target token user PIN", interactive=app.interactive)
+    with opened(app, manager.key_token_uri(name_or_uri) or token,
+                user_pin(app, pin_file, pinpad)) as src, \
+            opened(app, to_token, target_pins) as dst:
+        result = share.copy_key(src, name_or_uri, dst, shareable=shareable,
+                                audit=audit_hook(app, service))
+    _done(app, result, f"copied key {result.key.designation!r} to {result.key.uri} "
+                       "(test decryption passed; transport keys destroyed)")

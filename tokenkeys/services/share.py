@@ -1,0 +1,324 @@
+"""Sharing a key with the entity's agents: PKCS#12 export/import and device-to-device copy.
+
+Every function takes open, logged-in Tokens and reaches the drivers only through
+the capability protocols (KeyExport, KeyImport, KeyTransport, CertificateStore).
+On any failure nothing is left behind: no output file, no object on a target.
+The passphrase is a Secret: it never reaches a message, a log or JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from tokenkeys import keyalg
+from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
+from tokenkeys.drivers.capabilities import (
+    CertificateStore,
+    KeyExport,
+    KeyImport,
+    KeyTransport,
+    TransportKey,
+    require,
+)
+from tokenkeys.drivers.keywrap import wipe
+from tokenkeys.envelope.atomic import AtomicOutput
+from tokenkeys.errors import (
+    CertificateRefused,
+    CopyFailed,
+    KeyExists,
+    KeyNotFound,
+    MechanismUnsupported,
+    NotExtractable,
+    OutputExists,
+    PassphraseMissing,
+    PolicyRefused,
+    TokenKeysError,
+    UsageError,
+)
+from tokenkeys.manager import KeyRecord, describe, resolve_key
+from tokenkeys.services import share_pkcs12 as p12
+from tokenkeys.types import Secret
+
+log = logging.getLogger("tokenkeys.share")
+PASSPHRASE_ENV = "TOKENKEYS_PASSPHRASE"
+PassphraseReader = Callable[[], Secret]
+
+
+def read_passphrase(*, new: bool, interactive: bool) -> Secret:
+    """TOKENKEYS_PASSPHRASE, else a no-echo prompt (twice for a new one). Never argv."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return Secret(value)
+    if not interactive:
+        raise PassphraseMissing()
+    first = getpass.getpass("PKCS#12 passphrase: ")
+    if new:
+        again = getpass.getpass("PKCS#12 passphrase (again): ")
+        if not hmac.compare_digest(first.encode("utf-8"), again.encode("utf-8")):
+            raise UsageError("the two passphrases typed differ; nothing was written")
+    return Secret(first)
+
+
+@dataclass(frozen=True)
+class ShareEvent:
+    """One share action, for the registry (issue 8): `key` is the exported key, or the
+    new key on `token` for an import or copy (certificate stored). Facts only."""
+
+    event: str  # "share-export" | "share-import" | "share-copy"
+    token: Token
+    key: KeyHandle
+    details: dict[str, object]
+
+
+AuditHook = Callable[[ShareEvent], None]
+
+
+def record_share_event(audit: AuditHook | None, event: ShareEvent) -> None:
+    """The one audit call site of sharing. Called before the result is committed, so
+    a refused registry write leaves no file and no key. Details never hold a secret."""
+    log.info("%s %s %s", event.event, event.key.label, event.details)
+    if audit is not None:
+        audit(event)
+
+
+@dataclass(frozen=True)
+class ShareResult:
+    """What a share command did, for the CLI (human text and JSON)."""
+
+    key: KeyRecord
+    action: str
+    path: Path | None = None
+    protection: str | None = None
+    chain: int = 0
+    source: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "action": self.action, "key": self.key.to_json(),
+            "file": str(self.path) if self.path else None, "protection": self.protection,
+            "chain_certificates": self.chain, "source": self.source,
+            "warnings": list(self.warnings),
+        }
+
+
+def _chain(token: Token, key: KeyHandle) -> list[x509.Certificate]:
+    return token.certificate_chain(key) if isinstance(token, CertificateStore) else []
+
+
+def _shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Certificate]:
+    key = resolve_key(token, name_or_uri)
+    if not key.extractable:
+        raise NotExtractable(key.label)
+    if key.certificate is None:
+        raise KeyNotFound(f"key {key.label!r} has no certificate: store one before sharing it")
+    return key, key.certificate
+
+
+def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: PassphraseReader,
+                  *, legacy: bool = False, force: bool = False,
+                  audit: AuditHook | None = None) -> ShareResult:
+    """Write the key, its certificate and chain to a 0600 PKCS#12 file, atomically.
+
+    The key leaves the device wrapped (KeyExport) and exists in clear only in this
+    process's memory while it is re-encrypted. Requires login.
+    """
+    key, cert = _shareable_key(token, name_or_uri)
+    exporter = require(token, KeyExport, "exporting a private key")
+    if not force and (output.exists() or output.is_symlink()):
+        raise OutputExists(f"{output} already exists (use --force to replace it)")
+    secret = passphrase()
+    p12.check_strength(secret, key.label)
+    chain = _chain(token, key)
+    pkcs8 = exporter.export_private_key(key)
+    try:
+        private = serialization.load_der_private_key(bytes(pkcs8), password=None)
+        if not isinstance(private, p12.PrivateKey) or not keyalg.same_key(
+                private.public_key(), key.public_key):
+            raise CertificateRefused(f"the exported key does not match key {key.label!r}")
+        data = p12.build(private, cert, chain, key.label, secret, legacy=legacy)
+    finally:
+        wipe(pkcs8)
+    with AtomicOutput(output, force) as out:
+        out.file.write(data)
+        record_share_event(audit, ShareEvent("share-export", token, key, {
+            "ckaid": key.id.hex(), "token": token.uri, "file": str(output),
+            "legacy": legacy, "chain": len(chain)}))
+        out.commit()
+    warnings = (p12.LEGACY_WARNING,) if legacy else ()
+    for warning in warnings:
+        log.warning(warning)
+    return ShareResult(describe(key), "export", output,
+                       f"{p12.LEGACY if legacy else p12.MODERN}, {p12.ITERATIONS} iterations",
+                       len(chain), token.uri, warnings)
+
+
+def _refuse_present(token: Token, label: str, public_key: PublicKey, where: str) -> None:
+    try:
+        token.find_key(label=label)
+    except KeyNotFound:
+        pass
+    else:
+        raise KeyExists(f"a key named {label!r} already exists on {where}")
+    try:
+        other = token.find_key(key_id=keyalg.key_id(public_key))
+    except KeyNotFound:
+        return
+    raise KeyExists(f"this key is already on {where} as {other.label!r}")
+
+
+def check_decryption(key: KeyHandle) -> None:
+    """Prove the key on the device matches its public key: one RSA-OAEP decryption
+    (the default bid key transport) or one ECDH, checked against software."""
+    challenge = secrets.token_bytes(32)
+    public = key.public_key
+    if isinstance(public, rsa.RSAPublicKey):
+        pad = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+        got = key.decrypt(public.encrypt(challenge, pad), pad)
+        expected = challenge
+    else:
+        peer = ec.generate_private_key(public.curve)
+        got = key.derive_ecdh(peer.public_key())
+        expected = peer.exchange(ec.ECDH(), public)
+    if not hmac.compare_digest(got, expected):
+        raise CertificateRefused(f"test decryption with key {key.label!r} gave a wrong result")
+
+
+def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
+                       chain: list[x509.Certificate]) -> None:
+    store = require(token, CertificateStore,
+                    "storing a certificate")
+    store.store_certificate(key, cert, chain)
+    key.certificate = cert
+
+
+@contextlib.contextmanager
+def _undo_on_failure(token: Token, key: KeyHandle) -> Iterator[None]:
+    """Destroy a newly created key if the block fails: nothing is left on the target."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(TokenKeysError):
+            token.delete(key)
+        raise
+
+
+def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, name: str,
+                  shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
+    """Put the key, certificate and chain of a PKCS#12 file onto the token.
+
+    Non-extractable unless `shareable`. Verified with a test decryption; on any
+    failure the new objects are destroyed. Requires login.
+    """
+    if not name.strip():
+        raise UsageError("the key name (designation) must not be empty")
+    importer = require(token, KeyImport, "importing a private key")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    contents = p12.parse(data, passphrase(), str(path))
+    _refuse_present(token, name, contents.key.public_key(), token.uri)
+    pkcs8 = bytearray(contents.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    try:
+        key = importer.import_private_key(pkcs8, label=name, shareable=shareable)
+    finally:
+        wipe(pkcs8)
+    with _undo_on_failure(token, key):
+        _store_certificate(token, key, contents.certificate, list(contents.chain))
+        check_decryption(key)
+        record_share_event(audit, ShareEvent("share-import", token, key, {
+            "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
+            "shareable": shareable}))
+    stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
+    protection, warnings = p12.protection(data, str(path))
+    for warning in warnings:
+        log.warning(warning)
+    return ShareResult(describe(key), "import", path, protection, stored, str(path), warnings)
+
+
+STEPS = (
+    "1/5 create the transport key pair on the target",
+    "2/5 wrap the key on the source (AES key wrap, then RSA-OAEP)",
+    "3/5 unwrap the key on the target",
+    "4/5 store the certificate on the target",
+    "5/5 test decryption on the target",
+    "destroy the transport key pair on the target",
+)
+
+
+@contextlib.contextmanager
+def _step(number: int) -> Iterator[None]:
+    """Name the step in whatever a device refused."""
+    try:
+        yield
+    except MechanismUnsupported as exc:
+        raise MechanismUnsupported(f"device copy, step {STEPS[number]}: {exc.wanted}",
+                                   exc.offered) from None
+    except (KeyExists, PolicyRefused, UsageError):
+        raise
+    except TokenKeysError as exc:
+        outcome = ("the copy is in place; the transport key is a session object, gone when "
+                   "the session ends" if number == len(STEPS) - 1
+                   else "nothing was left on either token")
+        raise CopyFailed(f"device copy failed at step {STEPS[number]}: {exc}; {outcome}"
+                         ) from None
+
+
+def copy_key(source: Token, name_or_uri: str, target: Token, *,
+             shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
+    """Copy a shareable key device to device; it is never in clear outside the devices.
+
+    The target makes a transient RSA key pair; the source wraps the key under an
+    ephemeral AES key and that key under the transport key; the target unwraps
+    both. A test decryption follows; transient keys are destroyed on both sides.
+    """
+    if source.uri == target.uri:
+        raise UsageError("--token and --to-token name the same token")
+    key, cert = _shareable_key(source, name_or_uri)
+    # mypy cannot pass a Protocol as type[C] (python/mypy#4717): hence the ignores.
+    sender = require(source, KeyTransport,
+                     "wrapping a key for transport (source token)")
+    receiver = require(target, KeyTransport,
+                       "receiving a wrapped key (target token)")
+    _refuse_present(target, key.label, key.public_key, target.uri)
+    chain = _chain(source, key)
+    with _step(0):
+        transport: TransportKey = receiver.create_transport_key()
+    try:
+        with _step(1):
+            wrapped = sender.wrap_for_transport(key, transport.public_key)
+        with _step(2):
+            copy = receiver.unwrap_transported(transport, wrapped, label=key.label,
+                                               shareable=shareable)
+        with _undo_on_failure(target, copy):
+            with _step(3):
+                _store_certificate(target, copy, cert, chain)
+            with _step(4):
+                check_decryption(copy)
+            record_share_event(audit, ShareEvent("share-copy", target, copy, {
+                "ckaid": key.id.hex(), "from": source.uri, "to": target.uri,
+                "shareable": shareable}))
+    except BaseException:
+        with contextlib.suppress(TokenKeysError):  # the first failure is the one to report
+            receiver.destroy_transport_key(transport)
+        raise
+    with _step(5):
+        receiver.destroy_transport_key(transport)
+    stored = len(chain) if isinstance(target, CertificateStore) else 0
+    return ShareResult(describe(copy), "copy", None, None, stored, source.uri)
+

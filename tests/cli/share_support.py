@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.cli.conftest import TK
 
 PASSPHRASE = "Zq9 unique-share passphrase"
-PIN = "123456"
+PIN = "share keystore 2026"  # a software keystore PIN must resist offline guessing
 
 
 def soft_store(path: Path, *keys: tuple[str, str, bool]) -> str:

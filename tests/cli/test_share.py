@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from tests.cli.conftest import TK
 from tests.cli.share_support import (
     PASSPHRASE,
+    PIN,
     export_cert,
     listing,
     openssl,
@@ -27,9 +28,11 @@ from tests.cli.share_support import (
 )
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def share_env(cli_env: dict[str, str]) -> dict[str, str]:
-    cli_env.update({"TOKENKEYS_PASSPHRASE": PASSPHRASE, "TOKENKEYS_TO_PIN": "123456"})
+    # Every token here is a software keystore, whose PIN resists offline guessing.
+    cli_env.update({"TOKENKEYS_PASSPHRASE": PASSPHRASE, "TOKENKEYS_PIN": PIN,
+                    "TOKENKEYS_TO_PIN": PIN})
     return cli_env
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.cli.share_support import soft_store
+from tests.cli.share_support import PIN, soft_store
 
 TYPED = "typed at the prompt, twice"
 
@@ -45,7 +45,8 @@ def _on_terminal(env: dict[str, str], args: list[str], answers: list[str]) -> tu
 
 def test_prompt_twice_without_echo(cli_env: dict[str, str], tmp_path: Path) -> None:
     src = soft_store(tmp_path / "src", ("SHARED", "ec-p256", True))
-    env = {k: v for k, v in cli_env.items() if k != "TOKENKEYS_PASSPHRASE"}
+    env = {**{k: v for k, v in cli_env.items() if k != "TOKENKEYS_PASSPHRASE"},
+           "TOKENKEYS_PIN": PIN}
     out = tmp_path / "typed.p12"
     code, screen = _on_terminal(env, ["share", "export", "SHARED", "--token", src, "-o",
                                       str(out)], [TYPED, TYPED + " but not the same"])

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.cli.share_support import PASSPHRASE, soft_store
+from tests.cli.share_support import PASSPHRASE, PIN, soft_store
 
 
 def _cmdlines() -> list[bytes]:
@@ -41,7 +41,7 @@ def _run(env: dict[str, str], *args: str | Path) -> tuple[int, str, list[bytes]]
 def test_passphrase_never_visible(cli_env: dict[str, str], tmp_path: Path) -> None:
     src = soft_store(tmp_path / "src", ("SHARED", "ec-p256", True))
     dst = soft_store(tmp_path / "dst")
-    env = {**cli_env, "TOKENKEYS_PASSPHRASE": PASSPHRASE}
+    env = {**cli_env, "TOKENKEYS_PASSPHRASE": PASSPHRASE, "TOKENKEYS_PIN": PIN}
     p12 = tmp_path / "shared.p12"
     runs = [
         (0, env, ("--debug", "share", "export", "SHARED", "--token", src, "-o", p12)),

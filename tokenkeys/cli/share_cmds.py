@@ -16,19 +16,26 @@ from tokenkeys.types import PinSource
 def audit_hook(app: App, service: str | None) -> share.AuditHook:
     """Share export, import and copy are recorded in the registry, in `service`: an
     import or copy adds the new key (with its audit row), an export appends an audit
-    row. Called before the result is committed: a refused write leaves nothing."""
+    row, as does an import of a key the service already records (the same key pair on
+    one more device). Called before the result is committed: a refused write leaves
+    nothing."""
     svc = service_name(app, service)
 
     def record(event: share.ShareEvent) -> None:
+        from tokenkeys.registry import fingerprint
         from tokenkeys.services import keys as key_policy
 
+        facts = key_policy.facts_for(event.token, event.key)
         with registry(app) as reg:
-            if event.event == "share-export":
-                reg.record_event(event.event, service=svc, subject=event.key.label,
-                                 details=event.details)
+            known = [r for r in reg.keys_by_fingerprint(fingerprint(facts.certificate))
+                     if r.service == svc and r.deleted_at is None]
+            if event.event == "share-export" or known:
+                # The same key pair on one more device: one row per key, one audit row.
+                subject = known[0].designation if known else event.key.label
+                reg.record_event(event.event, service=svc, subject=subject,
+                                 details={**event.details, "token": event.token.uri})
             else:
-                reg.add_key(svc, key_policy.facts_for(event.token, event.key), event.event,
-                            event.details)
+                reg.add_key(svc, facts, event.event, event.details)
 
     return record
 

@@ -12,7 +12,6 @@ from tokenkeys.cli.key_cmds import key
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.errors import OutputExists
 from tokenkeys.services import key_certs
-from tokenkeys.services import keys as key_policy
 from tokenkeys.services.envelope_kinds import beside_registry
 
 _OUTPUT = click.Path(dir_okay=False, path_type=Path)
@@ -93,6 +92,8 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
         done = key_certs.import_certificate(tok, handle, cert, chain,
                                             beside_registry(app.config, key_certs.CHAINS_DIR))
         record = manager.describe(handle, mechanisms=tok.mechanisms())
+        from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
+
         with registry(app) as reg:
             key_policy.record_certified(reg, service_name(app, service), tok, handle)
     verb = "replaced the certificate of" if done.replaced else "stored a certificate for"

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -25,23 +24,11 @@ from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, check_recipient, named_by_issuer, seal
 from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
+from tokenkeys.services import key_certs
 from tokenkeys.services.envelope_kinds import key_transport_for
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
-
-
-def load_certificates(path: Path) -> list[x509.Certificate]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read recipient certificate {path}: {exc.strerror}") from None
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise UsageError(f"{path} is not a PEM or DER X.509 certificate") from None
 
 
 @click.command("seal")
@@ -84,7 +71,8 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
         certs = consultation_policy.certificates(bound)
         key_transport = consultation_policy.seal_transport(bound, key_transport)
     else:
-        certs = [c for path in recipients for c in load_certificates(path)]
+        certs = [c for path in recipients
+                 for c in key_certs.load_certificates(path, "recipient certificate")]
     now = datetime.now(UTC)
     for cert in certs:
         if not allow_expired and not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

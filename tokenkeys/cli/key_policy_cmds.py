@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
-from tokenkeys.cli.envelope_cmds import load_certificates
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.errors import UsageError
+from tokenkeys.services.key_certs import load_certificates
 from tokenkeys.types import Algorithm
 
 
@@ -40,7 +40,7 @@ def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
 
     certificate = None
     if cert is not None:
-        certs = load_certificates(cert)
+        certs = load_certificates(cert, "certificate")
         if len(certs) != 1:
             raise UsageError(f"{cert} holds {len(certs)} certificates: give exactly one")
         certificate = certs[0]

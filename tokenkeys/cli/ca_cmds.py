@@ -7,8 +7,16 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives import serialization
 
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
-from tokenkeys.errors import OutputExists, UsageError
+from tokenkeys.cli.context import (
+    App,
+    check_output,
+    opened,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
+from tokenkeys.errors import UsageError
 from tokenkeys.files import write_atomic
 from tokenkeys.services import ca as ca_service
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
@@ -21,11 +29,6 @@ def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algo
         return Algorithm.parse(value)
     except UsageError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _refuse_existing(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise OutputExists(f"{path} already exists (use --force to replace it)")
 
 
 def _show(app: App, records: list[ca_service.CaRecord]) -> None:
@@ -78,7 +81,7 @@ def ca_issue(app: App, request: Path, token: str | None, ca_name: str, output: P
 
     The certificate is signed on the CA's device.
     """
-    _refuse_existing(output, force)
+    check_output(output, force)  # before any PIN or device call
     try:
         data = request.read_bytes()
     except OSError as exc:
@@ -125,7 +128,7 @@ def ca_list(app: App, token: str | None, pin_file: Path | None, pinpad: bool) ->
 def ca_export_cert(app: App, name: str, output: Path, der: bool, force: bool,
                    token: str | None) -> None:
     """Write the CA's certificate (the trust anchor for `openssl verify`). No PIN needed."""
-    _refuse_existing(output, force)
+    check_output(output, force)  # before any PIN or device call
     with opened(app, token) as tok:
         ca_key = ca_service.find_ca(tok, name)
     cert = ca_key.certificate

@@ -7,20 +7,21 @@ from pathlib import Path
 import click
 
 from tokenkeys import manager
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.context import (
+    App,
+    check_output,
+    opened,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
 from tokenkeys.cli.key_cmds import key
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
-from tokenkeys.errors import OutputExists
 from tokenkeys.services import key_certs
 from tokenkeys.services.envelope_kinds import beside_registry
 
 _OUTPUT = click.Path(dir_okay=False, path_type=Path)
-
-
-def _refuse_existing(path: Path, force: bool) -> None:
-    # Before any PIN is asked or any device call made.
-    if path.exists() and not force:
-        raise OutputExists(f"{path} already exists (use --force to replace it)")
 
 
 @key.command("export-public")
@@ -33,7 +34,7 @@ def _refuse_existing(path: Path, force: bool) -> None:
 def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force: bool,
                       token: str | None) -> None:
     """Write the key's public key (SubjectPublicKeyInfo), for `ca issue`. No PIN needed."""
-    _refuse_existing(output, force)
+    check_output(output, force)  # before any PIN or device call
     with opened(app, manager.key_token_uri(name_or_uri) or token) as tok:
         handle = manager.resolve_key(tok, name_or_uri)
         key_certs.export_public(handle, output, der=der, force=force)
@@ -52,7 +53,7 @@ def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force
 def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: bool,
             token: str | None, pin_file: Path | None, pinpad: bool) -> None:
     """Write a PKCS#10 certificate request signed on the device (keys that can sign)."""
-    _refuse_existing(output, force)
+    check_output(output, force)  # before any PIN or device call
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         handle = manager.resolve_key(tok, name_or_uri)

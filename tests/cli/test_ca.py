@@ -134,9 +134,10 @@ def test_ca_issues_for_a_bare_public_key_and_openssl_verifies(
               "--cn", "Entity CA", "--days", "30", "--algorithm", "ec-p256")
     assert made.code == 0, made.err
     gen = tk("--json", "key", "generate", "--token", uri, "--name", "CARTE",
-             "--algorithm", "rsa2048", "--no-self-sign")
+             "--algorithm", "rsa2048", "--no-self-sign", "--backup")
     assert gen.code == 0 and gen.json["key"]["status"] == "awaiting certificate"
-    assert "key import-cert CARTE" in gen.json["next"]
+    assert "key import-cert CARTE" in gen.json["next"] and "--backup" in gen.json["next"]
+    assert tk("--json", "key", "list", "--registry").json["keys"] == []  # not yet recorded
     export = tk("key", "export-cert", "CARTE", "--token", uri, "-o", tmp_path / "none.pem")
     assert export.code == 5 and "awaiting a certificate" in export.err
     pub, cert, ca_pem = tmp_path / "carte.pub", tmp_path / "carte.pem", tmp_path / "ca.pem"
@@ -168,10 +169,15 @@ def test_ca_issues_for_a_bare_public_key_and_openssl_verifies(
 
     listed = tk("--json", "ca", "list", "--token", ca_uri)
     assert [c["name"] for c in listed.json["cas"]] == ["CA-ENTITE"]
-    done = tk("--json", "key", "import-cert", "CARTE", cert, "--chain", ca_pem, "--token", uri)
+    done = tk("--json", "key", "import-cert", "CARTE", cert, "--chain", ca_pem, "--token", uri,
+              "--backup")
     assert done.code == 0, done.err
     assert done.json["replaced"] is False
     assert done.json["key"]["status"] == "expiring"  # the CA itself has 30 days
+    # Recorded in the registry now, as a backup key, with its device's envelope kinds.
+    [row] = tk("--json", "key", "list", "--registry").json["keys"]
+    assert row["designation"] == "CARTE" and row["backup"] is True
+    assert "pkcs1v15" in row["envelope_kinds"]
 
 
 def test_ca_issues_from_a_csr_and_refuses_a_forged_one(

@@ -69,13 +69,16 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
 @click.argument("cert_path", metavar="CERT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--chain", "chain_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The issuer certificates (PEM bundle), nearest first.")
+@click.option("--backup", is_flag=True,
+              help="Record the key as a backup key, when the registry does not know it yet "
+                   "(a key that awaited this certificate).")
 @token_option
 @service_option
 @pin_options
 @pass_app
 def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Path | None,
-                    token: str | None, service: str | None, pin_file: Path | None,
-                    pinpad: bool) -> None:
+                    backup: bool, token: str | None, service: str | None,
+                    pin_file: Path | None, pinpad: bool) -> None:
     """Store a CA-issued certificate with the key, replacing a self-signed one.
 
     Refused, and the device left unchanged, when the certificate is for
@@ -96,7 +99,8 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
         from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
 
         with registry(app) as reg:
-            key_policy.record_certified(reg, service_name(app, service), tok, handle)
+            key_policy.record_certified(reg, service_name(app, service), tok, handle,
+                                        backup=backup)
     verb = "replaced the certificate of" if done.replaced else "stored a certificate for"
     app.emit({"key": record.to_json(), "replaced": done.replaced, "chain": done.chain_kept},
              lambda: app.say(f"{verb} {record.designation!r} ({record.cn}, not after "

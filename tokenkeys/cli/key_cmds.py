@@ -131,7 +131,8 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
     note = None if record.status != manager.AWAITING else (
         f"key {record.designation!r}{where} has no certificate yet"
         + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
-        + f". Next: {next_steps(record.designation)}")
+        + f". Next: {next_steps(record.designation)}"
+        + (" with --backup (it is recorded as a backup key then)" if backup else ""))
     facts = {"service": svc, "backup": row.backup if row else backup,
              "fingerprint": row.fingerprint if row else None}
 

@@ -67,13 +67,13 @@ def record_generated(registry: Registry, service: str, token: Token, record_id: 
 
 
 def record_certified(registry: Registry, service: str, token: Token,
-                     key: KeyHandle) -> KeyRow | None:
+                     key: KeyHandle, *, backup: bool = False) -> KeyRow | None:
     """After `key import-cert`: record a key the service does not know yet (one that
     awaited its certificate), as `key adopt` would. A known designation is left as is."""
     try:
         registry.key(service, key.label)
     except KeyNotFound:
-        return registry.add_key(service, facts_for(token, key), "adopt",
+        return registry.add_key(service, facts_for(token, key, backup=backup), "adopt",
                                 {"via": "import-cert"})
     return None
 

@@ -171,3 +171,22 @@ def test_postgresql_read_only_role_and_password_never_shown(tk: TK, pg_cluster: 
     for run in runs:
         assert OFFICER_PASSWORD not in run.out + run.err
         assert "wrong" not in run.out + run.err
+
+
+def test_registry_names_are_shown_as_written(rtk: TK, registry_location: str) -> None:
+    """Brackets are text, not markup to escape: `[lot 2]` shows as `[lot 2]`, never
+    `\\[lot 2]`; control characters are shown as escapes, never sent raw."""
+    with Registry.open(registry_location) as reg:
+        reg.add_key("default", soft_facts("K[lot 2]\x1b[31m"), "generate")
+        reg.add_key("default", soft_facts("B", backup=True), "generate")
+        reg.create_consultation("default", "AO[2]", "K[lot 2]\x1b[31m", title="[urgent]",
+                                closes_at=None, check=lambda *_: None, details={})
+    listed = rtk("consultation", "list")
+    shown = rtk("consultation", "show", "AO[2]")
+    keys = rtk("key", "list", "--registry")
+    for run in (listed, shown, keys):
+        assert run.code == 0, run.err
+        assert "\\[" not in run.out and "\x1b" not in run.out, run.out
+    assert "AO[2]" in listed.out and "K[lot 2]\\x1b[31m" in listed.out
+    assert "title: [urgent]" in shown.out and "K[lot 2]\\x1b[31m" in shown.out
+    assert "K[lot 2]\\x1b[31m" in keys.out

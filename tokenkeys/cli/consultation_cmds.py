@@ -9,9 +9,7 @@ import click
 
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.cli.registry_opts import (
-    printable,
     registry,
-    safe,
     service_name,
     service_option,
 )
@@ -30,8 +28,8 @@ def _show(app: App, rows: list[Consultation]) -> None:
         app.say("no consultations")
         return
     app.table(None, ["reference", "status", "closes", "key", "key expires", "backup keys"], [
-        (safe(c.reference), c.status, c.closes_at or "-", safe(c.key.designation),
-         c.key.not_after, safe(", ".join(b.designation for b in c.backups) or "none"))
+        (c.reference, c.status, c.closes_at or "-", c.key.designation,
+         c.key.not_after, ", ".join(b.designation for b in c.backups) or "none")
         for c in rows])
 
 
@@ -56,8 +54,8 @@ def consultation_create(app: App, reference: str, key: str, closes: str | None,
         app.err.print(f"warning: {warning}", markup=False)
     c = made.consultation
     app.emit({"consultation": c.to_json(), "warnings": list(made.warnings)},
-             lambda: app.say(f"consultation {printable(c.reference)!r} bound to key "
-                             f"{printable(c.key.designation)!r}"
+             lambda: app.say(f"consultation {c.reference!r} bound to key "
+                             f"{c.key.designation!r}"
                              f" and {len(c.backups)} backup key(s); this binding is final"))
 
 
@@ -96,10 +94,10 @@ def consultation_show(app: App, reference: str, service: str | None) -> None:
     def human() -> None:
         _show(app, [c])
         if c.title:
-            app.say(f"title: {printable(c.title)}")
+            app.say(f"title: {c.title}")
         for k in c.recipients:
             role = "backup" if k.backup else "bound"
-            app.say(f"{role} {printable(k.designation)}: sha256 {k.fingerprint}, "
+            app.say(f"{role} {k.designation}: sha256 {k.fingerprint}, "
                     f"until {k.not_after}, opens {','.join(k.envelope_kinds)}")
 
     app.emit({"consultation": c.to_json()}, human)

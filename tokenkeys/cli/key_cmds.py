@@ -18,7 +18,7 @@ from tokenkeys.cli.context import (
     user_pin,
     wait_card_option,
 )
-from tokenkeys.cli.registry_opts import registry, safe, service_name, service_option
+from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.errors import UsageError
 from tokenkeys.services.key_certs import next_steps
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
@@ -48,8 +48,8 @@ def _show_rows(app: App, rows: list[KeyRow]) -> None:
         return
     app.table(None, ["designation", "algorithm", "not after", "backup", "open consultations",
                      "deleted"],
-              [(safe(r.designation), r.algorithm, r.not_after, "yes" if r.backup else "no",
-                safe(", ".join(r.open_consultations)) or "-", r.deleted_at or "-")
+              [(r.designation, r.algorithm, r.not_after, "yes" if r.backup else "no",
+                ", ".join(r.open_consultations) or "-", r.deleted_at or "-")
                for r in rows])
 
 
@@ -68,7 +68,7 @@ def _show(app: App, records: list[manager.KeyRecord],
              r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", r.status,
              "yes" if r.extractable else "no", ", ".join(r.opens) or "-",
              "yes" if x.get("backup") else "no",
-             safe(", ".join(x.get("open_consultations", []))) or "-")  # type: ignore[arg-type]
+             ", ".join(x.get("open_consultations", [])) or "-")  # type: ignore[arg-type]
             for r, x in zip(records, facts, strict=True)
         ],
     )

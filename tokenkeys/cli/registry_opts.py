@@ -37,16 +37,3 @@ def registry(app: App) -> Iterator[Registry]:
         yield reg
     finally:
         reg.close()
-
-
-def printable(value: object) -> str:
-    """Untrusted text (titles, names, file names) without control characters."""
-    text = "" if value is None else str(value)
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def safe(value: object) -> str:
-    """Untrusted text made inert for a rich table cell (markup is escaped too)."""
-    from rich.markup import escape
-
-    return escape(printable(value))

@@ -218,3 +218,10 @@ def test_doctor_reports_modules_tokens_mechanisms_and_expiry(tk: TK, uri: str,
     assert mine["keys"][0]["status"] == "expiring"
     human = tk("doctor", env={"TOKENKEYS_MODULE": SOFTHSM_MODULE, "TOKENKEYS_PIN": None})
     assert human.code == 15 and "set TOKENKEYS_PIN to check key expiry" in human.out
+
+
+@pytest.mark.parametrize("command", [["key", "generate", "--name", "Y"],
+                                     ["ca", "create", "--name", "Y"], ["key", "renew", "Y"]])
+def test_every_algorithm_option_refuses_an_unknown_one(tk: TK, command: list[str]) -> None:
+    run = tk(*command, "--token", "soft:/nonexistent", "--algorithm", "dsa")
+    assert run.code == 2 and "unsupported algorithm 'dsa' (choose one of:" in run.err, run.err

@@ -11,6 +11,7 @@ from tokenkeys.cli.context import (
     App,
     check_output,
     opened,
+    parse_algorithm,
     pass_app,
     pin_options,
     token_option,
@@ -23,12 +24,6 @@ from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
 _OUTPUT = click.Path(dir_okay=False, path_type=Path)
 
-
-def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algorithm:
-    try:
-        return Algorithm.parse(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _show(app: App, records: list[ca_service.CaRecord]) -> None:
@@ -50,7 +45,7 @@ def ca() -> None:
 @click.option("--name", required=True, help="The CA key's name on the token.")
 @click.option("--cn", help="The CA certificate's common name (default: the name).")
 @click.option("--days", type=int, default=3650, show_default=True, help="Validity in days.")
-@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=_algorithm,
+@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=parse_algorithm,
               metavar="|".join(a.value for a in Algorithm), show_default=True)
 @pin_options
 @pass_app

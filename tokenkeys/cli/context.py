@@ -20,7 +20,7 @@ from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
 from tokenkeys.errors import OutputExists, UsageError
 from tokenkeys.services import login as login_service
-from tokenkeys.types import PinSource
+from tokenkeys.types import Algorithm, PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Control, format (bidi overrides, zero-width) and line/paragraph separators.
@@ -179,3 +179,11 @@ def check_output(path: Path, force: bool) -> None:
     except OSError as exc:
         raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
 
+
+def parse_algorithm(_ctx: click.Context, _param: click.Parameter, value: str | None
+                    ) -> Algorithm | None:
+    """click callback of every --algorithm option (None when the option is absent)."""
+    try:
+        return None if value is None else Algorithm.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None

@@ -12,6 +12,7 @@ from tokenkeys.cli.context import (
     App,
     check_output,
     opened,
+    parse_algorithm,
     pass_app,
     pin_options,
     token_option,
@@ -26,12 +27,6 @@ from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 if TYPE_CHECKING:
     from tokenkeys.registry import KeyRow
 
-
-def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str) -> Algorithm:
-    try:
-        return Algorithm.parse(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _registry_facts(rows: list[KeyRow]) -> dict[str, object]:
@@ -87,7 +82,7 @@ def key() -> None:
 @token_option
 @click.option("--name", required=True, help="Designation: the key's name on the platform.")
 @click.option("--cn", help="Certificate common name (default: the name).")
-@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=_algorithm,
+@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=parse_algorithm,
               metavar="|".join(a.value for a in Algorithm), show_default=True)
 @click.option("--days", type=int, default=365, show_default=True, help="Validity in days.")
 @click.option("--shareable", is_flag=True,

@@ -6,19 +6,19 @@ from pathlib import Path
 
 import click
 
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.context import (
+    App,
+    opened,
+    parse_algorithm,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.errors import UsageError
 from tokenkeys.services.key_certs import load_certificates
 from tokenkeys.types import Algorithm
-
-
-def _algorithm(_ctx: click.Context, _param: click.Parameter, value: str | None
-               ) -> Algorithm | None:
-    try:
-        return None if value is None else Algorithm.parse(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("adopt")
@@ -58,7 +58,7 @@ def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
 @click.option("--new-name", help="Designation of the new key (default: NAME-YYYYMMDD).")
 @click.option("--days", type=click.IntRange(1, 3650),
               help="Validity in days (default: the old key's validity length).")
-@click.option("--algorithm", callback=_algorithm,
+@click.option("--algorithm", callback=parse_algorithm,
               metavar="|".join(a.value for a in Algorithm),
               help="Default: the old key's algorithm.")
 @service_option

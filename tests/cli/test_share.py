@@ -269,3 +269,20 @@ def test_copy_soft_to_soft(tk: TK, share_env: dict[str, str], src: str, tmp_path
     assert no_pin.code == 4 and "TOKENKEYS_TO_PIN" in no_pin.err
     assert listing(dst_dir) == before
     assert os.path.exists(cert)
+
+
+def test_warning_naming_a_hostile_file_is_escaped(tk: TK, share_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    """A file brought on a medium may carry any name: the weak-protection warning
+    quoting it shows control characters as escapes, never sends them raw."""
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    p12 = tmp_path / "offre\x1b[2Jx.pfx"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+            "-subj", "/CN=Acheteur", "-days", "30")
+    openssl("pkcs12", "-export", "-inkey", key, "-in", cert, "-out", p12,
+            "-passout", "env:TOKENKEYS_PASSPHRASE", "-legacy", env=share_env)
+    done = tk("share", "import", p12, "--token", soft_store(tmp_path / "agent"),
+              "--name", "IMPORTED")
+    assert done.code == 0, done.err
+    assert "weakly protected" in done.err and "\x1b" not in done.err, repr(done.err)
+    assert "offre\\x1b[2Jx.pfx" in done.err

@@ -51,7 +51,7 @@ def consultation_create(app: App, reference: str, key: str, closes: str | None,
         made = policy.create(reg, service_name(app, service), reference, key, closes=closes,
                              title=title, no_backup=no_backup)
     for warning in made.warnings:
-        app.err.print(f"warning: {warning}", markup=False)
+        app.warn(warning)
     c = made.consultation
     app.emit({"consultation": c.to_json(), "warnings": list(made.warnings)},
              lambda: app.say(f"consultation {c.reference!r} bound to key "

@@ -87,6 +87,10 @@ class App:
         """Something the user should know that is not an error, on stderr."""
         click.echo(f"tokenkeys: note: {visible(message)}", err=True)
 
+    def warn(self, message: str) -> None:
+        """A warning on stderr; names in it may come from a file: shown, never obeyed."""
+        click.echo(f"warning: {visible(message)}", err=True)
+
     def fail(self, message: str) -> None:
         """An error line on stderr, in the same form as main's error report."""
         click.echo(f"tokenkeys: error: {visible(message)}", err=True)

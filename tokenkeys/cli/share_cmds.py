@@ -42,7 +42,7 @@ def audit_hook(app: App, service: str | None) -> share.AuditHook:
 
 def _done(app: App, result: share.ShareResult, text: str) -> None:
     for warning in result.warnings:
-        app.err.print(f"warning: {warning}", markup=False)
+        app.warn(warning)
     app.emit({"share": result.to_json()}, lambda: app.say(text))
 
 

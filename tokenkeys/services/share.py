@@ -157,9 +157,9 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
             "ckaid": key.id.hex(), "token": token.uri, "file": str(output),
             "legacy": legacy, "chain": len(chain)}))
         out.commit()
+    # Returned, not logged: the CLI shows them once, escaped (logging's last-resort
+    # handler would print them a second time, raw).
     warnings = (p12.LEGACY_WARNING,) if legacy else ()
-    for warning in warnings:
-        log.warning(warning)
     return ShareResult(describe(key), "export", output,
                        f"{p12.LEGACY if legacy else p12.MODERN}, {p12.ITERATIONS} iterations",
                        len(chain), token.uri, warnings)
@@ -246,8 +246,6 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
             "shareable": shareable}))
     stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
     protection, warnings = p12.protection(data, str(path))
-    for warning in warnings:
-        log.warning(warning)
     return ShareResult(describe(key), "import", path, protection, stored, str(path), warnings)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import platformdirs
@@ -22,6 +22,10 @@ from tokenkeys.errors import UsageError
 APP = "tokenkeys"
 
 
+def default_registry() -> str:
+    return str(Path(platformdirs.user_data_dir(APP)) / "registry.sqlite")
+
+
 @dataclass(frozen=True)
 class Config:
     module: str | None = None
@@ -29,7 +33,8 @@ class Config:
     card_modules: tuple[str, ...] = ()
     token: str | None = None
     # A file path (SQLite) or a postgresql:// URL (no password: libpq finds it).
-    registry: str = str(Path(platformdirs.user_data_dir(APP)) / "registry.sqlite")
+    # Computed when a Config is made, not at import: XDG_DATA_HOME may change in between.
+    registry: str = field(default_factory=default_registry)
     service: str = "default"
     source: Path | None = None
 
@@ -82,7 +87,7 @@ def load_config(path: Path | None = None) -> Config:
             modules=_strings(data, "modules", path),
             card_modules=_strings(data, "card_modules", path),
             token=token,
-            registry=registry or Config.registry,
+            registry=registry or default_registry(),
             service=service or Config.service,
             source=path,
         )

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cli.forkserver import ForkServer
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -43,9 +45,23 @@ def cli_env(tmp_path: Path, softhsm: Any) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer | None]:
+    """One fork server per pytest worker (see forkserver.py); TOKENKEYS_TEST_FORKSERVER=0
+    makes every tk() call start a fresh interpreter instead."""
+    if os.environ.get("TOKENKEYS_TEST_FORKSERVER") == "0":
+        yield None
+        return
+    server = ForkServer(tmp_path_factory.mktemp("fork"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def tk(cli_env: dict[str, str]) -> TK:
-    """tk(*args, env={...}, input=None) runs `python -m tokenkeys ARGS`."""
+def tk(cli_env: dict[str, str], forkserver: ForkServer | None) -> TK:
+    """tk(*args, env={...}, input=None) runs `python -m tokenkeys ARGS`, in a process
+    forked from the fork server (stdin is /dev/null unless input is given)."""
 
     def run(*args: str | Path, env: dict[str, str | None] | None = None,
             input: str | None = None) -> Run:
@@ -55,9 +71,13 @@ def tk(cli_env: dict[str, str]) -> TK:
                 full.pop(key, None)
             else:
                 full[key] = value
+        if forkserver is not None:
+            done = forkserver.run([*map(str, args)], full, input, timeout=120)
+            return Run(done.returncode, done.stdout, done.stderr)
         proc = subprocess.run(
             [sys.executable, "-m", "tokenkeys", *map(str, args)],
-            env=full, input=input, capture_output=True, text=True, timeout=120,
+            env=full, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=120,
         )
         return Run(proc.returncode, proc.stdout, proc.stderr)
 

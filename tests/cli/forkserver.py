@@ -102,7 +102,6 @@ def _become(request: dict[str, Any]) -> None:
         opened = os.open(name, flags)
         os.dup2(opened, fd)
         os.close(opened)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path[0] = os.getcwd()
     sys.argv = ["-m", *request["args"]]
     runpy.run_module("tokenkeys", run_name="__main__", alter_sys=True)

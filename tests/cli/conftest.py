@@ -61,7 +61,8 @@ def forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer 
 @pytest.fixture
 def tk(cli_env: dict[str, str], forkserver: ForkServer | None) -> TK:
     """tk(*args, env={...}, input=None) runs `python -m tokenkeys ARGS`, in a process
-    forked from the fork server (stdin is /dev/null unless input is given)."""
+    forked from the fork server unless env changes the interpreter's own settings
+    (stdin is /dev/null unless input is given)."""
 
     def run(*args: str | Path, env: dict[str, str | None] | None = None,
             input: str | None = None) -> Run:
@@ -71,7 +72,7 @@ def tk(cli_env: dict[str, str], forkserver: ForkServer | None) -> TK:
                 full.pop(key, None)
             else:
                 full[key] = value
-        if forkserver is not None:
+        if forkserver is not None and forkserver.can_run(full):
             done = forkserver.run([*map(str, args)], full, input, timeout=120)
             return Run(done.returncode, done.stdout, done.stderr)
         proc = subprocess.run(

@@ -34,6 +34,8 @@ from typing import Any
 _PRELOAD = ("sqlalchemy", "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql",
             "alembic.command", "alembic.config", "psycopg", "pkcs11", "PyKCS11", "asn1crypto.cms")
 
+_STARTUP_VARS = ("PYTHON", "LANG", "LC_")
+
 
 def _preload() -> None:
     import tokenkeys
@@ -122,8 +124,10 @@ class ForkServer:
         self.socket_path = str(workdir / "fork.sock")
         self._count = 0
         self._proc: subprocess.Popen[str] | None = None
+        self._start_env: dict[str, str] = {}
 
     def start(self) -> None:
+        self._start_env = dict(os.environ)
         with open(self.workdir / "server.err", "w") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, __file__, self.socket_path], stdin=subprocess.PIPE,
@@ -138,6 +142,12 @@ class ForkServer:
             assert self._proc.stdin is not None
             self._proc.stdin.close()
             self._proc.wait(timeout=30)
+
+    def can_run(self, env: dict[str, str]) -> bool:
+        """False when env changes what a fork cannot: the interpreter's own start-up
+        settings (PYTHON*, locale), fixed in the server when it started."""
+        names = {k for k in {*env, *self._start_env} if k.startswith(_STARTUP_VARS)}
+        return all(env.get(k) == self._start_env.get(k) for k in names)
 
     def run(self, args: list[str], env: dict[str, str], input: str | None,
             timeout: float) -> Result:

@@ -54,3 +54,13 @@ def test_a_hung_command_is_killed_at_the_timeout(forkserver: ForkServer | None,
     # --wait-card polls for a card that never comes (no card module is configured).
     with pytest.raises(subprocess.TimeoutExpired):
         forkserver.run(["token", "list", "--wait-card", "30"], cli_env, None, timeout=1)
+
+
+def test_interpreter_settings_need_a_fresh_interpreter(forkserver: ForkServer | None,
+                                                      cli_env: dict[str, str]) -> None:
+    if forkserver is None:
+        pytest.skip("TOKENKEYS_TEST_FORKSERVER=0")
+    assert forkserver.can_run(cli_env)
+    assert not forkserver.can_run({**cli_env, "PYTHONIOENCODING": "latin-1"})
+    assert not forkserver.can_run({**cli_env, "LC_ALL": "C"})
+    assert not forkserver.can_run({**cli_env, "PYTHONPATH": "/elsewhere"})

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -21,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
+from tokenkeys.files import write_atomic
 
 EXPIRING_DAYS = 30
 KeyStatus = Literal["valid", "expiring", "expired"]
@@ -153,3 +155,11 @@ def key_status(cert: x509.Certificate, now: datetime | None = None) -> KeyStatus
     if left < timedelta(days=EXPIRING_DAYS):
         return "expiring"
     return "valid"
+
+
+def write_certificate(path: Path, cert: x509.Certificate, *, der: bool = False,
+                      overwrite: bool = False) -> None:
+    """Write `cert`, PEM or DER, in one atomic step; an existing file is refused
+    unless `overwrite`."""
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    write_atomic(path, cert.public_bytes(encoding), overwrite=overwrite)

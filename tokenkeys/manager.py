@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from tokenkeys.certificates import key_status, self_signed
+from tokenkeys.certificates import key_status, self_signed, write_certificate
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration, require
@@ -30,7 +29,6 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
-from tokenkeys.files import write_atomic
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm, KeySpec
@@ -268,8 +266,7 @@ def export_certificate(key: KeyHandle, path: Path, *, der: bool = False,
     """Write the certificate; an existing file is refused unless `overwrite`."""
     if key.certificate is None:
         raise awaiting_certificate(key)
-    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
-    write_atomic(path, key.certificate.public_bytes(encoding), overwrite=overwrite)
+    write_certificate(path, key.certificate, der=der, overwrite=overwrite)
 
 
 def delete_key(token: Token, key: KeyHandle) -> KeyRecord:

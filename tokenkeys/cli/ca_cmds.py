@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives import serialization
 
+from tokenkeys.certificates import write_certificate
 from tokenkeys.cli.context import (
     App,
     check_output,
@@ -18,7 +18,6 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.errors import UsageError
-from tokenkeys.files import write_atomic
 from tokenkeys.services import ca as ca_service
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
@@ -86,8 +85,7 @@ def ca_issue(app: App, request: Path, token: str | None, ca_name: str, output: P
         ca_key = ca_service.find_ca(tok, ca_name)
         issued = ca_service.issue_certificate(ca_key, parsed, cn=cn, days=days)
     cert = issued.certificate
-    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
-    write_atomic(output, cert.public_bytes(encoding), overwrite=force)
+    write_certificate(output, cert, der=der, overwrite=force)
     document = {"output": str(output), "subject": cert.subject.rfc4514_string(),
                 "issuer": cert.issuer.rfc4514_string(), "request": parsed.kind,
                 "not_after": cert.not_valid_after_utc.isoformat(), "clipped": issued.clipped,
@@ -128,7 +126,6 @@ def ca_export_cert(app: App, name: str, output: Path, der: bool, force: bool,
         ca_key = ca_service.find_ca(tok, name)
     cert = ca_key.certificate
     assert cert is not None
-    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
-    write_atomic(output, cert.public_bytes(encoding), overwrite=force)
+    write_certificate(output, cert, der=der, overwrite=force)
     app.emit({"ca": name, "output": str(output), "sha256": ca_service.fingerprint(cert)},
              lambda: app.say(f"wrote the certificate of CA {name!r} to {output}"))

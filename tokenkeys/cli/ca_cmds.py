@@ -8,10 +8,13 @@ import click
 
 from tokenkeys.certificates import write_certificate
 from tokenkeys.cli.context import (
+    FILE_PATH,
     App,
+    algorithm_option,
     check_output,
+    der_option,
+    force_option,
     opened,
-    parse_algorithm,
     pass_app,
     pin_options,
     token_option,
@@ -20,9 +23,6 @@ from tokenkeys.cli.context import (
 from tokenkeys.errors import UsageError
 from tokenkeys.services import ca as ca_service
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
-
-_OUTPUT = click.Path(dir_okay=False, path_type=Path)
-
 
 
 def _show(app: App, records: list[ca_service.CaRecord]) -> None:
@@ -44,8 +44,7 @@ def ca() -> None:
 @click.option("--name", required=True, help="The CA key's name on the token.")
 @click.option("--cn", help="The CA certificate's common name (default: the name).")
 @click.option("--days", type=int, default=3650, show_default=True, help="Validity in days.")
-@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=parse_algorithm,
-              metavar="|".join(a.value for a in Algorithm), show_default=True)
+@algorithm_option(default=DEFAULT_ALGORITHM)
 @pin_options
 @pass_app
 def ca_create(app: App, token: str | None, name: str, cn: str | None, days: int,
@@ -57,15 +56,15 @@ def ca_create(app: App, token: str | None, name: str, cn: str | None, days: int,
 
 
 @ca.command("issue")
-@click.argument("request", metavar="REQUEST", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("request", metavar="REQUEST", type=FILE_PATH)
 @token_option
 @click.option("--ca", "ca_name", required=True, help="The CA's name on the token.")
-@click.option("-o", "--output", type=_OUTPUT, required=True)
+@click.option("-o", "--output", type=FILE_PATH, required=True)
 @click.option("--cn", help="Subject common name (required for a bare public key).")
 @click.option("--days", type=int, default=365, show_default=True,
               help="Validity in days (never past the CA's own).")
-@click.option("--der", is_flag=True, help="DER instead of PEM.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@der_option
+@force_option
 @pin_options
 @pass_app
 def ca_issue(app: App, request: Path, token: str | None, ca_name: str, output: Path,
@@ -113,9 +112,9 @@ def ca_list(app: App, token: str | None, pin_file: Path | None, pinpad: bool) ->
 
 @ca.command("export-cert")
 @click.argument("name")
-@click.option("-o", "--output", type=_OUTPUT, required=True)
-@click.option("--der", is_flag=True, help="DER instead of PEM.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("-o", "--output", type=FILE_PATH, required=True)
+@der_option
+@force_option
 @token_option
 @pass_app
 def ca_export_cert(app: App, name: str, output: Path, der: bool, force: bool,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tokenkeys.cli.context import App, pass_app
+from tokenkeys.cli.context import FILE_PATH, App, force_option, pass_app
 from tokenkeys.cli.registry_opts import (
     registry,
     service_name,
@@ -105,9 +105,9 @@ def consultation_show(app: App, reference: str, service: str | None) -> None:
 
 @consultation_group.command("recipients")
 @click.argument("reference")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("-o", "--output", type=FILE_PATH, required=True,
               help="PEM bundle to write (for the platform).")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@force_option
 @service_option
 @pass_app
 def consultation_recipients(app: App, reference: str, output: Path, force: bool,

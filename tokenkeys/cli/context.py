@@ -120,7 +120,7 @@ def pin_options(func: F) -> F:
     )(func)
     func = click.option(
         "--pin-file",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=FILE_PATH,
         help="Read the user PIN from this file (first line).",
     )(func)
     return func
@@ -182,6 +182,26 @@ def check_output(path: Path, force: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+
+
+FILE_PATH = click.Path(dir_okay=False, path_type=Path)  # a file, never a directory
+
+
+def force_option(func: F) -> F:
+    """--force: the one way past check_output's refusal of an existing file."""
+    return click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")(func)
+
+
+def der_option(func: F) -> F:
+    return click.option("--der", is_flag=True, help="DER instead of PEM.")(func)
+
+
+def algorithm_option(*, default: Algorithm | None = None,
+                     help: str | None = None) -> Callable[[F], F]:
+    """--algorithm, parsed by parse_algorithm (None when absent and without default)."""
+    return click.option("--algorithm", default=default.value if default else None,
+                        callback=parse_algorithm, metavar="|".join(a.value for a in Algorithm),
+                        show_default=default is not None, help=help)
 
 
 def parse_algorithm(_ctx: click.Context, _param: click.Parameter, value: str | None

@@ -12,8 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokenkeys import batch, errors
 from tokenkeys.cli.context import (
+    FILE_PATH,
     App,
     check_output,
+    force_option,
     pass_app,
     pin_options,
     token_option,
@@ -32,10 +34,10 @@ KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkc
 
 
 @click.command("seal")
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.argument("input_path", metavar="INPUT", type=FILE_PATH)
+@click.option("-o", "--output", type=FILE_PATH, required=True)
 @click.option("--recipient", "recipients", multiple=True, metavar="CERT",
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=FILE_PATH,
               help="Recipient certificate (PEM, bundle or DER); repeat for backup keys.")
 @click.option("--consultation", metavar="REF",
               help="Seal to exactly this consultation's key and recorded backup keys.")
@@ -54,7 +56,7 @@ KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkc
 @click.option("--allow-expired", is_flag=True, help="Seal even to an expired certificate.")
 @click.option("--allow-any-usage", is_flag=True,
               help="Seal even when a certificate's keyUsage forbids key encipherment/agreement.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@force_option
 @pass_app
 def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...],
              consultation: str | None, service: str | None, cbc: bool, key_bits: str,

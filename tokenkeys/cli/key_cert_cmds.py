@@ -8,8 +8,11 @@ import click
 
 from tokenkeys import manager
 from tokenkeys.cli.context import (
+    FILE_PATH,
     App,
     check_output,
+    der_option,
+    force_option,
     opened,
     pass_app,
     pin_options,
@@ -21,14 +24,12 @@ from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.services import key_certs
 from tokenkeys.services.envelope_kinds import beside_registry
 
-_OUTPUT = click.Path(dir_okay=False, path_type=Path)
-
 
 @key.command("export-public")
 @click.argument("name_or_uri")
-@click.option("-o", "--output", type=_OUTPUT, required=True)
-@click.option("--der", is_flag=True, help="DER instead of PEM.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("-o", "--output", type=FILE_PATH, required=True)
+@der_option
+@force_option
 @token_option
 @pass_app
 def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force: bool,
@@ -44,9 +45,9 @@ def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force
 
 @key.command("csr")
 @click.argument("name_or_uri")
-@click.option("-o", "--output", type=_OUTPUT, required=True)
+@click.option("-o", "--output", type=FILE_PATH, required=True)
 @click.option("--cn", help="Subject common name (default: the key's name).")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@force_option
 @token_option
 @pin_options
 @pass_app
@@ -66,8 +67,8 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
 
 @key.command("import-cert")
 @click.argument("name_or_uri")
-@click.argument("cert_path", metavar="CERT", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--chain", "chain_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("cert_path", metavar="CERT", type=FILE_PATH)
+@click.option("--chain", "chain_path", type=FILE_PATH,
               help="The issuer certificates (PEM bundle), nearest first.")
 @click.option("--backup", is_flag=True,
               help="Record the key as a backup key, when the registry does not know it yet "

@@ -9,10 +9,13 @@ import click
 
 from tokenkeys import manager
 from tokenkeys.cli.context import (
+    FILE_PATH,
     App,
+    algorithm_option,
     check_output,
+    der_option,
+    force_option,
     opened,
-    parse_algorithm,
     pass_app,
     pin_options,
     token_option,
@@ -82,8 +85,7 @@ def key() -> None:
 @token_option
 @click.option("--name", required=True, help="Designation: the key's name on the platform.")
 @click.option("--cn", help="Certificate common name (default: the name).")
-@click.option("--algorithm", default=DEFAULT_ALGORITHM.value, callback=parse_algorithm,
-              metavar="|".join(a.value for a in Algorithm), show_default=True)
+@algorithm_option(default=DEFAULT_ALGORITHM)
 @click.option("--days", type=int, default=365, show_default=True, help="Validity in days.")
 @click.option("--shareable", is_flag=True,
               help="Allow wrapping the key out for colleagues (never readable in clear).")
@@ -198,9 +200,9 @@ def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
 
 @key.command("export-cert")
 @click.argument("name_or_uri")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--der", is_flag=True, help="DER instead of PEM.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("-o", "--output", type=FILE_PATH, required=True)
+@der_option
+@force_option
 @token_option
 @pass_app
 def key_export_cert(app: App, name_or_uri: str, output: Path, der: bool, force: bool,

@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from tokenkeys.cli.context import (
+    FILE_PATH,
     App,
+    algorithm_option,
     opened,
-    parse_algorithm,
     pass_app,
     pin_options,
     token_option,
@@ -24,7 +25,7 @@ from tokenkeys.types import Algorithm
 @click.command("adopt")
 @token_option
 @click.option("--name", required=True, help="The key's label on the token (or a key URI).")
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--cert", type=FILE_PATH,
               help="Its certificate (PEM or DER), when the token has none; stored there.")
 @click.option("--self-sign", "self_sign_days", type=click.IntRange(1, 3650), metavar="DAYS",
               help="No certificate anywhere: make a self-signed one on the device.")
@@ -58,9 +59,7 @@ def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
 @click.option("--new-name", help="Designation of the new key (default: NAME-YYYYMMDD).")
 @click.option("--days", type=click.IntRange(1, 3650),
               help="Validity in days (default: the old key's validity length).")
-@click.option("--algorithm", callback=parse_algorithm,
-              metavar="|".join(a.value for a in Algorithm),
-              help="Default: the old key's algorithm.")
+@algorithm_option(help="Default: the old key's algorithm.")
 @service_option
 @pin_options
 @pass_app

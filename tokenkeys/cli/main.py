@@ -13,7 +13,7 @@ from tokenkeys import __version__
 from tokenkeys.cli import key_cert_cmds  # noqa: F401  (adds csr/import-cert/export-public)
 from tokenkeys.cli.ca_cmds import ca
 from tokenkeys.cli.consultation_cmds import consultation_group
-from tokenkeys.cli.context import App, visible
+from tokenkeys.cli.context import FILE_PATH, App, visible
 from tokenkeys.cli.doctor_cmd import doctor
 from tokenkeys.cli.envelope_cmds import open_cmd, seal_cmd
 from tokenkeys.cli.key_cmds import key
@@ -35,7 +35,7 @@ EXIT_INTERRUPTED = 130
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE_PATH,
     help="Configuration file (default: TOKENKEYS_CONFIG or the user config dir).",
 )
 @click.version_option(__version__, prog_name="tokenkeys")

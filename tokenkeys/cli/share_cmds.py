@@ -7,7 +7,16 @@ from pathlib import Path
 import click
 
 from tokenkeys import manager
-from tokenkeys.cli.context import App, opened, pass_app, pin_options, token_option, user_pin
+from tokenkeys.cli.context import (
+    FILE_PATH,
+    App,
+    force_option,
+    opened,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.services import share
 from tokenkeys.types import PinSource
@@ -53,11 +62,11 @@ def share_group() -> None:
 
 @share_group.command("export")
 @click.argument("name_or_uri")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("-o", "--output", type=FILE_PATH, required=True,
               help="The .p12/.pfx file to write (mode 0600).")
 @click.option("--legacy", is_flag=True,
               help="TripleDES-SHA1 for old systems (weak: prefer the default AES-256).")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@force_option
 @token_option
 @service_option
 @pin_options
@@ -80,7 +89,7 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
 
 
 @share_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=FILE_PATH)
 @token_option
 @click.option("--name", required=True, help="Designation of the key on this token.")
 @click.option("--shareable", is_flag=True,
@@ -108,7 +117,7 @@ def share_import(app: App, file: Path, token: str | None, name: str, shareable: 
 @click.option("--to-token", "to_token", required=True, metavar="URI",
               help="The token that receives the copy.")
 @click.option("--shareable", is_flag=True, help="Keep the copy extractable (wrapped only).")
-@click.option("--to-pin-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--to-pin-file", type=FILE_PATH,
               help="Read the target token's user PIN from this file (else TOKENKEYS_TO_PIN "
                    "or a prompt).")
 @service_option

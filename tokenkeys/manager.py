@@ -5,13 +5,6 @@ Every function takes an open Token; none knows which driver it is.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import os
-import secrets
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,17 +14,14 @@ from cryptography import x509
 from tokenkeys.certificates import key_status, self_signed, write_certificate
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
-from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration, require
 from tokenkeys.errors import (
-    KeyExists,
-    KeyNotFound,
     MechanismUnsupported,
-    TokenKeysError,
     UsageError,
 )
+from tokenkeys.keygen import generate_named
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate
-from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm, KeySpec
+from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 MAX_DAYS = 3650
@@ -99,21 +89,6 @@ def is_provisional(key: KeyHandle) -> bool:
     return key.label.startswith(PROVISIONAL)
 
 
-@contextlib.contextmanager
-def designation_lock(token: Token) -> Iterator[None]:
-    """Held across "is the designation free?" and the creation, between processes
-    of this machine (one lock file per token)."""
-    info = token.info()
-    digest = hashlib.sha256(f"{info.module}|{info.serial}|{info.label}".encode()).hexdigest()[:24]
-    path = Path(tempfile.gettempdir()) / f"tokenkeys-{os.getuid()}-{digest}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def generate_key(
     token: Token,
     name: str,
@@ -138,38 +113,10 @@ def generate_key(
         raise UsageError("the key name (designation) must not be empty")
     if not 1 <= days <= MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
-    if name.startswith(PROVISIONAL):
-        raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
-    store = require(token, CertificateStore, "storing certificates")
-    slot = fixed_slot(token)
-    with designation_lock(token):
-        try:
-            token.find_key(label=name)
-        except KeyNotFound:
-            pass
-        else:
-            raise KeyExists(f"a key named {name!r} already exists on this token")
-        # A card with a fixed key slot names the key itself: no provisional label.
-        label = name if slot is not None else f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
-        key = token.generate_keypair(KeySpec(label=label, algorithm=algorithm,
-                                             shareable=shareable, replace=replace))
-        try:
-            cert = _self_signed_if_possible(key, cn or name, days, self_sign)
-            if cert is not None:
-                store.store_certificate(key, cert)
-                key.certificate = cert
-            if slot is None:
-                token.set_label(key, name)  # last: only a complete key carries the designation
-        except BaseException:
-            if slot is None:  # a card's slot cannot be given back: keep what it holds
-                _destroy_quietly(token, key)
-            raise
+    key = generate_named(
+        token, name, algorithm, lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
+        shareable=shareable, replace=replace)
     return describe(key, mechanisms=token.mechanisms())
-
-
-def fixed_slot(token: Token) -> bytes | None:
-    """The CKA_ID a card gives every new key (OpenPGP: 02), or None."""
-    return token.keygen_slot() if isinstance(token, SoAdministration) else None
 
 
 def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,
@@ -183,12 +130,6 @@ def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,
         if self_sign is None:
             return None  # cannot sign (a card's decryption key): awaits a CA's certificate
         raise
-
-
-def _destroy_quietly(token: Token, key: KeyHandle) -> None:
-    # The original error matters more than a clean-up failure.
-    with contextlib.suppress(TokenKeysError):
-        token.delete(key)
 
 
 def usable_keys(token: Token, *, include_all: bool = False) -> list[KeyHandle]:

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from tests.cli.conftest import SOFTHSM_MODULE, TK
 from tokenkeys import batch, manager
 from tokenkeys.config import Config
-from tokenkeys.drivers import open_token
+from tokenkeys.drivers import KeyHandle, open_token
 from tokenkeys.envelope import SealOptions, seal
-from tokenkeys.errors import KeyExists, KeyNotFound
+from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound
+from tokenkeys.services import ca as ca_service
 from tokenkeys.types import Algorithm, KeySpec, PinSource, Secret
 
 
@@ -112,3 +114,29 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
         batch.open_batch(pairs, out, uri, Config(), pins)
     assert "4 of 12 envelope(s) done, 8 left" in str(caught.value)
     assert sorted(p.name for p in out.iterdir()) == [f"bid-{i:02d}" for i in range(4)]
+
+
+def test_ca_create_takes_the_same_crash_safe_path(uri: str, softhsm: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ca create` holds a provisional label until the CA certificate is stored (a kill -9
+    there leaves a leftover `key cleanup` finds), and a failure destroys the new key."""
+    seen: list[str] = []
+    real = ca_service.ca_certificate
+
+    def spy(key: KeyHandle, cn: str, days: int) -> x509.Certificate:
+        seen.append(key.label)
+        if cn == "broken":
+            raise DeviceError("signing failed")
+        return real(key, cn, days)
+
+    monkeypatch.setattr(ca_service, "ca_certificate", spy)
+    with open_token(uri, Config()) as tok:
+        tok.login(PinSource(value=Secret(softhsm.pin), interactive=False))
+        with pytest.raises(DeviceError):
+            ca_service.create_ca(tok, "root", cn="broken", algorithm=Algorithm.EC_P256)
+        assert tok.list_keys() == []
+        ca_service.create_ca(tok, "root", algorithm=Algorithm.EC_P256)
+        assert [k.label for k in tok.list_keys()] == ["root"]
+        with pytest.raises(KeyExists):
+            ca_service.create_ca(tok, "root", algorithm=Algorithm.EC_P256)
+    assert len(seen) == 2 and all(s.startswith(f"{manager.PROVISIONAL}root:") for s in seen)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tokenkeys import manager
+from tokenkeys import keygen, manager
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -115,7 +115,7 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
     with registry(app) as reg:
         key_policy.check_free(reg, svc, name)
         with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-            slot = manager.fixed_slot(tok)
+            slot = keygen.fixed_slot(tok)
             if slot is not None:
                 app.note(f"this card puts a new key into its fixed key slot {slot.hex()}")
             record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,

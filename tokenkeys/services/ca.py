@@ -9,7 +9,6 @@ touches key material: signing goes through tokenkeys.certificates.signer_for.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -22,16 +21,13 @@ from cryptography.x509.oid import NameOID
 
 from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
-from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
     CertificateRefused,
-    KeyExists,
-    KeyNotFound,
     PolicyRefused,
-    TokenKeysError,
     UsageError,
 )
-from tokenkeys.types import Algorithm, KeySpec
+from tokenkeys.keygen import generate_named
+from tokenkeys.types import Algorithm
 
 MAX_CA_DAYS = 7300
 MAX_DAYS = 3650
@@ -130,28 +126,14 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
               algorithm: Algorithm = Algorithm.RSA3072, days: int = 3650) -> CaRecord:
     """Generate the CA key pair on `token` and self-sign its certificate there.
 
-    Requires login. On any failure after generation the new key is destroyed.
+    Requires login. The same crash-safe path as `key generate` (keygen.generate_named):
+    on any failure after generation the new key is destroyed.
     """
     if not name.strip():
         raise UsageError("the CA name must not be empty")
     if not 1 <= days <= MAX_CA_DAYS:
         raise UsageError(f"--days must be between 1 and {MAX_CA_DAYS}, not {days}")
-    store = require(token, CertificateStore, "storing certificates")
-    try:
-        token.find_key(label=name)
-    except KeyNotFound:
-        pass
-    else:
-        raise KeyExists(f"a key named {name!r} already exists on this token")
-    key = token.generate_keypair(KeySpec(label=name, algorithm=algorithm))
-    try:
-        cert = ca_certificate(key, cn or name, days)
-        store.store_certificate(key, cert)
-        key.certificate = cert
-    except BaseException:
-        with contextlib.suppress(TokenKeysError):
-            token.delete(key)
-        raise
+    key = generate_named(token, name, algorithm, lambda k: ca_certificate(k, cn or name, days))
     return _record(key)
 
 

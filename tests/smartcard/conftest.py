@@ -15,6 +15,8 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,43 @@ class EmulatedCard:
     def tool(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["pkcs11-tool", "--module", self.module, *args],
                               capture_output=True, text=True, timeout=60, check=False)
+
+
+def card_cli_env(card: EmulatedCard, tmp: Path,
+                 extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI run on the card: its PINs, a registry and config in tmp."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")}
+    full.update({"TOKENKEYS_PIN": card.pin, "TOKENKEYS_SO_PIN": card.so_pin,
+                 "TOKENKEYS_REGISTRY": str(tmp / "registry.sqlite"),
+                 "XDG_CONFIG_HOME": str(tmp / "xdg"), **(extra or {})})
+    return full
+
+
+def card_cli(card: EmulatedCard, tmp: Path, *args: str | Path,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m tokenkeys ARGS` in a fresh interpreter (the card tests measure real runs)."""
+    return subprocess.run([sys.executable, "-m", "tokenkeys", *map(str, args)],
+                          env=card_cli_env(card, tmp, env), capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def run_until_card_inserted(card: EmulatedCard, tmp: Path, *args: str | Path,
+                            env: dict[str, str] | None = None
+                            ) -> subprocess.CompletedProcess[str]:
+    """Start the CLI with the card out, check that it is still waiting 1.5 s later,
+    insert the card, and return how the run ended."""
+    argv = [sys.executable, "-m", "tokenkeys", *map(str, args)]
+    proc = subprocess.Popen(argv, env=card_cli_env(card, tmp, env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None, proc.communicate()
+        card.insert()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _missing() -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.smartcard.conftest import EmulatedCard
+from tests.smartcard.conftest import EmulatedCard, card_cli, run_until_card_inserted
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration
@@ -46,15 +45,6 @@ def _open(card: EmulatedCard) -> P11Token:
     token = open_token(card.uri, Config())
     assert isinstance(token, P11Token)
     return token
-
-
-def _cli(card: EmulatedCard, tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")}
-    full.update({"TOKENKEYS_PIN": card.pin, "TOKENKEYS_SO_PIN": card.so_pin,
-                 "TOKENKEYS_REGISTRY": str(tmp / "registry.sqlite"),
-                 "XDG_CONFIG_HOME": str(tmp / "xdg"), **env})
-    return subprocess.run([sys.executable, "-m", "tokenkeys", *args], env=full,
-                          capture_output=True, text=True, timeout=90, check=False)
 
 
 def test_found_by_label_and_serial(card: EmulatedCard) -> None:
@@ -88,8 +78,8 @@ def test_wrong_pin_reports_and_costs_one_try(card: EmulatedCard) -> None:
 def test_cli_key_generate_needs_the_so_pin(card: EmulatedCard, tmp_path: Path) -> None:
     """Generation on an OpenPGP card is under the admin (SO) PIN: a wrong one stops it,
     card unchanged. (The whole provisioning flow: test_smartcard_provisioning.py.)"""
-    done = _cli(card, tmp_path, "key", "generate", "--token", card.uri, "--name", "bid",
-                "--algorithm", "rsa2048", TOKENKEYS_SO_PIN="87654321")
+    done = card_cli(card, tmp_path, "key", "generate", "--token", card.uri, "--name", "bid",
+                    "--algorithm", "rsa2048", env={"TOKENKEYS_SO_PIN": "87654321"})
     assert done.returncode == 4, done.stderr
     assert "SO PIN incorrect" in done.stderr and "87654321" not in done.stderr
     assert "this card puts a new key into its fixed key slot 02" in done.stderr
@@ -220,8 +210,8 @@ def test_cli_opens_batch_on_card(card: EmulatedCard, card_key: dict[str, Any],
                                  tmp_path: Path) -> None:
     plain = _seal_batch(tmp_path / "in", card_key["cert"], 5)
     out = tmp_path / "out"
-    done = _cli(card, tmp_path, "--json", "open", str(tmp_path / "in"), "-o", str(out),
-                "--token", card.uri)
+    done = card_cli(card, tmp_path, "--json", "open", tmp_path / "in", "-o", out,
+                    "--token", card.uri)
     assert done.returncode == 11, done.stderr  # BatchIncomplete: the OAEP one
     report = json.loads(done.stdout)
     assert report["opened"] == 5 and report["failed"] == 1
@@ -253,20 +243,8 @@ def test_open_waits_for_card(card: EmulatedCard, card_key: dict[str, Any],
     _seal_batch(tmp_path / "in", card_key["cert"], 1)
     (tmp_path / "in" / "oaep.pdf.p7m").unlink()
     card.remove()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenkeys", "--json", "open", str(tmp_path / "in"),
-         "-o", str(tmp_path / "out"), "--token", card.uri],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")},
-             "TOKENKEYS_PIN": card.pin, "TOKENKEYS_CARD_WAIT": "15",
-             "TOKENKEYS_REGISTRY": str(tmp_path / "r.sqlite")},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)
-        assert proc.poll() is None, proc.communicate()
-        card.insert()
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert json.loads(out)["opened"] == 1
+    waited = run_until_card_inserted(card, tmp_path, "--json", "open", tmp_path / "in",
+                                     "-o", tmp_path / "out", "--token", card.uri,
+                                     env={"TOKENKEYS_CARD_WAIT": "15"})
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["opened"] == 1

@@ -22,26 +22,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.smartcard.conftest import EmulatedCard
+from tests.smartcard.conftest import EmulatedCard, card_cli, card_cli_env, run_until_card_inserted
 from tokenkeys.envelope.seal import SealOptions, seal
 from tokenkeys.errors import MechanismUnsupported
 
 pytestmark = pytest.mark.smartcard
-
-
-def _env(card: EmulatedCard, tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")}
-    full.update({"TOKENKEYS_PIN": card.pin, "TOKENKEYS_SO_PIN": card.so_pin,
-                 "TOKENKEYS_REGISTRY": str(tmp / "registry.sqlite"),
-                 "XDG_CONFIG_HOME": str(tmp / "xdg"), **(extra or {})})
-    return full
-
-
-def _cli(card: EmulatedCard, tmp: Path, *args: str | Path,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tokenkeys", *map(str, args)],
-                          env=_env(card, tmp, env), capture_output=True, text=True,
-                          timeout=120, check=False)
 
 
 def _openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -63,16 +48,16 @@ def provisioned(card: EmulatedCard, softhsm: Any,
     issued by the entity's CA on SoftHSM2, imported onto the card."""
     tmp = tmp_path_factory.mktemp("provision")
     if "Public Key Object" not in card.tool("-O").stdout:  # run alone: a fresh card
-        first = _cli(card, tmp, "key", "generate", "--token", card.uri, "--name", "FIRST",
+        first = card_cli(card, tmp, "key", "generate", "--token", card.uri, "--name", "FIRST",
                      "--algorithm", "rsa2048")
         assert first.returncode == 0, first.stderr
     before = _card_public(card, tmp)
-    refused = _cli(card, tmp, "key", "generate", "--token", card.uri, "--name", "CARTE-AGENT",
+    refused = card_cli(card, tmp, "key", "generate", "--token", card.uri, "--name", "CARTE-AGENT",
                    "--algorithm", "rsa2048")
     assert refused.returncode == 5 and "--replace" in refused.stderr, refused.stderr
     assert _card_public(card, tmp) == before  # the card's key was not touched
 
-    replace = _cli(card, tmp, "key", "generate", "--token", card.uri, "--name", "CARTE-AGENT",
+    replace = card_cli(card, tmp, "key", "generate", "--token", card.uri, "--name", "CARTE-AGENT",
                    "--algorithm", "rsa2048", "--replace")
     # OpenSC can neither delete nor overwrite an OpenPGP key: the fix is named.
     assert replace.returncode == 6 and "openpgp-tool --erase" in replace.stderr, replace.stderr
@@ -80,7 +65,7 @@ def provisioned(card: EmulatedCard, softhsm: Any,
     erase = subprocess.run(["openpgp-tool", "--erase"], capture_output=True, check=False)
     assert erase.returncode == 0  # factory PINs again: the ones the tests use
 
-    gen = _cli(card, tmp, "--json", "key", "generate", "--token", card.uri, "--name",
+    gen = card_cli(card, tmp, "--json", "key", "generate", "--token", card.uri, "--name",
                "CARTE-AGENT", "--algorithm", "rsa2048")
     assert gen.returncode == 0, gen.stderr
     key = json.loads(gen.stdout)["key"]
@@ -88,22 +73,22 @@ def provisioned(card: EmulatedCard, softhsm: Any,
     assert "slot 02" in json.loads(gen.stdout)["next"]
     assert _card_public(card, tmp) != before
 
-    csr = _cli(card, tmp, "key", "csr", key["uri"], "-o", tmp / "card.csr")
+    csr = card_cli(card, tmp, "key", "csr", key["uri"], "-o", tmp / "card.csr")
     assert csr.returncode == 6 and "key export-public" in csr.stderr, csr.stderr
     assert not (tmp / "card.csr").exists()  # the card's key cannot sign a request
 
     ca_uri = softhsm.uri(softhsm.new_token("ca"))
-    assert _cli(card, tmp, "ca", "create", "--token", ca_uri, "--name", "CA-ENTITE",
+    assert card_cli(card, tmp, "ca", "create", "--token", ca_uri, "--name", "CA-ENTITE",
                 "--cn", "Entity CA", "--algorithm", "rsa2048").returncode == 0
     ca_pem, pub, cert = tmp / "ca.pem", tmp / "card.pub.pem", tmp / "card.pem"
-    assert _cli(card, tmp, "ca", "export-cert", "CA-ENTITE", "--token", ca_uri,
+    assert card_cli(card, tmp, "ca", "export-cert", "CA-ENTITE", "--token", ca_uri,
                 "-o", ca_pem).returncode == 0
-    exported = _cli(card, tmp, "key", "export-public", key["uri"], "-o", pub)
+    exported = card_cli(card, tmp, "key", "export-public", key["uri"], "-o", pub)
     assert exported.returncode == 0, exported.stderr
-    issued = _cli(card, tmp, "ca", "issue", "--token", ca_uri, "--ca", "CA-ENTITE", pub,
+    issued = card_cli(card, tmp, "ca", "issue", "--token", ca_uri, "--ca", "CA-ENTITE", pub,
                   "-o", cert, "--cn", "Agent Dupont", "--days", "30")
     assert issued.returncode == 0, issued.stderr
-    imported = _cli(card, tmp, "--json", "key", "import-cert", key["uri"], cert,
+    imported = card_cli(card, tmp, "--json", "key", "import-cert", key["uri"], cert,
                     "--chain", ca_pem)
     assert imported.returncode == 0, imported.stderr
     yield {"tmp": tmp, "key": key, "cert": cert, "ca": ca_pem,
@@ -117,12 +102,12 @@ def test_certificate_from_the_ca_is_on_the_card_and_verifies(
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
     # The card holds one certificate: the chain is kept beside the key.
     assert provisioned["import"]["chain"].startswith("beside the key")
-    listed = _cli(card, tmp_path, "--json", "key", "list", "--token", card.uri)
+    listed = card_cli(card, tmp_path, "--json", "key", "list", "--token", card.uri)
     assert listed.returncode == 0, listed.stderr
     [row] = json.loads(listed.stdout)["keys"]
     assert row["cn"] == "Agent Dupont" and row["opens"] == ["pkcs1v15"]
     on_card = tmp_path / "on-card.pem"
-    assert _cli(card, tmp_path, "key", "export-cert", row["uri"], "-o", on_card).returncode == 0
+    assert card_cli(card, tmp_path, "key", "export-cert", row["uri"], "-o", on_card).returncode == 0
     assert x509.load_pem_x509_certificate(on_card.read_bytes()) == \
         x509.load_pem_x509_certificate(provisioned["cert"].read_bytes())
 
@@ -138,12 +123,12 @@ def test_openssl_and_tokenkeys_envelopes_open_on_the_card(
         made = _openssl("cms", "-encrypt", "-binary", *extra, "-in", plain, "-outform", "DER",
                         "-out", bids / f"{name}.p7m", cert)
         assert made.returncode == 0, made.stderr
-    sealed = _cli(card, tmp, "--json", "seal", plain, "-o", bids / "tokenkeys.p7m",
+    sealed = card_cli(card, tmp, "--json", "seal", plain, "-o", bids / "tokenkeys.p7m",
                   "--recipient", cert)
     assert sealed.returncode == 0, sealed.stderr
     assert json.loads(sealed.stdout)["key_transports"] == ["pkcs1v15"]
     assert "opens PKCS#1 v1.5 only" in sealed.stderr
-    opened = _cli(card, tmp, "--json", "open", bids, "-o", out, "--token", card.uri)
+    opened = card_cli(card, tmp, "--json", "open", bids, "-o", out, "--token", card.uri)
     assert opened.returncode == 0, opened.stdout + opened.stderr
     assert json.loads(opened.stdout)["opened"] == 3
     for name in ("openssl-cbc", "openssl-gcm", "tokenkeys"):
@@ -154,7 +139,8 @@ def test_openssl_and_tokenkeys_envelopes_open_on_the_card(
     assert _openssl("cms", "-encrypt", "-binary", "-aes256", "-in", plain, "-outform", "DER",
                     "-out", oaep, "-recip", cert, "-keyopt",
                     "rsa_padding_mode:oaep").returncode == 0
-    failed = _cli(card, tmp, "--json", "open", oaep, "-o", tmp / "oaep-out", "--token", card.uri)
+    failed = card_cli(card, tmp, "--json", "open", oaep, "-o", tmp / "oaep-out",
+                      "--token", card.uri)
     # One envelope named alone fails with its own error's exit code (docs/errors.md).
     assert failed.returncode == MechanismUnsupported.exit_code
     [row] = json.loads(failed.stdout)["files"]
@@ -166,30 +152,21 @@ def test_wait_card_sees_insertion_and_says_when_no_card(
         card: EmulatedCard, provisioned: dict[str, Any], tmp_path: Path) -> None:
     card.remove()
     try:
-        none = _cli(card, tmp_path, "--json", "key", "list", "--token", card.uri,
+        none = card_cli(card, tmp_path, "--json", "key", "list", "--token", card.uri,
                     "--wait-card", "1")
         assert none.returncode == 3
         assert "no card" in json.loads(none.stdout)["error"]["message"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tokenkeys", "--json", "token", "list", "--wait-card", "20"],
-            env=_env(card, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1.5)
-            assert proc.poll() is None, proc.communicate()
-            card.insert()
-            out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 0, err
-        assert card.label in [t["label"] for t in json.loads(out)["tokens"]]
+        waited = run_until_card_inserted(card, tmp_path, "--json", "token", "list",
+                                         "--wait-card", "20")
+        assert waited.returncode == 0, waited.stderr
+        assert card.label in [t["label"] for t in json.loads(waited.stdout)["tokens"]]
     finally:
         if not _present(card, tmp_path):
             card.insert()
 
 
 def _present(card: EmulatedCard, tmp: Path) -> bool:
-    done = _cli(card, tmp, "--json", "token", "list")
+    done = card_cli(card, tmp, "--json", "token", "list")
     return card.label in [t["label"] for t in json.loads(done.stdout)["tokens"]]
 
 
@@ -208,7 +185,7 @@ def test_card_pulled_out_mid_batch_then_rerun(card: EmulatedCard, provisioned: d
         plains[name] = data
     proc = subprocess.Popen(
         [sys.executable, "-m", "tokenkeys", "--json", "open", str(bids), "-o", str(out),
-         "--token", card.uri], env=_env(card, tmp_path), stdout=subprocess.PIPE,
+         "--token", card.uri], env=card_cli_env(card, tmp_path), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -227,7 +204,7 @@ def test_card_pulled_out_mid_batch_then_rerun(card: EmulatedCard, provisioned: d
     assert f"{len(done)} of 50 envelope(s) done, {50 - len(done)} left" in message, stderr
     for name in done:  # nothing partial: every output present is complete
         assert (out / name).read_bytes() == plains[name], name
-    rerun = _cli(card, tmp_path, "--json", "open", bids, "-o", out, "--token", card.uri)
+    rerun = card_cli(card, tmp_path, "--json", "open", bids, "-o", out, "--token", card.uri)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     report = json.loads(rerun.stdout)
     assert report["skipped"] == len(done) and report["opened"] == 50 - len(done)

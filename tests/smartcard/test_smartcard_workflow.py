@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.smartcard.conftest import EmulatedCard
+from tests.smartcard.conftest import EmulatedCard, card_cli
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.services.login import login
@@ -22,51 +19,42 @@ from tokenkeys.types import PinSource
 pytestmark = pytest.mark.smartcard
 
 
-def _cli(card: EmulatedCard, tmp: Path, *args: str | Path,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")}
-    full.update({"TOKENKEYS_PIN": card.pin, "TOKENKEYS_SO_PIN": card.so_pin,
-                 "TOKENKEYS_REGISTRY": str(tmp / "registry.sqlite"),
-                 "XDG_CONFIG_HOME": str(tmp / "xdg"), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "tokenkeys", *map(str, args)], env=full,
-                          capture_output=True, text=True, timeout=90, check=False)
-
-
 def test_wrong_pins_count_down_and_the_final_try_is_guarded(card: EmulatedCard,
                                                             tmp_path: Path) -> None:
     start = card.pw1_tries()
     assert start == 3
     wrong = {"TOKENKEYS_PIN": "000000"}
     try:
-        first = _cli(card, tmp_path, "key", "list", "--token", card.uri, env=wrong)
+        first = card_cli(card, tmp_path, "key", "list", "--token", card.uri, env=wrong)
         assert first.returncode == 4 and "PIN incorrect (more than one try left" in first.stderr
         assert card.pw1_tries() == 2
-        second = _cli(card, tmp_path, "key", "list", "--token", card.uri, env=wrong)
+        second = card_cli(card, tmp_path, "key", "list", "--token", card.uri, env=wrong)
         assert second.returncode == 4 and "PIN incorrect (final try)" in second.stderr
         assert "000000" not in first.stderr + second.stderr
         assert card.pw1_tries() == 1
         # At the final try a PIN from the environment, even the right one, is not sent.
         for env in (wrong, {}):
-            refused = _cli(card, tmp_path, "--json", "key", "list", "--token", card.uri, env=env)
+            refused = card_cli(card, tmp_path, "--json", "key", "list", "--token", card.uri,
+                               env=env)
             assert refused.returncode == 4
             error = json.loads(refused.stdout)["error"]
             assert error["type"] == "PinFinalTry" and "--allow-final-try" in error["message"]
             assert card.pw1_tries() == 1
         pin_file = tmp_path / "pin"
         pin_file.write_text(card.pin + "\n", encoding="utf-8")
-        refused = _cli(card, tmp_path, "key", "list", "--token", card.uri, "--pin-file",
+        refused = card_cli(card, tmp_path, "key", "list", "--token", card.uri, "--pin-file",
                        pin_file, env={"TOKENKEYS_PIN": ""})
         assert refused.returncode == 4 and "a PIN from the PIN file is refused" in refused.stderr
-        allowed = _cli(card, tmp_path, "key", "list", "--token", card.uri, "--allow-final-try")
+        allowed = card_cli(card, tmp_path, "key", "list", "--token", card.uri, "--allow-final-try")
         assert allowed.returncode == 0, allowed.stderr
     finally:
         if card.pw1_tries() < start:  # leave the session card as it was found
-            _cli(card, tmp_path, "key", "list", "--token", card.uri, "--allow-final-try")
+            card_cli(card, tmp_path, "key", "list", "--token", card.uri, "--allow-final-try")
     assert card.pw1_tries() == start
 
 
 def _card_listed(card: EmulatedCard, tmp: Path) -> bool:
-    done = _cli(card, tmp, "--json", "token", "list")
+    done = card_cli(card, tmp, "--json", "token", "list")
     assert done.returncode == 0, done.stderr
     return any(t["label"] == card.label for t in json.loads(done.stdout)["tokens"])
 

@@ -22,8 +22,11 @@ class SoftHandle(KeyHandle):
         self.label = "soft"
         self.certificate = None
         self.extractable = False
-        self.uri = "soft:test"
         self.signed = 0
+
+    @property
+    def uri(self) -> str:
+        return "soft:test"
 
     def decrypt(self, ciphertext: bytes, pad: padding.AsymmetricPadding) -> bytes:
         raise NotImplementedError

@@ -77,6 +77,9 @@ def test_generate_signs_certificate_on_token(token: Token, algorithm: Algorithm)
     assert usage.key_encipherment if algorithm.is_rsa else usage.key_agreement
     assert not key.extractable
     assert record.status == "valid"
+    # The URI it prints names the designation, not the provisional label it was made under.
+    assert record.uri == key.uri and manager.PROVISIONAL not in record.uri
+    assert manager.resolve_key(token, record.uri).id == key.id
 
 
 def test_shareable_key_is_extractable(token: Token) -> None:

@@ -46,7 +46,11 @@ class KeyHandle(ABC):
     public_key: PublicKey
     certificate: x509.Certificate | None
     extractable: bool
-    uri: str
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """The key's URI, made from its current label (a rename changes it)."""
 
     @abstractmethod
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:

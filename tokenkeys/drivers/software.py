@@ -140,7 +140,10 @@ class SoftwareKeyHandle(KeyHandle):
         self.certificate = (
             x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
         )
-        self.uri = str(SoftUri(str(token.directory), self.label))
+
+    @property
+    def uri(self) -> str:
+        return str(SoftUri(str(self._token.directory), self.label))
 
     def private_key(self) -> PrivateKey:
         """Decrypt the private key with the logged-in PIN (once). Requires login."""

@@ -27,6 +27,7 @@ from tokenkeys.drivers.p11.profiles import Profile
 from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
 from tokenkeys.errors import MechanismUnsupported, UsageError
 from tokenkeys.types import KeyType
+from tokenkeys.uri import Pkcs11Uri
 
 
 class KeyOwner(Protocol):
@@ -94,7 +95,7 @@ class P11Key(KeyHandle):
 
     def __init__(self, owner: KeyOwner, private: Any | None, public_key: PublicKey,
                  certificate: x509.Certificate | None, *, key_id: bytes, label: str,
-                 extractable: bool, uri: str, mechanisms: frozenset[str]) -> None:
+                 extractable: bool, token_uri: Pkcs11Uri, mechanisms: frozenset[str]) -> None:
         self._owner = owner
         self._private = private
         self._can_sign: bool | None = None
@@ -103,7 +104,7 @@ class P11Key(KeyHandle):
         self.public_key = public_key
         self.certificate = certificate
         self.extractable = extractable
-        self.uri = uri
+        self._token_uri = token_uri
         self.mechanisms = mechanisms
         self.last_decrypt = ""  # the device mechanism of the last decryption (tests, doctor)
         self._run: Runner = _here
@@ -111,6 +112,11 @@ class P11Key(KeyHandle):
 
     def __repr__(self) -> str:
         return f"P11Key({self.uri})"
+
+    @property
+    def uri(self) -> str:
+        uri = self._token_uri.with_object(self.label, self.id)
+        return str(Pkcs11Uri(attrs={**uri.attrs, "type": "private"}, id=uri.id, query=uri.query))
 
     def _key(self) -> Any:
         if self._private is None:

@@ -250,11 +250,9 @@ class P11Token(Token):
             public = guard(lambda: read_public_key(self.session(), obj), "reading the key")
         if public is None:
             public = provision.read_public_key_fresh(self, key_id)
-        uri = self._base_uri.with_object(label, key_id)
-        uri = Pkcs11Uri(attrs={**uri.attrs, "type": "private"}, id=uri.id, query=uri.query)
         return P11Key(self, obj if is_private else None, public, cert, key_id=key_id,
                       label=label, extractable=bool(a[ck.CKA_EXTRACTABLE]) and is_private,
-                      uri=str(uri), mechanisms=self.mechanisms())
+                      token_uri=self._base_uri, mechanisms=self.mechanisms())
 
     def _anchors(self, query: Template) -> list[Any]:
         """Private keys; before login, public keys (then certificates) stand in."""

@@ -229,3 +229,26 @@ def test_private_ops_need_login(softhsm: Any, token_label: str, tmp_path: Path) 
             key.sign(b"data", hashes.SHA256())
         tok.login(PinSource(file=pin, interactive=False))
         key.sign(b"data", hashes.SHA256())  # the private key is located on first use
+
+
+def test_reread_helper_gets_no_secret(shared_keys: Any,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The OpenSC 0.23 re-read runs a child process: it must not inherit a PIN.
+    from tokenkeys.drivers.p11 import provision
+
+    for var in provision.SECRET_ENV:
+        monkeypatch.setenv(var, "secret-value")
+    real_run = subprocess.run
+    envs: list[Any] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        envs.append(kwargs.get("env"))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(provision.subprocess, "run", spy)
+    key = shared_keys.keys["ec-p256"]
+    public = provision.read_public_key_fresh(shared_keys.token, key.id)
+    assert public.public_numbers() == key.public_key.public_numbers()
+    assert len(envs) == 1 and envs[0] is not None
+    assert not set(provision.SECRET_ENV) & set(envs[0])
+    assert envs[0]["SOFTHSM2_CONF"] == os.environ["SOFTHSM2_CONF"]

@@ -27,6 +27,8 @@ from tokenkeys.errors import DeviceError, KeyExists, MechanismUnsupported, Usage
 from tokenkeys.types import KeySpec
 
 T = TypeVar("T")
+# The reread helper needs no secret: it must not inherit one.
+SECRET_ENV = ("TOKENKEYS_PIN", "TOKENKEYS_SO_PIN", "TOKENKEYS_PASSPHRASE", "PGPASSWORD")
 CHAIN_MARK = "/chain-"
 KEY_CLASSES = (ck.CKO_CERTIFICATE, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY)
 
@@ -51,12 +53,17 @@ class Target(Protocol):
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle: ...
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment without the secrets (PINs, passphrase, password)."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+
+
 def read_public_key_fresh(token: Target, key_id: bytes) -> PublicKey:
     """The public key with `key_id`, read by a new process (OpenSC 0.23)."""
     done = subprocess.run(
         [sys.executable, "-m", "tokenkeys.drivers.p11.reread", token.port.binding,
          token.module, token.slot.serial, key_id.hex()],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, check=False, env=child_environment(),
     )
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -70,7 +70,6 @@ def generate_named(token: Token, name: str, algorithm: Algorithm,
             cert = certify(key)
             if cert is not None:
                 store.store_certificate(key, cert)
-                key.certificate = cert
             if slot is None:
                 token.set_label(key, name)  # last: only a complete key carries the name
         except BaseException:

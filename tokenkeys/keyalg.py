@@ -76,13 +76,6 @@ def algorithm_name(public_key: PublicKey) -> str:
     return f"ec-{curve.short}" if curve else f"ec-{public_key.curve.name}"
 
 
-def algorithm_of(public_key: PublicKey) -> Algorithm | None:
-    try:
-        return Algorithm(algorithm_name(public_key))
-    except ValueError:
-        return None
-
-
 def signature_hash(public_key: PublicKey) -> SignatureHash:
     if isinstance(public_key, rsa.RSAPublicKey):
         return RSA_SIGNATURE_HASH()

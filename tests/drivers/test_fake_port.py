@@ -57,7 +57,7 @@ def token(device: FakeDevice) -> Iterator[P11Token]:
 @pytest.mark.parametrize("algorithm", [Algorithm.RSA2048, Algorithm.EC_P256])
 def test_card_without_fixed_slots_renames_both_halves(token: P11Token, device: FakeDevice,
                                                       algorithm: Algorithm) -> None:
-    key = token.generate_decryption_key(KeySpec("bid", algorithm))
+    key = token.generate_keypair(KeySpec("bid", algorithm))
     assert key.id == keyalg.key_id(key.public_key)
     ids = {o[ck.CKA_CLASS]: o[ck.CKA_ID] for o in device.objects.values()}
     assert ids == {ck.CKO_PUBLIC_KEY: key.id, ck.CKO_PRIVATE_KEY: key.id}
@@ -88,11 +88,11 @@ def test_fixed_slot_card_refuses_overwrite_without_replace(device: FakeDevice) -
         tok.login(given_pin(PIN))
         tok.set_so_pin_source(given_pin(Secret(device.so_pin)))
         assert tok.keygen_slot() == b"\x02"
-        first = tok.generate_decryption_key(KeySpec("bid", Algorithm.RSA2048))
+        first = tok.generate_keypair(KeySpec("bid", Algorithm.RSA2048))
         assert first.id == b"\x02"
         before = dict(device.objects)
         with pytest.raises(KeyExists, match="--replace"):
-            tok.generate_decryption_key(KeySpec("other", Algorithm.RSA2048))
+            tok.generate_keypair(KeySpec("other", Algorithm.RSA2048))
         assert device.objects == before
 
 

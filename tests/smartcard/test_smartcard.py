@@ -92,7 +92,7 @@ def test_ec_key_derives_on_card(card: EmulatedCard) -> None:
         with _open(card) as token:
             token.login(given_pin(Secret(card.pin)))
             token.set_so_pin_source(given_pin(Secret(card.so_pin)))
-            key = token.generate_decryption_key(KeySpec("ec", Algorithm.EC_P256))
+            key = token.generate_keypair(KeySpec("ec", Algorithm.EC_P256))
             assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
             peer = ec.generate_private_key(ec.SECP256R1())
             assert key.derive_ecdh(peer.public_key()) == peer.exchange(ec.ECDH(), key.public_key)
@@ -126,13 +126,13 @@ def card_key(card: EmulatedCard) -> Iterator[dict[str, Any]]:
         token.login(given_pin(Secret(card.pin)))
         token.set_so_pin_source(given_pin(Secret(card.so_pin)))
         start = time.perf_counter()
-        key = token.generate_decryption_key(KeySpec("bid", Algorithm.RSA2048))
+        key = token.generate_keypair(KeySpec("bid", Algorithm.RSA2048))
         TIMINGS["keygen_s"] = time.perf_counter() - start
         assert isinstance(key.public_key, rsa.RSAPublicKey)
         cert = _issue(key.public_key, "bid")
         token.store_certificate(key, cert)
         with pytest.raises(KeyExists):
-            token.generate_decryption_key(KeySpec("again", Algorithm.RSA2048))
+            token.generate_keypair(KeySpec("again", Algorithm.RSA2048))
         yield {"id": key.id, "label": key.label, "public": key.public_key, "cert": cert}
 
 

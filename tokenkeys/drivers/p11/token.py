@@ -308,12 +308,6 @@ class P11Token(Token):
         refuses sign(): its certificate comes from a CA (services/ca.py)."""
         return provision.generate(self, spec)
 
-    def generate_decryption_key(self, spec: KeySpec) -> KeyHandle:
-        """Generate a decryption key whose certificate another key issues. Needs the
-        SO PIN where the profile says so; the device may fix CKA_ID (keygen_slot()).
-        An occupied fixed slot is refused unless spec.replace."""
-        return provision.generate(self, spec)
-
     def store_certificate(self, key: KeyHandle, certificate: x509.Certificate,
                           chain: Sequence[x509.Certificate] = ()) -> None:
         provision.store_certificate(self, key, certificate, chain)

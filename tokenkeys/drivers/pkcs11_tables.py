@@ -33,8 +33,6 @@ TOKEN_FLAGS: dict[int, str] = {
     0x01000000: "error-state",
 }
 
-CKF_PROTECTED_AUTHENTICATION_PATH = 0x00000100
-
 # What PinIncorrect(tries_left) says, most severe first.
 PIN_TRIES_WORDS: tuple[tuple[str, str], ...] = (
     ("user-pin-locked", "the PIN is now locked"),

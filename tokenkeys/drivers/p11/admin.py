@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from tokenkeys.drivers.p11 import discovery
+from tokenkeys.drivers.p11 import ck, discovery
 from tokenkeys.drivers.p11.ckr import CKR, CkrError
 from tokenkeys.drivers.p11.port import Port, SlotToken
 from tokenkeys.errors import (
@@ -24,7 +24,6 @@ from tokenkeys.errors import (
 from tokenkeys.types import Secret, TokenInfo
 
 LABEL_LEN = 32
-CKF_TOKEN_INITIALIZED = 0x400
 _MESSAGES = {
     CKR["CKR_PIN_INCORRECT"]: "SO PIN incorrect",
     CKR["CKR_PIN_LOCKED"]: "SO PIN locked",
@@ -70,7 +69,7 @@ def _tokens(port: Port) -> list[SlotToken]:
 
 def find_token_slot(port: Port, label: str) -> int | None:
     for st in _tokens(port):
-        if st.flags & CKF_TOKEN_INITIALIZED and st.label == label:
+        if st.flags & ck.CKF_TOKEN_INITIALIZED and st.label == label:
             return st.slot
     return None
 
@@ -85,11 +84,11 @@ def init_token(module: str, label: str, so_pin: Secret, user_pin: Secret,
             raise PolicyRefused(f"a token labelled {label!r} already exists in {module}: "
                                 "labels name tokens, so they must be unique")
         tokens = {st.slot: st for st in _tokens(port)}
-        if slot is not None and slot in tokens and tokens[slot].flags & CKF_TOKEN_INITIALIZED:
+        if slot is not None and slot in tokens and tokens[slot].flags & ck.CKF_TOKEN_INITIALIZED:
             raise PolicyRefused(f"token {tokens[slot].label!r} in slot {slot} is already "
                                 "initialised; re-initialising would erase every key on it")
         if slot is None:
-            free = [s for s, st in tokens.items() if not st.flags & CKF_TOKEN_INITIALIZED]
+            free = [s for s, st in tokens.items() if not st.flags & ck.CKF_TOKEN_INITIALIZED]
             if not free:
                 raise TokenNotFound(f"no uninitialised token in {module}")
             slot = free[0]

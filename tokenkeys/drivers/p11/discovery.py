@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from tokenkeys.config import Config
 from tokenkeys.drivers.modules import all_modules, candidate_modules, is_card_module
+from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.port import Port, SlotToken
 from tokenkeys.drivers.pkcs11_tables import token_flag_words
@@ -22,7 +23,6 @@ from tokenkeys.uri import Pkcs11Uri
 PYTHON_PKCS11 = "python-pkcs11"
 PYKCS11 = "pykcs11"
 BINDINGS = (PYTHON_PKCS11, PYKCS11)
-CKF_TOKEN_INITIALIZED = 0x400
 WAIT_ENV = "TOKENKEYS_CARD_WAIT"
 POLL_S = 0.1
 RESCAN_S = 0.5  # rescan even without an event: some modules have no slot events
@@ -75,7 +75,7 @@ def scan(port: Port) -> list[SlotToken]:
     found = []
     for slot in port.slots():
         st = _read(port, slot)
-        if st is not None and st.flags & CKF_TOKEN_INITIALIZED:
+        if st is not None and st.flags & ck.CKF_TOKEN_INITIALIZED:
             found.append(st)
     return found
 

@@ -24,7 +24,7 @@ from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile, profile_for
 from tokenkeys.drivers.p11.provision import CHAIN_MARK
-from tokenkeys.drivers.pkcs11_tables import CKF_PROTECTED_AUTHENTICATION_PATH, tries_left
+from tokenkeys.drivers.pkcs11_tables import tries_left
 from tokenkeys.errors import (
     KeyNotFound,
     PinIncorrect,
@@ -108,7 +108,7 @@ class P11Token(Token):
         """C_Login; the PIN is revealed only for the call and never retried."""
         who = "SO PIN" if so else "PIN"
         pin = source.read()
-        if pin is None and not self.slot.flags & CKF_PROTECTED_AUTHENTICATION_PATH:
+        if pin is None and not self.slot.flags & ck.CKF_PROTECTED_AUTHENTICATION_PATH:
             raise PinMissing(f"{source.what} (the token has no PIN pad)")
         try:
             self.session().login(None if pin is None else pin.reveal(), so)
@@ -126,7 +126,7 @@ class P11Token(Token):
             if so:
                 raise PinIncorrect("SO PIN incorrect; the token keeps its own count")
             flags = self._flags()
-            if flags & 0x00040000:  # CKF_USER_PIN_LOCKED
+            if flags & ck.CKF_USER_PIN_LOCKED:
                 raise PinLocked()
             raise PinIncorrect(tries_left(flags) or self.profile.tries_hint)
         if code == CKR["CKR_PIN_LOCKED"]:

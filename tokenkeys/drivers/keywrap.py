@@ -25,6 +25,7 @@ OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 # OAEP for transport: SHA-1 because SoftHSM2 wraps and unwraps with nothing else
 # (FINDINGS). OAEP's security does not rest on the hash's collision resistance.
 TRANSPORT_OAEP = "sha1"
+TRANSPORT_BITS = 3072  # RSA transport key pairs, both drivers
 
 
 def oaep(hash_name: str) -> padding.OAEP:

@@ -18,13 +18,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
-from tokenkeys.drivers.keywrap import TRANSPORT_OAEP, oaep, unwrap_pkcs8, wipe, wrap_pkcs8
+from tokenkeys.drivers.keywrap import (
+    TRANSPORT_BITS,
+    TRANSPORT_OAEP,
+    oaep,
+    unwrap_pkcs8,
+    wipe,
+    wrap_pkcs8,
+)
 from tokenkeys.errors import DeviceError, KeyExists, NotExtractable, UsageError
 
 if TYPE_CHECKING:
     from tokenkeys.drivers.software import SoftwareToken
 
-TRANSPORT_BITS = 3072
 
 
 def _private(

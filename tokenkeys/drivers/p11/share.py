@@ -21,13 +21,20 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from asn1crypto.core import OctetString
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, PublicKey
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
-from tokenkeys.drivers.keywrap import TRANSPORT_OAEP, unwrap_pkcs8, wipe, wrap_pkcs8
+from tokenkeys.drivers.keywrap import (
+    TRANSPORT_BITS,
+    TRANSPORT_OAEP,
+    unwrap_pkcs8,
+    wipe,
+    wrap_pkcs8,
+)
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import CkrError, guard
 from tokenkeys.drivers.p11.keys import read_public_key
@@ -46,7 +53,6 @@ if TYPE_CHECKING:
     from tokenkeys.drivers.p11.token import P11Token
 
 KWP = Mech(ck.CKM_AES_KEY_WRAP_PAD)
-TRANSPORT_BITS = 3072
 
 
 def _need(token: P11Token, *names: str) -> None:
@@ -76,12 +82,7 @@ def _oaep(hash_name: str) -> Mech:
 
 def _aes_value_key(token: P11Token, value: bytes) -> Any:
     """A session AES key with a value this process chose (export/import only)."""
-    tpl: Template = {
-        ck.CKA_CLASS: ck.CKO_SECRET_KEY, ck.CKA_KEY_TYPE: ck.CKK_AES, ck.CKA_TOKEN: False,
-        ck.CKA_PRIVATE: True, ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: False,
-        ck.CKA_WRAP: True, ck.CKA_UNWRAP: True, ck.CKA_ENCRYPT: False, ck.CKA_DECRYPT: False,
-        ck.CKA_VALUE: value,
-    }
+    _, tpl = templates.aes_key(8 * len(value), value=value)
     return _call(token, lambda: token.session().create(tpl), "creating an ephemeral AES key")
 
 
@@ -126,13 +127,7 @@ def _key_templates(public: PublicKey, label: str, key_id: bytes,
                    shareable: bool) -> tuple[Template, Template]:
     """(private, public) token templates for an arriving key pair."""
     kt = KeyType.RSA if isinstance(public, rsa.RSAPublicKey) else KeyType.EC
-    common: Template = {ck.CKA_TOKEN: True, ck.CKA_LABEL: label, ck.CKA_ID: key_id,
-                        ck.CKA_KEY_TYPE: templates.CKK[kt]}
-    private: Template = {**common, ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_PRIVATE: True,
-                         ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: shareable,
-                         **templates.PRIVATE_USAGE[kt]}
-    pub: Template = {**common, ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_PRIVATE: False,
-                     **templates.PUBLIC_USAGE[kt]}
+    pub, private = templates.key_pair(kt, label, key_id, extractable=shareable)
     if isinstance(public, rsa.RSAPublicKey):
         numbers = public.public_numbers()
         pub[ck.CKA_MODULUS] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
@@ -146,7 +141,7 @@ def _key_templates(public: PublicKey, label: str, key_id: bytes,
         pub[ck.CKA_EC_PARAMS] = curve.params
         point = public.public_bytes(serialization.Encoding.X962,
                                     serialization.PublicFormat.UncompressedPoint)
-        pub[ck.CKA_EC_POINT] = bytes([0x04, len(point)]) + point  # DER OCTET STRING (< 128)
+        pub[ck.CKA_EC_POINT] = OctetString(point).dump()  # DER, as the spec says
     return private, pub
 
 

@@ -51,20 +51,29 @@ def keygen(spec: KeySpec, key_id: bytes, *, decrypt_only: bool = False
     """(mechanism, public, private) for a token key pair labelled spec.label."""
     alg = keyalg.info(spec.algorithm)
     kt = alg.key_type
-    common: Template = {ck.CKA_TOKEN: True, ck.CKA_LABEL: spec.label, ck.CKA_ID: key_id,
-                        ck.CKA_KEY_TYPE: CKK[kt]}
-    pub_use, priv_use = DECRYPT_ONLY[kt] if decrypt_only else (PUBLIC_USAGE[kt], PRIVATE_USAGE[kt])
-    public: Template = {**common, ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_PRIVATE: False, **pub_use}
+    public, private = key_pair(kt, spec.label, key_id, extractable=spec.shareable,
+                               decrypt_only=decrypt_only)
     if alg.curve is not None:
         public[ck.CKA_EC_PARAMS] = alg.curve.params
     else:
         public[ck.CKA_MODULUS_BITS] = alg.bits
         public[ck.CKA_PUBLIC_EXPONENT] = b"\x01\x00\x01"
+    return Mech(KEYGEN_MECH[kt]), public, private
+
+
+def key_pair(kt: KeyType, label: str, key_id: bytes, *, extractable: bool,
+             decrypt_only: bool = False) -> tuple[Template, Template]:
+    """(public, private) token templates with the usage attributes, for generation
+    and for a key arriving by import or transport; the caller adds the key material."""
+    common: Template = {ck.CKA_TOKEN: True, ck.CKA_LABEL: label, ck.CKA_ID: key_id,
+                        ck.CKA_KEY_TYPE: CKK[kt]}
+    pub_use, priv_use = DECRYPT_ONLY[kt] if decrypt_only else (PUBLIC_USAGE[kt], PRIVATE_USAGE[kt])
+    public: Template = {**common, ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_PRIVATE: False, **pub_use}
     private: Template = {
         **common, ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_PRIVATE: True,
-        ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: spec.shareable, **priv_use,
+        ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: extractable, **priv_use,
     }
-    return Mech(KEYGEN_MECH[kt]), public, private
+    return public, private
 
 
 def certificate(label: str, key_id: bytes, cert: x509.Certificate) -> Template:
@@ -84,10 +93,12 @@ def certificate(label: str, key_id: bytes, cert: x509.Certificate) -> Template:
 
 
 def aes_key(bits: int = 256, *, token: bool = False, extractable: bool = False,
-            label: str = "", for_unwrap: bool = False) -> tuple[Mech, Template]:
+            label: str = "", for_unwrap: bool = False,
+            value: bytes | None = None) -> tuple[Mech, Template]:
     """A secret AES key for wrapping (session object unless `token`). `for_unwrap`:
     the template of C_UnwrapKey, where the length comes from the data (SoftHSM2
-    refuses CKA_VALUE_LEN there with CKR_ATTRIBUTE_READ_ONLY)."""
+    refuses CKA_VALUE_LEN there with CKR_ATTRIBUTE_READ_ONLY). `value`: the
+    template of C_CreateObject for a key with that value (no CKA_VALUE_LEN)."""
     tpl: Template = {
         ck.CKA_CLASS: ck.CKO_SECRET_KEY, ck.CKA_KEY_TYPE: ck.CKK_AES, ck.CKA_VALUE_LEN: bits // 8,
         ck.CKA_TOKEN: token, ck.CKA_PRIVATE: True, ck.CKA_SENSITIVE: True,
@@ -96,8 +107,10 @@ def aes_key(bits: int = 256, *, token: bool = False, extractable: bool = False,
     }
     if label:
         tpl[ck.CKA_LABEL] = label
-    if for_unwrap:
+    if for_unwrap or value is not None:
         del tpl[ck.CKA_VALUE_LEN]
+    if value is not None:
+        tpl[ck.CKA_VALUE] = value
     return Mech(ck.CKM_AES_KEY_GEN), tpl
 
 

@@ -146,7 +146,12 @@ def unusable_records(token: Token) -> list[KeyRecord]:
 def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
     """Usable keys, then unusable objects with the reason. Provisional leftovers of
     an interrupted generation only with include_all."""
-    return [r for _, r in key_inventory(token, include_all=include_all)] + unusable_records(token)
+    keys, unusable = token.inventory()  # one scan of the device for both
+    now = datetime.now(UTC)
+    mechanisms = token.mechanisms()
+    shown = [k for k in keys if include_all or not is_provisional(k)]
+    return ([describe(k, now, mechanisms) for k in shown]
+            + [describe_unusable(b) for b in unusable])
 
 
 def key_inventory(token: Token, *, include_all: bool = False

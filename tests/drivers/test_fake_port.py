@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,6 +201,23 @@ def test_unusable_objects_are_listed_and_skipped(token: P11Token, device: FakeDe
     assert "CKA_ID" in bad["half"] and "curve" in bad["p521"]
     records = {r.designation: r.status for r in manager.list_keys(token)}
     assert records["good"] == "valid" and records["half"].startswith("unusable: ")
+    keys, unusable = token.inventory()
+    assert [k.label for k in keys] == ["good"] and {b.label for b in unusable} == set(bad)
+
+
+def test_key_list_scans_the_device_once(token: P11Token, device: FakeDevice) -> None:
+    manager.generate_key(token, "good", algorithm=Algorithm.EC_P256)
+    device.add({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_KEY_TYPE: ck.CKK_RSA, ck.CKA_ID: b"",
+                ck.CKA_LABEL: "half", ck.CKA_PRIVATE: True})
+
+    def finds(fn: Callable[[], object]) -> int:
+        before = device.calls.get("find", 0)
+        fn()
+        return device.calls.get("find", 0) - before
+
+    # The usable keys with their descriptions already take one scan: the unusable
+    # objects come from that same scan, not a second one.
+    assert finds(lambda: manager.list_keys(token)) == finds(lambda: manager.key_inventory(token))
 
 
 # --- a batch stops at the first device failure ---------------------------------------

@@ -161,6 +161,11 @@ class Token(ABC):
         """Objects that look like keys but cannot be used, with the reason."""
         return []
 
+    def inventory(self) -> tuple[list[KeyHandle], list[UnusableKey]]:
+        """list_keys() and unusable_keys() together; a driver that scans the device
+        for both overrides this to read it once."""
+        return self.list_keys(), self.unusable_keys()
+
     @abstractmethod
     def set_label(self, key: KeyHandle, label: str) -> None:
         """Give the key pair (and its certificates) a new label. Requires login."""

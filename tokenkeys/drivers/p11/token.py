@@ -278,8 +278,9 @@ class P11Token(Token):
         except Unusable as exc:
             raise KeyNotFound(f"the key with {what} cannot be used: {exc}") from None
 
-    def _scan(self) -> tuple[list[KeyHandle], list[UnusableKey]]:
-        """Usable handles, and what tokenkeys cannot use (device errors still raise)."""
+    def inventory(self) -> tuple[list[KeyHandle], list[UnusableKey]]:
+        """Usable handles, and what tokenkeys cannot use, in one scan (device errors
+        still raise)."""
         good: list[KeyHandle] = []
         bad: list[UnusableKey] = []
         for obj in self._anchors({}):
@@ -295,10 +296,10 @@ class P11Token(Token):
     def list_keys(self) -> list[KeyHandle]:
         """After login one handle per usable private key; before, per public key or
         certificate. Objects tokenkeys cannot use are in unusable_keys()."""
-        return self._scan()[0]
+        return self.inventory()[0]
 
     def unusable_keys(self) -> list[UnusableKey]:
-        return self._scan()[1]
+        return self.inventory()[1]
 
     # --- provisioning (provision.py) ------------------------------------------
     def generate_keypair(self, spec: KeySpec) -> KeyHandle:

@@ -214,8 +214,8 @@ def wait_for_card(config: Config, timeout: float) -> None:
     if not ports:
         raise TokenNotFound("no smartcard module found (install OpenSC, or list the card's "
                             "module in card_modules of the configuration)")
-    seen: list[str] = []
-    if pick(ports, Pkcs11Uri(), seen) is None and wait_for(ports, Pkcs11Uri(), timeout) is None:
+    # wait_for scans at once, and returns None at once when timeout is 0.
+    if wait_for(ports, Pkcs11Uri(), timeout) is None:
         raise TokenNotFound(not_found(ports, "any card", timeout, [], config))
 
 

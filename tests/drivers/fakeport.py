@@ -52,6 +52,7 @@ class FakeDevice:
     # calls of the operation succeeded (e.g. removal after 8 decryptions).
     failures: dict[str, tuple[str, int]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    keygen_needs_so: bool = False  # key generation answers USER_NOT_LOGGED_IN to the user
     login_answer: str | None = None  # e.g. "CKR_USER_NOT_LOGGED_IN" for a wrong PIN
     logins: list[tuple[str | None, bool]] = field(default_factory=list)
     _next: int = 1
@@ -128,7 +129,7 @@ class FakeSession:
     def generate_key_pair(self, mech: Mech, public: Template, private: Template
                           ) -> tuple[int, int]:
         self.d.check("generate")
-        if self.d.logged_in is None:
+        if self.d.logged_in is None or (self.d.keygen_needs_so and self.d.logged_in != "so"):
             raise fail("CKR_USER_NOT_LOGGED_IN")
         key: Any
         if mech.mechanism == ck.CKM_RSA_PKCS_KEY_PAIR_GEN:

@@ -53,6 +53,26 @@ def token(device: FakeDevice) -> Iterator[P11Token]:
         yield tok
 
 
+def test_keygen_not_logged_in_falls_back_to_the_so_pin(device: FakeDevice,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A card that answers CKR_USER_NOT_LOGGED_IN to key generation wants the SO PIN.
+    monkeypatch.setenv("TOKENKEYS_SO_PIN", device.so_pin)
+    device.keygen_needs_so = True
+    user = (PIN.reveal(), False)
+    with _token(device) as tok:
+        tok.login(given_pin(PIN))
+        key = tok.generate_keypair(KeySpec("bid", Algorithm.EC_P256))
+        assert tok.find_key(key_id=key.id).label == "bid"
+    assert device.logins == [user, (device.so_pin, True), user]
+    # Any other failure is reported as it is, without asking for the SO PIN.
+    device.logins.clear()
+    device.failures["generate"] = ("CKR_DEVICE_ERROR", 0)
+    with _token(device) as tok, pytest.raises(DeviceError):
+        tok.login(given_pin(PIN))
+        tok.generate_keypair(KeySpec("other", Algorithm.EC_P256))
+    assert device.logins == [user]
+
+
 # --- a card without fixed key slots ----------------------------------------------
 @pytest.mark.parametrize("algorithm", [Algorithm.RSA2048, Algorithm.EC_P256])
 def test_card_without_fixed_slots_renames_both_halves(token: P11Token, device: FakeDevice,

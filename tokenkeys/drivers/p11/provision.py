@@ -19,11 +19,17 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
 from tokenkeys.drivers.p11 import ck, templates
-from tokenkeys.drivers.p11.ckr import CKR, CkrError, guard, to_error
+from tokenkeys.drivers.p11.ckr import CkrError, guard, to_error
 from tokenkeys.drivers.p11.keys import read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile
-from tokenkeys.errors import DeviceError, KeyExists, MechanismUnsupported, UsageError
+from tokenkeys.errors import (
+    DeviceError,
+    KeyExists,
+    MechanismUnsupported,
+    PinMissing,
+    UsageError,
+)
 from tokenkeys.types import KeySpec
 
 T = TypeVar("T")
@@ -126,20 +132,19 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     what = f"generating {spec.algorithm.value} key {spec.label!r}"
 
     def run() -> tuple[Any, Any]:
-        pair: tuple[Any, Any] = guard(
-            lambda: token.session().generate_key_pair(mech, public_t, private_t),
-            what, offered(token))
+        try:
+            pair: tuple[Any, Any] = token.session().generate_key_pair(mech, public_t, private_t)
+        except CkrError as exc:
+            raise to_error(exc.code, what, offered(token)) from None
         return pair
 
     if profile.keygen_needs_so:
         pub, priv = token.as_so(run)
     else:
         try:
-            pub, priv = token.session().generate_key_pair(mech, public_t, private_t)
-        except CkrError as exc:
-            if exc.code != CKR["CKR_USER_NOT_LOGGED_IN"]:
-                raise to_error(exc.code, what, offered(token)) from None
-            pub, priv = token.as_so(run)  # the card wants the SO (admin) PIN
+            pub, priv = run()
+        except PinMissing:  # CKR_USER_NOT_LOGGED_IN: the card wants the SO (admin) PIN
+            pub, priv = token.as_so(run)
     try:
         public = _read_new_public(token, pub, key_id)
         if slot_id is None:

@@ -40,15 +40,6 @@ class Algorithm(enum.StrEnum):
     def is_rsa(self) -> bool:
         return self.value.startswith("rsa")
 
-    @property
-    def rsa_bits(self) -> int:
-        return int(self.value[3:])
-
-    @property
-    def curve(self) -> str:
-        """Curve name as cryptography spells it (secp256r1, secp384r1)."""
-        return {"ec-p256": "secp256r1", "ec-p384": "secp384r1"}[self.value]
-
     @classmethod
     def parse(cls, text: str) -> Algorithm:
         try:

@@ -119,10 +119,6 @@ def _seal_key(master: bytes, record: dict[str, Any], der: bytes) -> dict[str, An
     return out
 
 
-def _curve_for(name: str) -> ec.EllipticCurve:
-    return keyalg.CURVES[name].curve()
-
-
 class SoftwareKeyHandle(KeyHandle):
     def __init__(self, token: SoftwareToken, record: dict[str, Any], path: Path) -> None:
         self._token = token
@@ -305,11 +301,12 @@ class SoftwareToken(Token):
         self.require_pin()
         if any(rec["label"] == spec.label for _, rec in self._records()):
             raise KeyExists(f"a key named {spec.label!r} already exists in {self.uri}")
+        alg = keyalg.info(spec.algorithm)
         private: PrivateKey
-        if spec.algorithm.is_rsa:
-            private = rsa.generate_private_key(65537, spec.algorithm.rsa_bits)
+        if alg.curve is None:
+            private = rsa.generate_private_key(65537, alg.bits)
         else:
-            private = ec.generate_private_key(_curve_for(spec.algorithm.curve))
+            private = ec.generate_private_key(alg.curve.curve())
         der = private.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),

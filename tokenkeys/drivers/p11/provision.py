@@ -150,7 +150,7 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
         if slot_id is None:
             key_id = _rename_to_sha1(token, pub, priv, public)
     except BaseException:
-        _destroy_quietly(token, pub, priv)
+        destroy_quietly(token, pub, priv)
         raise
     token.known_public[key_id] = public
     return token.find_key(key_id=key_id)
@@ -180,10 +180,12 @@ def _rename_to_sha1(token: Target, pub: Any, priv: Any, public: PublicKey) -> by
     return new_id
 
 
-def _destroy_quietly(token: Target, *objects: Any) -> None:
+def destroy_quietly(token: Target, *objects: Any) -> None:
+    """Destroy objects (None skipped); one already gone is fine (idempotent)."""
     for obj in objects:
-        with contextlib.suppress(CkrError, DeviceError):
-            token.session().destroy(obj)
+        if obj is not None:
+            with contextlib.suppress(CkrError, DeviceError):
+                token.session().destroy(obj)
 
 
 def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certificate,

@@ -16,7 +16,6 @@ destroyed before returning, on success and on failure.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,9 +35,10 @@ from tokenkeys.drivers.keywrap import (
     wrap_pkcs8,
 )
 from tokenkeys.drivers.p11 import ck, templates
-from tokenkeys.drivers.p11.ckr import CkrError, guard
+from tokenkeys.drivers.p11.ckr import guard
 from tokenkeys.drivers.p11.keys import read_public_key
 from tokenkeys.drivers.p11.port import Mech, OaepParam, Template
+from tokenkeys.drivers.p11.provision import destroy_quietly
 from tokenkeys.errors import (
     DeviceError,
     KeyExists,
@@ -61,14 +61,6 @@ def _need(token: P11Token, *names: str) -> None:
     if missing:
         raise MechanismUnsupported(" and ".join(f"CKM_{n}" for n in missing) + " (key wrapping)",
                                    sorted(offered))
-
-
-def _destroy(token: P11Token, *objects: Any) -> None:
-    """Destroy session objects; an object already gone is fine (idempotent)."""
-    for obj in objects:
-        if obj is not None:
-            with contextlib.suppress(CkrError):
-                token.session().destroy(obj)
 
 
 def _call(token: P11Token, fn: Callable[[], Any], what: str) -> Any:
@@ -111,7 +103,7 @@ def export_private_key(token: P11Token, key: KeyHandle) -> bytearray:
                                f"wrapping key {key.label!r} (C_WrapKey)")
         return unwrap_pkcs8(bytes(value), bytes(wrapped))
     finally:
-        _destroy(token, aes)
+        destroy_quietly(token, aes)
         wipe(value)
 
 
@@ -160,7 +152,7 @@ def _arrive(token: P11Token, public: PublicKey, label: str, shareable: bool,
         token.known_public[key_id] = public
         return token.find_key(key_id=key_id)
     except BaseException:
-        _destroy(token, *created)
+        destroy_quietly(token, *created)
         raise
 
 
@@ -179,7 +171,7 @@ def import_private_key(token: P11Token, pkcs8: bytes | bytearray, *, label: str,
             token, lambda: token.session().unwrap(aes, KWP, wrapped, tpl),
             f"unwrapping key {label!r} onto the token (C_UnwrapKey)"))
     finally:
-        _destroy(token, aes)
+        destroy_quietly(token, aes)
         wipe(value)
 
 
@@ -203,7 +195,7 @@ def create_transport_key(token: P11Token) -> TransportKey:
         if not isinstance(public, rsa.RSAPublicKey):
             raise DeviceError("the transport public key cannot be read")
     except BaseException:
-        _destroy(token, priv, pub)
+        destroy_quietly(token, priv, pub)
         raise
     return TransportKey(public_key=public, handle=(token, pub, priv))
 
@@ -232,7 +224,7 @@ def wrap_for_transport(token: P11Token, key: KeyHandle,
         wrapped_aes = _call(token, lambda: token.session().wrap(tpub, aes, _oaep(TRANSPORT_OAEP)),
                             "wrapping the AES key under the transport key (RSA-OAEP)")
     finally:
-        _destroy(token, tpub, aes)
+        destroy_quietly(token, tpub, aes)
     return WrappedKey(key_type=key.key_type, wrapped_aes=bytes(wrapped_aes),
                       oaep_hash=TRANSPORT_OAEP, wrapped_key=bytes(wrapped_key),
                       public_key=key.public_key)
@@ -262,12 +254,12 @@ def unwrap_transported(token: P11Token, transport: TransportKey, wrapped: Wrappe
             token, lambda: token.session().unwrap(aes, KWP, wrapped.wrapped_key, tpl),
             f"unwrapping key {label!r} onto the token (C_UnwrapKey)"))
     finally:
-        _destroy(token, aes)
+        destroy_quietly(token, aes)
 
 
 def destroy_transport_key(token: P11Token, transport: TransportKey) -> None:
     public, private = _transport_objects(token, transport)
-    _destroy(token, private, public)
+    destroy_quietly(token, private, public)
 
 
 def session_objects(token: P11Token) -> list[Any]:

@@ -184,27 +184,33 @@ class Registry:
         ).order_by(ks.c.designation)
         return [_key(r) for r in c.execute(query)]
 
-    def mark_deleted(self, service: str, designation: str,
-                     guard: Callable[[KeyRow], None]) -> KeyRow:
-        """Check `guard` and mark the key deleted, atomically (the row stays)."""
+    def mark_deleted(self, keys: Sequence[tuple[str, str]],
+                     guard: Callable[[KeyRow], None]) -> list[KeyRow]:
+        """Check `guard` on each (service, designation) and mark them all deleted, in one
+        transaction: one refusal leaves none marked (the rows stay)."""
 
-        def run(c: Connection) -> KeyRow:
-            row = self._live_key(c, self._service_id(c, service), designation)
-            if row is None:
-                raise KeyNotFound(f"no key named {designation!r} in service {service!r}")
-            guard(row)
-            c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=now_text()))
-            audit_log.append(c, "delete", service=service, subject=designation, details={
-                "fingerprint": row.fingerprint, "token": row.token_uri, "ckaid": row.ckaid})
-            return row
+        def run(c: Connection) -> list[KeyRow]:
+            marked = []
+            for service, designation in keys:
+                row = self._live_key(c, self._service_id(c, service), designation)
+                if row is None:
+                    raise KeyNotFound(f"no key named {designation!r} in service {service!r}")
+                guard(row)
+                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=now_text()))
+                audit_log.append(c, "delete", service=service, subject=designation, details={
+                    "fingerprint": row.fingerprint, "token": row.token_uri,
+                    "ckaid": row.ckaid})
+                marked.append(row)
+            return marked
         return self.db.transaction(run)
 
-    def unmark_deleted(self, row: KeyRow, reason: str) -> None:
+    def unmark_deleted(self, rows: Sequence[KeyRow], reason: str) -> None:
         """Undo mark_deleted when the token refused the deletion (audited)."""
         def run(c: Connection) -> None:
-            c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=None))
-            audit_log.append(c, "delete", service=row.service, subject=row.designation,
-                             details={"fingerprint": row.fingerprint, "undone": reason})
+            for row in rows:
+                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=None))
+                audit_log.append(c, "delete", service=row.service, subject=row.designation,
+                                 details={"fingerprint": row.fingerprint, "undone": reason})
         self.db.transaction(run)
 
     # -- consultations ------------------------------------------------------------

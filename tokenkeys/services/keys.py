@@ -168,12 +168,13 @@ def delete(registry: Registry, service: str, token: Token, key: KeyHandle) -> li
             rows = [registry.key(service, key.label)]
     for row in rows:
         deletion_guard(row)
-    marked = [registry.mark_deleted(r.service, r.designation, deletion_guard) for r in rows]
+    marked = registry.mark_deleted([(r.service, r.designation) for r in rows],
+                                   deletion_guard)
     try:
         manager.delete_key(token, key)
     except BaseException as exc:
-        for row in marked:
-            registry.unmark_deleted(row, type(exc).__name__)
+        if marked:
+            registry.unmark_deleted(marked, type(exc).__name__)
         raise
     if not marked:
         registry.record_event("delete", service=service, subject=key.label, details={

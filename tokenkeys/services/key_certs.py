@@ -51,11 +51,6 @@ def awaiting_certificate(key: KeyHandle) -> KeyNotFound:
     return KeyNotFound(f"key {key.label!r} is awaiting a certificate: {next_steps(key.label)}")
 
 
-def _spki(public: object) -> bytes:
-    return public.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def export_public(key: KeyHandle, path: Path, *, der: bool = False, force: bool = False) -> None:
     """The key's SubjectPublicKeyInfo, PEM (or DER): what `ca issue` takes. No login needed."""
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
@@ -125,7 +120,7 @@ def check_certificate(key: KeyHandle, cert: x509.Certificate,
                       ) -> list[x509.Certificate]:
     """Raise CertificateRefused unless `cert` fits `key`; return the chain to keep
     (the leaf removed if the bundle repeats it), nearest issuer first."""
-    if _spki(cert.public_key()) != _spki(key.public_key):
+    if not keyalg.same_key(cert.public_key(), key.public_key):
         raise CertificateRefused(
             f"the certificate ({_subject(cert)}) is for another key, not for {key.label!r}: "
             "nothing was changed")

@@ -12,9 +12,8 @@ import re
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from tokenkeys import manager
+from tokenkeys import keyalg, manager
 from tokenkeys.certificates import self_signed
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
@@ -86,7 +85,7 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
         raise UsageError("the key has no label on the token: give it one to adopt it")
     check_free(registry, service, key.label)
     if cert is not None:
-        if cert.public_key().public_bytes(*_SPKI) != key.public_key.public_bytes(*_SPKI):
+        if not keyalg.same_key(cert.public_key(), key.public_key):
             raise CertificateRefused(
                 f"the certificate given ({cert.subject.rfc4514_string()}) holds another "
                 f"public key than key {key.label!r} on the token: refused")
@@ -100,14 +99,10 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
         key.certificate = self_signed(key, key.label, self_sign_days)
         require(token, CertificateStore, "storing certificates").store_certificate(
             key, key.certificate)
-    elif key.certificate.public_key().public_bytes(*_SPKI) != key.public_key.public_bytes(
-            *_SPKI):
+    elif not keyalg.same_key(key.certificate.public_key(), key.public_key):
         raise CertificateRefused(f"the certificate stored with key {key.label!r} holds "
                                   "another public key: refused")
     return registry.add_key(service, facts_for(token, key, backup=backup), "adopt")
-
-
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def renewal_name(old: str, registry: Registry, service: str, today: datetime) -> str:

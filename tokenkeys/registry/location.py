@@ -24,10 +24,6 @@ class Location:
     url: str  # SQLAlchemy URL
     display: str  # safe to print
 
-    @property
-    def is_postgresql(self) -> bool:
-        return self.dialect == "postgresql"
-
 
 # `scheme://user:password@host`, any scheme. Greedy up to the last `@` of the word:
 # a password may hold an `@` itself, and over-redacting is harmless.

@@ -104,9 +104,6 @@ class Registry:
             raise ServiceNotFound(f"unknown service {name!r} (see `tokenkeys service list`)")
         return int(found)
 
-    def require_service(self, name: str) -> None:
-        self.db.transaction(lambda c: self._service_id(c, name))
-
     # -- keys ---------------------------------------------------------------------
     def add_key(self, service: str, facts: KeyFacts, event: str,
                 details: Mapping[str, Any] | None = None) -> KeyRow:

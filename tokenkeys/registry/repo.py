@@ -33,6 +33,7 @@ from tokenkeys.registry.schema import services as sv
 
 DEFAULT_SERVICE = "default"
 KEY_COLUMNS = [c for c in ks.c if c.name != "service_id"]
+REFS_BATCH = 500  # keys per IN (...): well below SQLite's bound-parameter limit
 BindingCheck = Callable[[KeyRow, Sequence[KeyRow]], None]
 
 
@@ -136,10 +137,26 @@ class Registry:
 
     def _open_refs(self, c: Connection, key_id: int) -> list[str]:
         """Open consultations bound to the key, or that recorded it as a backup."""
-        bound = sa.select(cs.c.reference).where(cs.c.key_id == key_id, cs.c.status == "open")
-        backed = (sa.select(cs.c.reference).join(cb, cb.c.consultation_id == cs.c.id)
-                  .where(cb.c.key_id == key_id, cs.c.status == "open"))
-        return sorted({r[0] for r in c.execute(bound.union(backed))})
+        return self._open_refs_of(c, [key_id]).get(key_id, [])
+
+    def _open_refs_of(self, c: Connection, key_ids: Sequence[int]) -> dict[int, list[str]]:
+        """_open_refs of many keys, a query per REFS_BATCH keys instead of one per key."""
+        refs: dict[int, set[str]] = {}
+        for start in range(0, len(key_ids), REFS_BATCH):
+            ids = key_ids[start:start + REFS_BATCH]
+            bound = sa.select(cs.c.key_id, cs.c.reference).where(
+                cs.c.key_id.in_(ids), cs.c.status == "open")
+            backed = (sa.select(cb.c.key_id, cs.c.reference)
+                      .join(cb, cb.c.consultation_id == cs.c.id)
+                      .where(cb.c.key_id.in_(ids), cs.c.status == "open"))
+            for key_id, reference in c.execute(bound.union(backed)):
+                refs.setdefault(key_id, set()).add(reference)
+        return {key_id: sorted(found) for key_id, found in refs.items()}
+
+    def _keys(self, c: Connection, query: sa.Select[Any]) -> list[KeyRow]:
+        rows = c.execute(query).all()
+        refs = self._open_refs_of(c, [r.id for r in rows])
+        return [_key(r, refs.get(r.id, ())) for r in rows]
 
     def key(self, service: str, designation: str) -> KeyRow:
         def run(c: Connection) -> KeyRow:
@@ -157,7 +174,7 @@ class Registry:
                 query = query.where(ks.c.service_id == self._service_id(c, service))
             if not include_deleted:
                 query = query.where(ks.c.deleted_at.is_(None))
-            return [_key(r, self._open_refs(c, r.id)) for r in c.execute(query)]
+            return self._keys(c, query)
         # `default` may be created on the way: a write transaction then.
         return self.db.transaction(run, write=service == DEFAULT_SERVICE)
 
@@ -165,7 +182,7 @@ class Registry:
         """Every registry row (any service, deleted too) for a certificate's SHA-256."""
         def run(c: Connection) -> list[KeyRow]:
             query = _key_query().where(ks.c.fingerprint == fingerprint.lower().replace(":", ""))
-            return [_key(r, self._open_refs(c, r.id)) for r in c.execute(query)]
+            return self._keys(c, query)
         return self.db.transaction(run, write=False)
 
     def backups_in_force(self, service: str, at: str | None = None) -> list[KeyRow]:

@@ -66,3 +66,44 @@ def test_mark_deleted_is_all_or_nothing(tmp_path: Path) -> None:
         assert reg.keys("default") == []
         reg.unmark_deleted(marked, "test")
         assert len(reg.keys("default")) == 2
+
+
+def _issued_for(public: Any, cn: str) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA")]))
+            .public_key(public).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + timedelta(days=30))
+            .sign(ca_key, hashes.SHA256()))
+
+
+def test_adopt_leaves_the_token_alone_when_the_registry_refuses(tmp_path: Path) -> None:
+    from tests.registry.conftest import soft_facts
+    from tokenkeys.errors import KeyExists
+
+    token = _open(soft_store(tmp_path / "store", ("K", "ec-p256", False)))
+    before = token.find_key(label="K").certificate
+    new_cert = _issued_for(token.find_key(label="K").public_key, "K issued")
+    with Registry.open(str(tmp_path / "reg.sqlite")) as reg:
+        add = reg.add_key
+
+        def racing(*args: Any, **kwargs: Any) -> Any:
+            # Another workstation records a key of the same name after our check.
+            add("default", soft_facts("K"), "generate")
+            return add(*args, **kwargs)
+
+        reg.add_key = racing  # type: ignore[method-assign]
+        with pytest.raises(KeyExists):
+            keys.adopt(reg, "default", token, "K", cert=new_cert, self_sign_days=None,
+                       backup=False)
+    assert token.find_key(label="K").certificate == before
+    token.close()

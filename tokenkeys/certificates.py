@@ -7,6 +7,7 @@ refuses everything that would need the private key material.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,16 @@ from tokenkeys.files import write_atomic
 
 EXPIRING_DAYS = 30
 KeyStatus = Literal["valid", "expiring", "expired"]
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER, lowercase hex: the registry's lookup key."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def certificate_cn(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def _refuse(*_: Any, **__: Any) -> NoReturn:

@@ -9,9 +9,14 @@ from pathlib import Path
 from tokenkeys.errors import OutputExists, UsageError
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse an existing file (or a dangling symlink) unless overwrite: `--force`."""
     if not overwrite and (path.exists() or path.is_symlink()):
         raise OutputExists(f"{path} already exists (use --force to replace it)")
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
+    check_target(path, overwrite)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as exc:

@@ -50,6 +50,7 @@ ALGORITHMS: dict[Algorithm, AlgInfo] = {
     Algorithm.EC_P256: AlgInfo(Algorithm.EC_P256, KeyType.EC, 256, CURVES["secp256r1"]),
     Algorithm.EC_P384: AlgInfo(Algorithm.EC_P384, KeyType.EC, 384, CURVES["secp384r1"]),
 }
+MIN_RSA_BITS = min(a.bits for a in ALGORITHMS.values() if a.key_type is KeyType.RSA)
 # RSA signatures are PKCS#1 v1.5 with SHA-256.
 RSA_SIGNATURE_HASH = hashes.SHA256
 

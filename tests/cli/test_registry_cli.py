@@ -190,3 +190,11 @@ def test_registry_names_are_shown_as_written(rtk: TK, registry_location: str) ->
     assert "AO[2]" in listed.out and "K[lot 2]\\x1b[31m" in listed.out
     assert "title: [urgent]" in shown.out and "K[lot 2]\\x1b[31m" in shown.out
     assert "K[lot 2]\\x1b[31m" in keys.out
+
+
+def test_cli_never_shows_the_password(tk: TK) -> None:
+    for text in ("mysql://root:hunter2@db/x", "host=db password=hunter2"):
+        run = tk("consultation", "list", env={"TOKENKEYS_REGISTRY": text})
+        assert run.code == 2, (run.code, run.err)
+        assert "hunter2" not in run.out + run.err
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err

@@ -16,14 +16,10 @@ from pathlib import Path
 from types import TracebackType
 
 from tokenkeys.errors import OutputExists, UsageError
+from tokenkeys.files import check_target as check_target  # open and seal use it too
 
 # Naming an unnamed file needs /proc (see _link_unnamed).
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0
-
-
-def check_target(dst: Path, overwrite: bool) -> None:
-    if not overwrite and (dst.exists() or dst.is_symlink()):
-        raise OutputExists(f"{dst} already exists (use --force to replace it)")
 
 
 class AtomicOutput:

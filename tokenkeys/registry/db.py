@@ -161,12 +161,11 @@ class Database:
         if before == head:
             self._ready = True
             return before, head
-        self._check_known(before)
-        if before != head:
-            if automatic:
-                log.info("migrating the registry %s from %s to %s",
-                         self.location.display, before, head)
-            self._run(self._upgrade, write=True)
+        self._check_known(before)  # before the write lock: a read-only user learns why
+        if automatic:
+            log.info("migrating the registry %s from %s to %s",
+                     self.location.display, before, head)
+        self._run(self._upgrade, write=True)
         self._ready = True
         return before, head
 
@@ -189,7 +188,7 @@ class Database:
         if self.dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         current = _revision(conn)
-        self._check_known(current)
+        self._check_known(current)  # again: a newer tokenkeys may have migrated meanwhile
         if current != SCHEMA_HEAD:
             from alembic import command
 

@@ -24,14 +24,18 @@ class Location:
     url: str  # SQLAlchemy URL
     display: str  # safe to print
 
-    @property
-    def is_postgresql(self) -> bool:
-        return self.dialect == "postgresql"
+
+# `scheme://user:password@host`, any scheme. Greedy up to the last `@` of the word:
+# a password may hold an `@` itself, and over-redacting is harmless.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):\S*@")
+# A libpq keyword/value string ("host=db dbname=x"); it is no file path.
+_CONNINFO = re.compile(r"(?i)(?:^\s*(?:host|hostaddr|port|dbname|user|service|sslmode)"
+                       r"|\bpassword)\s*=")
 
 
 def redact(text: str) -> str:
     """Remove a password from every URL or `password=` setting in `text`."""
-    text = re.sub(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", text)
 
 
@@ -49,5 +53,8 @@ def parse_location(text: str) -> Location:
     if "://" in text:
         raise UsageError(f"unsupported registry location {redact(text)!r} "
                          "(a file path or a postgresql:// URL)")
+    if _CONNINFO.search(text):
+        raise UsageError("the registry location looks like a libpq keyword string: give a "
+                         "postgresql:// URL without a password, or a file path")
     path = Path(text).expanduser()
     return Location("sqlite", path, f"sqlite:///{path}", str(path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -10,12 +9,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tokenkeys.certificates import certificate_cn
+from tokenkeys.certificates import fingerprint as fingerprint  # the registry's lookup key
 from tokenkeys.registry.audit import now_text
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    """SHA-256 of the certificate's DER, lowercase hex: the registry's lookup key."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -34,8 +30,7 @@ class KeyFacts:
 
     @property
     def cn(self) -> str | None:
-        names = self.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        return str(names[0].value) if names else None
+        return certificate_cn(self.certificate)
 
     def row(self) -> dict[str, Any]:
         cert = self.certificate

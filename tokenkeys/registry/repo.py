@@ -33,6 +33,7 @@ from tokenkeys.registry.schema import services as sv
 
 DEFAULT_SERVICE = "default"
 KEY_COLUMNS = [c for c in ks.c if c.name != "service_id"]
+REFS_BATCH = 500  # keys per IN (...): well below SQLite's bound-parameter limit
 BindingCheck = Callable[[KeyRow, Sequence[KeyRow]], None]
 
 
@@ -104,9 +105,6 @@ class Registry:
             raise ServiceNotFound(f"unknown service {name!r} (see `tokenkeys service list`)")
         return int(found)
 
-    def require_service(self, name: str) -> None:
-        self.db.transaction(lambda c: self._service_id(c, name))
-
     # -- keys ---------------------------------------------------------------------
     def add_key(self, service: str, facts: KeyFacts, event: str,
                 details: Mapping[str, Any] | None = None) -> KeyRow:
@@ -139,10 +137,26 @@ class Registry:
 
     def _open_refs(self, c: Connection, key_id: int) -> list[str]:
         """Open consultations bound to the key, or that recorded it as a backup."""
-        bound = sa.select(cs.c.reference).where(cs.c.key_id == key_id, cs.c.status == "open")
-        backed = (sa.select(cs.c.reference).join(cb, cb.c.consultation_id == cs.c.id)
-                  .where(cb.c.key_id == key_id, cs.c.status == "open"))
-        return sorted({r[0] for r in c.execute(bound.union(backed))})
+        return self._open_refs_of(c, [key_id]).get(key_id, [])
+
+    def _open_refs_of(self, c: Connection, key_ids: Sequence[int]) -> dict[int, list[str]]:
+        """_open_refs of many keys, a query per REFS_BATCH keys instead of one per key."""
+        refs: dict[int, set[str]] = {}
+        for start in range(0, len(key_ids), REFS_BATCH):
+            ids = key_ids[start:start + REFS_BATCH]
+            bound = sa.select(cs.c.key_id, cs.c.reference).where(
+                cs.c.key_id.in_(ids), cs.c.status == "open")
+            backed = (sa.select(cb.c.key_id, cs.c.reference)
+                      .join(cb, cb.c.consultation_id == cs.c.id)
+                      .where(cb.c.key_id.in_(ids), cs.c.status == "open"))
+            for key_id, reference in c.execute(bound.union(backed)):
+                refs.setdefault(key_id, set()).add(reference)
+        return {key_id: sorted(found) for key_id, found in refs.items()}
+
+    def _keys(self, c: Connection, query: sa.Select[Any]) -> list[KeyRow]:
+        rows = c.execute(query).all()
+        refs = self._open_refs_of(c, [r.id for r in rows])
+        return [_key(r, refs.get(r.id, ())) for r in rows]
 
     def key(self, service: str, designation: str) -> KeyRow:
         def run(c: Connection) -> KeyRow:
@@ -160,7 +174,7 @@ class Registry:
                 query = query.where(ks.c.service_id == self._service_id(c, service))
             if not include_deleted:
                 query = query.where(ks.c.deleted_at.is_(None))
-            return [_key(r, self._open_refs(c, r.id)) for r in c.execute(query)]
+            return self._keys(c, query)
         # `default` may be created on the way: a write transaction then.
         return self.db.transaction(run, write=service == DEFAULT_SERVICE)
 
@@ -168,7 +182,7 @@ class Registry:
         """Every registry row (any service, deleted too) for a certificate's SHA-256."""
         def run(c: Connection) -> list[KeyRow]:
             query = _key_query().where(ks.c.fingerprint == fingerprint.lower().replace(":", ""))
-            return [_key(r, self._open_refs(c, r.id)) for r in c.execute(query)]
+            return self._keys(c, query)
         return self.db.transaction(run, write=False)
 
     def backups_in_force(self, service: str, at: str | None = None) -> list[KeyRow]:
@@ -184,27 +198,33 @@ class Registry:
         ).order_by(ks.c.designation)
         return [_key(r) for r in c.execute(query)]
 
-    def mark_deleted(self, service: str, designation: str,
-                     guard: Callable[[KeyRow], None]) -> KeyRow:
-        """Check `guard` and mark the key deleted, atomically (the row stays)."""
+    def mark_deleted(self, keys: Sequence[tuple[str, str]],
+                     guard: Callable[[KeyRow], None]) -> list[KeyRow]:
+        """Check `guard` on each (service, designation) and mark them all deleted, in one
+        transaction: one refusal leaves none marked (the rows stay)."""
 
-        def run(c: Connection) -> KeyRow:
-            row = self._live_key(c, self._service_id(c, service), designation)
-            if row is None:
-                raise KeyNotFound(f"no key named {designation!r} in service {service!r}")
-            guard(row)
-            c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=now_text()))
-            audit_log.append(c, "delete", service=service, subject=designation, details={
-                "fingerprint": row.fingerprint, "token": row.token_uri, "ckaid": row.ckaid})
-            return row
+        def run(c: Connection) -> list[KeyRow]:
+            marked = []
+            for service, designation in keys:
+                row = self._live_key(c, self._service_id(c, service), designation)
+                if row is None:
+                    raise KeyNotFound(f"no key named {designation!r} in service {service!r}")
+                guard(row)
+                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=now_text()))
+                audit_log.append(c, "delete", service=service, subject=designation, details={
+                    "fingerprint": row.fingerprint, "token": row.token_uri,
+                    "ckaid": row.ckaid})
+                marked.append(row)
+            return marked
         return self.db.transaction(run)
 
-    def unmark_deleted(self, row: KeyRow, reason: str) -> None:
+    def unmark_deleted(self, rows: Sequence[KeyRow], reason: str) -> None:
         """Undo mark_deleted when the token refused the deletion (audited)."""
         def run(c: Connection) -> None:
-            c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=None))
-            audit_log.append(c, "delete", service=row.service, subject=row.designation,
-                             details={"fingerprint": row.fingerprint, "undone": reason})
+            for row in rows:
+                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=None))
+                audit_log.append(c, "delete", service=row.service, subject=row.designation,
+                                 details={"fingerprint": row.fingerprint, "undone": reason})
         self.db.transaction(run)
 
     # -- consultations ------------------------------------------------------------

@@ -9,7 +9,6 @@ touches key material: signing goes through tokenkeys.certificates.signer_for.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tokenkeys import keyalg
+from tokenkeys.certificates import fingerprint as fingerprint  # the CLI shows it
 from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.errors import (
@@ -31,8 +32,6 @@ from tokenkeys.types import Algorithm
 
 MAX_CA_DAYS = 7300
 MAX_DAYS = 3650
-MIN_RSA_BITS = 2048
-CURVES = frozenset({"secp256r1", "secp384r1"})
 _CSR_MARKERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 _KEY_MARKERS = (b"-----BEGIN PUBLIC KEY-----", b"-----BEGIN RSA PUBLIC KEY-----")
 
@@ -66,10 +65,6 @@ class Request:
 class Issued:
     certificate: x509.Certificate
     clipped: bool  # notAfter was cut to the CA's own notAfter
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def is_ca_certificate(cert: x509.Certificate | None) -> bool:
@@ -151,12 +146,13 @@ def find_ca(token: Token, name: str) -> KeyHandle:
 
 def _check_public_key(public: object) -> PublicKey:
     if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < MIN_RSA_BITS:
+        if public.key_size < keyalg.MIN_RSA_BITS:
             raise CertificateRefused(
-                f"the request's RSA key has {public.key_size} bits (at least {MIN_RSA_BITS})")
+                f"the request's RSA key has {public.key_size} bits "
+                f"(at least {keyalg.MIN_RSA_BITS})")
         return public
     if isinstance(public, ec.EllipticCurvePublicKey):
-        if public.curve.name not in CURVES:
+        if public.curve.name not in keyalg.CURVES:
             raise CertificateRefused(f"the request's EC curve {public.curve.name} is not "
                                      "supported (P-256 or P-384)")
         return public

@@ -8,6 +8,7 @@ chain must link. A refusal leaves the device as it was.
 from __future__ import annotations
 
 import shlex
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,11 +49,6 @@ def next_steps(name: str) -> str:
 
 def awaiting_certificate(key: KeyHandle) -> KeyNotFound:
     return KeyNotFound(f"key {key.label!r} is awaiting a certificate: {next_steps(key.label)}")
-
-
-def _spki(public: object) -> bytes:
-    return public.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def export_public(key: KeyHandle, path: Path, *, der: bool = False, force: bool = False) -> None:
@@ -124,7 +120,7 @@ def check_certificate(key: KeyHandle, cert: x509.Certificate,
                       ) -> list[x509.Certificate]:
     """Raise CertificateRefused unless `cert` fits `key`; return the chain to keep
     (the leaf removed if the bundle repeats it), nearest issuer first."""
-    if _spki(cert.public_key()) != _spki(key.public_key):
+    if not keyalg.same_key(cert.public_key(), key.public_key):
         raise CertificateRefused(
             f"the certificate ({_subject(cert)}) is for another key, not for {key.label!r}: "
             "nothing was changed")
@@ -173,10 +169,19 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
         store.store_certificate(key, cert, rest)
         return Imported(replaced, "device")
     except MechanismUnsupported:
-        # One certificate per key (OpenPGP card): refused before anything was written.
-        store.store_certificate(key, cert)
+        pass  # one certificate per key (OpenPGP card): refused before anything was written
     # Named by the key's own SHA-1 (not CKA_ID: every OpenPGP card says 02).
     path = chains_dir / f"{keyalg.key_id(key.public_key).hex()}.pem"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in rest))
+    try:  # the chain's place must be writable before the device changes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise UsageError(f"cannot keep the certificate chain in {path.parent}: "
+                         f"{exc.strerror}: nothing was changed") from None
+    store.store_certificate(key, cert)
+    try:
+        write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in rest))
+    except OSError as exc:
+        raise UsageError(f"the certificate was stored with the key, but its chain could not "
+                         f"be written to {path}: {exc.strerror}") from None
     return Imported(replaced, f"beside the key: {path}")

@@ -12,9 +12,8 @@ import re
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from tokenkeys import manager
+from tokenkeys import keyalg, manager
 from tokenkeys.certificates import self_signed
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
@@ -85,29 +84,40 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
     if not key.label:
         raise UsageError("the key has no label on the token: give it one to adopt it")
     check_free(registry, service, key.label)
+    store: CertificateStore | None = None
+    had = key.certificate
     if cert is not None:
-        if cert.public_key().public_bytes(*_SPKI) != key.public_key.public_bytes(*_SPKI):
+        if not keyalg.same_key(cert.public_key(), key.public_key):
             raise CertificateRefused(
                 f"the certificate given ({cert.subject.rfc4514_string()}) holds another "
                 f"public key than key {key.label!r} on the token: refused")
         if key.certificate is None or key.certificate != cert:
-            require(token, CertificateStore, "storing certificates").store_certificate(key, cert)
+            store = require(token, CertificateStore, "storing certificates")
             key.certificate = cert
     elif key.certificate is None:
         if self_sign_days is None:
             raise KeyNotFound(f"key {key.label!r} has no certificate on the token: give "
                               "--cert FILE, or --self-sign to make one on the device")
+        store = require(token, CertificateStore, "storing certificates")
         key.certificate = self_signed(key, key.label, self_sign_days)
-        require(token, CertificateStore, "storing certificates").store_certificate(
-            key, key.certificate)
-    elif key.certificate.public_key().public_bytes(*_SPKI) != key.public_key.public_bytes(
-            *_SPKI):
+    elif not keyalg.same_key(key.certificate.public_key(), key.public_key):
         raise CertificateRefused(f"the certificate stored with key {key.label!r} holds "
                                   "another public key: refused")
-    return registry.add_key(service, facts_for(token, key, backup=backup), "adopt")
-
-
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # The registry first: the token changes only once the registry has agreed.
+    try:
+        row = registry.add_key(service, facts_for(token, key, backup=backup), "adopt")
+    except BaseException:
+        key.certificate = had
+        raise
+    if store is not None:
+        try:
+            store.store_certificate(key, key.certificate)
+        except BaseException:
+            key.certificate = had
+            with contextlib.suppress(TokenKeysError):
+                registry.mark_deleted([(service, row.designation)], lambda _: None)
+            raise
+    return row
 
 
 def renewal_name(old: str, registry: Registry, service: str, today: datetime) -> str:
@@ -168,12 +178,13 @@ def delete(registry: Registry, service: str, token: Token, key: KeyHandle) -> li
             rows = [registry.key(service, key.label)]
     for row in rows:
         deletion_guard(row)
-    marked = [registry.mark_deleted(r.service, r.designation, deletion_guard) for r in rows]
+    marked = registry.mark_deleted([(r.service, r.designation) for r in rows],
+                                   deletion_guard)
     try:
         manager.delete_key(token, key)
     except BaseException as exc:
-        for row in marked:
-            registry.unmark_deleted(row, type(exc).__name__)
+        if marked:
+            registry.unmark_deleted(marked, type(exc).__name__)
         raise
     if not marked:
         registry.record_event("delete", service=service, subject=key.label, details={

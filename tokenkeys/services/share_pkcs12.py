@@ -46,7 +46,6 @@ LEGACY_WARNING = (
     "read AES-256 PKCS#12 files, and delete it once imported"
 )
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-CURVES = frozenset({"secp256r1", "secp384r1"})
 
 
 @dataclass(frozen=True)
@@ -178,10 +177,10 @@ def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise UsageError(f"the key in {where} is {type(key).__name__}: tokenkeys keeps RSA "
                          "and EC P-256/P-384 keys")
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in CURVES:
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in keyalg.CURVES:
         raise UsageError(f"the key in {where} is on curve {key.curve.name}: tokenkeys keeps "
                          "EC keys on P-256 and P-384")
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < keyalg.MIN_RSA_BITS:
         raise UsageError(f"the key in {where} is RSA-{key.key_size}: below 2048 bits it is "
                          "too weak to protect bids")
     certs = ([loaded.cert] if loaded.cert else []) + list(loaded.additional_certs)

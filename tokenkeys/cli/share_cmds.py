@@ -10,6 +10,7 @@ from tokenkeys import manager
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
+    check_output,
     force_option,
     opened,
     pass_app,
@@ -78,6 +79,7 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
 
     The passphrase comes from TOKENKEYS_PASSPHRASE or a prompt (typed twice).
     """
+    check_output(output, force)  # before any PIN is asked or sent
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         result = share.export_pkcs12(

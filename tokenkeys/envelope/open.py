@@ -106,34 +106,32 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise EnvelopeMalformed("malformed envelope (a structure does not decode)") from None
 
 
-def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
-    """Read only the header and describe each recipient (for "wrong card" diagnostics)."""
+def _header_recipients(src: str | os.PathLike[str]) -> list[Recipient]:
+    """The recipients, from the header only (the content is never read)."""
 
-    def run() -> list[str]:
+    def run() -> list[Recipient]:
         with _open_src(src) as f:
             source, _fmt = detect(f)
-            return [r.describe() for r in _read_head(BerReader(source, 64 * 1024)).recipients]
+            return _read_head(BerReader(source, 64 * 1024)).recipients
 
-    result: list[str] = _guard(run)
+    result: list[Recipient] = _guard(run)
     return result
+
+
+def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
+    """Read only the header and describe each recipient (for "wrong card" diagnostics)."""
+    return [r.describe() for r in _header_recipients(src)]
 
 
 def recipient_ids(src: str | os.PathLike[str]) -> list[tuple[bytes, int] | bytes]:
     """Each recipient's identifier, from the header only: (issuer DER, serial) or an SKI."""
-
-    def run() -> list[tuple[bytes, int] | bytes]:
-        with _open_src(src) as f:
-            source, _fmt = detect(f)
-            out: list[tuple[bytes, int] | bytes] = []
-            for r in _read_head(BerReader(source, 64 * 1024)).recipients:
-                if r.rid_issuer is not None and r.rid_serial is not None:
-                    out.append((r.rid_issuer.dump(), r.rid_serial))
-                elif r.rid_ski is not None:
-                    out.append(bytes(r.rid_ski))
-            return out
-
-    result: list[tuple[bytes, int] | bytes] = _guard(run)
-    return result
+    out: list[tuple[bytes, int] | bytes] = []
+    for r in _header_recipients(src):
+        if r.rid_issuer is not None and r.rid_serial is not None:
+            out.append((r.rid_issuer.dump(), r.rid_serial))
+        elif r.rid_ski is not None:
+            out.append(bytes(r.rid_ski))
+    return out
 
 
 def _as_identity(i: int, x: Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Identity:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenkeys import errors
 from tokenkeys.config import Config
 from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
@@ -57,11 +58,20 @@ def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:
     return exc
 
 
+def error_class(name: str | None) -> type[TokenKeysError]:
+    """The error class a FileResult names (error_type), TokenKeysError if none is:
+    results cross process boundaries as names, and exit codes come from classes."""
+    found = getattr(errors, name or "", None)
+    if isinstance(found, type) and issubclass(found, TokenKeysError):
+        return found
+    return TokenKeysError
+
+
 def _device_failure(kind: str, message: str) -> TokenKeysError:
-    cls = next((c for c in DEVICE_FAILURES if c.__name__ == kind), DeviceError)
-    for sub in cls.__subclasses__():
-        if sub.__name__ == kind:
-            cls = sub
+    """A worker's device failure, raised again in the parent as its own class."""
+    cls = error_class(kind)
+    if not issubclass(cls, DEVICE_FAILURES):
+        cls = DeviceError
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     return exc
@@ -333,11 +343,10 @@ def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
 
 def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
                    on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
-    done: list[FileResult] = []
     with ThreadPoolExecutor(ENVELOPE_THREADS, thread_name_prefix="tokenkeys-open") as pool:
         futures = [pool.submit(open_one, src, dst, keys) for src, dst in pairs]
         try:
-            return _collect((f.result() for f in as_completed(futures)), on_result, done)
+            return _collect((f.result() for f in as_completed(futures)), on_result)
         except DEVICE_FAILURES as exc:
             # Envelopes already being opened finish or fail whole (nothing half-written).
             pool.shutdown(wait=True, cancel_futures=True)
@@ -376,9 +385,9 @@ def _parallel(
     return results
 
 
-def _collect(results: Iterable[FileResult], on_result: Callable[[FileResult], None] | None,
-             out: list[FileResult] | None = None) -> list[FileResult]:
-    out = [] if out is None else out
+def _collect(results: Iterable[FileResult],
+             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    out: list[FileResult] = []
     for result in results:
         if on_result is not None:
             on_result(result)

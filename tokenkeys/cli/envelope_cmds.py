@@ -10,7 +10,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokenkeys import batch, errors
+from tokenkeys import batch
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -162,7 +162,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         else None
     if single is not None and single.status == "failed" and not app.json:
         app.fail(f"{single.input}: {single.error}")
-        ctx.exit(_exit_code(single.error_type))
+        ctx.exit(batch.error_class(single.error_type).exit_code)
 
     def human() -> None:
         # Thousands of rows help nobody: past FULL_TABLE, list the failures only.
@@ -177,14 +177,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
 
     app.emit(document, human)
     if single is not None and single.status == "failed":
-        ctx.exit(_exit_code(single.error_type))
+        ctx.exit(batch.error_class(single.error_type).exit_code)
     if counts["failed"]:
         ctx.exit(BatchIncomplete.exit_code)
 
-
-def _exit_code(error_type: str | None) -> int:
-    """The documented exit code of an error class named in a FileResult."""
-    found = getattr(errors, error_type or "", None)
-    if isinstance(found, type) and issubclass(found, errors.TokenKeysError):
-        return found.exit_code
-    return errors.TokenKeysError.exit_code

@@ -88,6 +88,7 @@ class FileResult:
     error: str | None = None
     reason: str | None = None  # why it was skipped
     recipients: tuple[str, ...] | None = None  # NoMatchingRecipient: who the envelope is for
+    sha256: str | None = None  # of the envelope, hashed while it was opened (audit row)
 
     @classmethod
     def failed(cls, src: Path, dst: Path, kind: str, message: str) -> FileResult:
@@ -99,7 +100,9 @@ class FileResult:
                    reason=reason)
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        document = asdict(self)
+        del document["sha256"]  # for the audit row; the report is unchanged
+        return document
 
 
 def output_name(path: Path) -> str:
@@ -219,7 +222,7 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
     except OSError as exc:
         return FileResult.failed(src, dst, "OSError", f"{exc.strerror or exc} ({src})")
     return FileResult(str(src), str(dst), "opened", recipient=result.recipient,
-                      bytes=result.bytes_out)
+                      bytes=result.bytes_out, sha256=result.sha256)
 
 
 def _existing(src: Path, dst: Path, reason: str = "already opened") -> FileResult | None:

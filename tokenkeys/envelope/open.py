@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -50,6 +51,36 @@ class OpenResult:
     content_cipher: str
     key_transport: str
     bytes_out: int
+    sha256: str | None = None  # of the envelope file, hashed while it was read
+
+
+class _Digesting:
+    """The envelope file, hashed as it is read: the audit row's digest without
+    reading the file a second time."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._f.read(size)
+        self._sha256.update(data)
+        return data
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        got: int | None = self._f.readinto(buffer)
+        if got:
+            self._sha256.update(buffer[:got])
+        return got or 0
+
+    def fileno(self) -> int:
+        fd: int = self._f.fileno()
+        return fd
+
+    def hexdigest(self) -> str:
+        while chunk := self._f.read(1 << 20):  # whatever the decoder left unread
+            self._sha256.update(chunk)
+        return self._sha256.hexdigest()
 
 
 class _NeedAad(Exception):
@@ -177,8 +208,9 @@ def open_envelope(
 
 def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[IdentityView],
              aad: bytes | None, opened: list[Opened]) -> OpenResult:
-    with _open_src(src) as f:
-        source, _fmt = detect(f)
+    with _open_src(src) as raw_file:
+        f = _Digesting(raw_file)
+        source, _fmt = detect(cast(BinaryIO, f))
         head = _read_head(BerReader(source))
         r = head.reader
         ci, explicit, body = head.outer
@@ -239,12 +271,14 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
             # decryption and checks; fail only now, with the same error as a bad
             # tag or padding, so CBC's 1-in-256 "valid" padding never releases junk.
             raise EnvelopeIntegrity(_INTEGRITY)
+        digest = f.hexdigest()
     return OpenResult(
         recipient=f"{o.recipient.rid_text()} via {o.view.label}",
         identity_label=o.view.label,
         content_cipher=cipher.name,
         key_transport=o.recipient.transport_for(o.view),
         bytes_out=total,
+        sha256=digest,
     )
 
 

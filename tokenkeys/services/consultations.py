@@ -153,8 +153,12 @@ def file_digest(path: Path) -> str | None:
 
 def record_opening(registry: Registry, service: str, reference: str | None, token_uri: str,
                    results: Sequence[Any]) -> None:
-    """One audit row per `open` batch: envelope digests, outcomes, the key used."""
-    envelopes = [{"file": Path(r.input).name, "sha256": file_digest(Path(r.input)),
+    """One audit row per `open` batch: envelope digests, outcomes, the key used.
+
+    An opened envelope's digest was computed while it was read; skipped and
+    failed ones are read here."""
+    envelopes = [{"file": Path(r.input).name,
+                  "sha256": getattr(r, "sha256", None) or file_digest(Path(r.input)),
                   "status": r.status, "key": r.recipient, "error": r.error_type}
                  for r in results]
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -10,7 +10,9 @@ from tokenkeys import manager
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.drivers import list_modules, list_tokens, open_token
 from tokenkeys.errors import DoctorProblems, TokenKeysError
-from tokenkeys.services.doctor import Logins
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when doctor runs (CLI start-up time)
+    from tokenkeys.services.doctor import Logins
 
 # What tokenkeys uses, and for what.
 RELEVANT = {
@@ -59,6 +61,8 @@ def doctor(ctx: click.Context, app: App, days: int) -> None:
     """
     modules = list_modules(app.config)
     tokens = list_tokens(app.config)
+    from tokenkeys.services.doctor import Logins
+
     logins = Logins()
     reports = [_check_token(t.uri, app, logins) for t in tokens]
     registry_report = _check_registry(app, days, logins)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 from cryptography import x509
@@ -19,8 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import TokenKeysError
-from tokenkeys.registry import Registry, fingerprint
 from tokenkeys.services.kinds import envelope_kinds
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up time)
+    from tokenkeys.registry import Registry
 
 # Device mechanisms that open OAEP (on the device, or raw RSA plus software decoding).
 OAEP_MECHANISMS = frozenset({"RSA_PKCS_OAEP", "RSA_X_509"})
@@ -45,6 +48,8 @@ def explain(message: str, offered: Iterable[str]) -> str:
 def known_kinds(registry: Registry, cert: x509.Certificate) -> tuple[str, ...] | None:
     """The kinds the registry records for the key of `cert` (on every device holding
     it), or None when it does not know the key."""
+    from tokenkeys.registry import fingerprint
+
     rows = [r for r in registry.keys_by_fingerprint(fingerprint(cert)) if r.deleted_at is None]
     if not rows:
         return None

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -39,6 +39,7 @@ from tokenkeys.envelope.recipients import (
 )
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 
+_T = TypeVar("_T")
 _INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"
 # Output is gathered in one reused buffer and written in large slices.
 _OUT_CAP = 4 << 20
@@ -137,32 +138,34 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise EnvelopeMalformed("malformed envelope (a structure does not decode)") from None
 
 
-def _header_recipients(src: str | os.PathLike[str]) -> list[Recipient]:
-    """The recipients, from the header only (the content is never read)."""
+def _from_header(src: str | os.PathLike[str], each: Callable[[Recipient], _T | None]) -> list[_T]:
+    """`each` of the recipients, from the header only (the content is never read);
+    inside the guard: parsing a recipient's fields can fail on hostile bytes."""
 
-    def run() -> list[Recipient]:
+    def run() -> list[_T]:
         with _open_src(src) as f:
             source, _fmt = detect(f)
-            return _read_head(BerReader(source, 64 * 1024)).recipients
+            found = (each(r) for r in _read_head(BerReader(source, 64 * 1024)).recipients)
+            return [x for x in found if x is not None]
 
-    result: list[Recipient] = _guard(run)
+    result: list[_T] = _guard(run)
     return result
 
 
 def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
     """Read only the header and describe each recipient (for "wrong card" diagnostics)."""
-    return [r.describe() for r in _header_recipients(src)]
+    return _from_header(src, lambda r: r.describe())
+
+
+def _rid(r: Recipient) -> tuple[bytes, int] | bytes | None:
+    if r.rid_issuer is not None and r.rid_serial is not None:
+        return (r.rid_issuer.dump(), r.rid_serial)
+    return bytes(r.rid_ski) if r.rid_ski is not None else None
 
 
 def recipient_ids(src: str | os.PathLike[str]) -> list[tuple[bytes, int] | bytes]:
     """Each recipient's identifier, from the header only: (issuer DER, serial) or an SKI."""
-    out: list[tuple[bytes, int] | bytes] = []
-    for r in _header_recipients(src):
-        if r.rid_issuer is not None and r.rid_serial is not None:
-            out.append((r.rid_issuer.dump(), r.rid_serial))
-        elif r.rid_ski is not None:
-            out.append(bytes(r.rid_ski))
-    return out
+    return _from_header(src, _rid)
 
 
 def _as_identity(i: int, x: Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Identity:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenkeys import errors
 from tokenkeys.config import Config
 from tokenkeys.device_thread import DeviceThread, confine, release
 from tokenkeys.drivers import Token, open_token
@@ -57,11 +58,20 @@ def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:
     return exc
 
 
+def error_class(name: str | None) -> type[TokenKeysError]:
+    """The error class a FileResult names (error_type), TokenKeysError if none is:
+    results cross process boundaries as names, and exit codes come from classes."""
+    found = getattr(errors, name or "", None)
+    if isinstance(found, type) and issubclass(found, TokenKeysError):
+        return found
+    return TokenKeysError
+
+
 def _device_failure(kind: str, message: str) -> TokenKeysError:
-    cls = next((c for c in DEVICE_FAILURES if c.__name__ == kind), DeviceError)
-    for sub in cls.__subclasses__():
-        if sub.__name__ == kind:
-            cls = sub
+    """A worker's device failure, raised again in the parent as its own class."""
+    cls = error_class(kind)
+    if not issubclass(cls, DEVICE_FAILURES):
+        cls = DeviceError
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     return exc
@@ -78,6 +88,7 @@ class FileResult:
     error: str | None = None
     reason: str | None = None  # why it was skipped
     recipients: tuple[str, ...] | None = None  # NoMatchingRecipient: who the envelope is for
+    sha256: str | None = None  # of the envelope, hashed while it was opened (audit row)
 
     @classmethod
     def failed(cls, src: Path, dst: Path, kind: str, message: str) -> FileResult:
@@ -89,7 +100,9 @@ class FileResult:
                    reason=reason)
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        document = asdict(self)
+        del document["sha256"]  # for the audit row; the report is unchanged
+        return document
 
 
 def output_name(path: Path) -> str:
@@ -209,7 +222,7 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity]) -> FileResult
     except OSError as exc:
         return FileResult.failed(src, dst, "OSError", f"{exc.strerror or exc} ({src})")
     return FileResult(str(src), str(dst), "opened", recipient=result.recipient,
-                      bytes=result.bytes_out)
+                      bytes=result.bytes_out, sha256=result.sha256)
 
 
 def _existing(src: Path, dst: Path, reason: str = "already opened") -> FileResult | None:
@@ -333,11 +346,10 @@ def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
 
 def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
                    on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
-    done: list[FileResult] = []
     with ThreadPoolExecutor(ENVELOPE_THREADS, thread_name_prefix="tokenkeys-open") as pool:
         futures = [pool.submit(open_one, src, dst, keys) for src, dst in pairs]
         try:
-            return _collect((f.result() for f in as_completed(futures)), on_result, done)
+            return _collect((f.result() for f in as_completed(futures)), on_result)
         except DEVICE_FAILURES as exc:
             # Envelopes already being opened finish or fail whole (nothing half-written).
             pool.shutdown(wait=True, cancel_futures=True)
@@ -376,9 +388,9 @@ def _parallel(
     return results
 
 
-def _collect(results: Iterable[FileResult], on_result: Callable[[FileResult], None] | None,
-             out: list[FileResult] | None = None) -> list[FileResult]:
-    out = [] if out is None else out
+def _collect(results: Iterable[FileResult],
+             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    out: list[FileResult] = []
     for result in results:
         if on_result is not None:
             on_result(result)

@@ -140,3 +140,26 @@ def test_ca_create_takes_the_same_crash_safe_path(uri: str, softhsm: Any,
         with pytest.raises(KeyExists):
             ca_service.create_ca(tok, "root", algorithm=Algorithm.EC_P256)
     assert len(seen) == 2 and all(s.startswith(f"{manager.PROVISIONAL}root:") for s in seen)
+
+
+def test_cleanup_confirmation_escapes_labels(uri: str, softhsm: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The confirmation question names the leftovers as the device labels them: escaped."""
+    from click.testing import CliRunner
+
+    from tokenkeys.cli.context import App
+    from tokenkeys.cli.main import cli
+
+    label = f"{manager.PROVISIONAL}bid\x1b[2J\x1b[31m:0badc0de"
+    with open_token(uri, Config()) as tok:
+        tok.login(PinSource(value=Secret(softhsm.pin), interactive=False))
+        tok.generate_keypair(KeySpec(label, Algorithm.EC_P256))
+    monkeypatch.setattr(App, "interactive", property(lambda self: True))
+    run = CliRunner().invoke(cli, ["key", "cleanup", "--token", uri], input="n\n",
+                             env={"TOKENKEYS_PIN": softhsm.pin})
+    assert "Delete 1 leftover key(s)" in run.output, run.output
+    assert "\x1b" not in run.output and "\\x1b[2J" in run.output
+    assert run.exit_code != 0  # declined: nothing deleted
+    with open_token(uri, Config()) as tok:
+        tok.login(PinSource(value=Secret(softhsm.pin), interactive=False))
+        assert [k.label for k in manager.leftovers(tok)] == [label]

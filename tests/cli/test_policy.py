@@ -75,6 +75,11 @@ def test_binding_bundle_seal_open_and_guarded_delete(
         exported.append(x509.load_pem_x509_certificate(out.read_bytes()))
     assert certs == exported
     assert rtk("consultation", "recipients", "2026-AO-01", "-o", bundle).code == 10
+    dangling = tmp_path / "dangling.pem"
+    dangling.symlink_to(tmp_path / "nowhere.pem")  # refused like any existing output
+    refused = rtk("consultation", "recipients", "2026-AO-01", "-o", dangling)
+    assert refused.code == 10 and "already exists" in refused.err, refused.err
+    assert dangling.is_symlink() and not (tmp_path / "nowhere.pem").exists()
 
     # A sealed envelope holds exactly those recipients and opens with each of them.
     bid = tmp_path / "offre.pdf"

@@ -81,6 +81,17 @@ def test_pkcs12_between_tokens(tk: TK, softhsm: Any, share_env: dict[str, str],
         seal_and_open(tk, cert, dst, tmp_path / f"oaep-{shareable}", oaep=True)
 
 
+def test_existing_output_refused_before_the_pin(tk: TK, source: tuple[str, str],
+                                                tmp_path: Path) -> None:
+    _, src = source
+    p12 = tmp_path / "there.p12"
+    p12.write_bytes(b"keep me")
+    done = tk("share", "export", "BICLE", "--token", src, "-o", p12,
+              env={"TOKENKEYS_PIN": "999999"})  # a wrong PIN: never sent
+    assert done.code == 10 and "already exists" in done.err, done.err
+    assert p12.read_bytes() == b"keep me"
+
+
 def test_non_shareable_export_refused(tk: TK, softhsm: Any, share_env: dict[str, str],
                                       tmp_path: Path) -> None:
     uri = softhsm.uri(softhsm.new_token("lock"))

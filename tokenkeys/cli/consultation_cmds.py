@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tokenkeys.cli.context import FILE_PATH, App, force_option, pass_app
+from tokenkeys.cli.context import FILE_PATH, App, check_output, force_option, pass_app
 from tokenkeys.cli.registry_opts import (
     registry,
     service_name,
@@ -113,6 +113,7 @@ def consultation_show(app: App, reference: str, service: str | None) -> None:
 def consultation_recipients(app: App, reference: str, output: Path, force: bool,
                             service: str | None) -> None:
     """Write the bound key's and the recorded backup keys' certificates (PEM bundle)."""
+    check_output(output, force)
     with registry(app) as reg:
         c = reg.consultation(service_name(app, service), reference)
     from tokenkeys.services import consultations as policy

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,7 +10,9 @@ from tokenkeys import manager
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.drivers import list_modules, list_tokens, open_token
 from tokenkeys.errors import DoctorProblems, TokenKeysError
-from tokenkeys.types import PinSource
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when doctor runs (CLI start-up time)
+    from tokenkeys.services.doctor import Logins
 
 # What tokenkeys uses, and for what.
 RELEVANT = {
@@ -27,21 +28,22 @@ RELEVANT = {
 }
 
 
-def _check_token(info_uri: str, app: App) -> dict[str, Any]:
+def _check_token(info_uri: str, app: App, logins: Logins) -> dict[str, Any]:
     report: dict[str, Any] = {"uri": info_uri}
     try:
         with open_token(info_uri, app.config) as tok:
             mechs = tok.mechanisms()
             report["mechanisms"] = {m: (m in mechs) for m in RELEVANT}
-            # Public objects only: no PIN needed to say what each key can open.
-            report["opens"] = {r.designation: list(r.opens) for r in manager.list_keys(tok)}
-            if os.environ.get("TOKENKEYS_PIN") is None:
+            if not logins.pin_given():
+                # Public objects only: no PIN needed to say what each key can open.
+                records = manager.list_keys(tok)
+                report["opens"] = {r.designation: list(r.opens) for r in records}
                 report["keys"] = "set TOKENKEYS_PIN to check key expiry"
                 return report
-            tok.login(PinSource(interactive=False))
-            report["keys"] = [
-                r.to_json() for r in manager.list_keys(tok) if r.status != "valid"
-            ]
+            logins.login(tok)
+            records = manager.list_keys(tok)
+            report["opens"] = {r.designation: list(r.opens) for r in records}
+            report["keys"] = [r.to_json() for r in records if r.status != "valid"]
     except TokenKeysError as exc:
         report["error"] = str(exc)
     return report
@@ -59,8 +61,11 @@ def doctor(ctx: click.Context, app: App, days: int) -> None:
     """
     modules = list_modules(app.config)
     tokens = list_tokens(app.config)
-    reports = [_check_token(t.uri, app) for t in tokens]
-    registry_report = _check_registry(app, days)
+    from tokenkeys.services.doctor import Logins
+
+    logins = Logins()
+    reports = [_check_token(t.uri, app, logins) for t in tokens]
+    registry_report = _check_registry(app, days, logins)
 
     def human() -> None:
         app.say("modules: " + (", ".join(modules) if modules else "none found"))
@@ -98,9 +103,10 @@ def doctor(ctx: click.Context, app: App, days: int) -> None:
         ctx.exit(DoctorProblems.exit_code)
 
 
-def _check_registry(app: App, days: int) -> Any:
+def _check_registry(app: App, days: int, logins: Logins) -> Any:
     from tokenkeys.cli.registry_opts import registry
     from tokenkeys.services.doctor import check_registry
 
     with registry(app) as reg:
-        return check_registry(reg, lambda uri: open_token(uri, app.config), days=days)
+        return check_registry(reg, lambda uri: open_token(uri, app.config), days=days,
+                              logins=logins)

@@ -10,7 +10,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokenkeys import batch, errors
+from tokenkeys import batch
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -24,10 +24,10 @@ from tokenkeys.cli.context import (
 )
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import token_uri
-from tokenkeys.envelope import SealOptions, check_recipient, named_by_issuer, seal
+from tokenkeys.envelope import SealOptions, named_by_issuer, seal
 from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
 from tokenkeys.services import key_certs
-from tokenkeys.services.envelope_kinds import key_transport_for
+from tokenkeys.services.envelope_kinds import key_transports_for
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
@@ -84,12 +84,11 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
                 f"(valid {start:%Y-%m-%d} to {end:%Y-%m-%d}); --allow-expired overrides"
             )
     check_output(output, force)
-    for cert in certs:  # before anything is written
-        check_recipient(cert, allow_any_usage)
     # An explicit --key-transport (or a consultation's choice) applies to all; otherwise
-    # what the registry knows of each recipient's key.
-    chosen = tuple(None if key_transport else key_transport_for(app.config, c)
-                   for c in certs)
+    # what the registry knows of each recipient's key. seal() checks every recipient
+    # (check_recipient) before anything is written.
+    chosen = ((None,) * len(certs) if key_transport
+              else key_transports_for(app.config, certs))
     options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
                           key_transport=key_transport or "oaep-sha256", use_ski=keyid,
                           pem=pem, allow_any_usage=allow_any_usage, transports=chosen)
@@ -163,7 +162,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         else None
     if single is not None and single.status == "failed" and not app.json:
         app.fail(f"{single.input}: {single.error}")
-        ctx.exit(_exit_code(single.error_type))
+        ctx.exit(batch.error_class(single.error_type).exit_code)
 
     def human() -> None:
         # Thousands of rows help nobody: past FULL_TABLE, list the failures only.
@@ -178,14 +177,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
 
     app.emit(document, human)
     if single is not None and single.status == "failed":
-        ctx.exit(_exit_code(single.error_type))
+        ctx.exit(batch.error_class(single.error_type).exit_code)
     if counts["failed"]:
         ctx.exit(BatchIncomplete.exit_code)
 
-
-def _exit_code(error_type: str | None) -> int:
-    """The documented exit code of an error class named in a FileResult."""
-    found = getattr(errors, error_type or "", None)
-    if isinstance(found, type) and issubclass(found, errors.TokenKeysError):
-        return found.exit_code
-    return errors.TokenKeysError.exit_code

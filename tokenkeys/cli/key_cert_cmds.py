@@ -93,7 +93,7 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         handle = manager.resolve_key(tok, name_or_uri)
-        key_certs.check_certificate(handle, cert, chain)  # before the SO PIN is asked
+        # import_certificate checks the certificate first, before the SO PIN is asked.
         done = key_certs.import_certificate(tok, handle, cert, chain,
                                             beside_registry(app.config, key_certs.CHAINS_DIR))
         record = manager.describe(handle, mechanisms=tok.mechanisms())

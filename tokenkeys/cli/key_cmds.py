@@ -20,6 +20,7 @@ from tokenkeys.cli.context import (
     pin_options,
     token_option,
     user_pin,
+    visible,
     wait_card_option,
 )
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
@@ -191,7 +192,7 @@ def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
         if found and not yes:
             if not app.interactive:
                 raise UsageError("refusing to delete without confirmation: add --yes")
-            names = ", ".join(k.label for k in found)
+            names = ", ".join(visible(k.label) for k in found)  # labels from the device
             click.confirm(f"Delete {len(found)} leftover key(s) ({names})?", abort=True)
         records = manager.cleanup(tok, found)
     app.emit({"deleted": [r.to_json() for r in records]},

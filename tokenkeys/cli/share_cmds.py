@@ -10,6 +10,7 @@ from tokenkeys import manager
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
+    check_output,
     force_option,
     opened,
     pass_app,
@@ -18,6 +19,7 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.errors import UsageError
 from tokenkeys.services import share
 from tokenkeys.types import PinSource
 
@@ -78,6 +80,11 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
 
     The passphrase comes from TOKENKEYS_PASSPHRASE or a prompt (typed twice).
     """
+    # Both before any PIN is asked or sent. A key file goes only into an existing
+    # directory (never created for it, unlike other outputs).
+    if not output.parent.is_dir():
+        raise UsageError(f"cannot write next to {output}: {output.parent} is not a directory")
+    check_output(output, force)
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         result = share.export_pkcs12(

@@ -10,7 +10,13 @@ from tokenkeys.envelope.open import (
     open_envelope,
     recipient_ids,
 )
-from tokenkeys.envelope.seal import SealOptions, check_recipient, named_by_issuer, seal
+from tokenkeys.envelope.seal import (
+    SealOptions,
+    check_recipient,
+    forbidden_encryption_usage,
+    named_by_issuer,
+    seal,
+)
 
 __all__ = [
     "Identity",
@@ -19,6 +25,7 @@ __all__ = [
     "SoftwareIdentity",
     "check_recipient",
     "describe_recipients",
+    "forbidden_encryption_usage",
     "named_by_issuer",
     "open_envelope",
     "recipient_ids",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -38,6 +39,7 @@ from tokenkeys.envelope.recipients import (
 )
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 
+_T = TypeVar("_T")
 _INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"
 # Output is gathered in one reused buffer and written in large slices.
 _OUT_CAP = 4 << 20
@@ -50,6 +52,36 @@ class OpenResult:
     content_cipher: str
     key_transport: str
     bytes_out: int
+    sha256: str | None = None  # of the envelope file, hashed while it was read
+
+
+class _Digesting:
+    """The envelope file, hashed as it is read: the audit row's digest without
+    reading the file a second time."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self._sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._f.read(size)
+        self._sha256.update(data)
+        return data
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        got: int | None = self._f.readinto(buffer)
+        if got:
+            self._sha256.update(buffer[:got])
+        return got or 0
+
+    def fileno(self) -> int:
+        fd: int = self._f.fileno()
+        return fd
+
+    def hexdigest(self) -> str:
+        while chunk := self._f.read(1 << 20):  # whatever the decoder left unread
+            self._sha256.update(chunk)
+        return self._sha256.hexdigest()
 
 
 class _NeedAad(Exception):
@@ -106,34 +138,34 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise EnvelopeMalformed("malformed envelope (a structure does not decode)") from None
 
 
-def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
-    """Read only the header and describe each recipient (for "wrong card" diagnostics)."""
+def _from_header(src: str | os.PathLike[str], each: Callable[[Recipient], _T | None]) -> list[_T]:
+    """`each` of the recipients, from the header only (the content is never read);
+    inside the guard: parsing a recipient's fields can fail on hostile bytes."""
 
-    def run() -> list[str]:
+    def run() -> list[_T]:
         with _open_src(src) as f:
             source, _fmt = detect(f)
-            return [r.describe() for r in _read_head(BerReader(source, 64 * 1024)).recipients]
+            found = (each(r) for r in _read_head(BerReader(source, 64 * 1024)).recipients)
+            return [x for x in found if x is not None]
 
-    result: list[str] = _guard(run)
+    result: list[_T] = _guard(run)
     return result
+
+
+def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
+    """Read only the header and describe each recipient (for "wrong card" diagnostics)."""
+    return _from_header(src, lambda r: r.describe())
+
+
+def _rid(r: Recipient) -> tuple[bytes, int] | bytes | None:
+    if r.rid_issuer is not None and r.rid_serial is not None:
+        return (r.rid_issuer.dump(), r.rid_serial)
+    return bytes(r.rid_ski) if r.rid_ski is not None else None
 
 
 def recipient_ids(src: str | os.PathLike[str]) -> list[tuple[bytes, int] | bytes]:
     """Each recipient's identifier, from the header only: (issuer DER, serial) or an SKI."""
-
-    def run() -> list[tuple[bytes, int] | bytes]:
-        with _open_src(src) as f:
-            source, _fmt = detect(f)
-            out: list[tuple[bytes, int] | bytes] = []
-            for r in _read_head(BerReader(source, 64 * 1024)).recipients:
-                if r.rid_issuer is not None and r.rid_serial is not None:
-                    out.append((r.rid_issuer.dump(), r.rid_serial))
-                elif r.rid_ski is not None:
-                    out.append(bytes(r.rid_ski))
-            return out
-
-    result: list[tuple[bytes, int] | bytes] = _guard(run)
-    return result
+    return _from_header(src, _rid)
 
 
 def _as_identity(i: int, x: Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Identity:
@@ -179,8 +211,9 @@ def open_envelope(
 
 def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[IdentityView],
              aad: bytes | None, opened: list[Opened]) -> OpenResult:
-    with _open_src(src) as f:
-        source, _fmt = detect(f)
+    with _open_src(src) as raw_file:
+        f = _Digesting(raw_file)
+        source, _fmt = detect(cast(BinaryIO, f))
         head = _read_head(BerReader(source))
         r = head.reader
         ci, explicit, body = head.outer
@@ -241,12 +274,14 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
             # decryption and checks; fail only now, with the same error as a bad
             # tag or padding, so CBC's 1-in-256 "valid" padding never releases junk.
             raise EnvelopeIntegrity(_INTEGRITY)
+        digest = f.hexdigest()
     return OpenResult(
         recipient=f"{o.recipient.rid_text()} via {o.view.label}",
         identity_label=o.view.label,
         content_cipher=cipher.name,
         key_transport=o.recipient.transport_for(o.view),
         bytes_out=total,
+        sha256=digest,
     )
 
 

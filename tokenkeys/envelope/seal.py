@@ -80,15 +80,24 @@ def check_recipient(cert: x509.Certificate, allow_any_usage: bool = False) -> No
         name = _KEY_NAMES.get(type(pub).__name__, "unknown")
         raise MechanismUnsupported(f"sealing to the {name} key of {_who(cert)}",
                                    ["RSA", "EC P-256/P-384/P-521"], by="tokenkeys")
+    needed = forbidden_encryption_usage(cert, pub)
+    if needed is not None and not allow_any_usage:
+        raise PolicyRefused(f"recipient {_who(cert)} has a keyUsage without {needed}: its key "
+                            "is not meant to receive envelopes; --allow-any-usage overrides")
+
+
+def forbidden_encryption_usage(cert: x509.Certificate, public: object) -> str | None:
+    """The keyUsage bit an envelope to `public` needs ("keyEncipherment" for RSA,
+    "keyAgreement" for EC) when `cert`'s keyUsage lacks it; None when it allows it
+    or has no keyUsage (every use allowed, RFC 5280 4.2.1.3). The one rule for
+    sealing and for storing a certificate (services/key_certs.py)."""
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return
-    needed = "keyEncipherment" if isinstance(pub, rsa.RSAPublicKey) else "keyAgreement"
-    allowed = usage.key_encipherment if needed == "keyEncipherment" else usage.key_agreement
-    if not allowed and not allow_any_usage:
-        raise PolicyRefused(f"recipient {_who(cert)} has a keyUsage without {needed}: its key "
-                            "is not meant to receive envelopes; --allow-any-usage overrides")
+        return None
+    if isinstance(public, rsa.RSAPublicKey):
+        return None if usage.key_encipherment else "keyEncipherment"
+    return None if usage.key_agreement else "keyAgreement"
 
 
 def named_by_issuer(recipients: Sequence[x509.Certificate], o: SealOptions) -> list[str]:

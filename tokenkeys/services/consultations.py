@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.envelope import recipient_ids
-from tokenkeys.errors import OutputExists, PolicyRefused, UsageError
+from tokenkeys.errors import PolicyRefused, UsageError
 from tokenkeys.files import write_atomic
 from tokenkeys.registry import Consultation, KeyRow, Registry
 from tokenkeys.registry.audit import now_text
@@ -95,10 +95,8 @@ def certificates(consultation: Consultation) -> list[x509.Certificate]:
 
 
 def write_bundle(consultation: Consultation, path: Path, *, force: bool) -> None:
-    if path.exists() and not force:
-        raise OutputExists(f"{path} already exists (use --force to replace it)")
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates(consultation))
-    write_atomic(path, pem)
+    write_atomic(path, pem, overwrite=force)
 
 
 def seal_transport(consultation: Consultation, wanted: str | None) -> str:
@@ -155,8 +153,12 @@ def file_digest(path: Path) -> str | None:
 
 def record_opening(registry: Registry, service: str, reference: str | None, token_uri: str,
                    results: Sequence[Any]) -> None:
-    """One audit row per `open` batch: envelope digests, outcomes, the key used."""
-    envelopes = [{"file": Path(r.input).name, "sha256": file_digest(Path(r.input)),
+    """One audit row per `open` batch: envelope digests, outcomes, the key used.
+
+    An opened envelope's digest was computed while it was read; skipped and
+    failed ones are read here."""
+    envelopes = [{"file": Path(r.input).name,
+                  "sha256": getattr(r, "sha256", None) or file_digest(Path(r.input)),
                   "status": r.status, "key": r.recipient, "error": r.error_type}
                  for r in results]
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,36 @@ from tokenkeys.drivers import Token
 from tokenkeys.errors import ModuleNotFound, TokenKeysError, TokenNotFound
 from tokenkeys.registry import KeyRow, Registry, fingerprint
 from tokenkeys.registry.audit import now_text
+from tokenkeys.services.login import login, pin_origin
 from tokenkeys.types import PinSource
+
+
+@dataclass
+class Logins:
+    """Doctor's logins: TOKENKEYS_PIN only (empty = not given), through the final-try
+    guard, and at most one attempt per token and run. A failed attempt is remembered
+    and raised again without sending anything: a stale PIN costs one try, not two."""
+
+    failed: dict[tuple[str, str, str], TokenKeysError] = field(default_factory=dict)
+
+    @staticmethod
+    def pin_given() -> bool:
+        return pin_origin(PinSource(interactive=False)) == "env"
+
+    def login(self, token: Token) -> bool:
+        """Log in with TOKENKEYS_PIN; False (nothing sent) when it is not given."""
+        if not self.pin_given():
+            return False
+        info = token.info()
+        card = (info.module, info.serial, info.label)
+        if card in self.failed:
+            raise self.failed[card]
+        try:
+            login(token, PinSource(interactive=False))
+        except TokenKeysError as exc:
+            self.failed[card] = exc
+            raise
+        return True
 
 
 @dataclass
@@ -27,7 +55,7 @@ class Report:
 
 
 def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
-                   days: int = 30) -> Report:
+                   days: int = 30, logins: Logins | None = None) -> Report:
     report = Report()
     now = now_text()
     soon = now_text(datetime.now(UTC) + timedelta(days=days))
@@ -51,12 +79,12 @@ def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
     for k in live:
         by_token.setdefault(k.token_uri, []).append(k)
     for uri, rows in sorted(by_token.items()):
-        _check_token(uri, rows, registry, open_token, report)
+        _check_token(uri, rows, registry, open_token, report, logins or Logins())
     return report
 
 
 def _check_token(uri: str, rows: list[KeyRow], registry: Registry,
-                 open_token: Callable[[str], Token], report: Report) -> None:
+                 open_token: Callable[[str], Token], report: Report, logins: Logins) -> None:
     try:
         token = open_token(uri)
     except (TokenNotFound, ModuleNotFound):
@@ -66,10 +94,9 @@ def _check_token(uri: str, rows: list[KeyRow], registry: Registry,
         report.notes.append(f"token {uri} could not be opened ({exc}): not checked")
         return
     with token:
-        if os.environ.get("TOKENKEYS_PIN") is None:
+        if not logins.login(token):
             report.notes.append(f"set TOKENKEYS_PIN to compare the registry with token {uri}")
             return
-        token.login(PinSource(interactive=False))
         on_token = token.list_keys()
     ids = {k.id.hex() for k in on_token}
     for row in rows:

@@ -9,8 +9,9 @@ to open PKCS#1 v1.5 only (an OpenPGP card).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 from cryptography import x509
@@ -20,6 +21,9 @@ from tokenkeys.config import APP, Config
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import TokenKeysError
 from tokenkeys.services.kinds import envelope_kinds
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up time)
+    from tokenkeys.registry import Registry
 
 # Device mechanisms that open OAEP (on the device, or raw RSA plus software decoding).
 OAEP_MECHANISMS = frozenset({"RSA_PKCS_OAEP", "RSA_X_509"})
@@ -41,30 +45,38 @@ def explain(message: str, offered: Iterable[str]) -> str:
     return message
 
 
-def known_kinds(config: Config, cert: x509.Certificate) -> tuple[str, ...] | None:
+def known_kinds(registry: Registry, cert: x509.Certificate) -> tuple[str, ...] | None:
     """The kinds the registry records for the key of `cert` (on every device holding
-    it), or None when it does not know the key, or cannot be reached: sealing to a
-    certificate needs no registry."""
-    from tokenkeys.services.access import keys_for_certificate
+    it), or None when it does not know the key."""
+    from tokenkeys.registry import fingerprint
 
-    with contextlib.suppress(TokenKeysError):
-        rows = [r for r in keys_for_certificate(config, cert) if r.deleted_at is None]
-        if rows:
-            # The same key on several devices (a copy on a card): what every one opens.
-            common = set(rows[0].envelope_kinds).intersection(
-                *(r.envelope_kinds for r in rows[1:]))
-            return tuple(sorted(common))
-    return None
-
-
-def key_transport_for(config: Config, cert: x509.Certificate) -> str | None:
-    """"pkcs1v15" when the key of `cert` is known to open PKCS#1 v1.5 but no OAEP."""
-    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+    rows = [r for r in registry.keys_by_fingerprint(fingerprint(cert)) if r.deleted_at is None]
+    if not rows:
         return None
-    kinds = known_kinds(config, cert)
-    if kinds and "pkcs1v15" in kinds and not any(k.startswith("oaep") for k in kinds):
-        return "pkcs1v15"
-    return None
+    # The same key on several devices (a copy on a card): what every one opens.
+    common = set(rows[0].envelope_kinds).intersection(*(r.envelope_kinds for r in rows[1:]))
+    return tuple(sorted(common))
+
+
+def key_transports_for(config: Config,
+                       certs: Sequence[x509.Certificate]) -> tuple[str | None, ...]:
+    """Per certificate, "pkcs1v15" when its RSA key is known to open PKCS#1 v1.5 but no
+    OAEP, else None. The registry is opened once per seal, and only for RSA recipients;
+    one that cannot be reached knows nothing: sealing to a certificate needs no registry."""
+    from tokenkeys.services.access import open_registry
+
+    chosen: list[str | None] = [None] * len(certs)
+    wanted = [i for i, c in enumerate(certs) if isinstance(c.public_key(), rsa.RSAPublicKey)]
+    if not wanted:
+        return tuple(chosen)
+    with contextlib.suppress(TokenKeysError), open_registry(config) as registry:
+        for i in wanted:
+            with contextlib.suppress(TokenKeysError):
+                kinds = known_kinds(registry, certs[i])
+                if kinds and "pkcs1v15" in kinds and not any(k.startswith("oaep")
+                                                             for k in kinds):
+                    chosen[i] = "pkcs1v15"
+    return tuple(chosen)
 
 
 def beside_registry(config: Config, name: str) -> Path:

@@ -1,0 +1,89 @@
+"""`doctor` logs in through the login guard, at most once per token and run
+(fake port: it counts the logins a real card would count as tries)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.drivers.fakeport import FakeDevice, FakePort
+from tests.registry.conftest import soft_facts
+from tokenkeys.cli.context import App
+from tokenkeys.cli.doctor_cmd import _check_token
+from tokenkeys.config import Config
+from tokenkeys.drivers import open_token
+from tokenkeys.drivers.p11 import discovery
+from tokenkeys.errors import PinFinalTry, PinIncorrect
+from tokenkeys.registry import Registry
+from tokenkeys.services.doctor import Logins, check_registry
+
+
+@pytest.fixture
+def device() -> FakeDevice:
+    return FakeDevice()
+
+
+@pytest.fixture
+def fake_uri(tmp_path: Path, device: FakeDevice, monkeypatch: pytest.MonkeyPatch) -> str:
+    module = tmp_path / "libfake-pkcs11.so"
+    module.write_bytes(b"")
+    monkeypatch.setitem(discovery._PORTS, (os.path.realpath(module), discovery.PYTHON_PKCS11),
+                        FakePort(device, str(module)))
+    return f"pkcs11:token={device.label}?module-path={module}"
+
+
+def _doctor(uri: str, tmp_path: Path) -> tuple[dict[str, object], Exception | None]:
+    """What `doctor` does for one token that is also a registry token."""
+    logins = Logins()
+    report = _check_token(uri, App(), logins)
+    with Registry.open(str(tmp_path / "registry.sqlite")) as reg:
+        if not reg.keys():
+            reg.create_service("s")
+            reg.add_key("s", dataclasses.replace(soft_facts("K"), token_uri=uri), "adopt")
+        try:
+            check_registry(reg, lambda u: open_token(u, Config()), logins=logins)
+        except PinIncorrect as exc:
+            return report, exc
+    return report, None
+
+
+def test_wrong_pin_costs_one_try_per_run(device: FakeDevice, fake_uri: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENKEYS_PIN", "999999")
+    device.login_answer = "CKR_PIN_INCORRECT"
+    report, raised = _doctor(fake_uri, tmp_path)
+    assert "error" in report and isinstance(raised, PinIncorrect)
+    assert len(device.logins) == 1
+
+
+def test_final_try_is_never_spent_by_doctor(device: FakeDevice, fake_uri: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENKEYS_PIN", "999999")
+    device.flags |= 0x20000  # CKF_USER_PIN_FINAL_TRY
+    report = _check_token(fake_uri, App(), Logins())
+    assert "final PIN try" in str(report["error"])
+    assert device.logins == []
+    with Registry.open(str(tmp_path / "registry.sqlite")) as reg:
+        reg.create_service("s")
+        reg.add_key("s", dataclasses.replace(soft_facts("K"), token_uri=fake_uri), "adopt")
+        with pytest.raises(PinFinalTry):
+            check_registry(reg, lambda u: open_token(u, Config()))
+    assert device.logins == []
+
+
+def test_empty_pin_is_not_given(device: FakeDevice, fake_uri: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENKEYS_PIN", "")
+    report, raised = _doctor(fake_uri, tmp_path)
+    assert raised is None and report["keys"] == "set TOKENKEYS_PIN to check key expiry"
+    assert "error" not in report and device.logins == []
+
+
+def test_right_pin_checks_keys(device: FakeDevice, fake_uri: str, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENKEYS_PIN", device.pin)
+    report, raised = _doctor(fake_uri, tmp_path)
+    assert raised is None and report["keys"] == [] and report["opens"] == {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tokenkeys.certificates import key_status, self_signed, write_certificate
+from tokenkeys.certificates import certificate_cn, key_status, self_signed, write_certificate
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.errors import (
@@ -57,11 +57,6 @@ class KeyRecord:
             "extractable": self.extractable,
             "opens": list(self.opens),
         }
-
-
-def certificate_cn(cert: x509.Certificate) -> str | None:
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
 
 
 def describe(key: KeyHandle, now: datetime | None = None,

@@ -22,8 +22,9 @@ from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
 from tokenkeys.certificates import signer_for
-from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
+from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
+from tokenkeys.envelope import forbidden_encryption_usage
 from tokenkeys.errors import (
     CertificateRefused,
     DeviceError,
@@ -105,16 +106,6 @@ def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-def _allows_encryption(cert: x509.Certificate, public: PublicKey) -> bool:
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return True  # no keyUsage: every use is allowed (RFC 5280 4.2.1.3)
-    if isinstance(public, rsa.RSAPublicKey):
-        return usage.key_encipherment
-    return usage.key_agreement
-
-
 def check_certificate(key: KeyHandle, cert: x509.Certificate,
                       chain: Sequence[x509.Certificate], now: datetime | None = None,
                       ) -> list[x509.Certificate]:
@@ -128,8 +119,8 @@ def check_certificate(key: KeyHandle, cert: x509.Certificate,
     if now > cert.not_valid_after_utc:
         raise CertificateRefused(
             f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}: nothing was changed")
-    if not _allows_encryption(cert, key.public_key):
-        need = "keyEncipherment" if isinstance(key.public_key, rsa.RSAPublicKey) else "keyAgreement"
+    need = forbidden_encryption_usage(cert, key.public_key)
+    if need is not None:
         raise CertificateRefused(
             f"the certificate's key usage forbids encryption (no {need}): nothing was changed")
     rest = [c for c in chain if c != cert]

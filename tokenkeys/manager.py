@@ -127,35 +127,23 @@ def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,
         raise
 
 
-def usable_keys(token: Token, *, include_all: bool = False) -> list[KeyHandle]:
-    """The token's keys; provisional leftovers of an interrupted generation only
-    with include_all."""
-    return [k for k in token.list_keys() if include_all or not is_provisional(k)]
-
-
-def unusable_records(token: Token) -> list[KeyRecord]:
-    """Objects tokenkeys cannot use, with the reason."""
-    return [describe_unusable(b) for b in token.unusable_keys()]
-
-
-def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
-    """Usable keys, then unusable objects with the reason. Provisional leftovers of
-    an interrupted generation only with include_all."""
-    keys, unusable = token.inventory()  # one scan of the device for both
+def key_inventory(token: Token, *, include_all: bool = False
+                  ) -> tuple[list[tuple[KeyHandle, KeyRecord]], list[KeyRecord]]:
+    """Every usable key with what `key list` shows for it (including the envelope kinds),
+    then the objects tokenkeys cannot use, with the reason: one scan of the device.
+    Provisional leftovers of an interrupted generation only with include_all."""
+    keys, unusable = token.inventory()
     now = datetime.now(UTC)
     mechanisms = token.mechanisms()
     shown = [k for k in keys if include_all or not is_provisional(k)]
-    return ([describe(k, now, mechanisms) for k in shown]
-            + [describe_unusable(b) for b in unusable])
+    return ([(k, describe(k, now, mechanisms)) for k in shown],
+            [describe_unusable(b) for b in unusable])
 
 
-def key_inventory(token: Token, *, include_all: bool = False
-                  ) -> list[tuple[KeyHandle, KeyRecord]]:
-    """Every usable key with what `key list` shows for it (including the envelope kinds)."""
-    now = datetime.now(UTC)
-    mechanisms = token.mechanisms()
-    keys = usable_keys(token, include_all=include_all)
-    return [(k, describe(k, now, mechanisms)) for k in keys]
+def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
+    """Usable keys, then unusable objects with the reason (see key_inventory)."""
+    usable, unusable = key_inventory(token, include_all=include_all)
+    return [r for _, r in usable] + unusable
 
 
 def leftovers(token: Token) -> list[KeyHandle]:

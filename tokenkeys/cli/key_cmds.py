@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tokenkeys import keygen, manager
+from tokenkeys.certificates import fingerprint
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -164,11 +165,9 @@ def key_list(app: App, token: str | None, from_registry: bool, include_all: bool
             rows = reg.keys(service_name(app, service), include_deleted=include_all)
         app.emit({"keys": [r.to_json() for r in rows]}, lambda: _show_rows(app, rows))
         return
-    from tokenkeys.registry import fingerprint
-
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        inventory = manager.key_inventory(tok, include_all=include_all)
-        records = [r for _, r in inventory] + manager.unusable_records(tok)
+        inventory, unusable = manager.key_inventory(tok, include_all=include_all)
+        records = [r for _, r in inventory] + unusable
         prints = [fingerprint(k.certificate) if k.certificate else None for k, _ in inventory]
     prints += [None] * (len(records) - len(prints))
     with registry(app) as reg:

@@ -40,8 +40,9 @@ class CertificateStore(Protocol):
         chain: Sequence[x509.Certificate] = (),
     ) -> None:
         """Store `certificate` (checked to be `key`'s), replacing the one it had, and
-        the chain where the device allows it (else beside the key). New objects are
-        written before old ones are removed. Requires login (SO on some cards)."""
+        the chain where the device allows it (else beside the key), and set
+        `key.certificate`. New objects are written before old ones are removed.
+        Requires login (SO on some cards)."""
 
     def certificate_chain(self, key: KeyHandle) -> list[x509.Certificate]:
         """The issuer certificates stored with `key` (leaf excluded), nearest first."""

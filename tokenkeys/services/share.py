@@ -201,7 +201,6 @@ def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     store = require(token, CertificateStore,
                     "storing a certificate")
     store.store_certificate(key, cert, chain)
-    key.certificate = cert
 
 
 @contextlib.contextmanager

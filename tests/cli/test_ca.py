@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.cli.conftest import SOFTHSM_MODULE, TK, p11_objects
+from tokenkeys.errors import RegistryUnavailable
 
 
 def _openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -126,6 +127,25 @@ def test_expired_or_signing_only_certificate_is_refused(
     assert p11_objects(SOFTHSM_MODULE, token_label, cli_env) == before
     listed = tk("--json", "key", "list", "--token", uri)
     assert listed.json["keys"][0]["status"] == "awaiting certificate"
+
+
+def test_import_cert_with_an_unreachable_registry_leaves_the_token_unchanged(
+        tk: TK, uri: str, token_label: str, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The registry is asked before the device changes, as `key adopt` does."""
+    assert tk("key", "generate", "--token", uri, "--name", "K", "--algorithm", "rsa2048",
+              "--no-self-sign").code == 0
+    pub, cert = tmp_path / "k.pub", tmp_path / "k.pem"
+    assert tk("key", "export-public", "K", "--token", uri, "-o", pub).code == 0
+    cert.write_bytes(_software_issued(pub.read_bytes(), usage=_usage(key_encipherment=True),
+                                      start=datetime.now(UTC) - timedelta(days=1), days=10))
+    before = p11_objects(SOFTHSM_MODULE, token_label, cli_env)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    run = tk("key", "import-cert", "K", cert, "--token", uri,
+             env={"TOKENKEYS_REGISTRY": str(blocked / "registry.sqlite")})
+    assert run.code == RegistryUnavailable.exit_code, run.err
+    assert p11_objects(SOFTHSM_MODULE, token_label, cli_env) == before
+    assert tk("key", "import-cert", "K", cert, "--token", uri).code == 0
 
 
 def test_ca_issues_for_a_bare_public_key_and_openssl_verifies(

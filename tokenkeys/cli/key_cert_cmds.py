@@ -90,18 +90,19 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
     certs = key_certs.load_certificates(cert_path, "certificate")
     cert, extra = certs[0], certs[1:]
     chain = extra + (key_certs.load_certificates(chain_path, "chain") if chain_path else [])
-    with opened(app, manager.key_token_uri(name_or_uri) or token,
-                user_pin(app, pin_file, pinpad)) as tok:
+    from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
+
+    svc = service_name(app, service)
+    with registry(app) as reg, opened(app, manager.key_token_uri(name_or_uri) or token,
+                                      user_pin(app, pin_file, pinpad)) as tok:
         handle = manager.resolve_key(tok, name_or_uri)
+        # The registry answers (reachable, service known) before the device changes.
+        key_policy.is_recorded(reg, svc, handle.label)
         # import_certificate checks the certificate first, before the SO PIN is asked.
         done = key_certs.import_certificate(tok, handle, cert, chain,
                                             beside_registry(app.config, key_certs.CHAINS_DIR))
         record = manager.describe(handle, mechanisms=tok.mechanisms())
-        from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
-
-        with registry(app) as reg:
-            key_policy.record_certified(reg, service_name(app, service), tok, handle,
-                                        backup=backup)
+        key_policy.record_certified(reg, svc, tok, handle, backup=backup)
     verb = "replaced the certificate of" if done.replaced else "stored a certificate for"
     app.emit({"key": record.to_json(), "replaced": done.replaced, "chain": done.chain_kept},
              lambda: app.say(f"{verb} {record.designation!r} ({record.cn}, not after "

@@ -65,16 +65,25 @@ def record_generated(registry: Registry, service: str, token: Token, record_id: 
         raise
 
 
+def is_recorded(registry: Registry, service: str, designation: str) -> bool:
+    """Whether the service records `designation`. Raises when the registry cannot be
+    reached or the service is unknown: `key import-cert` asks this before the device
+    changes."""
+    try:
+        registry.key(service, designation)
+    except KeyNotFound:
+        return False
+    return True
+
+
 def record_certified(registry: Registry, service: str, token: Token,
                      key: KeyHandle, *, backup: bool = False) -> KeyRow | None:
     """After `key import-cert`: record a key the service does not know yet (one that
     awaited its certificate), as `key adopt` would. A known designation is left as is."""
-    try:
-        registry.key(service, key.label)
-    except KeyNotFound:
-        return registry.add_key(service, facts_for(token, key, backup=backup), "adopt",
-                                {"via": "import-cert"})
-    return None
+    if is_recorded(registry, service, key.label):
+        return None
+    return registry.add_key(service, facts_for(token, key, backup=backup), "adopt",
+                            {"via": "import-cert"})
 
 
 def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,

@@ -145,6 +145,11 @@ class PolicyRefused(TokenKeysError):
     exit_code = 9
 
 
+class BindingMismatch(PolicyRefused):
+    """A consultation's record disagrees with the public keys pinned at its creation, or
+    has no creation row in the audit log: the registry was changed outside tokenkeys."""
+
+
 class OutputExists(TokenKeysError):
     exit_code = 10
 

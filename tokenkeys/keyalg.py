@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from tokenkeys.types import Algorithm, KeyType
 
@@ -89,3 +90,12 @@ def same_key(a: object, b: object) -> bool:
     if not isinstance(a, PublicKey) or not isinstance(b, PublicKey):
         return False
     return key_id(a) == key_id(b)
+
+
+def public_key_sha256(public_key: PublicKeyTypes) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo, lowercase hex: a key pair's identity in the
+    registry and the pin a consultation keeps of its keys (any certificate of the key
+    has the same)."""
+    return hashlib.sha256(public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()

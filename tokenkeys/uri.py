@@ -5,6 +5,7 @@ Secrets never travel in URIs: `pin-value` and `pin-source` are refused.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote_to_bytes
 
@@ -179,3 +180,17 @@ def parse(uri: str) -> Pkcs11Uri | SoftUri:
     if uri.startswith("soft:"):
         return parse_soft(uri)
     raise UsageError(f"unknown key URI scheme in {uri!r} (expected pkcs11: or soft:)")
+
+
+def same_token(a: str, b: str) -> bool:
+    """Whether two token URIs name the same token: its label and serial (a PKCS#11
+    token, wherever its module or reader is on this workstation or another), or the
+    same keystore directory."""
+    try:
+        pa, pb = parse(a), parse(b)
+    except UsageError:
+        return a == b
+    if isinstance(pa, SoftUri) or isinstance(pb, SoftUri):
+        return isinstance(pa, SoftUri) and isinstance(pb, SoftUri) and \
+            os.path.realpath(pa.directory) == os.path.realpath(pb.directory)
+    return (pa.token, pa.serial) == (pb.token, pb.serial)

@@ -156,8 +156,11 @@ def test_ca_issues_for_a_bare_public_key_and_openssl_verifies(
     gen = tk("--json", "key", "generate", "--token", uri, "--name", "CARTE",
              "--algorithm", "rsa2048", "--no-self-sign", "--backup")
     assert gen.code == 0 and gen.json["key"]["status"] == "awaiting certificate"
-    assert "key import-cert CARTE" in gen.json["next"] and "--backup" in gen.json["next"]
-    assert tk("--json", "key", "list", "--registry").json["keys"] == []  # not yet recorded
+    assert "key import-cert CARTE" in gen.json["next"]
+    # Recorded from generation on, as a backup key awaiting its certificate.
+    [row] = tk("--json", "key", "list", "--registry").json["keys"]
+    assert row["designation"] == "CARTE" and row["status"] == "awaiting certificate"
+    assert row["backup"] is True and row["fingerprint"] is None
     export = tk("key", "export-cert", "CARTE", "--token", uri, "-o", tmp_path / "none.pem")
     assert export.code == 5 and "awaiting a certificate" in export.err
     pub, cert, ca_pem = tmp_path / "carte.pub", tmp_path / "carte.pem", tmp_path / "ca.pem"
@@ -266,6 +269,7 @@ def test_seal_chooses_pkcs1v15_for_a_key_known_to_open_only_that(
         reg.add_key("cards", KeyFacts(
             designation="K-card", token_uri="pkcs11:token=card", ckaid="02",
             certificate=x509.load_pem_x509_certificate(cert.read_bytes()),
+            public_key=x509.load_pem_x509_certificate(cert.read_bytes()).public_key(),
             algorithm="rsa2048", envelope_kinds=("pkcs1v15",)), "adopt")
     sealed = tk("--json", "seal", plain, "-o", tmp_path / "b.p7m", "--recipient", cert)
     assert sealed.code == 0 and sealed.json["key_transports"] == ["pkcs1v15"]

@@ -16,6 +16,7 @@ from tests.cli.conftest import TK, Run
 from tests.pgcluster import OFFICER_PASSWORD
 from tests.registry.conftest import RawSql, soft_facts
 from tokenkeys.registry import Registry
+from tokenkeys.registry.db import SCHEMA_HEAD
 
 
 def one_line_error(run: Run, code: int, text: str) -> None:
@@ -61,7 +62,10 @@ def test_audit_verify_finds_tampering(rtk: TK, registry_location: str, raw_sql: 
                                            "consultation-close"]
     _unlock(raw_sql, registry_location.startswith("postgresql"))
     raw_sql(*TAMPERING[how])
-    one_line_error(rtk("audit", "verify"), 14, "audit chain broken")
+    broken = rtk("audit", "verify")
+    one_line_error(broken, 14, "audit chain broken")
+    # An edited creation row no longer vouches for its consultation.
+    assert ("consultations that differ" in broken.err) == (how == "edited"), broken.err
 
 
 def test_unknown_names_change_nothing(rtk: TK, registry_location: str, raw_sql: RawSql,
@@ -97,9 +101,10 @@ def test_newer_schema_is_refused(rtk: TK, registry_location: str, raw_sql: RawSq
 
 def test_registry_migrate_and_first_use(rtk: TK) -> None:
     first = rtk("--json", "registry", "migrate")
-    assert first.code == 0 and first.json["from"] is None and first.json["to"] == "0001"
+    assert first.code == 0 and first.json["from"] is None
+    assert first.json["to"] == SCHEMA_HEAD
     again = rtk("--json", "registry", "migrate")
-    assert again.json["from"] == "0001"
+    assert again.json["from"] == SCHEMA_HEAD
 
 
 def test_unreachable_registries(tk: TK, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.cli.share_support import PIN, soft_store
 from tokenkeys.drivers.software import SoftwareToken
-from tokenkeys.errors import PolicyRefused
+from tokenkeys.errors import KeyNotFound, PolicyRefused
 from tokenkeys.registry import Registry
 from tokenkeys.services import keys
 from tokenkeys.types import Secret, given_pin
@@ -22,29 +22,67 @@ def _open(uri: str) -> SoftwareToken:
     return token
 
 
-def test_delete_marks_no_row_when_a_later_row_is_refused(tmp_path: Path) -> None:
+def _bind(reg: Registry, service: str, ref: str, key: str) -> None:
+    reg.create_consultation(service, ref, key, title=None, closes_at=None,
+                            check=lambda *_: None, details={})
+
+
+def test_delete_finds_bindings_by_public_key_in_every_service(tmp_path: Path) -> None:
     token = _open(soft_store(tmp_path / "store", ("K", "ec-p256", False)))
     key = token.find_key(label="K")
     with Registry.open(str(tmp_path / "reg.sqlite")) as reg:
         reg.create_service("other")
-        for service in ("default", "other"):
-            reg.add_key(service, keys.facts_for(token, key), "adopt")
-        listed = reg.keys_by_fingerprint
-
-        def racing(fp: str) -> Any:
-            # Another officer binds a consultation to the second row between the listing
-            # and the marking: the guard inside the marking transaction refuses.
-            rows = listed(fp)
-            reg.create_consultation("other", "AO-9", "K", title=None, closes_at=None,
-                                    check=lambda *_: None, details={})
-            return rows
-
-        reg.keys_by_fingerprint = racing  # type: ignore[method-assign]
+        reg.add_key("other", keys.facts_for(token, key), "adopt")
+        _bind(reg, "other", "AO-9", "K")
+        # The key is not recorded in `default`: the binding is found all the same.
         with pytest.raises(PolicyRefused, match="AO-9"):
-            keys.delete(reg, "default", token, key)
-        assert [r.deleted_at for r in reg.keys(include_deleted=True)] == [None, None]
+            keys.delete(reg, token, key)
+        assert [r.deleted_at for r in reg.keys(include_deleted=True)] == [None]
         assert reg.audit_rows(event="delete") == []
-    assert token.find_key(label="K").label == "K"
+        reg.close_consultation("other", "AO-9")
+        keys.delete(reg, token, key)
+        [row] = reg.keys(include_deleted=True)
+        assert row.deleted_at is not None and row.locations[0].deleted_at is not None
+    with pytest.raises(KeyNotFound):
+        token.find_key(label="K")
+    token.close()
+
+
+def test_delete_of_a_copy_keeps_the_original(tmp_path: Path) -> None:
+    original = _open(soft_store(tmp_path / "p", ("K", "ec-p256", True)))
+    copy_store = _open(soft_store(tmp_path / "q", ("X", "ec-p256", False)))
+    key = original.find_key(label="K")
+    with Registry.open(str(tmp_path / "reg.sqlite")) as reg:
+        reg.add_key("default", keys.facts_for(original, key), "generate")
+        _bind(reg, "default", "AO-1", "K")
+        # The same key pair on a second token, under another designation.
+        pem = key.certificate
+        assert pem is not None
+        copy = copy_store.import_private_key(  # type: ignore[attr-defined]
+            bytearray(original.export_private_key(key)), label="K-agent", shareable=False)
+        copy_store.store_certificate(copy, pem)  # type: ignore[attr-defined]
+        reg.add_key("default", keys.facts_for(copy_store, copy), "share-import")
+        keys.delete(reg, copy_store, copy)
+        [kept] = reg.keys("default")
+        assert kept.designation == "K" and kept.open_consultations == ("AO-1",)
+        assert [loc.token_uri for loc in kept.locations] == [original.uri]
+        # The last copy of a bound key pair is refused.
+        with pytest.raises(PolicyRefused, match="last copy"):
+            keys.delete(reg, original, key)
+    original.close()
+    copy_store.close()
+
+
+def test_an_unknown_key_needs_unregistered(tmp_path: Path) -> None:
+    token = _open(soft_store(tmp_path / "store", ("K", "ec-p256", False)))
+    key = token.find_key(label="K")
+    with Registry.open(str(tmp_path / "empty.sqlite")) as reg:
+        with pytest.raises(PolicyRefused, match="--unregistered"):
+            keys.delete(reg, token, key)
+        assert token.find_key(label="K") is not None
+        keys.delete(reg, token, key, unregistered=True)
+        [row] = reg.audit_rows(event="delete")
+        assert '"registered":false' in row.details
     token.close()
 
 
@@ -64,8 +102,6 @@ def test_mark_deleted_is_all_or_nothing(tmp_path: Path) -> None:
         marked = reg.mark_deleted([("default", "A"), ("default", "B")], lambda _: None)
         assert [r.designation for r in marked] == ["A", "B"]
         assert reg.keys("default") == []
-        reg.unmark_deleted(marked, "test")
-        assert len(reg.keys("default")) == 2
 
 
 def _issued_for(public: Any, cn: str) -> Any:

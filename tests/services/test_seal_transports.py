@@ -38,6 +38,7 @@ def test_one_registry_opening_per_seal(tmp_path: Path, monkeypatch: pytest.Monke
                                   ("HSM", oaep, ("oaep-sha1", "pkcs1v15"))):
             reg.add_key("s", KeyFacts(designation=name, token_uri="soft:/nowhere",
                                       ckaid=name.encode().hex(), certificate=cert,
+                                      public_key=cert.public_key(),
                                       algorithm="rsa2048", envelope_kinds=kinds), "adopt")
     opened: list[str] = []
     real_open = Registry.open.__func__  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.smartcard.conftest import EmulatedCard, card_cli, card_cli_env, run_until_card_inserted
 from tokenkeys.envelope.seal import SealOptions, seal
@@ -70,10 +71,16 @@ def provisioned(card: EmulatedCard, softhsm: Any,
     assert gen.returncode == 0, gen.stderr
     key = json.loads(gen.stdout)["key"]
     assert key["status"] == "awaiting certificate" and key["id"] == "02"
+    assert key["designation"] == "CARTE-AGENT" and key["public_key_sha256"]
     assert "slot 02" in json.loads(gen.stdout)["next"]
     assert _card_public(card, tmp) != before
+    # The card keeps no label: the registry knows the key by its designation.
+    listed = card_cli(card, tmp, "--json", "key", "list", "--token", card.uri)
+    [row] = json.loads(listed.stdout)["keys"]
+    assert row["designation"] == "CARTE-AGENT" and row["registered"], listed.stdout
 
-    csr = card_cli(card, tmp, "key", "csr", key["uri"], "-o", tmp / "card.csr")
+    csr = card_cli(card, tmp, "key", "csr", "CARTE-AGENT", "--token", card.uri,
+                   "-o", tmp / "card.csr")
     assert csr.returncode == 6 and "key export-public" in csr.stderr, csr.stderr
     assert not (tmp / "card.csr").exists()  # the card's key cannot sign a request
 
@@ -83,14 +90,16 @@ def provisioned(card: EmulatedCard, softhsm: Any,
     ca_pem, pub, cert = tmp / "ca.pem", tmp / "card.pub.pem", tmp / "card.pem"
     assert card_cli(card, tmp, "ca", "export-cert", "CA-ENTITE", "--token", ca_uri,
                 "-o", ca_pem).returncode == 0
-    exported = card_cli(card, tmp, "key", "export-public", key["uri"], "-o", pub)
+    exported = card_cli(card, tmp, "key", "export-public", "CARTE-AGENT", "--token", card.uri,
+                        "-o", pub)
     assert exported.returncode == 0, exported.stderr
     issued = card_cli(card, tmp, "ca", "issue", "--token", ca_uri, "--ca", "CA-ENTITE", pub,
                   "-o", cert, "--cn", "Agent Dupont", "--days", "30")
     assert issued.returncode == 0, issued.stderr
-    imported = card_cli(card, tmp, "--json", "key", "import-cert", key["uri"], cert,
-                    "--chain", ca_pem)
+    imported = card_cli(card, tmp, "--json", "key", "import-cert", "CARTE-AGENT", cert,
+                        "--chain", ca_pem, "--token", card.uri)
     assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["key"]["designation"] == "CARTE-AGENT"
     yield {"tmp": tmp, "key": key, "cert": cert, "ca": ca_pem,
            "import": json.loads(imported.stdout)}
 
@@ -110,6 +119,24 @@ def test_certificate_from_the_ca_is_on_the_card_and_verifies(
     assert card_cli(card, tmp_path, "key", "export-cert", row["uri"], "-o", on_card).returncode == 0
     assert x509.load_pem_x509_certificate(on_card.read_bytes()) == \
         x509.load_pem_x509_certificate(provisioned["cert"].read_bytes())
+
+
+def test_designation_from_a_copied_registry_and_another_module_path(
+        card: EmulatedCard, provisioned: dict[str, Any], tmp_path: Path) -> None:
+    """A second workstation sharing the registry (here a copy) reaches the card through
+    another module path: the designation still finds the key."""
+    registry = provisioned["tmp"] / "registry.sqlite"
+    copy = tmp_path / "registry.sqlite"
+    copy.write_bytes(registry.read_bytes())
+    link = tmp_path / "opensc-elsewhere.so"
+    link.symlink_to(card.module)
+    other_uri = card.uri.replace(card.module, str(link))
+    pub = tmp_path / "pub.pem"
+    done = card_cli(card, tmp_path, "key", "export-public", "CARTE-AGENT", "--token",
+                    other_uri, "-o", pub)
+    assert done.returncode == 0, done.stderr
+    assert x509.load_pem_x509_certificate(provisioned["cert"].read_bytes()).public_key() \
+        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo) == pub.read_bytes()
 
 
 def test_openssl_and_tokenkeys_envelopes_open_on_the_card(

@@ -87,20 +87,29 @@ def consultation_list(app: App, status: str | None, service: str | None) -> None
 @service_option
 @pass_app
 def consultation_show(app: App, reference: str, service: str | None) -> None:
-    """One consultation, with its bound key and recorded backup keys."""
+    """One consultation, with its bound key and recorded backup keys.
+
+    Any disagreement with the public keys pinned at its creation is shown (and makes
+    `recipients`, `seal` and `open` refuse it)."""
+    from tokenkeys.services import consultations as policy
+
     with registry(app) as reg:
         c = reg.consultation(service_name(app, service), reference)
+    problems = policy.problems(c)
+    for problem in problems:
+        app.warn(f"consultation {c.reference!r}: {problem}")
 
     def human() -> None:
         _show(app, [c])
         if c.title:
             app.say(f"title: {c.title}")
-        for k in c.recipients:
-            role = "backup" if k.backup else "bound"
-            app.say(f"{role} {k.designation}: sha256 {k.fingerprint}, "
-                    f"until {k.not_after}, opens {','.join(k.envelope_kinds)}")
+        for role, k, pin in [("bound", c.key, c.key_pin)] + [
+                ("backup", b, p) for b, p in zip(c.backups, c.backup_pins, strict=True)]:
+            app.say(f"{role} {k.designation}: public key sha256 {pin}, certificate sha256 "
+                    f"{k.fingerprint or '-'}, until {k.not_after or '-'}, "
+                    f"opens {','.join(k.envelope_kinds)}")
 
-    app.emit({"consultation": c.to_json()}, human)
+    app.emit({"consultation": c.to_json(), "problems": problems}, human)
 
 
 @consultation_group.command("recipients")
@@ -114,9 +123,10 @@ def consultation_recipients(app: App, reference: str, output: Path, force: bool,
                             service: str | None) -> None:
     """Write the bound key's and the recorded backup keys' certificates (PEM bundle)."""
     check_output(output, force)
-    with registry(app) as reg:
-        c = reg.consultation(service_name(app, service), reference)
     from tokenkeys.services import consultations as policy
+
+    with registry(app) as reg:
+        c = policy.load_for_use(reg, service_name(app, service), reference)
 
     policy.write_bundle(c, output, force=force)
     app.emit({"output": str(output), "recipients": [k.fingerprint for k in c.recipients]},

@@ -69,7 +69,8 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
         from tokenkeys.services import consultations as consultation_policy
 
         with registry(app) as reg:
-            bound = reg.consultation(service_name(app, service), consultation)
+            bound = consultation_policy.load_for_use(reg, service_name(app, service),
+                                                     consultation)
         certs = consultation_policy.certificates(bound)
         key_transport = consultation_policy.seal_transport(bound, key_transport)
     else:
@@ -139,7 +140,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     svc = service_name(app, service)
     with registry(app) as reg:
         if consultation:
-            bound = reg.consultation(svc, consultation)
+            bound = consultation_policy.load_for_use(reg, svc, consultation)
             for src, _dst in pairs:
                 consultation_policy.check_envelope(bound, src)
     show = sys.stderr.isatty() and not app.json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -20,9 +21,23 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.cli.key_cmds import key
+from tokenkeys.cli.registry_opts import open_registry as reg_of
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.services import key_certs
 from tokenkeys.services.envelope_kinds import beside_registry
+
+
+def _resolve(app: App, tok: Token, name_or_uri: str, service: str | None) -> KeyHandle:
+    from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
+
+    return key_policy.resolve(tok, name_or_uri, service=service_name(app, service),
+                              registry=lambda: reg_of(app))
+
+
+def _designation(name_or_uri: str, label: str) -> str:
+    """The CN a request asks for: the designation typed, else the key's label."""
+    return label if name_or_uri.startswith(("pkcs11:", "soft:")) else name_or_uri
 
 
 @key.command("export-public")
@@ -31,16 +46,17 @@ from tokenkeys.services.envelope_kinds import beside_registry
 @der_option
 @force_option
 @token_option
+@service_option
 @pass_app
 def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force: bool,
-                      token: str | None) -> None:
+                      token: str | None, service: str | None) -> None:
     """Write the key's public key (SubjectPublicKeyInfo), for `ca issue`. No PIN needed."""
     check_output(output, force)  # before any PIN or device call
     with opened(app, manager.key_token_uri(name_or_uri) or token) as tok:
-        handle = manager.resolve_key(tok, name_or_uri)
+        handle = _resolve(app, tok, name_or_uri, service)
         key_certs.export_public(handle, output, der=der, force=force)
-    app.emit({"key": handle.label, "output": str(output)},
-             lambda: app.say(f"wrote the public key of {handle.label!r} to {output}"))
+    app.emit({"key": name_or_uri, "output": str(output)},
+             lambda: app.say(f"wrote the public key of {name_or_uri!r} to {output}"))
 
 
 @key.command("csr")
@@ -49,20 +65,22 @@ def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force
 @click.option("--cn", help="Subject common name (default: the key's name).")
 @force_option
 @token_option
+@service_option
 @pin_options
 @pass_app
 def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: bool,
-            token: str | None, pin_file: Path | None, pinpad: bool) -> None:
+            token: str | None, service: str | None, pin_file: Path | None,
+            pinpad: bool) -> None:
     """Write a PKCS#10 certificate request signed on the device (keys that can sign)."""
     check_output(output, force)  # before any PIN or device call
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
-        handle = manager.resolve_key(tok, name_or_uri)
-        csr = key_certs.make_csr(handle, cn)
+        handle = _resolve(app, tok, name_or_uri, service)
+        csr = key_certs.make_csr(handle, cn or _designation(name_or_uri, handle.label))
     key_certs.write_csr(csr, output, force=force)
-    app.emit({"key": handle.label, "subject": csr.subject.rfc4514_string(),
+    app.emit({"key": name_or_uri, "subject": csr.subject.rfc4514_string(),
               "output": str(output)},
-             lambda: app.say(f"wrote a certificate request for {handle.label!r} to {output}"))
+             lambda: app.say(f"wrote a certificate request for {name_or_uri!r} to {output}"))
 
 
 @key.command("import-cert")
@@ -71,21 +89,22 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
 @click.option("--chain", "chain_path", type=FILE_PATH,
               help="The issuer certificates (PEM bundle), nearest first.")
 @click.option("--backup", is_flag=True,
-              help="Record the key as a backup key, when the registry does not know it yet "
-                   "(a key that awaited this certificate).")
+              help="Record the key as a backup key, when the registry does not know it yet.")
+@click.option("--allow-any-usage", is_flag=True,
+              help="Store the certificate even when its keyUsage forbids encryption.")
 @token_option
 @service_option
 @pin_options
 @pass_app
 def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Path | None,
-                    backup: bool, token: str | None, service: str | None,
-                    pin_file: Path | None, pinpad: bool) -> None:
+                    backup: bool, allow_any_usage: bool, token: str | None,
+                    service: str | None, pin_file: Path | None, pinpad: bool) -> None:
     """Store a CA-issued certificate with the key, replacing a self-signed one.
 
     Refused, and the device left unchanged, when the certificate is for
     another key, has expired, or its key usage forbids encryption. A key the
-    registry does not know yet (one that awaited its certificate) is recorded in
-    the service (--service), as `key adopt` would.
+    registry does not know yet is recorded in the service (--service), as `key adopt`
+    would; a known one gets it as its current certificate, in every service.
     """
     certs = key_certs.load_certificates(cert_path, "certificate")
     cert, extra = certs[0], certs[1:]
@@ -95,14 +114,17 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
     svc = service_name(app, service)
     with registry(app) as reg, opened(app, manager.key_token_uri(name_or_uri) or token,
                                       user_pin(app, pin_file, pinpad)) as tok:
-        handle = manager.resolve_key(tok, name_or_uri)
+        handle = key_policy.resolve(tok, name_or_uri, service=svc, registry=lambda: reg_of(app))
         # The registry answers (reachable, service known) before the device changes.
-        key_policy.is_recorded(reg, svc, handle.label)
+        reg.service(svc)
+        key_policy.recorded(reg, handle)
         # import_certificate checks the certificate first, before the SO PIN is asked.
         done = key_certs.import_certificate(tok, handle, cert, chain,
-                                            beside_registry(app.config, key_certs.CHAINS_DIR))
+                                            beside_registry(app.config, key_certs.CHAINS_DIR),
+                                            allow_any_usage=allow_any_usage)
         record = manager.describe(handle, mechanisms=tok.mechanisms())
-        key_policy.record_certified(reg, svc, tok, handle, backup=backup)
+        [row, *_] = key_policy.record_certified(reg, svc, tok, handle, backup=backup)
+    record = dataclasses.replace(record, designation=row.designation)
     verb = "replaced the certificate of" if done.replaced else "stored a certificate for"
     app.emit({"key": record.to_json(), "replaced": done.replaced, "chain": done.chain_kept},
              lambda: app.say(f"{verb} {record.designation!r} ({record.cn}, not after "

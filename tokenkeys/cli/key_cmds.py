@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from tokenkeys import keygen, manager
-from tokenkeys.certificates import fingerprint
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -24,7 +24,7 @@ from tokenkeys.cli.context import (
     visible,
     wait_card_option,
 )
-from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.cli.registry_opts import open_registry, registry, service_name, service_option
 from tokenkeys.errors import UsageError
 from tokenkeys.services.key_certs import next_steps
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
@@ -113,7 +113,6 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
     from tokenkeys.services import keys as key_policy
 
     svc = service_name(app, service)
-    row = None
     with registry(app) as reg:
         key_policy.check_free(reg, svc, name)
         with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
@@ -123,17 +122,20 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
             record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
                                           shareable=shareable, replace=replace,
                                           self_sign=False if no_self_sign else None)
-            if record.status != manager.AWAITING:
-                row = key_policy.record_generated(reg, svc, tok, record.id, backup=backup)
-    where = "" if slot is None else (
-        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r})")
+            # Recorded under its designation even while it awaits its certificate (a
+            # card keeps no label: the registry names it).
+            row = key_policy.record_generated(reg, svc, tok, record.id, name=name,
+                                              backup=backup)
+    where = "" if slot is None or record.designation == name else (
+        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
+        "the registry knows it by its designation)")
     note = None if record.status != manager.AWAITING else (
-        f"key {record.designation!r}{where} has no certificate yet"
+        f"key {name!r}{where} has no certificate yet"
         + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
-        + f". Next: {next_steps(record.designation)}"
-        + (" with --backup (it is recorded as a backup key then)" if backup else ""))
-    facts = {"service": svc, "backup": row.backup if row else backup,
-             "fingerprint": row.fingerprint if row else None}
+        + f". Next: {next_steps(name)}")
+    record = dataclasses.replace(record, designation=name)
+    facts = {"service": svc, "backup": row.backup, "fingerprint": row.fingerprint,
+             "public_key_sha256": row.public_key_sha256}
 
     def human() -> None:
         _show(app, [record], [facts])
@@ -165,15 +167,15 @@ def key_list(app: App, token: str | None, from_registry: bool, include_all: bool
             rows = reg.keys(service_name(app, service), include_deleted=include_all)
         app.emit({"keys": [r.to_json() for r in rows]}, lambda: _show_rows(app, rows))
         return
+    from tokenkeys.services import keys as key_policy
+
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         inventory, unusable = manager.key_inventory(tok, include_all=include_all)
-        records = [r for _, r in inventory] + unusable
-        prints = [fingerprint(k.certificate) if k.certificate else None for k, _ in inventory]
-    prints += [None] * (len(records) - len(prints))
-    with registry(app) as reg:
-        known = {fp: [r for r in reg.keys_by_fingerprint(fp) if r.deleted_at is None]
-                 for fp in prints if fp}
-    extra = [_registry_facts(known.get(fp or "", [])) for fp in prints]
+        with registry(app) as reg:
+            records, found = key_policy.listed(reg, tok, inventory)
+    extra = [_registry_facts(rows) for rows in found]
+    records += unusable
+    extra += [_registry_facts([]) for _ in unusable]
     app.emit({"keys": [{**r.to_json(), **x} for r, x in zip(records, extra, strict=True)]},
              lambda: _show(app, records, extra))
 
@@ -220,28 +222,35 @@ def key_export_cert(app: App, name_or_uri: str, output: Path, der: bool, force: 
 @key.command("delete")
 @click.argument("name_or_uri")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--unregistered", is_flag=True,
+              help="Delete a key the registry does not know (it cannot vouch that no "
+                   "consultation needs it).")
 @token_option
 @service_option
 @pin_options
 @pass_app
-def key_delete(app: App, name_or_uri: str, yes: bool, token: str | None, service: str | None,
-               pin_file: Path | None, pinpad: bool) -> None:
+def key_delete(app: App, name_or_uri: str, yes: bool, unregistered: bool, token: str | None,
+               service: str | None, pin_file: Path | None, pinpad: bool) -> None:
     """Delete a key pair and its certificate from the token.
 
-    Refused while a consultation bound to the key (or recording it as a backup key) is
-    not closed. The registry row is kept, marked deleted.
+    Refused while a consultation not yet closed pinned the key pair (as its key or a
+    recorded backup key), in any service, unless another recorded copy of it remains.
+    A key the registry does not know needs --unregistered. Registry rows are kept: the
+    copy's location is marked deleted, and the key row with its last location.
     """
+    from tokenkeys.services import keys as key_policy
+
     with opened(app, manager.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
-        handle = manager.resolve_key(tok, name_or_uri)
+        handle = key_policy.resolve(tok, name_or_uri, service=service_name(app, service),
+                                    registry=lambda: open_registry(app))
         if not yes:
             if not app.interactive:
                 raise UsageError("refusing to delete without confirmation: add --yes")
-            click.confirm(f"Delete key {handle.label!r} ({handle.uri})?", abort=True)
+            click.confirm(f"Delete key {visible(handle.label)!r} ({handle.uri})?",
+                          abort=True)
         record = manager.describe(handle)
-        from tokenkeys.services import keys as key_policy
-
         with registry(app) as reg:
-            key_policy.delete(reg, service_name(app, service), tok, handle)
+            key_policy.delete(reg, tok, handle, unregistered=unregistered)
     app.emit({"deleted": record.to_json()},
              lambda: app.say(f"deleted key {record.designation!r}"))

@@ -75,7 +75,8 @@ def key_renew(app: App, name: str, token: str | None, new_name: str | None, days
     svc = service_name(app, service)
     with registry(app) as reg:
         old = reg.key(svc, name)
-        with opened(app, token or old.token_uri, user_pin(app, pin_file, pinpad)) as tok:
+        home = old.locations[0].token_uri if old.locations else None
+        with opened(app, token or home, user_pin(app, pin_file, pinpad)) as tok:
             row = key_policy.renew(reg, svc, tok, old, days=days, algorithm=algorithm,
                                    name=new_name)
     app.emit({"key": row.to_json(), "replaces": old.designation}, lambda: app.say(

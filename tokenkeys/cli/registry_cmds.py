@@ -9,8 +9,9 @@ from tokenkeys.cli.registry_opts import registry
 from tokenkeys.errors import AuditChainBroken
 
 # tokenkeys.registry.EVENTS, spelled out so `--help` does not import SQLAlchemy (tested).
-EVENT_CHOICES = ("adopt", "consultation-close", "consultation-create", "delete", "generate",
-                 "open", "renew", "service-create", "share-copy", "share-export", "share-import")
+EVENT_CHOICES = ("adopt", "certificate", "consultation-close", "consultation-create",
+                 "consultation-pin", "delete", "generate", "open", "renew", "service-create",
+                 "share-copy", "share-export", "share-import")
 
 
 @click.group("registry")
@@ -41,13 +42,17 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @pass_app
 def audit_verify(app: App) -> None:
-    """Check the chain: any edited, deleted or reordered row is reported."""
+    """Check the chain (any edited, deleted or reordered row), and every consultation
+    against the public keys pinned at its creation."""
     with registry(app) as reg:
         verdict = reg.verify_audit()
     if not verdict.ok:
         raise AuditChainBroken(f"audit chain broken: {verdict.problems[0]}"
                                + (f" (and {len(verdict.problems) - 1} more)"
-                                  if len(verdict.problems) > 1 else ""))
+                                  if len(verdict.problems) > 1 else "")
+                               + (f"; consultations that differ from their pins or their "
+                                  f"creation's row: {', '.join(verdict.consultations)}"
+                                  if verdict.consultations else ""))
     app.emit({"rows": verdict.rows, "valid": True},
              lambda: app.say(f"audit chain valid: {verdict.rows} rows"))
 

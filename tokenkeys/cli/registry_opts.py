@@ -27,12 +27,16 @@ def service_name(app: App, given: str | None) -> str:
     return given or app.config.service
 
 
+def open_registry(app: App) -> Registry:
+    # Imported here: SQLAlchemy costs commands that never touch the registry.
+    from tokenkeys.services.access import open_registry as open_configured
+
+    return open_configured(app.config)
+
+
 @contextmanager
 def registry(app: App) -> Iterator[Registry]:
-    # Imported here: SQLAlchemy costs commands that never touch the registry.
-    from tokenkeys.services.access import open_registry
-
-    reg = open_registry(app.config)
+    reg = open_registry(app)
     try:
         yield reg
     finally:

@@ -18,37 +18,17 @@ from tokenkeys.cli.context import (
     token_option,
     user_pin,
 )
-from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.cli.registry_opts import service_name, service_option
 from tokenkeys.errors import UsageError
 from tokenkeys.services import share
 from tokenkeys.types import PinSource
 
 
 def audit_hook(app: App, service: str | None) -> share.AuditHook:
-    """Share export, import and copy are recorded in the registry, in `service`: an
-    import or copy adds the new key (with its audit row), an export appends an audit
-    row, as does an import of a key the service already records (the same key pair on
-    one more device). Called before the result is committed: a refused write leaves
-    nothing."""
-    svc = service_name(app, service)
+    from tokenkeys.services.access import open_registry
 
-    def record(event: share.ShareEvent) -> None:
-        from tokenkeys.registry import fingerprint
-        from tokenkeys.services import keys as key_policy
-
-        facts = key_policy.facts_for(event.token, event.key)
-        with registry(app) as reg:
-            known = [r for r in reg.keys_by_fingerprint(fingerprint(facts.certificate))
-                     if r.service == svc and r.deleted_at is None]
-            if event.event == "share-export" or known:
-                # The same key pair on one more device: one row per key, one audit row.
-                subject = known[0].designation if known else event.key.label
-                reg.record_event(event.event, service=svc, subject=subject,
-                                 details={**event.details, "token": event.token.uri})
-            else:
-                reg.add_key(svc, facts, event.event, event.details)
-
-    return record
+    return share.registry_recorder(lambda: open_registry(app.config),
+                                   service_name(app, service))
 
 
 def _done(app: App, result: share.ShareResult, text: str) -> None:
@@ -101,11 +81,14 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
 @click.option("--name", required=True, help="Designation of the key on this token.")
 @click.option("--shareable", is_flag=True,
               help="Keep the key extractable (wrapped only) so it can be shared again.")
+@click.option("--allow-any-usage", is_flag=True,
+              help="Import even when the certificate's keyUsage forbids encryption.")
 @service_option
 @pin_options
 @pass_app
 def share_import(app: App, file: Path, token: str | None, name: str, shareable: bool,
-                 service: str | None, pin_file: Path | None, pinpad: bool) -> None:
+                 allow_any_usage: bool, service: str | None, pin_file: Path | None,
+                 pinpad: bool) -> None:
     """Import a PKCS#12 (.p12/.pfx) key onto a token; non-extractable unless --shareable.
 
     The passphrase comes from TOKENKEYS_PASSPHRASE or a prompt.
@@ -113,7 +96,8 @@ def share_import(app: App, file: Path, token: str | None, name: str, shareable: 
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         result = share.import_pkcs12(
             tok, file, lambda: share.read_passphrase(new=False, interactive=app.interactive),
-            name=name, shareable=shareable, audit=audit_hook(app, service))
+            name=name, shareable=shareable, allow_any_usage=allow_any_usage,
+            audit=audit_hook(app, service))
     kind = "extractable (wrapped only)" if shareable else "non-extractable"
     _done(app, result, f"imported key {name!r} ({kind}) onto {result.key.uri}")
 

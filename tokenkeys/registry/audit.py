@@ -25,7 +25,8 @@ from tokenkeys.registry.schema import GENESIS, audit, audit_head
 
 EVENTS = frozenset({
     "generate", "adopt", "delete", "renew", "share-export", "share-import", "share-copy",
-    "consultation-create", "consultation-close", "open", "service-create",
+    "consultation-create", "consultation-close", "consultation-pin", "open", "service-create",
+    "certificate",
 })
 FORBIDDEN_DETAIL_WORDS = ("pin", "passphrase", "password", "plaintext", "secret")
 
@@ -113,6 +114,7 @@ class Verdict:
     ok: bool
     rows: int
     problems: tuple[str, ...]
+    consultations: tuple[str, ...] = ()  # those that differ: "'REF' (service 'S')"
 
 
 def verify(conn: Connection) -> Verdict:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 # The newest revision in migrations/versions (a test checks it). Knowing it here spares
 # every command the import of Alembic when the schema is current.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 log = logging.getLogger("tokenkeys.registry")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 RETRY_SECONDS = 60.0
@@ -126,17 +126,16 @@ class Database:
             self.migrate(automatic=True)
         return self._run(fn, write)
 
-    def _run(self, fn: Callable[[Connection], T], write: bool) -> T:
+    def _run(self, fn: Callable[[Connection], T], write: bool, *, migrating: bool = False) -> T:
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.005
         races = 0
         while True:
             try:
                 with self.engine.connect() as conn:
-                    if write:
-                        conn.execution_options(tk_write=True)
-                    with conn.begin():
-                        return fn(conn)
+                    if migrating and self.dialect == "sqlite":
+                        return _without_foreign_keys(conn, fn)
+                    return _run_on(conn, fn, write)
             except sa.exc.DBAPIError as exc:
                 # Two processes creating the same name at once: the loser runs again and
                 # its own existence check then names the conflict properly.
@@ -165,7 +164,7 @@ class Database:
         if automatic:
             log.info("migrating the registry %s from %s to %s",
                      self.location.display, before, head)
-        self._run(self._upgrade, write=True)
+        self._run(self._upgrade, write=True, migrating=True)
         self._ready = True
         return before, head
 
@@ -223,6 +222,34 @@ class Database:
             return False
         target = path if path.exists() else path.parent
         return not os.access(target, os.W_OK)
+
+
+def _run_on(conn: Connection, fn: Callable[[Connection], T], write: bool) -> T:
+    if write:
+        conn.execution_options(tk_write=True)
+    with conn.begin():
+        return fn(conn)
+
+
+def _without_foreign_keys(conn: Connection, fn: Callable[[Connection], T]) -> T:
+    """A SQLite migration rebuilds tables to change a column: foreign key enforcement
+    is off meanwhile (the pragma is ignored inside a transaction, so it is set around
+    it), and every reference is checked before the migration commits."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return _run_on(conn, lambda c: _checked_references(c, fn(c)), True)
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _checked_references(conn: Connection, result: T) -> T:
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RegistryError(f"the registry migration would break {len(broken)} reference(s) "
+                            f"(first: table {broken[0][0]}); nothing was changed")
+    return result
 
 
 def _revision(conn: Connection) -> str | None:

@@ -7,13 +7,17 @@ process. Every write appends its audit row in that transaction too.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tokenkeys import keyalg
 from tokenkeys.errors import (
+    CertificateRefused,
     ConsultationNotFound,
     KeyExists,
     KeyNotFound,
@@ -23,25 +27,48 @@ from tokenkeys.errors import (
 )
 from tokenkeys.registry import audit as audit_log
 from tokenkeys.registry.audit import now_text
+from tokenkeys.registry.bindings import binding_problems, load_consultation
 from tokenkeys.registry.db import Database
+from tokenkeys.registry.key_rows import (
+    key_by_id,
+    key_query,
+    live_key,
+    live_keys_of,
+    load_keys,
+    open_refs_of,
+)
 from tokenkeys.registry.location import parse_location
-from tokenkeys.registry.records import Consultation, KeyFacts, KeyRow, ServiceRow
+from tokenkeys.registry.records import (
+    Consultation,
+    KeyFacts,
+    KeyLocation,
+    KeyRow,
+    ServiceRow,
+    certificate_columns,
+)
 from tokenkeys.registry.schema import consultation_backups as cb
 from tokenkeys.registry.schema import consultations as cs
+from tokenkeys.registry.schema import key_locations as kl
 from tokenkeys.registry.schema import keys as ks
 from tokenkeys.registry.schema import services as sv
 
 DEFAULT_SERVICE = "default"
-KEY_COLUMNS = [c for c in ks.c if c.name != "service_id"]
-REFS_BATCH = 500  # keys per IN (...): well below SQLite's bound-parameter limit
 BindingCheck = Callable[[KeyRow, Sequence[KeyRow]], None]
 
 
-def _key(row: Any, open_refs: Sequence[str] = ()) -> KeyRow:
-    data = dict(row._mapping)
-    data["envelope_kinds"] = tuple(k for k in data["envelope_kinds"].split(",") if k)
-    data["backup"], data["shareable"] = bool(data["backup"]), bool(data["shareable"])
-    return KeyRow(**data, open_consultations=tuple(open_refs))
+@dataclass(frozen=True)
+class Removal:
+    """What deleting one copy of a key pair (a token and CKA_ID) would change: the live
+    rows of that key pair, the locations that go, those that stay, and the open
+    consultations pinned to it. `known`: the registry has ever recorded the key pair."""
+
+    public_key_sha256: str
+    rows: tuple[KeyRow, ...]
+    here: tuple[tuple[int, KeyLocation], ...]  # (key row id, location)
+    remaining: tuple[KeyLocation, ...]
+    bound_to: tuple[str, ...]
+    known: bool
+    deleted_rows: tuple[int, ...] = ()
 
 
 def _insert(c: Connection, statement: sa.Insert) -> int:
@@ -50,8 +77,9 @@ def _insert(c: Connection, statement: sa.Insert) -> int:
     return int(key[0])
 
 
-def _key_query() -> sa.Select[Any]:
-    return sa.select(*KEY_COLUMNS, sv.c.name.label("service")).join(sv, sv.c.id == ks.c.service_id)
+def _add_location(c: Connection, key_id: int, token_uri: str, ckaid: str) -> None:
+    c.execute(kl.insert().values(key_id=key_id, token_uri=token_uri, ckaid=ckaid,
+                                 created_at=now_text(), created_by=audit_log.actor()))
 
 
 class Registry:
@@ -77,6 +105,13 @@ class Registry:
             self._ensure_default(c)
             return [ServiceRow(**r._mapping) for r in c.execute(sa.select(sv).order_by(sv.c.name))]
         return self.db.transaction(run)
+
+    def service(self, name: str) -> ServiceRow:
+        """The service, or ServiceNotFound (`default` is created on the way)."""
+        def run(c: Connection) -> ServiceRow:
+            sid = self._service_id(c, name)
+            return ServiceRow(**c.execute(sa.select(sv).where(sv.c.id == sid)).one()._mapping)
+        return self.db.transaction(run, write=name == DEFAULT_SERVICE)
 
     def create_service(self, name: str) -> ServiceRow:
         if not name.strip() or len(name) > 200:
@@ -108,59 +143,58 @@ class Registry:
     # -- keys ---------------------------------------------------------------------
     def add_key(self, service: str, facts: KeyFacts, event: str,
                 details: Mapping[str, Any] | None = None) -> KeyRow:
-        """Record a key generated, adopted or renewed on a token (with its audit row)."""
+        """Record a key generated, adopted, renewed or imported on a token (with its audit
+        row). A designation the service already gives the same key pair gains a
+        location (one more copy); given to another key pair, it is refused."""
 
         def run(c: Connection) -> KeyRow:
             sid = self._service_id(c, service)
-            if self._live_key(c, sid, facts.designation) is not None:
+            existing = live_key(c, sid, facts.designation)
+            if existing is not None and existing.public_key_sha256 != facts.public_key_sha256:
                 raise KeyExists(f"a key named {facts.designation!r} already exists in "
                                 f"service {service!r} of the registry")
-            values = {**facts.row(), "service_id": sid, "created_at": now_text(),
-                      "created_by": audit_log.actor()}
-            new_id = _insert(c, ks.insert().values(**values))
-            row = self._key_by_id(c, new_id)
+            if existing is not None:
+                key_id = existing.id
+                if not any(loc.ckaid == facts.ckaid for loc in existing.located_on(
+                        facts.token_uri)):
+                    _add_location(c, key_id, facts.token_uri, facts.ckaid)
+            else:
+                key_id = _insert(c, ks.insert().values(
+                    **facts.row(), service_id=sid, created_at=now_text(),
+                    created_by=audit_log.actor()))
+                _add_location(c, key_id, facts.token_uri, facts.ckaid)
+            row = key_by_id(c, key_id)
             audit_log.append(c, event, service=service, subject=facts.designation, details={
-                "fingerprint": row.fingerprint, "token": row.token_uri, "ckaid": row.ckaid,
-                "backup": row.backup, "not_after": row.not_after, **(details or {})})
+                "public_key": row.public_key_sha256, "fingerprint": row.fingerprint,
+                "token": facts.token_uri, "ckaid": facts.ckaid, "backup": row.backup,
+                "not_after": row.not_after, **({"copy": True} if existing else {}),
+                **(details or {})})
             return row
         return self.db.transaction(run)
 
-    def _live_key(self, c: Connection, sid: int, designation: str) -> KeyRow | None:
-        row = c.execute(_key_query().where(ks.c.service_id == sid,
-                                           ks.c.designation == designation,
-                                           ks.c.deleted_at.is_(None))).first()
-        return None if row is None else _key(row, self._open_refs(c, row.id))
+    def set_certificate(self, public_key_sha256: str, cert: Any, event: str,
+                        details: Mapping[str, Any] | None = None) -> list[KeyRow]:
+        """Make `cert` the current certificate of every live row of the key pair."""
+        if keyalg.public_key_sha256(cert.public_key()) != public_key_sha256:
+            raise CertificateRefused("the certificate is for another key pair")
+        columns = certificate_columns(cert)
 
-    def _key_by_id(self, c: Connection, key_id: int) -> KeyRow:
-        return _key(c.execute(_key_query().where(ks.c.id == key_id)).one(),
-                    self._open_refs(c, key_id))
-
-    def _open_refs(self, c: Connection, key_id: int) -> list[str]:
-        """Open consultations bound to the key, or that recorded it as a backup."""
-        return self._open_refs_of(c, [key_id]).get(key_id, [])
-
-    def _open_refs_of(self, c: Connection, key_ids: Sequence[int]) -> dict[int, list[str]]:
-        """_open_refs of many keys, a query per REFS_BATCH keys instead of one per key."""
-        refs: dict[int, set[str]] = {}
-        for start in range(0, len(key_ids), REFS_BATCH):
-            ids = key_ids[start:start + REFS_BATCH]
-            bound = sa.select(cs.c.key_id, cs.c.reference).where(
-                cs.c.key_id.in_(ids), cs.c.status == "open")
-            backed = (sa.select(cb.c.key_id, cs.c.reference)
-                      .join(cb, cb.c.consultation_id == cs.c.id)
-                      .where(cb.c.key_id.in_(ids), cs.c.status == "open"))
-            for key_id, reference in c.execute(bound.union(backed)):
-                refs.setdefault(key_id, set()).add(reference)
-        return {key_id: sorted(found) for key_id, found in refs.items()}
-
-    def _keys(self, c: Connection, query: sa.Select[Any]) -> list[KeyRow]:
-        rows = c.execute(query).all()
-        refs = self._open_refs_of(c, [r.id for r in rows])
-        return [_key(r, refs.get(r.id, ())) for r in rows]
+        def run(c: Connection) -> list[KeyRow]:
+            rows = live_keys_of(c, public_key_sha256)
+            for row in rows:
+                c.execute(ks.update().where(ks.c.id == row.id).values(**columns))
+                audit_log.append(c, event, service=row.service, subject=row.designation,
+                                 details={"public_key": public_key_sha256,
+                                          "fingerprint": columns["fingerprint"],
+                                          "previous_fingerprint": row.fingerprint,
+                                          "not_after": columns["not_after"],
+                                          **(details or {})})
+            return [key_by_id(c, row.id) for row in rows]
+        return self.db.transaction(run)
 
     def key(self, service: str, designation: str) -> KeyRow:
         def run(c: Connection) -> KeyRow:
-            found = self._live_key(c, self._service_id(c, service), designation)
+            found = live_key(c, self._service_id(c, service), designation)
             if found is None:
                 raise KeyNotFound(f"no key named {designation!r} in service {service!r} "
                                   "of the registry")
@@ -169,63 +203,108 @@ class Registry:
 
     def keys(self, service: str | None = None, *, include_deleted: bool = False) -> list[KeyRow]:
         def run(c: Connection) -> list[KeyRow]:
-            query = _key_query().order_by(sv.c.name, ks.c.designation, ks.c.id)
+            query = key_query().order_by(sv.c.name, ks.c.designation, ks.c.id)
             if service is not None:
                 query = query.where(ks.c.service_id == self._service_id(c, service))
             if not include_deleted:
                 query = query.where(ks.c.deleted_at.is_(None))
-            return self._keys(c, query)
+            return load_keys(c, query)
         # `default` may be created on the way: a write transaction then.
         return self.db.transaction(run, write=service == DEFAULT_SERVICE)
 
     def keys_by_fingerprint(self, fingerprint: str) -> list[KeyRow]:
         """Every registry row (any service, deleted too) for a certificate's SHA-256."""
         def run(c: Connection) -> list[KeyRow]:
-            query = _key_query().where(ks.c.fingerprint == fingerprint.lower().replace(":", ""))
-            return self._keys(c, query)
+            query = key_query().where(ks.c.fingerprint == fingerprint.lower().replace(":", ""))
+            return load_keys(c, query)
         return self.db.transaction(run, write=False)
+
+    def keys_by_public_key(self, public_key_sha256: str) -> list[KeyRow]:
+        """Every registry row (any service, deleted too) of a key pair."""
+        return self.db.transaction(lambda c: load_keys(c, key_query().where(
+            ks.c.public_key_sha256 == public_key_sha256).order_by(ks.c.id)), write=False)
 
     def backups_in_force(self, service: str, at: str | None = None) -> list[KeyRow]:
         return self.db.transaction(lambda c: self._backups(c, self._service_id(c, service), at))
 
     def _backups(self, c: Connection, sid: int, at: str | None) -> list[KeyRow]:
-        """Live, unexpired backup keys of the service that no live renewal has replaced."""
+        """Live, certified, unexpired backup keys of the service that no live renewal
+        has replaced."""
         successor = sa.select(ks.c.replaces_id).where(ks.c.replaces_id.is_not(None),
                                                       ks.c.deleted_at.is_(None))
-        query = _key_query().where(
+        return load_keys(c, key_query().where(
             ks.c.service_id == sid, ks.c.backup.is_(True), ks.c.deleted_at.is_(None),
             ks.c.not_after > (at or now_text()), ks.c.id.not_in(successor),
-        ).order_by(ks.c.designation)
-        return [_key(r) for r in c.execute(query)]
+        ).order_by(ks.c.designation))
+
+    def remove_location(self, public_key_sha256: str, token_uri: str, ckaid: str,
+                        guard: Callable[[Removal], None], *, subject: str) -> Removal:
+        """Forget one copy of a key pair, after `guard` has agreed, in one transaction:
+        its location goes, and each row left with no location is marked deleted."""
+
+        def run(c: Connection) -> Removal:
+            rows = live_keys_of(c, public_key_sha256)
+            here = tuple((r.id, loc) for r in rows for loc in r.located_on(token_uri)
+                         if loc.ckaid == ckaid)
+            gone = {loc for _, loc in here}
+            known = bool(rows) or c.execute(sa.select(ks.c.id).where(
+                ks.c.public_key_sha256 == public_key_sha256).limit(1)).first() is not None
+            removal = Removal(
+                public_key_sha256, tuple(rows), here,
+                tuple(loc for r in rows for loc in r.locations if loc not in gone),
+                tuple(open_refs_of(c, [public_key_sha256]).get(public_key_sha256, ())), known)
+            guard(removal)
+            at = now_text()
+            deleted = []
+            for key_id, loc in here:
+                c.execute(kl.update().where(kl.c.key_id == key_id, kl.c.token_uri == loc.token_uri,
+                                            kl.c.ckaid == loc.ckaid, kl.c.deleted_at.is_(None))
+                          .values(deleted_at=at))
+            for row in rows:
+                if row.locations and all(loc in gone for loc in row.locations):
+                    c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=at))
+                    deleted.append(row.id)
+            services: list[str | None] = [*sorted({r.service for r in rows})] or [None]
+            for service in services:
+                audit_log.append(c, "delete", service=service, subject=subject, details={
+                    "public_key": public_key_sha256, "token": token_uri, "ckaid": ckaid,
+                    "registered": bool(here), "rows_deleted": [
+                        r.designation for r in rows if r.id in deleted and r.service == service]})
+            return dataclasses.replace(removal, deleted_rows=tuple(deleted))
+        return self.db.transaction(run)
+
+    def restore_location(self, removal: Removal, reason: str) -> None:
+        """Undo remove_location when the token refused the deletion (audited)."""
+        def run(c: Connection) -> None:
+            for key_id, loc in removal.here:
+                _add_location(c, key_id, loc.token_uri, loc.ckaid)
+            for key_id in removal.deleted_rows:
+                c.execute(ks.update().where(ks.c.id == key_id).values(deleted_at=None))
+            audit_log.append(c, "delete", subject=None, details={
+                "public_key": removal.public_key_sha256, "undone": reason})
+        self.db.transaction(run)
 
     def mark_deleted(self, keys: Sequence[tuple[str, str]],
                      guard: Callable[[KeyRow], None]) -> list[KeyRow]:
-        """Check `guard` on each (service, designation) and mark them all deleted, in one
-        transaction: one refusal leaves none marked (the rows stay)."""
+        """Check `guard` on each (service, designation) and mark them all deleted with
+        their locations, in one transaction: one refusal leaves none marked."""
 
         def run(c: Connection) -> list[KeyRow]:
             marked = []
+            at = now_text()
             for service, designation in keys:
-                row = self._live_key(c, self._service_id(c, service), designation)
+                row = live_key(c, self._service_id(c, service), designation)
                 if row is None:
                     raise KeyNotFound(f"no key named {designation!r} in service {service!r}")
                 guard(row)
-                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=now_text()))
+                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=at))
+                c.execute(kl.update().where(kl.c.key_id == row.id, kl.c.deleted_at.is_(None))
+                          .values(deleted_at=at))
                 audit_log.append(c, "delete", service=service, subject=designation, details={
-                    "fingerprint": row.fingerprint, "token": row.token_uri,
-                    "ckaid": row.ckaid})
+                    "public_key": row.public_key_sha256, "fingerprint": row.fingerprint})
                 marked.append(row)
             return marked
         return self.db.transaction(run)
-
-    def unmark_deleted(self, rows: Sequence[KeyRow], reason: str) -> None:
-        """Undo mark_deleted when the token refused the deletion (audited)."""
-        def run(c: Connection) -> None:
-            for row in rows:
-                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=None))
-                audit_log.append(c, "delete", service=row.service, subject=row.designation,
-                                 details={"fingerprint": row.fingerprint, "undone": reason})
-        self.db.transaction(run)
 
     # -- consultations ------------------------------------------------------------
     def create_consultation(self, service: str, reference: str, key_designation: str, *,
@@ -238,11 +317,11 @@ class Registry:
             existing = c.execute(sa.select(cs.c.id).where(
                 cs.c.service_id == sid, cs.c.reference == reference)).scalar()
             if existing is not None:
-                old = self._consultation(c, int(existing))
+                old = load_consultation(c, int(existing))
                 raise PolicyRefused(
                     f"consultation {reference!r} already exists in service {service!r}, bound "
                     f"to key {old.key.designation!r}: a binding is never changed")
-            key = self._live_key(c, sid, key_designation)
+            key = live_key(c, sid, key_designation)
             if key is None:
                 raise KeyNotFound(f"no key named {key_designation!r} in service {service!r}")
             backups = self._backups(c, sid, None)
@@ -250,14 +329,19 @@ class Registry:
             new_id = _insert(c, cs.insert().values(
                 service_id=sid, reference=reference, title=title, closes_at=closes_at,
                 status="open", key_id=key.id, created_at=now_text(),
-                created_by=audit_log.actor()))
+                created_by=audit_log.actor(), key_public_key_sha256=key.public_key_sha256,
+                backup_count=len(backups)))
             for b in backups:
-                c.execute(cb.insert().values(consultation_id=new_id, key_id=b.id))
+                c.execute(cb.insert().values(consultation_id=new_id, key_id=b.id,
+                                             public_key_sha256=b.public_key_sha256))
             audit_log.append(c, "consultation-create", service=service, subject=reference,
                              details={"key": key.designation, "key_fingerprint": key.fingerprint,
+                                      "key_public_key": key.public_key_sha256,
                                       "backups": [b.fingerprint for b in backups],
+                                      "backup_public_keys": sorted(
+                                          b.public_key_sha256 for b in backups),
                                       "closes_at": closes_at, **details})
-            return self._consultation(c, new_id)
+            return load_consultation(c, new_id)
         return self.db.transaction(run)
 
     def close_consultation(self, service: str, reference: str) -> Consultation:
@@ -269,7 +353,7 @@ class Registry:
                       .values(status="closed", closed_at=now_text()))
             audit_log.append(c, "consultation-close", service=service, subject=reference,
                              details={"key": found.key.designation})
-            return self._consultation(c, found.id)
+            return load_consultation(c, found.id)
         return self.db.transaction(run)
 
     def consultation(self, service: str, reference: str) -> Consultation:
@@ -281,13 +365,13 @@ class Registry:
             query = sa.select(cs.c.id).where(cs.c.service_id == self._service_id(c, service))
             if status:
                 query = query.where(cs.c.status == status)
-            return [self._consultation(c, r[0]) for r in c.execute(query.order_by(cs.c.id))]
+            return [load_consultation(c, r[0]) for r in c.execute(query.order_by(cs.c.id))]
         return self.db.transaction(run, write=service == DEFAULT_SERVICE)
 
     def all_open_consultations(self) -> list[Consultation]:
         def run(c: Connection) -> list[Consultation]:
             query = sa.select(cs.c.id).where(cs.c.status == "open").order_by(cs.c.id)
-            return [self._consultation(c, r[0]) for r in c.execute(query)]
+            return [load_consultation(c, r[0]) for r in c.execute(query)]
         return self.db.transaction(run, write=False)
 
     def _find_consultation(self, c: Connection, service: str, reference: str) -> Consultation:
@@ -297,18 +381,7 @@ class Registry:
         if found is None:
             raise ConsultationNotFound(
                 f"unknown consultation {reference!r} in service {service!r}")
-        return self._consultation(c, int(found))
-
-    def _consultation(self, c: Connection, cid: int) -> Consultation:
-        row = c.execute(sa.select(cs, sv.c.name.label("service_name"))
-                        .join(sv, sv.c.id == cs.c.service_id).where(cs.c.id == cid)).one()
-        backup_ids = [r[0] for r in c.execute(
-            sa.select(cb.c.key_id).where(cb.c.consultation_id == cid).order_by(cb.c.key_id))]
-        return Consultation(
-            id=row.id, service=row.service_name, reference=row.reference, title=row.title,
-            closes_at=row.closes_at, status=row.status, key=self._key_by_id(c, row.key_id),
-            backups=tuple(self._key_by_id(c, k) for k in backup_ids),
-            created_at=row.created_at, created_by=row.created_by, closed_at=row.closed_at)
+        return load_consultation(c, int(found))
 
     # -- audit --------------------------------------------------------------------
     def record_event(self, event: str, *, service: str | None = None,
@@ -324,4 +397,18 @@ class Registry:
             lambda c: audit_log.rows(c, limit=limit, event=event, service=service), write=False)
 
     def verify_audit(self) -> audit_log.Verdict:
-        return self.db.transaction(audit_log.verify, write=False)
+        """The chain, then every consultation against its pins and its creation's row."""
+        def run(c: Connection) -> audit_log.Verdict:
+            verdict = audit_log.verify(c)
+            problems, named = [], []
+            for cid in c.execute(sa.select(cs.c.id).order_by(cs.c.id)).scalars():
+                found = load_consultation(c, cid)
+                name = f"{found.reference!r} (service {found.service!r})"
+                for problem in binding_problems(found):
+                    problems.append(f"consultation {name}: {problem}")
+                    if name not in named:
+                        named.append(name)
+            return dataclasses.replace(verdict, ok=verdict.ok and not problems,
+                                       problems=verdict.problems + tuple(problems),
+                                       consultations=tuple(named))
+        return self.db.transaction(run, write=False)

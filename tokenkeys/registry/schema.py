@@ -2,8 +2,9 @@
 
 Times are ISO-8601 UTC strings ("2026-12-01T10:00:00Z"): they sort as text and hash
 the same way in both backends. Rows are never removed; keys get `deleted_at`.
-The migrations in registry/migrations create exactly these tables, plus the triggers
-that refuse to change a consultation's binding (see 0001_initial).
+The migrations in registry/migrations create exactly these tables (a test compares
+them), plus the triggers that refuse to change a consultation's binding, its pins
+and its recorded backups (0001_initial, 0002_locations_pins).
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ services = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
 )
 
+# A key row is one key pair (its public key) and its designation in a service. Where
+# it lives is in key_locations; its current certificate is one attribute, absent while
+# the key awaits one (a card key generated under its designation).
 keys = sa.Table(
     "keys", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("service_id", sa.Integer, sa.ForeignKey("services.id"), nullable=False),
     sa.Column("designation", sa.String(200), nullable=False),
     sa.Column("cn", sa.String(400)),
-    sa.Column("token_uri", sa.String(1000), nullable=False),
-    sa.Column("ckaid", sa.String(200), nullable=False),
-    sa.Column("cert_der", sa.LargeBinary, nullable=False),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("issuer", sa.String(1000), nullable=False),
-    sa.Column("not_before", sa.String(32), nullable=False),
-    sa.Column("not_after", sa.String(32), nullable=False),
+    sa.Column("public_key_sha256", sa.String(64), nullable=False),
+    sa.Column("cert_der", sa.LargeBinary),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("issuer", sa.String(1000)),
+    sa.Column("not_before", sa.String(32)),
+    sa.Column("not_after", sa.String(32)),
     sa.Column("algorithm", sa.String(40), nullable=False),
     sa.Column("backup", sa.Boolean, nullable=False, default=False),
     sa.Column("shareable", sa.Boolean, nullable=False, default=False),
@@ -46,6 +49,24 @@ keys = sa.Table(
              sqlite_where=sa.text("deleted_at IS NULL"),
              postgresql_where=sa.text("deleted_at IS NULL")),
     sa.Index("keys_fingerprint", "fingerprint"),
+    sa.Index("keys_public_key", "public_key_sha256"),
+)
+
+# Where a key pair lives: a token and the object's CKA_ID. A copy deleted from one
+# token loses that location only; the key row is deleted with its last location.
+key_locations = sa.Table(
+    "key_locations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("keys.id"), nullable=False),
+    sa.Column("token_uri", sa.String(1000), nullable=False),
+    sa.Column("ckaid", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("deleted_at", sa.String(32)),
+    sa.Index("key_locations_live", "key_id", "token_uri", "ckaid", unique=True,
+             sqlite_where=sa.text("deleted_at IS NULL"),
+             postgresql_where=sa.text("deleted_at IS NULL")),
+    sa.Index("key_locations_token", "token_uri"),
 )
 
 consultations = sa.Table(
@@ -60,6 +81,10 @@ consultations = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("closed_at", sa.String(32)),
+    # Pinned at creation, never changed: the bound key's public key (SHA-256 of its
+    # SubjectPublicKeyInfo) and how many backup keys were recorded.
+    sa.Column("key_public_key_sha256", sa.String(64), nullable=False),
+    sa.Column("backup_count", sa.Integer, nullable=False),
     sa.UniqueConstraint("service_id", "reference", name="consultations_reference"),
     sa.CheckConstraint("status IN ('open', 'closed')", name="consultations_status"),
 )
@@ -70,6 +95,7 @@ consultation_backups = sa.Table(
     sa.Column("consultation_id", sa.Integer, sa.ForeignKey("consultations.id"),
               primary_key=True),
     sa.Column("key_id", sa.Integer, sa.ForeignKey("keys.id"), primary_key=True),
+    sa.Column("public_key_sha256", sa.String(64), nullable=False),  # pinned at creation
 )
 
 audit = sa.Table(
@@ -84,6 +110,8 @@ audit = sa.Table(
     sa.Column("details", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # A consultation's creation row is looked up at every use.
+    sa.Index("audit_event_subject", "event", "subject"),
 )
 
 # One row: the last seq and hash. Appends lock it, so they are serialised everywhere,

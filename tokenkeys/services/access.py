@@ -7,8 +7,9 @@ from typing import Any
 
 from cryptography import x509
 
+from tokenkeys import keyalg
 from tokenkeys.config import Config
-from tokenkeys.registry import AuditRow, KeyRow, Registry, fingerprint
+from tokenkeys.registry import AuditRow, KeyRow, Registry
 
 
 def open_registry(config: Config) -> Registry:
@@ -32,6 +33,7 @@ def record_event(config: Config, event: str, *, service: str | None = None,
 
 
 def keys_for_certificate(config: Config, certificate: x509.Certificate) -> list[KeyRow]:
-    """Registry rows (any service, deleted ones too) whose certificate is this one."""
+    """Registry rows (any service, deleted ones too) of the key pair this certificate is
+    for, whichever certificate they hold now."""
     with open_registry(config) as registry:
-        return registry.keys_by_fingerprint(fingerprint(certificate))
+        return registry.keys_by_public_key(keyalg.public_key_sha256(certificate.public_key()))

@@ -22,10 +22,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.envelope import recipient_ids
-from tokenkeys.errors import PolicyRefused, UsageError
+from tokenkeys.errors import BindingMismatch, PolicyRefused, UsageError
 from tokenkeys.files import write_atomic
 from tokenkeys.registry import Consultation, KeyRow, Registry
 from tokenkeys.registry.audit import now_text
+from tokenkeys.registry.bindings import binding_problems
 from tokenkeys.services.kinds import choose_key_transport
 
 NO_BACKUP_WARNING = ("no valid backup key in this service: bids of this consultation will "
@@ -65,10 +66,13 @@ def create(registry: Registry, service: str, reference: str, key: str, *,
     warnings: list[str] = []
 
     def check(bound: KeyRow, backups: Sequence[KeyRow]) -> None:
+        if bound.awaiting_certificate:
+            raise PolicyRefused(f"key {bound.designation!r} is awaiting its certificate: "
+                                "import it first (`tokenkeys key import-cert`)")
         if bound.expired(now):
             raise PolicyRefused(f"key {bound.designation!r} expired on {bound.not_after}: an "
                                 "expired key cannot be bound (renew it: `tokenkeys key renew`)")
-        if closes_at is not None and bound.not_after < closes_at:
+        if closes_at is not None and (bound.not_after or "") < closes_at:
             raise PolicyRefused(
                 f"key {bound.designation!r} expires on {bound.not_after}, before the closing "
                 f"date {closes_at}: bids could not be opened after it; renew the key first")
@@ -89,9 +93,30 @@ def create(registry: Registry, service: str, reference: str, key: str, *,
     return Created(made, tuple(dict.fromkeys(warnings)))
 
 
+def load_for_use(registry: Registry, service: str, reference: str) -> Consultation:
+    """The consultation, refused unless its record agrees with the public keys pinned at
+    its creation and with its creation's audit row: every path that serves or uses its
+    certificates (recipients, seal, open) goes through here."""
+    found = registry.consultation(service, reference)
+    problems = binding_problems(found)
+    if problems:
+        raise BindingMismatch(
+            f"consultation {reference!r} (service {service!r}) cannot be used: "
+            f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
+                                else "")
+            + "; the registry was changed outside tokenkeys: run `tokenkeys audit verify`")
+    return found
+
+
+def problems(consultation: Consultation) -> list[str]:
+    """Why the consultation cannot be used (empty: it can); for `show` and `doctor`."""
+    return binding_problems(consultation)
+
+
 def certificates(consultation: Consultation) -> list[x509.Certificate]:
-    """The bound key's certificate, then the recorded backups'."""
-    return [k.certificate for k in consultation.recipients]
+    """The bound key's certificate, then the recorded backups' (checked by load_for_use)."""
+    found = [k.certificate for k in consultation.recipients]
+    return [c for c in found if c is not None]
 
 
 def write_bundle(consultation: Consultation, path: Path, *, force: bool) -> None:

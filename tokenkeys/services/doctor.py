@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from tokenkeys import keyalg
 from tokenkeys.drivers import Token
 from tokenkeys.errors import ModuleNotFound, TokenKeysError, TokenNotFound
-from tokenkeys.registry import KeyRow, Registry, fingerprint
+from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.services.login import login, pin_origin
 from tokenkeys.types import PinSource
@@ -59,8 +60,13 @@ def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
     report = Report()
     now = now_text()
     soon = now_text(datetime.now(UTC) + timedelta(days=days))
+    for problem in registry.verify_audit().problems:
+        if problem.startswith("consultation "):  # a broken chain is `audit verify`'s to say
+            report.problems.append(problem)
     for c in registry.all_open_consultations():
         k = c.key
+        if k.not_after is None:
+            continue  # no certificate: a binding problem, reported above
         if k.not_after <= now:
             report.problems.append(f"consultation {c.reference!r} (service {c.service!r}): "
                                    f"its key {k.designation!r} expired on {k.not_after}")
@@ -75,15 +81,16 @@ def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
         had = [k for k in live if k.service == service and k.backup]
         report.problems.append(f"service {service!r}: all its backup keys have expired" if had
                                else f"service {service!r} has no backup key")
-    by_token: dict[str, list[KeyRow]] = {}
+    by_token: dict[str, list[tuple[KeyRow, str]]] = {}
     for k in live:
-        by_token.setdefault(k.token_uri, []).append(k)
-    for uri, rows in sorted(by_token.items()):
-        _check_token(uri, rows, registry, open_token, report, logins or Logins())
+        for loc in k.locations:
+            by_token.setdefault(loc.token_uri, []).append((k, loc.ckaid))
+    for uri, located in sorted(by_token.items()):
+        _check_token(uri, located, registry, open_token, report, logins or Logins())
     return report
 
 
-def _check_token(uri: str, rows: list[KeyRow], registry: Registry,
+def _check_token(uri: str, rows: list[tuple[KeyRow, str]], registry: Registry,
                  open_token: Callable[[str], Token], report: Report, logins: Logins) -> None:
     try:
         token = open_token(uri)
@@ -99,17 +106,16 @@ def _check_token(uri: str, rows: list[KeyRow], registry: Registry,
             return
         on_token = token.list_keys()
     ids = {k.id.hex() for k in on_token}
-    for row in rows:
-        if row.ckaid not in ids:
+    for row, ckaid in rows:
+        if ckaid not in ids:
             report.problems.append(f"key {row.designation!r} (service {row.service!r}) is in "
                                    f"the registry but missing from its token {uri}")
-    known = {r.ckaid for r in rows}
+    known = {ckaid for _, ckaid in rows}
     for key in on_token:
         if key.id.hex() in known:
             continue
-        if key.certificate is not None and any(
-                r.deleted_at is None
-                for r in registry.keys_by_fingerprint(fingerprint(key.certificate))):
+        if any(r.deleted_at is None for r in registry.keys_by_public_key(
+                keyalg.public_key_sha256(key.public_key))):
             continue
         report.problems.append(f"key {key.label!r} on token {uri} is not in the registry "
                                "(`tokenkeys key adopt` references it)")

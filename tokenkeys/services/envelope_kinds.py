@@ -48,9 +48,10 @@ def explain(message: str, offered: Iterable[str]) -> str:
 def known_kinds(registry: Registry, cert: x509.Certificate) -> tuple[str, ...] | None:
     """The kinds the registry records for the key of `cert` (on every device holding
     it), or None when it does not know the key."""
-    from tokenkeys.registry import fingerprint
+    from tokenkeys import keyalg
 
-    rows = [r for r in registry.keys_by_fingerprint(fingerprint(cert)) if r.deleted_at is None]
+    rows = [r for r in registry.keys_by_public_key(keyalg.public_key_sha256(cert.public_key()))
+            if r.deleted_at is None]
     if not rows:
         return None
     # The same key on several devices (a copy on a card): what every one opens.

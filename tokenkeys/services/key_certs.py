@@ -106,23 +106,40 @@ def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-def check_certificate(key: KeyHandle, cert: x509.Certificate,
-                      chain: Sequence[x509.Certificate], now: datetime | None = None,
-                      ) -> list[x509.Certificate]:
-    """Raise CertificateRefused unless `cert` fits `key`; return the chain to keep
-    (the leaf removed if the bundle repeats it), nearest issuer first."""
-    if not keyalg.same_key(cert.public_key(), key.public_key):
+def check_arriving(cert: x509.Certificate, public_key: object, label: str, *,
+                   allow_any_usage: bool = False, now: datetime | None = None) -> None:
+    """The one check of a certificate that arrives for a key, whatever the path (`key
+    import-cert`, `share import`): it is for this key, not RSA-PSS (signatures only),
+    valid now, and its keyUsage allows encryption unless `allow_any_usage`."""
+    if not keyalg.same_key(cert.public_key(), public_key):
         raise CertificateRefused(
-            f"the certificate ({_subject(cert)}) is for another key, not for {key.label!r}: "
+            f"the certificate ({_subject(cert)}) is for another key, not for {label!r}: "
             "nothing was changed")
+    if cert.public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS:
+        raise CertificateRefused("the certificate is for an RSA-PSS key, which is for "
+                                 "signatures only: nothing was changed")
     now = now or datetime.now(UTC)
     if now > cert.not_valid_after_utc:
         raise CertificateRefused(
             f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}: nothing was changed")
-    need = forbidden_encryption_usage(cert, key.public_key)
-    if need is not None:
+    if now < cert.not_valid_before_utc:
         raise CertificateRefused(
-            f"the certificate's key usage forbids encryption (no {need}): nothing was changed")
+            f"the certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d}: "
+            "nothing was changed")
+    need = forbidden_encryption_usage(cert, public_key)
+    if need is not None and not allow_any_usage:
+        raise CertificateRefused(
+            f"the certificate's key usage forbids encryption (no {need}): nothing was changed; "
+            "--allow-any-usage overrides")
+
+
+def check_certificate(key: KeyHandle, cert: x509.Certificate,
+                      chain: Sequence[x509.Certificate], now: datetime | None = None, *,
+                      allow_any_usage: bool = False) -> list[x509.Certificate]:
+    """Raise CertificateRefused unless `cert` fits `key` (check_arriving) and the chain
+    links; return the chain to keep (the leaf removed if the bundle repeats it), nearest
+    issuer first."""
+    check_arriving(cert, key.public_key, key.label, allow_any_usage=allow_any_usage, now=now)
     rest = [c for c in chain if c != cert]
     below = cert
     for issuer in rest:
@@ -146,11 +163,12 @@ class Imported:
 
 
 def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
-                       chain: Sequence[x509.Certificate], chains_dir: Path) -> Imported:
+                       chain: Sequence[x509.Certificate], chains_dir: Path, *,
+                       allow_any_usage: bool = False) -> Imported:
     """Check, then store `cert` with the key's CKA_ID and label (replacing the one it had)
     and keep `chain` on the device where it can hold it, else in `chains_dir`.
     Requires login (the SO PIN too on some cards)."""
-    rest = check_certificate(key, cert, chain)
+    rest = check_certificate(key, cert, chain, allow_any_usage=allow_any_usage)
     replaced = key.certificate is not None
     store = require(token, CertificateStore, "storing certificates")
     if not rest:

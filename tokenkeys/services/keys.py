@@ -8,7 +8,9 @@ change, so neither holds a key the other does not know about.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -25,7 +27,8 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
-from tokenkeys.registry import KeyFacts, KeyRow, Registry, fingerprint
+from tokenkeys.registry import KeyFacts, KeyRow, Registry
+from tokenkeys.registry.repo import Removal
 from tokenkeys.services.kinds import envelope_kinds
 from tokenkeys.types import Algorithm
 
@@ -33,12 +36,12 @@ DATED_SUFFIX = re.compile(r"-\d{8}(-\d+)?$")
 
 
 def facts_for(token: Token, key: KeyHandle, *, backup: bool = False,
-              replaces_id: int | None = None) -> KeyFacts:
-    if key.certificate is None:
-        raise KeyNotFound(f"key {key.label!r} has no certificate on the token")
+              replaces_id: int | None = None, designation: str | None = None) -> KeyFacts:
+    """What the registry records of `key` on `token` (certificate None: it awaits one)."""
     return KeyFacts(
-        designation=key.label, token_uri=token.uri, ckaid=key.id.hex(),
-        certificate=key.certificate, algorithm=key.algorithm_name,
+        designation=designation or key.label, token_uri=token.uri, ckaid=key.id.hex(),
+        public_key=key.public_key, certificate=key.certificate,
+        algorithm=key.algorithm_name,
         envelope_kinds=envelope_kinds(key.key_type, token.mechanisms()),
         backup=backup, shareable=key.extractable, replaces_id=replaces_id)
 
@@ -54,36 +57,82 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
 
 
 def record_generated(registry: Registry, service: str, token: Token, record_id: str, *,
-                     backup: bool) -> KeyRow:
-    """Record a key `manager.generate_key` just made; on refusal, destroy it again."""
+                     name: str, backup: bool) -> KeyRow:
+    """Record a key `manager.generate_key` just made, under its designation `name` even
+    where the device keeps no label (a card: it awaits its certificate); on refusal,
+    destroy it again."""
     key = token.find_key(key_id=bytes.fromhex(record_id))
     try:
-        return registry.add_key(service, facts_for(token, key, backup=backup), "generate")
+        return registry.add_key(service, facts_for(token, key, backup=backup, designation=name),
+                                "generate")
     except BaseException:
         with contextlib.suppress(TokenKeysError):
             token.delete(key)
         raise
 
 
-def is_recorded(registry: Registry, service: str, designation: str) -> bool:
-    """Whether the service records `designation`. Raises when the registry cannot be
-    reached or the service is unknown: `key import-cert` asks this before the device
-    changes."""
-    try:
-        registry.key(service, designation)
-    except KeyNotFound:
-        return False
-    return True
+def recorded(registry: Registry, key: KeyHandle) -> list[KeyRow]:
+    """The live registry rows of the key pair, in every service. Raises when the registry
+    cannot be reached: `key import-cert` asks this before the device changes."""
+    return [r for r in registry.keys_by_public_key(keyalg.public_key_sha256(key.public_key))
+            if r.deleted_at is None]
 
 
 def record_certified(registry: Registry, service: str, token: Token,
-                     key: KeyHandle, *, backup: bool = False) -> KeyRow | None:
-    """After `key import-cert`: record a key the service does not know yet (one that
-    awaited its certificate), as `key adopt` would. A known designation is left as is."""
-    if is_recorded(registry, service, key.label):
-        return None
-    return registry.add_key(service, facts_for(token, key, backup=backup), "adopt",
-                            {"via": "import-cert"})
+                     key: KeyHandle, *, backup: bool = False) -> list[KeyRow]:
+    """After `key import-cert`: the certificate becomes the key pair's current one in
+    every row that records it; a key pair the registry does not know yet is recorded
+    in the service, as `key adopt` would."""
+    assert key.certificate is not None
+    if recorded(registry, key):
+        return registry.set_certificate(keyalg.public_key_sha256(key.public_key),
+                                        key.certificate, "certificate", {"via": "import-cert"})
+    return [registry.add_key(service, facts_for(token, key, backup=backup), "adopt",
+                             {"via": "import-cert"})]
+
+
+def listed(registry: Registry, token: Token,
+           inventory: list[tuple[KeyHandle, manager.KeyRecord]]
+           ) -> tuple[list[manager.KeyRecord], list[list[KeyRow]]]:
+    """`key list`: each key on the token with the live registry rows of its key pair (any
+    service). A key whose device keeps no label shows the designation the registry
+    records for it on this token."""
+    records, rows = [], []
+    for key, record in inventory:
+        found = recorded(registry, key)
+        here = [r for r in found if any(loc.ckaid == record.id for loc in r.located_on(
+            token.uri))]
+        if here and record.designation not in {r.designation for r in found}:
+            record = dataclasses.replace(record, designation=here[0].designation)
+        records.append(record)
+        rows.append(found)
+    return records, rows
+
+
+def resolve(token: Token, name_or_uri: str, *, service: str,
+            registry: Callable[[], Registry]) -> KeyHandle:
+    """A key by its label, its URI, or its designation in the registry: a key on a
+    device that keeps no label (an OpenPGP card) is found by the location and public
+    key the registry recorded for it on this token. The registry is opened only then."""
+    try:
+        return manager.resolve_key(token, name_or_uri)
+    except KeyNotFound as missing:
+        if manager.key_token_uri(name_or_uri) is not None:
+            raise
+        with registry() as reg:
+            try:
+                row = reg.key(service, name_or_uri)
+            except KeyNotFound:
+                raise missing from None
+        for loc in row.located_on(token.uri):
+            try:
+                handle = token.find_key(key_id=bytes.fromhex(loc.ckaid))
+            except KeyNotFound:
+                continue
+            if keyalg.public_key_sha256(handle.public_key) == row.public_key_sha256:
+                return handle
+        raise KeyNotFound(f"key {name_or_uri!r} of service {service!r} is not on this token "
+                          f"({token.uri})") from None
 
 
 def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
@@ -148,10 +197,11 @@ def renew(registry: Registry, service: str, token: Token, old: KeyRow, *,
     """A new key pair and certificate on the token; the old key stays, linked to it."""
     new_name = name or renewal_name(old.designation, registry, service, datetime.now(UTC))
     check_free(registry, service, new_name)
-    if days is None:
+    if days is None and old.not_before is not None and old.not_after is not None:
         span = (datetime.fromisoformat(old.not_after.replace("Z", "+00:00"))
                 - datetime.fromisoformat(old.not_before.replace("Z", "+00:00")))
         days = max(1, round(span.total_seconds() / 86400))
+    days = days or 365
     alg = algorithm or Algorithm.parse(old.algorithm)
     cn = new_name if old.cn in (None, old.designation) else old.cn
     record = manager.generate_key(token, new_name, cn=cn, algorithm=alg, days=days,
@@ -167,35 +217,36 @@ def renew(registry: Registry, service: str, token: Token, old: KeyRow, *,
         raise
 
 
-def deletion_guard(row: KeyRow) -> None:
-    if row.open_consultations:
-        refs = ", ".join(row.open_consultations)
-        raise PolicyRefused(
-            f"key {row.designation!r} is bound to consultations not yet closed ({refs}), as "
-            "their key or a recorded backup key: their bids can only be opened with it. "
-            "Close them first")
+def _deletion_guard(label: str, unregistered: bool) -> Callable[[Removal], None]:
+    def guard(removal: Removal) -> None:
+        if not removal.known and not unregistered:
+            raise PolicyRefused(
+                f"key {label!r} is not in the registry, which therefore cannot vouch that no "
+                "consultation needs it (is TOKENKEYS_REGISTRY the entity's registry?); give "
+                "--unregistered to delete it anyway")
+        if removal.bound_to and not removal.remaining:
+            refs = ", ".join(removal.bound_to)
+            raise PolicyRefused(
+                f"key {label!r} is bound to consultations not yet closed ({refs}), as "
+                "their key or a recorded backup key, and this is its last copy: their bids "
+                "can only be opened with it. Close them first")
+    return guard
 
 
-def delete(registry: Registry, service: str, token: Token, key: KeyHandle) -> list[KeyRow]:
-    """Delete a key from the token unless an open consultation needs it; rows are kept."""
-    rows: list[KeyRow] = []
-    if key.certificate is not None:
-        rows = [r for r in registry.keys_by_fingerprint(fingerprint(key.certificate))
-                if r.deleted_at is None]
-    if not rows:
-        with contextlib.suppress(KeyNotFound):
-            rows = [registry.key(service, key.label)]
-    for row in rows:
-        deletion_guard(row)
-    marked = registry.mark_deleted([(r.service, r.designation) for r in rows],
-                                   deletion_guard)
+def delete(registry: Registry, token: Token, key: KeyHandle, *,
+           unregistered: bool = False) -> Removal:
+    """Delete one copy of a key pair from the token unless an open consultation needs it.
+
+    Its bindings are found by its public key, in every service; another recorded
+    copy (a share) keeps them safe. The registry forgets this location first and
+    takes it back if the token refuses; rows are kept, marked deleted with their last
+    location. A key the registry never knew needs `unregistered`."""
+    removal = registry.remove_location(
+        keyalg.public_key_sha256(key.public_key), token.uri, key.id.hex(),
+        _deletion_guard(key.label, unregistered), subject=key.label)
     try:
         manager.delete_key(token, key)
     except BaseException as exc:
-        if marked:
-            registry.unmark_deleted(marked, type(exc).__name__)
+        registry.restore_location(removal, type(exc).__name__)
         raise
-    if not marked:
-        registry.record_event("delete", service=service, subject=key.label, details={
-            "token": token.uri, "ckaid": key.id.hex(), "registered": False})
-    return marked
+    return removal

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,7 +50,11 @@ from tokenkeys.errors import (
 )
 from tokenkeys.manager import KeyRecord, describe, resolve_key
 from tokenkeys.services import share_pkcs12 as p12
+from tokenkeys.services.key_certs import check_arriving
 from tokenkeys.types import Secret
+
+if TYPE_CHECKING:
+    from tokenkeys.registry import Registry
 
 log = logging.getLogger("tokenkeys.share")
 PASSPHRASE_ENV = "TOKENKEYS_PASSPHRASE"
@@ -91,6 +96,29 @@ def record_share_event(audit: AuditHook | None, event: ShareEvent) -> None:
     log.info("%s %s %s", event.event, event.key.label, event.details)
     if audit is not None:
         audit(event)
+
+
+def registry_recorder(open_registry: Callable[[], Registry], service: str) -> AuditHook:
+    """Share export, import and copy are recorded in the registry, in `service`: an import
+    or copy records the new copy (a location of the key row of that designation, or a
+    new row under a new designation, with its audit row); an export appends an audit
+    row. Called before the result is committed: a refused write leaves nothing."""
+
+    def record(event: ShareEvent) -> None:
+        from tokenkeys.services.keys import facts_for
+
+        facts = facts_for(event.token, event.key)
+        with open_registry() as reg:
+            if event.event != "share-export":
+                reg.add_key(service, facts, event.event, event.details)
+                return
+            known = [r for r in reg.keys_by_public_key(facts.public_key_sha256)
+                     if r.service == service and r.deleted_at is None]
+            reg.record_event(event.event, service=service,
+                             subject=known[0].designation if known else event.key.label,
+                             details={**event.details, "token": event.token.uri})
+
+    return record
 
 
 @dataclass(frozen=True)
@@ -215,7 +243,8 @@ def _undo_on_failure(token: Token, key: KeyHandle) -> Iterator[None]:
 
 
 def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, name: str,
-                  shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
+                  shareable: bool = False, allow_any_usage: bool = False,
+                  audit: AuditHook | None = None) -> ShareResult:
     """Put the key, certificate and chain of a PKCS#12 file onto the token.
 
     Non-extractable unless `shareable`. Verified with a test decryption; on any
@@ -229,6 +258,9 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     contents = p12.parse(data, passphrase(), str(path))
+    # The same checks as `key import-cert`, before anything reaches the token.
+    check_arriving(contents.certificate, contents.key.public_key(), name,
+                   allow_any_usage=allow_any_usage)
     _refuse_present(token, name, contents.key.public_key(), token.uri)
     pkcs8 = bytearray(contents.key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,

@@ -41,7 +41,7 @@ def test_database_refuses_insert_update_delete_of_recorded_backups(
         "UPDATE consultations SET backup_count = 2 WHERE reference = 'AO-1'",
         f"UPDATE keys SET public_key_sha256 = '{pin}' WHERE designation = 'K'",
     ):
-        with pytest.raises(Exception, match="never changed|keeps its key pair"):
+        with pytest.raises(Exception, match=r"never changed|keeps its key pair"):
             raw_sql(statement)
     assert raw_sql("SELECT count(*) FROM consultation_backups")[0][0] in (1, "1")
 

@@ -101,7 +101,8 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
         if len(opened) == 4:  # another process deletes the key, as an officer might
             done = subprocess.run(
                 [sys.executable, "-m", "tokenkeys", "key", "delete", "bid", "--yes",
-                 "--unregistered", "--token", uri], env=cli_env, capture_output=True, text=True, timeout=60)
+                 "--unregistered", "--token", uri], env=cli_env, capture_output=True,
+                text=True, timeout=60)
             assert done.returncode == 0, done.stderr
         opened.append(src.name)
         return real_open(src, dst, identities)

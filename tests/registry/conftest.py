@@ -27,5 +27,5 @@ def soft_facts(name: str, *, days: int = 365, backup: bool = False,
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256()))
     return KeyFacts(designation=name, token_uri="soft:/nowhere", ckaid=name.encode().hex(),
-                    public_key=key.public_key(), certificate=cert, algorithm="ec-p256", envelope_kinds=("ecdh",),
-                    backup=backup)
+                    public_key=key.public_key(), certificate=cert, algorithm="ec-p256",
+                    envelope_kinds=("ecdh",), backup=backup)

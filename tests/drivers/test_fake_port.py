@@ -5,6 +5,7 @@ lost session, CKR_DEVICE_ERROR). Everything above the port is the real code."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,14 +16,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tests.drivers.fakeport import FakeDevice, FakePort
 from tokenkeys import batch, keyalg, manager
+from tokenkeys.cli import main as cli_main
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.drivers.oaep import DecryptFailed
 from tokenkeys.drivers.p11 import ck, discovery
+from tokenkeys.drivers.p11.ckr import CKR
+from tokenkeys.drivers.p11.profiles import GENERIC, OPENPGP, profile_for
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope import SealOptions, open_envelope, seal
 from tokenkeys.errors import (
     DeviceError,
+    EnvelopeIntegrity,
     KeyExists,
     KeyNotFound,
     PinIncorrect,
@@ -181,6 +186,7 @@ def rsa_key(token: P11Token) -> object:
     ("CKR_DEVICE_REMOVED", TokenNotFound),
     ("CKR_SESSION_HANDLE_INVALID", TokenNotFound),
     ("CKR_DEVICE_ERROR", DeviceError),
+    ("CKR_GENERAL_ERROR", DeviceError),  # bad padding on SoftHSM2 only (its profile)
     ("CKR_KEY_HANDLE_INVALID", KeyNotFound),
     ("CKR_USER_NOT_LOGGED_IN", PinMissing),
 ])
@@ -205,6 +211,44 @@ def test_bad_padding_is_the_uniform_failure(rsa_key: object) -> None:
     # (OpenSSL's implicit rejection makes this fake's v1.5 never fail: a short one does.)
     with pytest.raises(DecryptFailed):
         rsa_key.decrypt(b"short", padding.PKCS1v15())  # type: ignore[attr-defined]
+
+
+def test_general_error_is_a_padding_answer_on_softhsm2_only() -> None:
+    general = CKR["CKR_GENERAL_ERROR"]
+    assert profile_for("SoftHSM project", "SoftHSM v2").is_padding_outcome(general)
+    for row in (GENERIC, OPENPGP):
+        assert not row.is_padding_outcome(general)
+        assert row.is_padding_outcome(CKR["CKR_ENCRYPTED_DATA_INVALID"])
+
+
+@pytest.mark.parametrize("softhsm2", [False, True])
+def test_general_error_in_v15_follows_the_profile(device: FakeDevice, tmp_path: Path,
+                                                  softhsm2: bool) -> None:
+    if softhsm2:
+        device.manufacturer, device.model = "SoftHSM project", "SoftHSM v2"
+    with _token(device) as tok:
+        tok.login(given_pin(PIN))
+        manager.generate_key(tok, "rsa", algorithm=Algorithm.RSA2048)
+        key = tok.find_key(label="rsa")
+        assert key.certificate is not None
+        env = tmp_path / "bid.p7m"
+        seal(io.BytesIO(b"bid" * 10), env, [key.certificate],
+             SealOptions(key_transport="pkcs1v15"))
+        ct = key.public_key.encrypt(b"k" * 32, padding.PKCS1v15())  # type: ignore[union-attr]
+        device.failures["decrypt"] = ("CKR_GENERAL_ERROR", 0)
+        if softhsm2:
+            # SoftHSM2's answer to a bad block: hidden by the v1.5 countermeasure.
+            with pytest.raises(DecryptFailed):
+                key.decrypt(ct, padding.PKCS1v15())
+            with pytest.raises(EnvelopeIntegrity, match="integrity"):
+                open_envelope(env, tmp_path / "bid", [key])
+        else:
+            with pytest.raises(DeviceError, match="CKR_GENERAL_ERROR") as caught:
+                key.decrypt(ct, padding.PKCS1v15())
+            assert not isinstance(caught.value, EnvelopeIntegrity)
+            with pytest.raises(DeviceError, match="CKR_GENERAL_ERROR"):
+                open_envelope(env, tmp_path / "bid", [key])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bid.p7m"]
 
 
 def test_unusable_objects_are_listed_and_skipped(token: P11Token, device: FakeDevice) -> None:
@@ -275,6 +319,32 @@ def test_card_pulled_out_after_8_of_50(fake_uri: str, device: FakeDevice, tmp_pa
     assert "8 of 50 envelope(s) done, 42 left" in str(caught.value)
     for path in opened:
         assert path.read_bytes() == f"bid {int(path.name[4:])}".encode()
+
+
+def test_general_error_stops_an_open_batch_as_a_device_error(
+        fake_uri: str, device: FakeDevice, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not SoftHSM2: CKR_GENERAL_ERROR is the device failing, not 47 damaged bids."""
+    with open_token(fake_uri, Config()) as tok:
+        tok.login(given_pin(PIN))
+        manager.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
+        cert = tok.find_key(label="bid").certificate
+    assert cert is not None
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(50):
+        seal(io.BytesIO(f"bid {i}".encode()), inputs / f"bid-{i:02d}.p7m", [cert],
+             SealOptions(key_transport="pkcs1v15"))
+    device.failures["decrypt"] = ("CKR_GENERAL_ERROR", 3)
+    monkeypatch.setenv("TOKENKEYS_PIN", PIN.reveal())
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    out = tmp_path / "out"
+    code = cli_main.main(["--json", "open", str(inputs), "-o", str(out), "--token", fake_uri])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == DeviceError.exit_code == 3
+    assert error["type"] == "DeviceError" and "CKR_GENERAL_ERROR" in error["message"]
+    assert "3 of 50 envelope(s) done, 47 left" in error["message"]
+    assert sorted(p.name for p in out.iterdir()) == ["bid-00", "bid-01", "bid-02"]
 
 
 def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice) -> None:

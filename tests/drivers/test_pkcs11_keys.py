@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -21,7 +23,8 @@ from tokenkeys.config import Config
 from tokenkeys.drivers.oaep import DecryptFailed
 from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.token import P11Token
-from tokenkeys.errors import KeyExists, KeyNotFound, PinMissing, UsageError
+from tokenkeys.envelope import SealOptions, open_envelope, seal
+from tokenkeys.errors import EnvelopeIntegrity, KeyExists, KeyNotFound, PinMissing, UsageError
 from tokenkeys.types import Algorithm, KeySpec, PinSource
 from tokenkeys.uri import parse_pkcs11
 
@@ -117,6 +120,34 @@ def test_rsa_decrypt_failures_are_uniform(rsa_key_on_token: Any) -> None:
             key.decrypt(bogus, pad)
     with pytest.raises(DecryptFailed):
         key.decrypt(b"short", oaep(hashes.SHA256()))
+    # SoftHSM2 answers a bad v1.5 block with CKR_GENERAL_ERROR: its profile's quirk.
+    assert key._owner.profile.name == "SoftHSM2"
+    good = key.public_key.encrypt(b"k" * 32, padding.PKCS1v15())
+    for block in (bogus, good[:-1] + bytes([good[-1] ^ 1]), b"short"):
+        with pytest.raises(DecryptFailed):
+            key.decrypt(block, padding.PKCS1v15())
+
+
+def test_v15_envelope_with_a_damaged_rsa_block_is_integrity(token: P11Token,
+                                                            tmp_path: Path) -> None:
+    key = token.generate_keypair(KeySpec("v15", Algorithm.RSA2048))
+    token.store_certificate(key, self_signed(key, "Mairie de Test", 30))
+    key = token.find_key(label="v15")
+    assert key.certificate is not None
+    good = tmp_path / "good.p7m"
+    seal(io.BytesIO(b"bid" * 100), good, [key.certificate], SealOptions(key_transport="pkcs1v15"))
+    data = good.read_bytes()
+    ri = cms.ContentInfo.load(data)["content"]["recipient_infos"][0].chosen
+    block = ri["encrypted_key"].native
+    at = data.index(block) + len(block) - 1
+    damaged = tmp_path / "damaged.p7m"
+    damaged.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1:])
+    open_envelope(good, tmp_path / "good", [key])
+    assert (tmp_path / "good").read_bytes() == b"bid" * 100
+    with pytest.raises(EnvelopeIntegrity, match="integrity"):
+        open_envelope(damaged, tmp_path / "damaged", [key])
+    assert key.last_decrypt == ""  # the device refused the block; the countermeasure hid it
+    assert not (tmp_path / "damaged").exists()
 
 
 def test_sign(shared_keys: Any) -> None:

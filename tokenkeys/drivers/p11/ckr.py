@@ -146,11 +146,11 @@ ERRORS: dict[int, tuple[type[TokenKeysError], str]] = {
     _C["CKR_KEY_UNEXTRACTABLE"]: (DeviceError, "the key cannot leave the device"),
 }
 # Answers of a decryption the device performed that speak of the ciphertext only
-# (bad padding, wrong length; SoftHSM2 says CKR_GENERAL_ERROR): the v1.5
-# countermeasure hides these, and nothing else.
+# (bad padding, wrong length), on any device: the v1.5 countermeasure hides these
+# and a profile's padding_codes, nothing else (Profile.is_padding_outcome).
 PADDING_OUTCOME = frozenset(_C[n] for n in (
     "CKR_ENCRYPTED_DATA_INVALID", "CKR_ENCRYPTED_DATA_LEN_RANGE", "CKR_DATA_INVALID",
-    "CKR_DATA_LEN_RANGE", "CKR_GENERAL_ERROR", "CKR_FUNCTION_FAILED", "CKR_ARGUMENTS_BAD",
+    "CKR_DATA_LEN_RANGE", "CKR_FUNCTION_FAILED", "CKR_ARGUMENTS_BAD",
 ))
 # "Not these parameters": the negotiator falls back (raw RSA + software OAEP).
 REFUSALS = frozenset(_C[n] for n in (

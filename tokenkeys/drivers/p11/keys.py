@@ -1,9 +1,9 @@
 """The one PKCS#11 key handle, over the port, for both bindings.
 
-Decrypt failures are sorted once: an answer about the ciphertext (ckr.PADDING_OUTCOME)
-is the uniform DecryptFailed the v1.5 countermeasure hides; a refused mechanism
-makes the negotiator fall back; anything else (removal, lost session, key gone,
-CKR_DEVICE_ERROR) is raised as what it is.
+Decrypt failures are sorted once: an answer about the ciphertext (the token profile's
+is_padding_outcome) is the uniform DecryptFailed the v1.5 countermeasure hides; a
+refused mechanism makes the negotiator fall back; anything else (removal, lost
+session, key gone, CKR_DEVICE_ERROR) is raised as what it is.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Runner
 from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, negotiator_for
 from tokenkeys.drivers.p11 import ck, templates
-from tokenkeys.drivers.p11.ckr import PADDING_OUTCOME, REFUSALS, CkrError, guard, to_error
+from tokenkeys.drivers.p11.ckr import REFUSALS, CkrError, guard, to_error
 from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
 from tokenkeys.drivers.p11.profiles import Profile
 from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
@@ -140,7 +140,7 @@ class P11Key(KeyHandle):
         except CkrError as exc:
             if refusable and exc.code in REFUSALS:
                 raise MechanismRefused() from None
-            if exc.code in PADDING_OUTCOME:
+            if self._owner.profile.is_padding_outcome(exc.code):
                 raise DecryptFailed() from None
             raise to_error(exc.code, f"decrypting with {self.label!r}") from None
         return out

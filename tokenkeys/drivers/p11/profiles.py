@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenkeys.drivers.negotiate import SHA1_ONLY, OaepParams
+from tokenkeys.drivers.p11.ckr import CKR, PADDING_OUTCOME
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Profile:
     # A wrong PIN answered with CKR_USER_NOT_LOGGED_IN (emulated OpenPGP card: 6982).
     wrong_pin_not_logged_in: bool = False
     can_store_chain: bool = True  # extra CKO_CERTIFICATE objects are possible
+    # CKRs beyond ckr.PADDING_OUTCOME this device answers a bad padding with. Only
+    # here: on other devices such a code is a device failure, not a damaged bid.
+    padding_codes: frozenset[int] = frozenset()
+
+    def is_padding_outcome(self, code: int) -> bool:
+        """Does this answer to a decryption the device performed speak of the
+        ciphertext only (so the v1.5 countermeasure may hide it)?"""
+        return code in PADDING_OUTCOME or code in self.padding_codes
 
 
 GENERIC = Profile("generic")
@@ -39,7 +48,11 @@ OPENPGP = Profile(
     can_delete=False, reread_after_keygen=True, wrong_pin_not_logged_in=True,
     can_store_chain=False,  # one cardholder certificate DO (7F21)
 )
-SOFTHSM2 = Profile("SoftHSM2", oaep=SHA1_ONLY)  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
+SOFTHSM2 = Profile(
+    "SoftHSM2", oaep=SHA1_ONLY,  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
+    # 2.6.1 answers every bad RSA block (v1.5 or OAEP, even a short one) this way.
+    padding_codes=frozenset({CKR["CKR_GENERAL_ERROR"]}),
+)
 
 # (manufacturer, model or "" for any model) -> profile.
 PROFILES: dict[tuple[str, str], Profile] = {

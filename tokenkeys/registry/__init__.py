@@ -5,8 +5,15 @@ SQLite by default, PostgreSQL for a registry shared by an entity's workstations.
 
 from tokenkeys.registry.audit import EVENTS, AuditRow, Verdict
 from tokenkeys.registry.location import Location, parse_location, redact
-from tokenkeys.registry.records import Consultation, KeyFacts, KeyRow, ServiceRow, fingerprint
-from tokenkeys.registry.repo import DEFAULT_SERVICE, Registry
+from tokenkeys.registry.records import (
+    Consultation,
+    KeyFacts,
+    KeyLocation,
+    KeyRow,
+    ServiceRow,
+    fingerprint,
+)
+from tokenkeys.registry.repo import DEFAULT_SERVICE, Registry, Removal
 
 __all__ = [
     "DEFAULT_SERVICE",
@@ -14,9 +21,11 @@ __all__ = [
     "AuditRow",
     "Consultation",
     "KeyFacts",
+    "KeyLocation",
     "KeyRow",
     "Location",
     "Registry",
+    "Removal",
     "ServiceRow",
     "Verdict",
     "fingerprint",

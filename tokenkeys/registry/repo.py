@@ -155,6 +155,9 @@ class Registry:
                                 f"service {service!r} of the registry")
             if existing is not None:
                 key_id = existing.id
+                if existing.awaiting_certificate and facts.certificate is not None:
+                    c.execute(ks.update().where(ks.c.id == key_id).values(
+                        **certificate_columns(facts.certificate)))
                 if not any(loc.ckaid == facts.ckaid for loc in existing.located_on(
                         facts.token_uri)):
                     _add_location(c, key_id, facts.token_uri, facts.ckaid)

@@ -10,7 +10,8 @@ from tokenkeys.errors import AuditChainBroken
 
 # tokenkeys.registry.EVENTS, spelled out so `--help` does not import SQLAlchemy (tested).
 EVENT_CHOICES = ("adopt", "consultation-close", "consultation-create", "delete", "generate",
-                 "open", "renew", "service-create", "share-copy", "share-export", "share-import")
+                 "open", "open-start", "renew", "service-create", "share-copy", "share-export",
+                 "share-import")
 
 
 @click.group("registry")

@@ -25,7 +25,7 @@ from tokenkeys.registry.schema import GENESIS, audit, audit_head
 
 EVENTS = frozenset({
     "generate", "adopt", "delete", "renew", "share-export", "share-import", "share-copy",
-    "consultation-create", "consultation-close", "open", "service-create",
+    "consultation-create", "consultation-close", "open-start", "open", "service-create",
 })
 FORBIDDEN_DETAIL_WORDS = ("pin", "passphrase", "password", "plaintext", "secret")
 

@@ -405,7 +405,7 @@ def _collect(results: Iterable[FileResult],
              out: list[FileResult] | None = None) -> list[FileResult]:
     out = [] if out is None else out
     for result in results:
+        out.append(result)  # first: a raising on_result must not see it twice (_late)
         if on_result is not None:
             on_result(result)
-        out.append(result)
     return out

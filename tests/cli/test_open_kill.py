@@ -10,6 +10,10 @@ After each kill, every file in the output directory must be a complete output na
 by that run's "open-start" row. Then every directory is opened again: the rerun
 reports and records the outputs it found, and `audit verify` passes.
 
+Where the kernel offers no O_TMPFILE, the atomic writer's named temp files
+(`.NAME.XXXXXXXX.part`, 0600) survive a SIGKILL: a second test forces that path
+and checks they are hidden, private, and named after an output of the start row.
+
 Short by default (22 kills, ~150 envelopes); TOKENKEYS_STRESS=full for 100 kills.
 """
 
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +50,9 @@ ENVELOPES = 300 if FULL else 150
 KILLS = 100 if FULL else 22
 SEED = 20270514
 POLL = 0.002
+# `python -m tokenkeys`, with the atomic writer's fallback (named temp files) forced.
+NO_TMPFILE = ("import sys; import tokenkeys.envelope.atomic as a; a._O_TMPFILE = 0; "
+              "from tokenkeys.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 pytestmark = pytest.mark.stress
 
@@ -88,10 +96,20 @@ def last_seq(location: str) -> int:
         return max((r.seq for r in reg.audit_rows(limit=1)), default=0)
 
 
-def outputs(out: Path) -> list[Path]:
+def entries(out: Path) -> list[Path]:
     with contextlib.suppress(FileNotFoundError):
         return sorted(out.iterdir())
     return []
+
+
+def outputs(out: Path) -> list[Path]:
+    return [p for p in entries(out) if not p.name.startswith(".")]
+
+
+def temp_target(path: Path) -> str | None:
+    """`.bid.pdf.k3j_x9a1.part` -> `bid.pdf` (AtomicOutput's fallback name)."""
+    match = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}\.part", path.name)
+    return match.group(1) if match else None
 
 
 def descendants(root: int) -> list[int]:
@@ -116,11 +134,11 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start(batch: Batch, out: Path, env: dict[str, str], jobs: int, log: Path
-          ) -> subprocess.Popen[bytes]:
+def start(batch: Batch, out: Path, env: dict[str, str], jobs: int, log: Path,
+          python: tuple[str, ...] = ("-m", "tokenkeys")) -> subprocess.Popen[bytes]:
     with log.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "tokenkeys", "open", str(batch.bids), "-o", str(out),
+            [sys.executable, *python, "open", str(batch.bids), "-o", str(out),
              "--token", batch.uri, "--jobs", str(jobs)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
 
@@ -132,16 +150,21 @@ def wait_for_outputs(proc: subprocess.Popen[bytes], out: Path, count: int) -> No
 
 def check_named(batch: Batch, out: Path, since: int) -> str:
     """Every entry of `out` is a complete output that the killed run's start row
-    names; returns where the kill landed."""
+    names, or a private temp file named after one; returns where the kill landed."""
     rows = rows_after(batch.registry, since)
     starts = [json.loads(r.details) for r in rows if r.event == "open-start"]
     assert len(starts) <= 1, rows
     named = {e["output"] for s in starts for e in s["envelopes"]}
     found = outputs(out)
-    for path in found:
-        assert str(path.resolve()) in named, (path, [r.event for r in rows])
+    for path in entries(out):
         assert path.is_file() and not path.is_symlink(), path
-        assert path.read_bytes() == batch.plain[path.name], f"{path} is not complete"
+        target = temp_target(path) if path.name.startswith(".") else path.name
+        assert target is not None, f"{path} is neither an output nor a temp file"
+        assert os.path.abspath(out / target) in named, (path, [r.event for r in rows])
+        if target == path.name:
+            assert path.read_bytes() == batch.plain[path.name], f"{path} is not complete"
+        else:
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is not private"
     if not starts:
         return "before the start row"
     if any(r.event == "open" for r in rows):
@@ -149,6 +172,24 @@ def check_named(batch: Batch, out: Path, since: int) -> str:
     if not found:
         return "before the first output"
     return "after the last output" if len(found) == ENVELOPES else "between outputs"
+
+
+def rerun_finishes(batch: Batch, tk: TK, out: Path, found: int) -> None:
+    """A rerun opens the rest, reports and records the outputs it found."""
+    since = last_seq(batch.registry)
+    rerun = tk("--json", "open", batch.bids, "-o", out, "--token", batch.uri)
+    assert rerun.code == 0, rerun.err
+    report = rerun.json
+    assert (report["skipped"], report["opened"]) == (found, ENVELOPES - found), out
+    start_row, end_row = rows_after(batch.registry, since)
+    assert (start_row.event, end_row.event) == ("open-start", "open")
+    end = json.loads(end_row.details)
+    assert end["batch"] == json.loads(start_row.details)["batch"]
+    assert end["skipped"] == found and "error" not in end
+    for envelope in end["envelopes"]:  # found already opened: its digest recorded
+        source = (batch.bids / envelope["file"]).read_bytes()
+        assert envelope["sha256"] == hashlib.sha256(source).hexdigest()
+    assert {p.name: p.read_bytes() for p in outputs(out)} == batch.plain
 
 
 def test_sigkill_never_leaves_an_unnamed_output(batch: Batch, tmp_path: Path, tk: TK,
@@ -192,23 +233,29 @@ def test_sigkill_never_leaves_an_unnamed_output(batch: Batch, tmp_path: Path, tk
         landed
     killed = time.monotonic() - began
     for out, found in rounds:
-        since = last_seq(batch.registry)
-        rerun = tk("--json", "open", batch.bids, "-o", out, "--token", batch.uri)
-        assert rerun.code == 0, rerun.err
-        report = rerun.json
-        assert (report["skipped"], report["opened"]) == (found, ENVELOPES - found), out
-        start_row, end_row = [r for r in rows_after(batch.registry, since)]
-        assert (start_row.event, end_row.event) == ("open-start", "open")
-        end = json.loads(end_row.details)
-        assert end["batch"] == json.loads(start_row.details)["batch"]
-        assert end["skipped"] == found and "error" not in end
-        for envelope in end["envelopes"]:  # found already opened: its digest recorded
-            source = (batch.bids / envelope["file"]).read_bytes()
-            assert envelope["sha256"] == hashlib.sha256(source).hexdigest()
-        assert {p.name: p.read_bytes() for p in outputs(out)} == batch.plain
+        rerun_finishes(batch, tk, out, found)
     verify = tk("--json", "audit", "verify")
     assert verify.code == 0, verify.err
     print(f"\n{KILLS} kills of a {ENVELOPES}-envelope batch ({duration:.2f} s whole): "
           f"{dict(landed)}; {attempts - KILLS} runs finished before their kill; "
           f"{verify.json['rows']} audit rows; kills {killed:.1f} s, reruns "
           f"{time.monotonic() - began - killed:.1f} s")
+
+
+def test_sigkill_leaves_temp_files_only_named_after_planned_outputs(
+        batch: Batch, tmp_path: Path, tk: TK, cli_env: dict[str, str]) -> None:
+    rng = random.Random(SEED + 1)
+    left = 0
+    for i in range(4):
+        out = tmp_path / f"out-{i}"
+        since = last_seq(batch.registry)
+        proc = start(batch, out, cli_env, 1, tmp_path / f"out-{i}.err", ("-c", NO_TMPFILE))
+        wait_for_outputs(proc, out, rng.randrange(1, ENVELOPES - 10))
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert check_named(batch, out, since) == "between outputs"
+        left += sum(p.name.startswith(".") for p in entries(out))
+        rerun_finishes(batch, tk, out, len(outputs(out)))
+    # Nothing removes them (no process is left to): an officer may delete them.
+    assert left, "the killed runs left no temp file: was the fallback writer used?"
+    assert tk("audit", "verify").code == 0

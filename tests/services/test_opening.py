@@ -17,7 +17,7 @@ from tokenkeys.batch import FileResult
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.envelope import SealOptions, seal
-from tokenkeys.errors import PinIncorrect, RegistryUnavailable
+from tokenkeys.errors import PinIncorrect, RegistryReadOnly, RegistryUnavailable
 from tokenkeys.registry import AuditRow, Registry
 from tokenkeys.services import opening
 from tokenkeys.types import Algorithm, PinSource, Secret
@@ -154,3 +154,17 @@ def test_unusable_registry_stops_before_the_token(sealed: tuple[str, Path],
                                outdir=out, token_uri="pkcs11:token=nowhere",
                                service="default", pins=pins("654321"))
     assert not out.exists()
+
+
+def test_end_row_failure_never_hides_the_batch_error(config: Config, sealed: tuple[str, Path],
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registry fails between the two rows (e.g. its disk filled up meanwhile).
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise RegistryReadOnly("the registry is read-only now")
+
+    monkeypatch.setattr(opening.consultations, "record_opening", refuse)
+    with pytest.raises(PinIncorrect) as raised:
+        run(config, sealed, tmp_path / "out", "654321")
+    assert "could not be recorded: RegistryReadOnly" in "".join(raised.value.__notes__)
+    assert [r.event for r in audit(config)] == ["open-start"]

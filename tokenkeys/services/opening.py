@@ -24,7 +24,6 @@ from pathlib import Path
 from tokenkeys import batch
 from tokenkeys.batch import FileResult
 from tokenkeys.config import Config
-from tokenkeys.errors import TokenKeysError
 from tokenkeys.registry import Registry
 from tokenkeys.services import consultations
 from tokenkeys.services.access import open_registry
@@ -118,7 +117,7 @@ def _record_stopped(registry: Registry, service: str, reference: str | None, tok
     try:
         consultations.record_opening(registry, service, reference, token_uri, finished,
                                      batch=batch_id, error=type(exc).__name__, left=left)
-    except (TokenKeysError, OSError) as failed:
+    except Exception as failed:  # never in place of the batch's own error
         # The start row already names every output; say why the end row is missing.
         log.warning("the end row of batch %s could not be recorded: %s", batch_id, failed)
         exc.add_note(f"the audit end row of batch {batch_id} could not be recorded: "

@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -346,23 +346,35 @@ def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
 
 def _open_threaded(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
                    on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+    done: list[FileResult] = []
     with ThreadPoolExecutor(ENVELOPE_THREADS, thread_name_prefix="tokenkeys-open") as pool:
         futures = [pool.submit(open_one, src, dst, keys) for src, dst in pairs]
         try:
-            return _collect((f.result() for f in as_completed(futures)), on_result)
+            return _collect((f.result() for f in as_completed(futures)), on_result, done)
         except DEVICE_FAILURES as exc:
             # Envelopes already being opened finish or fail whole (nothing half-written).
             pool.shutdown(wait=True, cancel_futures=True)
+            _collect(_late(futures, done), on_result, done)
             # Done: an output exists. An envelope that failed is left for the re-run too
             # (a card pulled out mid-decryption can make one look damaged).
-            finished = sum(f.done() and not f.cancelled() and f.exception() is None
-                           and f.result().status in ("opened", "skipped") for f in futures)
+            finished = sum(r.status in ("opened", "skipped") for r in done)
             raise stopped(exc, finished, len(pairs)) from None
         except BaseException:
             # Ctrl-C: envelopes already being opened finish (their output is
             # complete and authenticated); the rest are not started.
             pool.shutdown(wait=True, cancel_futures=True)
+            _collect(_late(futures, done), on_result, done)
             raise
+
+
+def _late(futures: Sequence[Future[FileResult]], done: Sequence[FileResult]
+          ) -> list[FileResult]:
+    """Results that finished after the batch stopped and were not reported yet: the
+    caller's on_result (the audit's end row) learns of every output written."""
+    seen = {id(r) for r in done}
+    return [f.result() for f in futures
+            if f.done() and not f.cancelled() and f.exception() is None
+            and id(f.result()) not in seen]
 
 
 def _parallel(
@@ -389,10 +401,11 @@ def _parallel(
 
 
 def _collect(results: Iterable[FileResult],
-             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
-    out: list[FileResult] = []
+             on_result: Callable[[FileResult], None] | None,
+             out: list[FileResult] | None = None) -> list[FileResult]:
+    out = [] if out is None else out
     for result in results:
+        out.append(result)  # first: a raising on_result must not see it twice (_late)
         if on_result is not None:
             on_result(result)
-        out.append(result)
     return out

@@ -52,6 +52,7 @@ def test_two_workstations_share_one_postgresql_registry(
     # The second store does not hold the first's token: the key is not there.
     assert ws2("key", "list", "--token", uri1).code == 3
     verified = ws2("--json", "audit", "verify")
-    assert verified.code == 0 and verified.json["rows"] == 5
+    # generate x2, consultation-create, then open-start and open for each opening.
+    assert verified.code == 0 and verified.json["rows"] == 7
     for run in (listed, verified):
         assert OFFICER_PASSWORD not in run.out + run.err

@@ -130,32 +130,25 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     """Open envelopes (files or directories) into OUTDIR with the keys on the token.
 
     The PIN is asked once. Outputs that already exist are skipped. Each batch is
-    recorded in the audit log (envelope digests, results, key used).
+    recorded in the audit log: before the first decryption (every planned output),
+    then at its end (envelope digests, results, key used).
     """
-    from tokenkeys.services import consultations as consultation_policy
+    from tokenkeys.services import opening  # SQLAlchemy: not for `--help`
 
     found, unopened = batch.collect(inputs)
     pairs = batch.plan(found, outdir)
-    uri = token_uri(token, app.config)
-    svc = service_name(app, service)
-    with registry(app) as reg:
-        if consultation:
-            bound = consultation_policy.load_for_use(reg, svc, consultation)
-            for src, _dst in pairs:
-                consultation_policy.check_envelope(bound, src)
     show = sys.stderr.isatty() and not app.json
     with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=app.err, disable=not show) as bar:
         task = bar.add_task("open", total=len(pairs))
-        results = batch.open_batch(pairs, outdir, uri, app.config,
-                                   user_pin(app, pin_file, pinpad), jobs=jobs,
-                                   on_result=lambda _r: bar.advance(task),
-                                   allow_final_try=app.allow_final_try, announce=app.note,
-                                   wait=app.wait_card)
-    results += unopened
-    with registry(app) as reg:
-        consultation_policy.record_opening(reg, svc, consultation, uri, results)
-    counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
+        opened = opening.open_envelopes(
+            app.config, pairs, outdir=outdir, token_uri=token_uri(token, app.config),
+            service=service_name(app, service), pins=user_pin(app, pin_file, pinpad),
+            consultation=consultation, unopened=unopened, jobs=jobs,
+            on_result=lambda _r: bar.advance(task), allow_final_try=app.allow_final_try,
+            announce=app.note, wait=app.wait_card)
+    results = list(opened.results)
+    counts = opened.counts
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}
     # One envelope named on the command line fails like any single command: one
     # line on stderr and the error's own exit code (docs/errors.md).

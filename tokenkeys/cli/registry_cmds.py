@@ -10,8 +10,8 @@ from tokenkeys.errors import AuditChainBroken
 
 # tokenkeys.registry.EVENTS, spelled out so `--help` does not import SQLAlchemy (tested).
 EVENT_CHOICES = ("adopt", "certificate", "consultation-close", "consultation-create",
-                 "consultation-pin", "delete", "generate", "open", "renew", "service-create",
-                 "share-copy", "share-export", "share-import")
+                 "consultation-pin", "delete", "generate", "open", "open-start", "renew",
+                 "service-create", "share-copy", "share-export", "share-import")
 
 
 @click.group("registry")

@@ -25,8 +25,8 @@ from tokenkeys.registry.schema import GENESIS, audit, audit_head
 
 EVENTS = frozenset({
     "generate", "adopt", "delete", "renew", "share-export", "share-import", "share-copy",
-    "consultation-create", "consultation-close", "consultation-pin", "open", "service-create",
-    "certificate",
+    "consultation-create", "consultation-close", "consultation-pin", "open-start", "open",
+    "service-create", "certificate",
 })
 FORBIDDEN_DETAIL_WORDS = ("pin", "passphrase", "password", "plaintext", "secret")
 

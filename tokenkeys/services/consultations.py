@@ -177,15 +177,21 @@ def file_digest(path: Path) -> str | None:
 
 
 def record_opening(registry: Registry, service: str, reference: str | None, token_uri: str,
-                   results: Sequence[Any]) -> None:
-    """One audit row per `open` batch: envelope digests, outcomes, the key used.
+                   results: Sequence[Any], *, batch: str | None = None,
+                   error: str | None = None, left: int = 0) -> None:
+    """The end row of an `open` batch ("open"): envelope digests, outcomes, the key used.
 
     An opened envelope's digest was computed while it was read; skipped and
-    failed ones are read here."""
+    failed ones are read here. A batch that stopped names the error's type and how
+    many planned envelopes have no result (its "open-start" row lists them all)."""
     envelopes = [{"file": Path(r.input).name,
                   "sha256": getattr(r, "sha256", None) or file_digest(Path(r.input)),
                   "status": r.status, "key": r.recipient, "error": r.error_type}
                  for r in results]
     counts = {s: sum(r.status == s for r in results) for s in ("opened", "skipped", "failed")}
-    registry.record_event("open", service=service, subject=reference, details={
-        "token": token_uri, "envelopes": envelopes, **counts})
+    details: dict[str, Any] = {"token": token_uri, "envelopes": envelopes, **counts}
+    if batch is not None:
+        details["batch"] = batch
+    if error is not None:
+        details.update(error=error, left=left)
+    registry.record_event("open", service=service, subject=reference, details=details)

@@ -47,8 +47,8 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        print(f"{name:32} {env.stat().st_size >> 20:3} MB  {elapsed:7.3f} s (traced)  "
-              f"peak {peak / 2**20:7.1f} MB  {outcome}")
+        print(f"{name:32} {env.stat().st_size >> 20:3} MB  {elapsed:7.3f} s (traced, "
+              f"{elapsed / normal:5.1f}x normal)  peak {peak / 2**20:7.1f} MB  {outcome}")
 
 
 if __name__ == "__main__":

@@ -31,3 +31,18 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def prepare_output(path: Path, force: bool) -> None:
+    """The one overwrite policy of every command that writes a file: an existing file
+    is refused unless `force`; never a directory or special file. The parent directory
+    is created if needed."""
+    if path.is_symlink() or path.exists():
+        if not force:
+            raise OutputExists(f"{path} already exists (use --force to replace it)")
+        if not path.is_file() or path.is_symlink():
+            raise UsageError(f"{path} is not a regular file: --force replaces only files")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None

@@ -18,8 +18,9 @@ from rich.text import Text
 
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, token_uri
-from tokenkeys.errors import OutputExists, UsageError
+from tokenkeys.errors import UsageError
 from tokenkeys.services import login as login_service
+from tokenkeys.services import prepare_output
 from tokenkeys.types import Algorithm, PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,17 +172,8 @@ def opened(app: App, uri: str | None, pins: PinSource | None = None) -> Iterator
 
 
 def check_output(path: Path, force: bool) -> None:
-    """The one overwrite policy: an existing file is refused unless --force; never a
-    directory or special file. The parent directory is created if needed."""
-    if path.is_symlink() or path.exists():
-        if not force:
-            raise OutputExists(f"{path} already exists (use --force to replace it)")
-        if not path.is_file() or path.is_symlink():
-            raise UsageError(f"{path} is not a regular file: --force replaces only files")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+    """The overwrite policy (services.prepare_output), before any PIN is asked."""
+    prepare_output(path, force)
 
 
 FILE_PATH = click.Path(dir_okay=False, path_type=Path)  # a file, never a directory

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import batch
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
-    check_output,
     force_option,
     pass_app,
     pin_options,
@@ -22,12 +19,9 @@ from tokenkeys.cli.context import (
     user_pin,
     wait_card_option,
 )
-from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.cli.registry_opts import service_name, service_option
 from tokenkeys.drivers import token_uri
-from tokenkeys.envelope import SealOptions, named_by_issuer, seal
-from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
-from tokenkeys.services import key_certs
-from tokenkeys.services.envelope_kinds import key_transports_for
+from tokenkeys.errors import BatchIncomplete
 
 FULL_TABLE = 50
 KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
@@ -63,52 +57,17 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
              key_transport: str | None, keyid: bool, pem: bool, allow_expired: bool,
              allow_any_usage: bool, force: bool) -> None:
     """Seal INPUT to every recipient certificate (streaming, constant memory)."""
-    if bool(recipients) == bool(consultation):
-        raise UsageError("give --recipient CERT... or --consultation REF (one of them)")
-    if consultation:
-        from tokenkeys.services import consultations as consultation_policy
+    from tokenkeys.services import sealing  # the registry only for --consultation
 
-        with registry(app) as reg:
-            bound = consultation_policy.load_for_use(reg, service_name(app, service),
-                                                     consultation)
-        certs = consultation_policy.certificates(bound)
-        key_transport = consultation_policy.seal_transport(bound, key_transport)
-    else:
-        certs = [c for path in recipients
-                 for c in key_certs.load_certificates(path, "recipient certificate")]
-    now = datetime.now(UTC)
-    for cert in certs:
-        if not allow_expired and not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-            raise PolicyRefused(
-                f"recipient {cert.subject.rfc4514_string()} is not valid now "
-                f"(valid {start:%Y-%m-%d} to {end:%Y-%m-%d}); --allow-expired overrides"
-            )
-    check_output(output, force)
-    # An explicit --key-transport (or a consultation's choice) applies to all; otherwise
-    # what the registry knows of each recipient's key. seal() checks every recipient
-    # (check_recipient) before anything is written.
-    chosen = ((None,) * len(certs) if key_transport
-              else key_transports_for(app.config, certs))
-    options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport or "oaep-sha256", use_ski=keyid,
-                          pem=pem, allow_any_usage=allow_any_usage, transports=chosen)
-    size = seal(input_path, output, certs, options, overwrite=force)
-    notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
-             for who in named_by_issuer(certs, options)]
-    notes += [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
-              "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport "
-              "overrides" for c, t in zip(certs, chosen, strict=True) if t == "pkcs1v15"]
-    for note in notes:
+    done = sealing.seal_file(
+        app.config, input_path, output, certificates=recipients, consultation=consultation,
+        service=service_name(app, service), authenticated=not cbc, key_bits=int(key_bits),
+        key_transport=key_transport, use_ski=keyid, pem=pem, allow_expired=allow_expired,
+        allow_any_usage=allow_any_usage, force=force)
+    for note in done.notes:
         app.note(note)
-    document = {"input": str(input_path), "output": str(output), "bytes": size,
-                "recipients": [c.subject.rfc4514_string() for c in certs],
-                "key_transports": [t or options.key_transport if isinstance(
-                    c.public_key(), rsa.RSAPublicKey) else "ecdh"
-                    for c, t in zip(certs, chosen, strict=True)],
-                "notes": notes}
-    app.emit(document, lambda: app.say(f"sealed {size} bytes to {len(certs)} recipient(s): "
-                                       f"{output}"))
+    app.emit(done.to_json(), lambda: app.say(
+        f"sealed {done.size} bytes to {len(done.recipients)} recipient(s): {output}"))
 
 
 @click.command("open")

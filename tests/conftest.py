@@ -54,6 +54,8 @@ class SoftHSM:
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
     if not os.path.exists(SOFTHSM_MODULE) or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 is not installed")
+    if os.environ.get("TOKENKEYS_TEST_SOFTHSM") == "0":  # as if it were not installed
+        pytest.skip("SoftHSM2 switched off (TOKENKEYS_TEST_SOFTHSM=0)")
     base = tmp_path_factory.mktemp("softhsm")
     env = {**os.environ, "PYTHON": sys.executable, "TOKENKEYS_PIN": PIN, "TOKENKEYS_SO_PIN": SO_PIN}
     done = subprocess.run(

@@ -33,10 +33,15 @@ TK = Callable[..., Run]
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, softhsm: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENKEYS_")}
+def cli_env(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The CLI's environment: a registry of its own, the test PINs, and SoftHSM2's
+    configuration only for a test that uses SoftHSM2 (a test on `soft:` keystores runs
+    where SoftHSM2 is not installed)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TOKENKEYS_") and k != "SOFTHSM2_CONF"}
+    if "softhsm" in request.fixturenames:
+        env["SOFTHSM2_CONF"] = str(request.getfixturevalue("softhsm").conf)
     env.update({
-        "SOFTHSM2_CONF": str(softhsm.conf),
         "TOKENKEYS_PIN": "123456",
         "TOKENKEYS_SO_PIN": "12345678",
         "TOKENKEYS_REGISTRY": str(tmp_path / "registry.sqlite"),

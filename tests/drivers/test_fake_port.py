@@ -121,6 +121,32 @@ def test_fixed_slot_card_refuses_overwrite_without_replace(device: FakeDevice) -
         assert device.objects == before
 
 
+
+def _store_again(tok: P11Token) -> None:
+    key = tok.find_key(label="bid")
+    assert key.certificate is not None
+    tok.store_certificate(key, key.certificate)
+
+
+@pytest.mark.parametrize(("op", "act", "step"), [
+    ("set", lambda tok: tok.generate_keypair(KeySpec("new", Algorithm.EC_P256)),
+     "setting the key id"),
+    ("create", _store_again, "storing the certificate of 'bid'"),
+    ("set", lambda tok: tok.set_label(tok.find_key(label="bid"), "other"), "renaming 'bid'"),
+    ("destroy", lambda tok: tok.delete(tok.find_key(label="bid")), "deleting 'bid'"),
+    ("get", lambda tok: tok.find_key(label="bid"), "reading key attributes"),
+])
+def test_a_refused_write_or_read_names_its_step(token: P11Token, device: FakeDevice, op: str,
+                                               act: Callable[[P11Token], object],
+                                               step: str) -> None:
+    """Each device step turns the CKR into the error tree, saying which step failed."""
+    manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+    device.failures[op] = ("CKR_TOKEN_WRITE_PROTECTED", 0)
+    with pytest.raises(DeviceError) as caught:
+        act(token)
+    assert str(caught.value) == f"{step}: the token is write-protected"
+
+
 # --- login rules (PIN pad, retry words, SO switch) ----------------------------------
 def test_pinpad_logs_in_without_pin(device: FakeDevice) -> None:
     device.flags |= 0x100  # protected authentication path

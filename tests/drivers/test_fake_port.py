@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tests.drivers.fakeport import FakeDevice, FakePort
+from tests.envelope.conftest import needs_openssl, openssl
 from tokenkeys import batch, keyalg, manager
 from tokenkeys.cli import main as cli_main
 from tokenkeys.config import Config
@@ -237,6 +238,24 @@ def test_bad_padding_is_the_uniform_failure(rsa_key: object) -> None:
     # (OpenSSL's implicit rejection makes this fake's v1.5 never fail: a short one does.)
     with pytest.raises(DecryptFailed):
         rsa_key.decrypt(b"short", padding.PKCS1v15())  # type: ignore[attr-defined]
+
+
+@needs_openssl
+def test_labelled_oaep_envelope_opens_with_a_device_key(rsa_key: object,
+                                                        tmp_path: Path) -> None:
+    """The label reaches the device in the envelope's OaepPadding (cryptography keeps
+    an OAEP's label private)."""
+    cert = rsa_key.certificate  # type: ignore[attr-defined]
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "bid").write_bytes(b"bid")
+    openssl("cms", "-encrypt", "-binary", "-in", tmp_path / "bid", "-out", tmp_path / "bid.p7m",
+            "-outform", "DER", "-aes-256-gcm", "-recip", tmp_path / "cert.pem",
+            "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256",
+            "-keyopt", "rsa_oaep_label:6c6162656c")
+    result = open_envelope(tmp_path / "bid.p7m", tmp_path / "out", [rsa_key])  # type: ignore[list-item]
+    assert (tmp_path / "out").read_bytes() == b"bid"
+    assert result.key_transport == "rsaes-oaep-sha256-label"
+    assert rsa_key.last_decrypt == "RSA_PKCS_OAEP"  # type: ignore[attr-defined]
 
 
 def test_general_error_is_a_padding_answer_on_softhsm2_only() -> None:

@@ -12,16 +12,12 @@ from dataclasses import dataclass, field
 from asn1crypto import cms, core
 from asn1crypto import x509 as a1x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import (
-    MGF1,
-    OAEP,
-    AsymmetricPadding,
-    PKCS1v15,
-)
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from tokenkeys.envelope import algorithms as alg
+from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.envelope.identity_view import IdentityView, format_name
 from tokenkeys.errors import (
     EnvelopeIntegrity,
@@ -238,7 +234,7 @@ def _parse_ktri(ktri: cms.KeyTransRecipientInfo) -> Recipient:
         return r
     r.transport = f"rsaes-oaep-{hname}" + (f"-mgf1-{mname}" if mname != hname else "")
     r.transport += "-label" if label else ""
-    r.extra["padding"] = OAEP(mgf=MGF1(mcls()), algorithm=hcls(), label=label or None)
+    r.extra["padding"] = OaepPadding(hcls(), mcls(), label or None)
     r.detectable = True
     return r
 

@@ -158,9 +158,7 @@ def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
 
 
 def _rid(r: Recipient) -> tuple[bytes, int] | bytes | None:
-    if r.rid_issuer is not None and r.rid_serial is not None:
-        return (r.rid_issuer.dump(), r.rid_serial)
-    return bytes(r.rid_ski) if r.rid_ski is not None else None
+    return r.rid.key() if r.rid is not None else None
 
 
 def recipient_ids(src: str | os.PathLike[str]) -> list[tuple[bytes, int] | bytes]:

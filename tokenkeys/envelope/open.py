@@ -27,16 +27,12 @@ from tokenkeys.envelope.ber import (
     Header,
     decode_oid,
 )
+from tokenkeys.envelope.cek import recover_cek
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipient_frame import read_recipient_infos
-from tokenkeys.envelope.recipients import (
-    Opened,
-    Recipient,
-    parse_recipient_infos,
-    recover_cek,
-)
+from tokenkeys.envelope.recipients import Opened, Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 
 _T = TypeVar("_T")

@@ -1,7 +1,8 @@
-"""RecipientInfo parsing and content-key recovery (KeyTrans RSA, KeyAgree ECDH).
+"""RecipientInfo parsing into typed recipients (KeyTrans RSA, KeyAgree ECDH).
 
 asn1crypto parses these small structures; everything it raises on bad input is
 turned into EnvelopeMalformed here, so callers only see the error tree.
+Content-key recovery is in cek.py.
 """
 
 from __future__ import annotations
@@ -20,13 +21,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.envelope.identity_view import IdentityView, format_name
-from tokenkeys.errors import (
-    EnvelopeIntegrity,
-    EnvelopeMalformed,
-    MechanismUnsupported,
-    NoMatchingRecipient,
-    TokenKeysError,
-)
+from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError
 
 
 class NotMine(Exception):
@@ -361,57 +356,3 @@ def _ephemeral_point(okey: cms.OriginatorPublicKey) -> bytes:
     if not bits or bits[0] != 0:
         raise EnvelopeMalformed("malformed originator public key")
     return bytes(bits[1:])
-
-
-def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len: int) -> Opened:
-    """Try matching identities first, then (only where a miss is detectable) the others."""
-    tried: set[tuple[int, int]] = set()
-    matched_failure: tuple[Recipient, IdentityView] | None = None
-    matched_unsupported: UnsupportedRecipient | None = None
-
-    def attempt(ri: int, vi: int, r: KeyTransRecipient | KeyAgreeRecipient) -> Opened:
-        tried.add((ri, vi))
-        return r.open_with(views[vi], cek_len)
-
-    # 1. identities that the recipient identifier names
-    for ri, r in enumerate(recipients):
-        for vi, v in enumerate(views):
-            if not r.matches(v):
-                continue
-            if isinstance(r, UnsupportedRecipient):
-                matched_unsupported = matched_unsupported or r
-                continue
-            try:
-                return attempt(ri, vi, r)
-            except NotMine:
-                matched_failure = matched_failure or (r, v)
-                continue
-    # 2. any compatible identity, but only where a wrong key fails visibly
-    for ri, r in enumerate(recipients):
-        if isinstance(r, UnsupportedRecipient) or not r.detectable:
-            continue
-        for vi, v in enumerate(views):
-            if (ri, vi) in tried or not r.compatible(v):
-                continue
-            try:
-                return attempt(ri, vi, r)
-            except (NotMine, MechanismUnsupported):
-                continue
-    # 3. certificate-less RSA identities on v1.5 recipients (countermeasure applies)
-    for ri, r in enumerate(recipients):
-        if not isinstance(r, KeyTransRecipient):
-            continue
-        for vi, v in enumerate(views):
-            if (ri, vi) not in tried and r.weak_match(v):
-                return attempt(ri, vi, r)
-    if matched_failure is not None:
-        r, v = matched_failure
-        raise EnvelopeIntegrity(
-            f"{v.label} matches recipient {r.rid_text()} but its content key does not "
-            "decrypt (damaged envelope or different key with the same name)")
-    if matched_unsupported is not None:
-        raise MechanismUnsupported(
-            f"recipient {matched_unsupported.rid_text()} uses {matched_unsupported.reason}",
-            ["RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap"],
-            by="tokenkeys")
-    raise NoMatchingRecipient([v.label for v in views], [r.describe() for r in recipients])

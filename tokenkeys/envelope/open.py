@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
@@ -122,10 +123,11 @@ def _open_src(src: str | os.PathLike[str]) -> Any:
         raise UsageError(f"cannot read {os.fspath(src)}: {exc.strerror}") from None
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Turn any stray library exception caused by input bytes into EnvelopeMalformed."""
+@contextmanager
+def _malformed_input() -> Iterator[None]:
+    """Any stray library exception caused by input bytes becomes EnvelopeMalformed."""
     try:
-        return fn()
+        yield
     except (TokenKeysError, _NeedAad, OSError):
         raise
     except RecursionError:
@@ -135,17 +137,12 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
 
 def _from_header(src: str | os.PathLike[str], each: Callable[[Recipient], _T | None]) -> list[_T]:
-    """`each` of the recipients, from the header only (the content is never read);
-    inside the guard: parsing a recipient's fields can fail on hostile bytes."""
-
-    def run() -> list[_T]:
-        with _open_src(src) as f:
-            source, _fmt = detect(f)
-            found = (each(r) for r in _read_head(BerReader(source, 64 * 1024)).recipients)
-            return [x for x in found if x is not None]
-
-    result: list[_T] = _guard(run)
-    return result
+    """`each` of the recipients, from the header only (the content is never read).
+    `each` is inside _malformed_input too: asn1crypto decodes names lazily."""
+    with _malformed_input(), _open_src(src) as f:
+        source, _fmt = detect(f)
+        found = (each(r) for r in _read_head(BerReader(source, 64 * 1024)).recipients)
+        return [x for x in found if x is not None]
 
 
 def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
@@ -191,8 +188,8 @@ def open_envelope(
         aad: bytes | None = None
         for _ in range(2):
             try:
-                result: OpenResult = _guard(
-                    lambda aad=aad: _decrypt(src, out, views, aad, opened))  # type: ignore[misc]
+                with _malformed_input():
+                    result = _decrypt(src, out, views, aad, opened)
                 break
             except _NeedAad as need:
                 aad = need.aad

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as a1x509
@@ -159,7 +160,7 @@ class KeyAgreeRecipient:
     rid: Rid
     encrypted_key: bytes
     agreement: EcdhAgreement
-    detectable = True  # the RFC 3394 integrity check fails for a wrong key
+    detectable: ClassVar[bool] = True  # the RFC 3394 integrity check fails for a wrong key
 
     @property
     def transport(self) -> str:

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tests.drivers.fakeport import FakeDevice, FakePort
+from tests.envelope.conftest import needs_openssl, openssl
 from tokenkeys import batch, keyalg, manager
 from tokenkeys.cli import main as cli_main
 from tokenkeys.config import Config
@@ -121,6 +122,32 @@ def test_fixed_slot_card_refuses_overwrite_without_replace(device: FakeDevice) -
         assert device.objects == before
 
 
+
+def _store_again(tok: P11Token) -> None:
+    key = tok.find_key(label="bid")
+    assert key.certificate is not None
+    tok.store_certificate(key, key.certificate)
+
+
+@pytest.mark.parametrize(("op", "act", "step"), [
+    ("set", lambda tok: tok.generate_keypair(KeySpec("new", Algorithm.EC_P256)),
+     "setting the key id"),
+    ("create", _store_again, "storing the certificate of 'bid'"),
+    ("set", lambda tok: tok.set_label(tok.find_key(label="bid"), "other"), "renaming 'bid'"),
+    ("destroy", lambda tok: tok.delete(tok.find_key(label="bid")), "deleting 'bid'"),
+    ("get", lambda tok: tok.find_key(label="bid"), "reading key attributes"),
+])
+def test_a_refused_write_or_read_names_its_step(token: P11Token, device: FakeDevice, op: str,
+                                               act: Callable[[P11Token], object],
+                                               step: str) -> None:
+    """Each device step turns the CKR into the error tree, saying which step failed."""
+    manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+    device.failures[op] = ("CKR_TOKEN_WRITE_PROTECTED", 0)
+    with pytest.raises(DeviceError) as caught:
+        act(token)
+    assert str(caught.value) == f"{step}: the token is write-protected"
+
+
 # --- login rules (PIN pad, retry words, SO switch) ----------------------------------
 def test_pinpad_logs_in_without_pin(device: FakeDevice) -> None:
     device.flags |= 0x100  # protected authentication path
@@ -211,6 +238,24 @@ def test_bad_padding_is_the_uniform_failure(rsa_key: object) -> None:
     # (OpenSSL's implicit rejection makes this fake's v1.5 never fail: a short one does.)
     with pytest.raises(DecryptFailed):
         rsa_key.decrypt(b"short", padding.PKCS1v15())  # type: ignore[attr-defined]
+
+
+@needs_openssl
+def test_labelled_oaep_envelope_opens_with_a_device_key(rsa_key: object,
+                                                        tmp_path: Path) -> None:
+    """The label reaches the device in the envelope's OaepPadding (cryptography keeps
+    an OAEP's label private)."""
+    cert = rsa_key.certificate  # type: ignore[attr-defined]
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "bid").write_bytes(b"bid")
+    openssl("cms", "-encrypt", "-binary", "-in", tmp_path / "bid", "-out", tmp_path / "bid.p7m",
+            "-outform", "DER", "-aes-256-gcm", "-recip", tmp_path / "cert.pem",
+            "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256",
+            "-keyopt", "rsa_oaep_label:6c6162656c")
+    result = open_envelope(tmp_path / "bid.p7m", tmp_path / "out", [rsa_key])  # type: ignore[list-item]
+    assert (tmp_path / "out").read_bytes() == b"bid"
+    assert result.key_transport == "rsaes-oaep-sha256-label"
+    assert rsa_key.last_decrypt == "RSA_PKCS_OAEP"  # type: ignore[attr-defined]
 
 
 def test_general_error_is_a_padding_answer_on_softhsm2_only() -> None:

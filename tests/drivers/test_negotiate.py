@@ -8,9 +8,16 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tokenkeys.drivers.negotiate import SHA1_ONLY, MechanismRefused, RsaNegotiator
+from tokenkeys.drivers.negotiate import (
+    SHA1_ONLY,
+    MechanismRefused,
+    OaepSpec,
+    RsaNegotiator,
+    oaep_spec,
+)
 from tokenkeys.drivers.oaep import DecryptFailed, oaep_decode
-from tokenkeys.errors import EnvelopeIntegrity, MechanismUnsupported
+from tokenkeys.envelope.identity import OaepPadding
+from tokenkeys.errors import EnvelopeIntegrity, MechanismUnsupported, UsageError
 
 
 @functools.cache
@@ -157,3 +164,36 @@ def test_wrong_length_is_uniform_failure() -> None:
     neg = RsaNegotiator(FakeOps(), ALL, K)
     with pytest.raises(DecryptFailed):
         neg.decrypt(b"\x00" * (K - 1), oaep(hashes.SHA256()))
+
+
+def test_oaep_padding_carries_its_label_to_the_decoder() -> None:
+    ops = FakeOps()
+    neg = RsaNegotiator(ops, ALL, K, SHA1_ONLY)
+    pad = OaepPadding(hashes.SHA256(), hashes.SHA1(), b"a label")
+    ct = _key().public_key().encrypt(b"cek", pad)
+    assert neg.decrypt(ct, pad) == b"cek"
+    assert ops.calls == ["raw"]
+    assert oaep_spec(pad) == OaepSpec("sha256", "sha1", b"a label")
+
+
+@pytest.mark.parametrize(("pad", "spec"), [
+    (oaep(hashes.SHA384(), hashes.SHA512()), OaepSpec("sha384", "sha512")),
+    (oaep(hashes.SHA1(), label=b""), OaepSpec("sha1", "sha1")),
+    (OaepPadding(hashes.SHA256(), hashes.SHA256(), b""), OaepSpec("sha256", "sha256")),
+])
+def test_plain_oaep_read_through_public_members(pad: padding.OAEP, spec: OaepSpec) -> None:
+    assert oaep_spec(pad) == spec
+
+
+def test_plain_oaep_mixed_mgf_hash_decrypts() -> None:
+    neg = RsaNegotiator(FakeOps(), ALL, K, SHA1_ONLY)
+    pad = oaep(hashes.SHA256(), hashes.SHA1())
+    ct = _key().public_key().encrypt(b"cek", pad)
+    assert neg.decrypt(ct, pad) == b"cek"
+
+
+def test_plain_oaep_label_or_unknown_mgf_hash_is_refused() -> None:
+    with pytest.raises(UsageError, match="OaepPadding"):
+        oaep_spec(oaep(hashes.SHA256(), label=b"a label"))
+    with pytest.raises(MechanismUnsupported, match="sha256/an unknown mask generation"):
+        oaep_spec(oaep(hashes.SHA256(), hashes.SHA3_256()))

@@ -20,23 +20,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import (
+    MGF1,
     OAEP,
     AsymmetricPadding,
     PKCS1v15,
 )
 
 from tokenkeys.drivers.oaep import HASHES, DecryptFailed, oaep_decode
+from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.errors import MechanismUnsupported, UsageError
 
 __all__ = [
     "DecryptFailed",
     "MechanismRefused",
     "OaepParams",
+    "OaepSpec",
     "RsaNegotiator",
     "RsaOps",
-    "oaep_params",
+    "oaep_spec",
 ]
 
 OAEP_MECH = "RSA_PKCS_OAEP"
@@ -47,6 +51,9 @@ RSA_MECHS = (OAEP_MECH, RAW_MECH, PKCS1_MECH)
 # (hash, mgf1 hash, label?) a device is known to accept for on-device OAEP.
 OaepParams = tuple[str, str, bool]
 SHA1_ONLY: frozenset[OaepParams] = frozenset({("sha1", "sha1", False)})
+# What a plain OAEP's MGF1 is compared with (cryptography keeps its hash private).
+_MGF1_CANDIDATES = tuple((h.name, MGF1(h)) for h in (
+    hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()))
 
 
 class MechanismRefused(Exception):
@@ -66,16 +73,43 @@ class RsaOps(Protocol):
     def pkcs1(self, ciphertext: bytes) -> bytes: ...
 
 
-def oaep_params(padding: OAEP) -> tuple[str, str, bytes | None]:
-    """(hash, mgf1 hash, label) names as cryptography spells them (sha256 ...)."""
-    algorithm = padding.algorithm
-    mgf_algorithm = getattr(padding.mgf, "_algorithm", algorithm)
-    # cryptography has no public accessor for the label.
-    label: bytes | None = getattr(padding, "_label", None) or None
-    names = (algorithm.name, mgf_algorithm.name)
+@dataclass(frozen=True)
+class OaepSpec:
+    """The OAEP parameters a decryption needs; hashes named as cryptography does (sha256)."""
+
+    hash_name: str
+    mgf_hash_name: str
+    label: bytes | None = None
+
+    @property
+    def form(self) -> OaepParams:
+        """What a profile lists as known to work (whether there is a label, not which)."""
+        return self.hash_name, self.mgf_hash_name, self.label is not None
+
+
+def oaep_spec(padding: OAEP) -> OaepSpec:
+    """The parameters of `padding`, through public members only."""
+    if isinstance(padding, OaepPadding):
+        spec = OaepSpec(padding.algorithm.name, padding.mgf_algorithm.name,
+                        padding.label or None)
+    else:
+        spec = _plain_oaep_spec(padding)
+    names = (spec.hash_name, spec.mgf_hash_name)
     if any(n not in HASHES for n in names):
         raise MechanismUnsupported(f"OAEP with {'/'.join(names)}", sorted(HASHES))
-    return names[0], names[1], label
+    return spec
+
+
+def _plain_oaep_spec(padding: OAEP) -> OaepSpec:
+    """cryptography shows a plain OAEP's hash; its MGF1 and label can only be
+    compared, so one with a label must come as an OaepPadding."""
+    mgf_name = next((name for name, mgf in _MGF1_CANDIDATES if padding.mgf == mgf),
+                    "an unknown mask generation")
+    if padding not in (OAEP(padding.mgf, padding.algorithm, None),
+                       OAEP(padding.mgf, padding.algorithm, b"")):
+        raise UsageError("an OAEP label reaches a device only in an OaepPadding "
+                         "(tokenkeys.envelope.identity): cryptography does not show it")
+    return OaepSpec(padding.algorithm.name, mgf_name)
 
 
 Decrypt = Callable[[bytes], bytes]
@@ -90,7 +124,7 @@ class RsaNegotiator:
     key_bytes: int
     # OAEP parameters known to work on the device; None means "try, fall back on refusal".
     known_oaep: frozenset[OaepParams] | None = None
-    _plans: dict[tuple[str, str, bytes | None], Decrypt] = field(default_factory=dict)
+    _plans: dict[OaepSpec, Decrypt] = field(default_factory=dict)
     _refused: set[OaepParams] = field(default_factory=set)
 
     def device_oaep_ok(self, params: OaepParams) -> bool:
@@ -109,49 +143,46 @@ class RsaNegotiator:
             return "device RSA_PKCS", self.ops.pkcs1
         if not isinstance(padding, OAEP):
             raise UsageError(f"unsupported RSA padding {padding.name}")
-        hash_name, mgf_name, label = oaep_params(padding)
-        key = (hash_name, mgf_name, label)
-        cached = self._plans.get(key)
+        spec = oaep_spec(padding)
+        cached = self._plans.get(spec)
         if cached is not None:
             return "cached", cached
-        params: OaepParams = (hash_name, mgf_name, label is not None)
-        if self.device_oaep_ok(params):
-            fn = self._device_oaep(hash_name, mgf_name, label, params)
+        if self.device_oaep_ok(spec.form):
+            fn = self._device_oaep(spec)
             desc = "device RSA_PKCS_OAEP"
         elif RAW_MECH in self.mechanisms:
-            fn = self._raw_oaep(hash_name, mgf_name, label)
+            fn = self._raw_oaep(spec)
             desc = "device RSA_X_509 + software OAEP"
         else:
-            wanted = f"RSA-OAEP {hash_name}/MGF1-{mgf_name}" + (" with label" if label else "")
+            wanted = f"RSA-OAEP {spec.hash_name}/MGF1-{spec.mgf_hash_name}" + (
+                " with label" if spec.label else "")
             raise MechanismUnsupported(wanted, self.offered())
-        self._plans[key] = fn
+        self._plans[spec] = fn
         return desc, fn
 
-    def _raw_oaep(self, hash_name: str, mgf_name: str, label: bytes | None) -> Decrypt:
+    def _raw_oaep(self, spec: OaepSpec) -> Decrypt:
         raw, k = self.ops.raw, self.key_bytes
 
         def decrypt(ciphertext: bytes) -> bytes:
-            return oaep_decode(raw(ciphertext), k, hash_name, mgf_name, label)
+            return oaep_decode(raw(ciphertext), k, spec.hash_name, spec.mgf_hash_name, spec.label)
 
         return decrypt
 
-    def _device_oaep(
-        self, hash_name: str, mgf_name: str, label: bytes | None, params: OaepParams
-    ) -> Decrypt:
+    def _device_oaep(self, spec: OaepSpec) -> Decrypt:
         oaep = self.ops.oaep
 
         def decrypt(ciphertext: bytes) -> bytes:
             try:
-                return oaep(ciphertext, hash_name, mgf_name, label)
+                return oaep(ciphertext, spec.hash_name, spec.mgf_hash_name, spec.label)
             except MechanismRefused:
                 # Remember, so the next call goes straight to the fallback.
-                self._refused.add(params)
-                self._plans.pop((hash_name, mgf_name, label), None)
+                self._refused.add(spec.form)
+                self._plans.pop(spec, None)
                 if RAW_MECH not in self.mechanisms:
-                    wanted = f"RSA-OAEP {hash_name}/MGF1-{mgf_name}"
+                    wanted = f"RSA-OAEP {spec.hash_name}/MGF1-{spec.mgf_hash_name}"
                     raise MechanismUnsupported(wanted, self.offered()) from None
-                fallback = self._raw_oaep(hash_name, mgf_name, label)
-                self._plans[(hash_name, mgf_name, label)] = fallback
+                fallback = self._raw_oaep(spec)
+                self._plans[spec] = fallback
                 return fallback(ciphertext)
 
         return decrypt

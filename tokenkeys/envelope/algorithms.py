@@ -65,7 +65,6 @@ AES_WRAP: dict[str, int] = {
     "2.16.840.1.101.3.4.1.25": 24,
     "2.16.840.1.101.3.4.1.45": 32,
 }
-AES_WRAP_BY_BITS = {bits * 8: oid for oid, bits in AES_WRAP.items()}
 
 # content cipher OID -> (mode, key length in bytes)
 CONTENT_CIPHERS: dict[str, tuple[str, int]] = {

@@ -357,8 +357,3 @@ def decode_oid(content: bytes) -> str:
     head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
     return ".".join(str(x) for x in head + values[1:])
 
-
-def decode_small_int(content: bytes) -> int:
-    if not content or len(content) > 8:
-        raise EnvelopeMalformed("malformed INTEGER")
-    return int.from_bytes(content, "big", signed=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
@@ -27,16 +28,12 @@ from tokenkeys.envelope.ber import (
     Header,
     decode_oid,
 )
+from tokenkeys.envelope.cek import recover_cek
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipient_frame import read_recipient_infos
-from tokenkeys.envelope.recipients import (
-    Opened,
-    Recipient,
-    parse_recipient_infos,
-    recover_cek,
-)
+from tokenkeys.envelope.recipients import Opened, Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 
 _T = TypeVar("_T")
@@ -126,10 +123,11 @@ def _open_src(src: str | os.PathLike[str]) -> Any:
         raise UsageError(f"cannot read {os.fspath(src)}: {exc.strerror}") from None
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Turn any stray library exception caused by input bytes into EnvelopeMalformed."""
+@contextmanager
+def _malformed_input() -> Iterator[None]:
+    """Any stray library exception caused by input bytes becomes EnvelopeMalformed."""
     try:
-        return fn()
+        yield
     except (TokenKeysError, _NeedAad, OSError):
         raise
     except RecursionError:
@@ -139,17 +137,12 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
 
 def _from_header(src: str | os.PathLike[str], each: Callable[[Recipient], _T | None]) -> list[_T]:
-    """`each` of the recipients, from the header only (the content is never read);
-    inside the guard: parsing a recipient's fields can fail on hostile bytes."""
-
-    def run() -> list[_T]:
-        with _open_src(src) as f:
-            source, _fmt = detect(f)
-            found = (each(r) for r in _read_head(BerReader(source, 64 * 1024)).recipients)
-            return [x for x in found if x is not None]
-
-    result: list[_T] = _guard(run)
-    return result
+    """`each` of the recipients, from the header only (the content is never read).
+    `each` is inside _malformed_input too: asn1crypto decodes names lazily."""
+    with _malformed_input(), _open_src(src) as f:
+        source, _fmt = detect(f)
+        found = (each(r) for r in _read_head(BerReader(source, 64 * 1024)).recipients)
+        return [x for x in found if x is not None]
 
 
 def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
@@ -158,9 +151,7 @@ def describe_recipients(src: str | os.PathLike[str]) -> list[str]:
 
 
 def _rid(r: Recipient) -> tuple[bytes, int] | bytes | None:
-    if r.rid_issuer is not None and r.rid_serial is not None:
-        return (r.rid_issuer.dump(), r.rid_serial)
-    return bytes(r.rid_ski) if r.rid_ski is not None else None
+    return r.rid.key() if r.rid is not None else None
 
 
 def recipient_ids(src: str | os.PathLike[str]) -> list[tuple[bytes, int] | bytes]:
@@ -197,8 +188,8 @@ def open_envelope(
         aad: bytes | None = None
         for _ in range(2):
             try:
-                result: OpenResult = _guard(
-                    lambda aad=aad: _decrypt(src, out, views, aad, opened))  # type: ignore[misc]
+                with _malformed_input():
+                    result = _decrypt(src, out, views, aad, opened)
                 break
             except _NeedAad as need:
                 aad = need.aad
@@ -215,60 +206,13 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         f = _Digesting(raw_file)
         source, _fmt = detect(cast(BinaryIO, f))
         head = _read_head(BerReader(source))
-        r = head.reader
-        ci, explicit, body = head.outer
-        eci = r.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
-        decode_oid(r.read_oid_raw())  # inner content type: any, the bytes are released as-is
-        cipher = alg.parse_content_cipher(r.read_tlv_raw(
-            r.expect(UNIVERSAL, TAG_SEQUENCE, True), budget=Budget(4096, 64)))
-        if head.auth != (cipher.mode == "gcm"):
-            raise EnvelopeMalformed(f"{cipher.name} does not fit the envelope type")
+        eci, cipher = _read_content_cipher(head)
         if not opened:  # on the AAD re-run the content key is reused: no second PIN use
             opened.append(recover_cek(head.recipients, views, cipher.key_len))
         o = opened[0]
-        if r.at_end(eci):
-            raise EnvelopeMalformed("detached content (no encryptedContent) is not supported")
-        content = r.expect(CONTEXT, 0)
-        if cipher.mode == "gcm":
-            mode: modes.Mode = modes.GCM(cipher.iv, min_tag_length=cipher.tag_len)
-        else:
-            mode = modes.CBC(cipher.iv)
-        dec = Cipher(algorithms.AES(o.cek), mode).decryptor()  # type: ignore[misc]
-        if aad is not None:
-            dec.authenticate_additional_data(aad)
-        size_hint = os.fstat(f.fileno()).st_size
-        total, last = _stream(r, content, dec, out, cbc=cipher.mode == "cbc",
-                              size_hint=size_hint)
-        r.close(eci)
-        if head.auth:
-            h = r.read_header()
-            if h.tag_class == CONTEXT and h.tag == 1:
-                raw = r.read_tlv_raw(h, budget=Budget(64 << 10, 4096))
-                if aad is None:
-                    raise _NeedAad(_auth_attrs_aad(raw))
-                h = r.read_header()
-            elif aad is not None:
-                raise EnvelopeMalformed("authAttrs changed between passes")
-            if h.tag_class != UNIVERSAL or h.tag != TAG_OCTET_STRING or h.constructed:
-                raise EnvelopeMalformed(f"expected the mac OCTET STRING, found {h.describe()}")
-            mac = r.read_content(h, limit=64)
-            if not r.at_end(body):
-                _skip_optional(r, 2, "unauthAttrs")
-            if len(mac) != cipher.tag_len:
-                raise EnvelopeIntegrity(_INTEGRITY)
-            try:
-                dec.finalize_with_tag(mac)
-            except InvalidTag:
-                raise EnvelopeIntegrity(_INTEGRITY) from None
-        else:
-            if not r.at_end(body):
-                _skip_optional(r, 1, "unprotectedAttrs")
-            total -= _check_cbc_tail(dec, last)
-            out.write(last[: len(last) - last[-1]])
-        r.close(body)
-        r.close(explicit)
-        r.close(ci)
-        r.expect_eof()
+        total = _decrypt_content(head, eci, cipher, o.cek, aad, out,
+                                 size_hint=os.fstat(f.fileno()).st_size)
+        _read_to_the_end(head)
         if not o.genuine:
             # The random key of the v1.5 countermeasure went through the same
             # decryption and checks; fail only now, with the same error as a bad
@@ -283,6 +227,98 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         bytes_out=total,
         sha256=digest,
     )
+
+
+def _read_content_cipher(head: _Head) -> tuple[Header, alg.ContentCipher]:
+    """The EncryptedContentInfo header and its content cipher, which must fit the
+    envelope type (GCM for AuthEnvelopedData, CBC for EnvelopedData)."""
+    r = head.reader
+    eci = r.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
+    decode_oid(r.read_oid_raw())  # inner content type: any, the bytes are released as-is
+    cipher = alg.parse_content_cipher(r.read_tlv_raw(
+        r.expect(UNIVERSAL, TAG_SEQUENCE, True), budget=Budget(4096, 64)))
+    if head.auth != (cipher.mode == "gcm"):
+        raise EnvelopeMalformed(f"{cipher.name} does not fit the envelope type")
+    return eci, cipher
+
+
+def _decrypt_content(head: _Head, eci: Header, cipher: alg.ContentCipher, cek: bytes,
+                     aad: bytes | None, out: AtomicOutput, *, size_hint: int) -> int:
+    """Stream encryptedContent into `out`, then check the GCM tag or the CBC padding;
+    returns the plaintext length. `out` is only committed once everything checks."""
+    r = head.reader
+    if r.at_end(eci):
+        raise EnvelopeMalformed("detached content (no encryptedContent) is not supported")
+    content = r.expect(CONTEXT, 0)
+    dec = _decryptor(cipher, cek, aad)
+    total, last = _stream(r, content, dec, out, cbc=cipher.mode == "cbc", size_hint=size_hint)
+    r.close(eci)
+    body = head.outer[2]
+    if head.auth:
+        _check_gcm_tag(r, body, dec, cipher.tag_len, aad)
+        return total
+    return total - _finish_cbc(r, body, dec, last, out)
+
+
+def _decryptor(cipher: alg.ContentCipher, cek: bytes, aad: bytes | None) -> Any:
+    if cipher.mode == "gcm":
+        mode: modes.Mode = modes.GCM(cipher.iv, min_tag_length=cipher.tag_len)
+    else:
+        mode = modes.CBC(cipher.iv)
+    dec = Cipher(algorithms.AES(cek), mode).decryptor()  # type: ignore[misc]
+    if aad is not None:
+        dec.authenticate_additional_data(aad)
+    return dec
+
+
+def _check_gcm_tag(r: BerReader, body: Header, dec: Any, tag_len: int,
+                   aad: bytes | None) -> None:
+    """Read the mac (and unauthAttrs) after authAttrs, then check the tag."""
+    h = _after_auth_attrs(r, aad)
+    if h.tag_class != UNIVERSAL or h.tag != TAG_OCTET_STRING or h.constructed:
+        raise EnvelopeMalformed(f"expected the mac OCTET STRING, found {h.describe()}")
+    mac = r.read_content(h, limit=64)
+    if not r.at_end(body):
+        _skip_optional(r, 2, "unauthAttrs")
+    if len(mac) != tag_len:
+        raise EnvelopeIntegrity(_INTEGRITY)
+    try:
+        dec.finalize_with_tag(mac)
+    except InvalidTag:
+        raise EnvelopeIntegrity(_INTEGRITY) from None
+
+
+def _after_auth_attrs(r: BerReader, aad: bytes | None) -> Header:
+    """The header after the optional authAttrs. They come after the content but are
+    part of the AAD: the first pass (no AAD yet) stops with _NeedAad to run again."""
+    h = r.read_header()
+    if h.tag_class == CONTEXT and h.tag == 1:
+        raw = r.read_tlv_raw(h, budget=Budget(64 << 10, 4096))
+        if aad is None:
+            raise _NeedAad(_auth_attrs_aad(raw))
+        return r.read_header()
+    if aad is not None:
+        raise EnvelopeMalformed("authAttrs changed between passes")
+    return h
+
+
+def _finish_cbc(r: BerReader, body: Header, dec: Any, last: bytes, out: AtomicOutput) -> int:
+    """After unprotectedAttrs, check the padding of the held-back last block and write
+    it without the padding; returns the padding length."""
+    if not r.at_end(body):
+        _skip_optional(r, 1, "unprotectedAttrs")
+    pad = _check_cbc_tail(dec, last)
+    out.write(last[: len(last) - pad])
+    return pad
+
+
+def _read_to_the_end(head: _Head) -> None:
+    """Close the envelope body, [0] and ContentInfo: nothing may follow them."""
+    ci, explicit, body = head.outer
+    head.reader.close(body)
+    head.reader.close(explicit)
+    head.reader.close(ci)
+    head.reader.expect_eof()
 
 
 def _skip_optional(r: BerReader, tag: int, what: str) -> None:

@@ -1,39 +1,36 @@
-"""RecipientInfo parsing and content-key recovery (KeyTrans RSA, KeyAgree ECDH).
+"""RecipientInfo parsing into typed recipients (KeyTrans RSA, KeyAgree ECDH).
 
 asn1crypto parses these small structures; everything it raises on bad input is
 turned into EnvelopeMalformed here, so callers only see the error tree.
+Content-key recovery is in cek.py.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as a1x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import (
-    MGF1,
-    OAEP,
-    AsymmetricPadding,
-    PKCS1v15,
-)
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from tokenkeys.envelope import algorithms as alg
+from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.envelope.identity_view import IdentityView, format_name
-from tokenkeys.errors import (
-    EnvelopeIntegrity,
-    EnvelopeMalformed,
-    MechanismUnsupported,
-    NoMatchingRecipient,
-    TokenKeysError,
-)
+from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError
 
 
 class NotMine(Exception):
     """Internal: this identity cannot open this recipient; try the next."""
+
+
+class _Unsupported(Exception):
+    """Internal: why a recipient's algorithms cannot be used (naming the OID)."""
 
 
 # What a decryption that was performed says about a bad ciphertext: the uniform
@@ -42,127 +39,204 @@ class NotMine(Exception):
 PADDING_OUTCOME = (EnvelopeIntegrity, ValueError)
 
 
+@dataclass(frozen=True)
+class Rid:
+    """A recipient identifier: issuer and serial number, or a subject key identifier."""
 
-@dataclass
-class Recipient:
-    """One way into the envelope: a KTRI, one key of a KARI, or something unsupported."""
+    issuer: a1x509.Name | None = None
+    serial: int | None = None
+    ski: bytes | None = None
 
-    rid_issuer: a1x509.Name | None = None
-    rid_serial: int | None = None
-    rid_ski: bytes | None = None
-    unsupported: str | None = None  # why it cannot be opened, naming the OID
-    kind: str = "other"
-    transport: str = "unknown"
-    detectable: bool = False  # does a wrong key fail visibly (OAEP, key-unwrap)?
-    extra: dict[str, object] = field(default_factory=dict)
+    def text(self) -> str:
+        if self.issuer is not None:
+            return f"issuer {format_name(self.issuer)},serial=0x{self.serial or 0:x}"
+        return f"ski={(self.ski or b'').hex()}"
 
-    def rid_text(self) -> str:
-        if self.rid_issuer is not None:
-            return f"issuer {format_name(self.rid_issuer)},serial=0x{self.rid_serial or 0:x}"
-        if self.rid_ski is not None:
-            return f"ski={self.rid_ski.hex()}"
-        return f"{self.kind} recipient"
-
-    def describe(self) -> str:
-        return f"{self.rid_text()} [{self.unsupported or self.transport}]"
-
-    def matches(self, iv: IdentityView) -> bool:
-        if not self.compatible(iv):
-            return False
-        if self.rid_ski is not None:
-            return self.rid_ski in iv.skis
-        if self.rid_issuer is not None and iv.issuer is not None:
+    def names(self, iv: IdentityView) -> bool:
+        if self.ski is not None:
+            return self.ski in iv.skis
+        if self.issuer is not None and iv.issuer is not None:
             try:
-                if iv.serial != self.rid_serial:
+                if iv.serial != self.serial:
                     return False
                 # Same DER is the common case; RFC 5280 name comparison is slow.
-                return iv.issuer.dump() == self.rid_issuer.dump() or bool(
-                    iv.issuer == self.rid_issuer)
+                return iv.issuer.dump() == self.issuer.dump() or bool(iv.issuer == self.issuer)
             except Exception:  # asn1crypto name normalisation on odd strings
                 return False
         return False
+
+    def key(self) -> tuple[bytes, int] | bytes | None:
+        """(issuer DER, serial) or the SKI: what recipient_ids reports."""
+        if self.issuer is not None and self.serial is not None:
+            return (self.issuer.dump(), self.serial)
+        return self.ski
+
+
+@dataclass
+class Opened:
+    cek: bytes
+    recipient: KeyTransRecipient | KeyAgreeRecipient
+    view: IdentityView
+    genuine: bool = True  # False when the v1.5 countermeasure substituted a random key
+
+
+@dataclass
+class KeyTransRecipient:
+    """A KeyTransRecipientInfo with RSA PKCS#1 v1.5 or RSAES-OAEP."""
+
+    rid: Rid
+    encrypted_key: bytes
+    padding: PKCS1v15 | OaepPadding
+    transport: str  # e.g. rsaes-oaep-sha256
+
+    @property
+    def detectable(self) -> bool:
+        """Does a wrong key fail visibly? OAEP does; v1.5 hides it (countermeasure)."""
+        return isinstance(self.padding, OaepPadding)
+
+    def rid_text(self) -> str:
+        return self.rid.text()
+
+    def describe(self) -> str:
+        return f"{self.rid_text()} [{self.transport}]"
+
+    def compatible(self, iv: IdentityView) -> bool:
+        return iv.is_rsa
+
+    def matches(self, iv: IdentityView) -> bool:
+        return self.compatible(iv) and self.rid.names(iv)
+
+    def weak_match(self, iv: IdentityView) -> bool:
+        """A certificate-less RSA identity of the right size for a v1.5 recipient."""
+        pub = iv.identity.public_key
+        return (not self.detectable and iv.issuer is None and isinstance(pub, rsa.RSAPublicKey)
+                and (pub.key_size + 7) // 8 == len(self.encrypted_key))
+
+    def transport_for(self, iv: IdentityView) -> str:
+        return self.transport
+
+    def open_with(self, iv: IdentityView, cek_len: int) -> Opened:
+        if isinstance(self.padding, PKCS1v15):
+            return self._open_v15(iv, cek_len)
+        try:
+            key = iv.identity.decrypt(self.encrypted_key, self.padding)
+        except PADDING_OUTCOME:
+            raise NotMine from None
+        if len(key) != cek_len:
+            raise NotMine
+        return Opened(key, self, iv)
+
+    def _open_v15(self, iv: IdentityView, cek_len: int) -> Opened:
+        # Bleichenbacher countermeasure (RFC 3218 sec. 2.3.2): when the decryption
+        # was performed and its padding (or length) is bad, carry on with a random
+        # key, so it only shows as an integrity error of the content. Only that
+        # outcome is hidden: a device that fails (removed, session lost, key gone)
+        # says nothing about the ciphertext and is raised.
+        fallback = os.urandom(cek_len)
+        try:
+            key = iv.identity.decrypt(self.encrypted_key, self.padding)
+        except PADDING_OUTCOME:
+            key = b""
+        genuine = len(key) == cek_len
+        return Opened(key if genuine else fallback, self, iv, genuine)
+
+
+@dataclass(frozen=True)
+class EcdhAgreement:
+    """What the keys of one KeyAgreeRecipientInfo share: the originator's ephemeral
+    point, the X9.63 KDF and the AES key wrap."""
+
+    point: bytes
+    kdf_hash: type[hashes.HashAlgorithm]
+    kek_len: int
+    shared_info: bytes  # ECC-CMS-SharedInfo
+    transport: str  # e.g. sha256-kdf+aes256-wrap
+
+
+@dataclass
+class KeyAgreeRecipient:
+    """One recipient key of a KeyAgreeRecipientInfo (ephemeral-static ECDH)."""
+
+    rid: Rid
+    encrypted_key: bytes
+    agreement: EcdhAgreement
+    detectable: ClassVar[bool] = True  # the RFC 3394 integrity check fails for a wrong key
+
+    @property
+    def transport(self) -> str:
+        return self.agreement.transport
+
+    def rid_text(self) -> str:
+        return self.rid.text()
+
+    def describe(self) -> str:
+        return f"{self.rid_text()} [{self.transport}]"
+
+    def compatible(self, iv: IdentityView) -> bool:
+        return isinstance(iv.identity.public_key, ec.EllipticCurvePublicKey)
+
+    def matches(self, iv: IdentityView) -> bool:
+        return self.compatible(iv) and self.rid.names(iv)
+
+    def transport_for(self, iv: IdentityView) -> str:
+        pub = iv.identity.public_key
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            curve = alg.CURVE_NAMES.get(pub.curve.name, pub.curve.name)
+            return f"ecdh-{curve}-{self.transport}"
+        return self.transport
+
+    def open_with(self, iv: IdentityView, cek_len: int) -> Opened:
+        a = self.agreement
+        kek = X963KDF(algorithm=a.kdf_hash(), length=a.kek_len,
+                      sharedinfo=a.shared_info).derive(self._shared_secret(iv))
+        try:
+            key = aes_key_unwrap(kek, self.encrypted_key)
+        except Exception:
+            raise NotMine from None  # RFC 3394 integrity check failed: not our key
+        if len(key) != cek_len:
+            raise NotMine
+        return Opened(key, self, iv)
+
+    def _shared_secret(self, iv: IdentityView) -> bytes:
+        pub = iv.identity.public_key
+        if not isinstance(pub, ec.EllipticCurvePublicKey):
+            raise NotMine
+        try:
+            peer = ec.EllipticCurvePublicKey.from_encoded_point(pub.curve, self.agreement.point)
+        except Exception:
+            raise NotMine from None  # originator key is not on this identity's curve
+        try:
+            return iv.identity.derive_ecdh(peer)
+        except ValueError:
+            raise NotMine from None  # software key: point refused
+
+
+@dataclass
+class UnsupportedRecipient:
+    """A recipient tokenkeys cannot open, kept to say why (the reason names the OID)."""
+
+    kind: str  # the RecipientInfo choice: ktri, kari, kekri, pwri, ori
+    reason: str
+    rid: Rid | None = None
+
+    def rid_text(self) -> str:
+        return self.rid.text() if self.rid is not None else f"{self.kind} recipient"
+
+    def describe(self) -> str:
+        return f"{self.rid_text()} [{self.reason}]"
 
     def compatible(self, iv: IdentityView) -> bool:
         if self.kind == "ktri":
             return iv.is_rsa
         if self.kind == "kari":
-            pub = iv.identity.public_key
-            return isinstance(pub, ec.EllipticCurvePublicKey)
+            return isinstance(iv.identity.public_key, ec.EllipticCurvePublicKey)
         return False
 
-    def weak_match(self, iv: IdentityView) -> bool:
-        """A certificate-less RSA identity of the right size for an issuer/serial v1.5 recipient."""
-        pub = iv.identity.public_key
-        enc = self.extra.get("encrypted_key", b"")
-        return (self.kind == "ktri" and not self.detectable and iv.issuer is None
-                and isinstance(pub, rsa.RSAPublicKey) and isinstance(enc, bytes)
-                and (pub.key_size + 7) // 8 == len(enc))
+    def matches(self, iv: IdentityView) -> bool:
+        return self.compatible(iv) and self.rid is not None and self.rid.names(iv)
 
-    def transport_for(self, iv: IdentityView) -> str:
-        pub = iv.identity.public_key
-        if self.kind == "kari" and isinstance(pub, ec.EllipticCurvePublicKey):
-            curve = alg.CURVE_NAMES.get(pub.curve.name, pub.curve.name)
-            return f"ecdh-{curve}-{self.transport}"
-        return self.transport
 
-    # -- content-key recovery ---------------------------------------------------------
-    def unwrap(self, iv: IdentityView, cek_len: int) -> bytes:
-        if self.kind == "ktri":
-            return self._unwrap_rsa(iv, cek_len)
-        if self.kind == "kari":
-            return self._unwrap_ecdh(iv, cek_len)
-        raise NotMine
-
-    def _unwrap_rsa(self, iv: IdentityView, cek_len: int) -> bytes:
-        padding = self.extra["padding"]
-        enc = self.extra["encrypted_key"]
-        assert isinstance(padding, AsymmetricPadding) and isinstance(enc, bytes)
-        if isinstance(padding, PKCS1v15):
-            # Bleichenbacher countermeasure (RFC 3218 sec. 2.3.2): when the
-            # decryption was performed and its padding (or length) is bad, carry on
-            # with a random key, so it only shows as an integrity error of the
-            # content. Only that outcome is hidden: a device that fails (removed,
-            # session lost, key gone) says nothing about the ciphertext and is raised.
-            fallback = os.urandom(cek_len)
-            try:
-                key = iv.identity.decrypt(enc, padding)
-            except PADDING_OUTCOME:
-                key = b""
-            genuine = len(key) == cek_len
-            self.extra["v15_failed"] = not genuine
-            return key if genuine else fallback
-        try:
-            key = iv.identity.decrypt(enc, padding)
-        except PADDING_OUTCOME:
-            raise NotMine from None
-        if len(key) != cek_len:
-            raise NotMine
-        return key
-
-    def _unwrap_ecdh(self, iv: IdentityView, cek_len: int) -> bytes:
-        pub = iv.identity.public_key
-        assert isinstance(pub, ec.EllipticCurvePublicKey)
-        point, shared_info, kdf_hash, kek_len, enc = (
-            self.extra["point"], self.extra["shared_info"], self.extra["kdf_hash"],
-            self.extra["kek_len"], self.extra["encrypted_key"])
-        assert isinstance(point, bytes) and isinstance(shared_info, bytes)
-        assert isinstance(kek_len, int) and isinstance(enc, bytes) and isinstance(kdf_hash, type)
-        try:
-            peer = ec.EllipticCurvePublicKey.from_encoded_point(pub.curve, point)
-        except Exception:
-            raise NotMine from None  # originator key is not on this identity's curve
-        try:
-            z = iv.identity.derive_ecdh(peer)
-        except ValueError:
-            raise NotMine from None  # software key: point refused
-        kek = X963KDF(algorithm=kdf_hash(), length=kek_len, sharedinfo=shared_info).derive(z)
-        try:
-            key = aes_key_unwrap(kek, enc)
-        except Exception:
-            raise NotMine from None  # RFC 3394 integrity check failed: not our key
-        if len(key) != cek_len:
-            raise NotMine
-        return key
+Recipient = KeyTransRecipient | KeyAgreeRecipient | UnsupportedRecipient
 
 
 def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
@@ -176,7 +250,7 @@ def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
             elif info.name == "kari":
                 out.extend(_parse_kari(info.chosen))
             else:
-                out.append(Recipient(kind=info.name, unsupported=f"{info.name} recipient info"))
+                out.append(UnsupportedRecipient(info.name, f"{info.name} recipient info"))
     except TokenKeysError:
         raise
     except Exception:
@@ -186,172 +260,100 @@ def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
     return out
 
 
-def _set_rid(r: Recipient, rid: core.Choice) -> None:
+def _rid(rid: core.Choice) -> Rid:
     if rid.name == "issuer_and_serial_number":
-        r.rid_issuer = rid.chosen["issuer"]
-        r.rid_serial = int(rid.chosen["serial_number"].native)
-    elif rid.name == "subject_key_identifier":
-        r.rid_ski = bytes(rid.chosen.native)
-    else:  # r_key_id (KARI)
-        r.rid_ski = bytes(rid.chosen["subject_key_identifier"].native)
+        return Rid(issuer=rid.chosen["issuer"], serial=int(rid.chosen["serial_number"].native))
+    if rid.name == "subject_key_identifier":
+        return Rid(ski=bytes(rid.chosen.native))
+    return Rid(ski=bytes(rid.chosen["subject_key_identifier"].native))  # rKeyId (KARI)
 
 
-def _digest(oid: str) -> tuple[str, type]:
-    found = alg.DIGESTS.get(oid)
-    if found is None:
-        raise NotMine(f"digest {oid}")
-    return found
+def _parse_ktri(ktri: cms.KeyTransRecipientInfo) -> KeyTransRecipient | UnsupportedRecipient:
+    rid = _rid(ktri["rid"])
+    encrypted_key = bytes(ktri["encrypted_key"].native)
+    try:
+        padding, transport = _rsa_padding(ktri["key_encryption_algorithm"])
+    except _Unsupported as exc:
+        return UnsupportedRecipient("ktri", str(exc), rid)
+    return KeyTransRecipient(rid, encrypted_key, padding, transport)
 
 
-def _parse_ktri(ktri: cms.KeyTransRecipientInfo) -> Recipient:
-    r = Recipient(kind="ktri")
-    _set_rid(r, ktri["rid"])
-    r.extra["encrypted_key"] = bytes(ktri["encrypted_key"].native)
-    kea = ktri["key_encryption_algorithm"]
+def _rsa_padding(kea: cms.KeyEncryptionAlgorithm) -> tuple[PKCS1v15 | OaepPadding, str]:
     oid = kea["algorithm"].dotted
     if oid == alg.RSA_ENCRYPTION:
-        r.transport, r.extra["padding"] = "rsa-pkcs1v15", PKCS1v15()
-        return r
+        return PKCS1v15(), "rsa-pkcs1v15"
     if oid != alg.RSAES_OAEP:
-        r.unsupported = f"key transport {oid}"
-        return r
-    params = kea["parameters"]
-    hash_oid = mgf_hash_oid = alg.DIGEST_OID_BY_NAME["sha1"]
+        raise _Unsupported(f"key transport {oid}")
+    return _oaep_padding(kea["parameters"])
+
+
+def _oaep_padding(params: core.Asn1Value) -> tuple[OaepPadding, str]:
+    hash_oid = mgf_hash_oid = alg.DIGEST_OID_BY_NAME["sha1"]  # absent parameters: SHA-1
     label = b""
     if not isinstance(params, (core.Void, core.Null)):
         hash_oid = params["hash_algorithm"]["algorithm"].dotted
         mgf = params["mask_gen_algorithm"]
         if mgf["algorithm"].dotted != alg.MGF1:
-            r.unsupported = f"OAEP mask generation {mgf['algorithm'].dotted}"
-            return r
+            raise _Unsupported(f"OAEP mask generation {mgf['algorithm'].dotted}")
         mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
         psrc = params["p_source_algorithm"]
         if psrc["algorithm"].dotted != alg.P_SPECIFIED:
-            r.unsupported = f"OAEP pSourceFunc {psrc['algorithm'].dotted}"
-            return r
+            raise _Unsupported(f"OAEP pSourceFunc {psrc['algorithm'].dotted}")
         label = bytes(psrc["parameters"].native or b"")
-    try:
-        hname, hcls = _digest(hash_oid)
-        mname, mcls = _digest(mgf_hash_oid)
-    except NotMine as exc:
-        r.unsupported = f"OAEP {exc}"
-        return r
-    r.transport = f"rsaes-oaep-{hname}" + (f"-mgf1-{mname}" if mname != hname else "")
-    r.transport += "-label" if label else ""
-    r.extra["padding"] = OAEP(mgf=MGF1(mcls()), algorithm=hcls(), label=label or None)
-    r.detectable = True
-    return r
+    hname, hcls = _oaep_digest(hash_oid)
+    mname, mcls = _oaep_digest(mgf_hash_oid)
+    transport = f"rsaes-oaep-{hname}" + (f"-mgf1-{mname}" if mname != hname else "")
+    transport += "-label" if label else ""
+    return OaepPadding(hcls(), mcls(), label or None), transport
+
+
+def _oaep_digest(oid: str) -> tuple[str, type[hashes.HashAlgorithm]]:
+    found = alg.DIGESTS.get(oid)
+    if found is None:
+        raise _Unsupported(f"OAEP digest {oid}")
+    return found
 
 
 def _parse_kari(kari: cms.KeyAgreeRecipientInfo) -> list[Recipient]:
-    base: dict[str, object] = {}
-    unsupported = None
-    transport = "ecdh"
-    orig = kari["originator"]
-    scheme = kari["key_encryption_algorithm"]["algorithm"].dotted
-    if orig.name != "originator_key":
-        unsupported = "static-static ECDH (originator is not an ephemeral key)"
-    elif scheme not in alg.ECDH_SCHEMES:
-        unsupported = f"key agreement {scheme}"
-    else:
-        okey = orig.chosen
-        if okey["algorithm"]["algorithm"].dotted != alg.EC_PUBLIC_KEY:
-            raise EnvelopeMalformed("originator key is not an EC public key")
-        bits = okey["public_key"].contents
-        if not bits or bits[0] != 0:
-            raise EnvelopeMalformed("malformed originator public key")
-        wrap_raw = kari["key_encryption_algorithm"]["parameters"].dump()
-        wrap = cms.KeyEncryptionAlgorithm.load(wrap_raw)
-        wrap_oid = wrap["algorithm"].dotted
-        kek_len = alg.AES_WRAP.get(wrap_oid)
-        hname, hcls = alg.DIGESTS[alg.ECDH_SCHEMES[scheme]]
-        if kek_len is None:
-            unsupported = f"key wrap {wrap_oid}"
-        else:
-            ukm = kari["ukm"].native if kari["ukm"].native is not None else None
-            base = {"point": bytes(bits[1:]), "kdf_hash": hcls, "kek_len": kek_len,
-                    "shared_info": alg.ecc_shared_info(wrap, ukm, kek_len)}
-            transport = f"{hname}-kdf+aes{kek_len * 8}-wrap"
-    out = []
+    agreement: EcdhAgreement | None = None
+    reason = ""
+    try:
+        agreement = _ecdh_agreement(kari)
+    except _Unsupported as exc:
+        reason = str(exc)
+    out: list[Recipient] = []
     for rek in kari["recipient_encrypted_keys"]:
-        r = Recipient(kind="kari", unsupported=unsupported, transport=transport,
-                      detectable=True, extra=dict(base))
-        _set_rid(r, rek["rid"])
-        r.extra["encrypted_key"] = bytes(rek["encrypted_key"].native)
-        out.append(r)
+        rid = _rid(rek["rid"])
+        encrypted_key = bytes(rek["encrypted_key"].native)
+        out.append(KeyAgreeRecipient(rid, encrypted_key, agreement) if agreement is not None
+                   else UnsupportedRecipient("kari", reason, rid))
     if not out:
         raise EnvelopeMalformed("key agreement recipient info lists no keys")
     return out
 
 
-@dataclass
-class Opened:
-    cek: bytes
-    recipient: Recipient
-    view: IdentityView
+def _ecdh_agreement(kari: cms.KeyAgreeRecipientInfo) -> EcdhAgreement:
+    orig = kari["originator"]
+    scheme = kari["key_encryption_algorithm"]["algorithm"].dotted
+    if orig.name != "originator_key":
+        raise _Unsupported("static-static ECDH (originator is not an ephemeral key)")
+    if scheme not in alg.ECDH_SCHEMES:
+        raise _Unsupported(f"key agreement {scheme}")
+    point = _ephemeral_point(orig.chosen)
+    wrap = cms.KeyEncryptionAlgorithm.load(kari["key_encryption_algorithm"]["parameters"].dump())
+    wrap_oid = wrap["algorithm"].dotted
+    kek_len = alg.AES_WRAP.get(wrap_oid)
+    hname, hcls = alg.DIGESTS[alg.ECDH_SCHEMES[scheme]]
+    if kek_len is None:
+        raise _Unsupported(f"key wrap {wrap_oid}")
+    shared_info = alg.ecc_shared_info(wrap, kari["ukm"].native, kek_len)
+    return EcdhAgreement(point, hcls, kek_len, shared_info, f"{hname}-kdf+aes{kek_len * 8}-wrap")
 
-    @property
-    def genuine(self) -> bool:
-        """False when the v1.5 countermeasure substituted a random key."""
-        return not self.recipient.extra.get("v15_failed", False)
 
-
-def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len: int) -> Opened:
-    """Try matching identities first, then (only where a miss is detectable) the others."""
-    tried: set[tuple[int, int]] = set()
-    matched_failure: tuple[Recipient, IdentityView] | None = None
-    matched_unsupported: Recipient | None = None
-
-    def attempt(ri: int, vi: int) -> Opened | None:
-        tried.add((ri, vi))
-        r, v = recipients[ri], views[vi]
-        return Opened(r.unwrap(v, cek_len), r, v)
-
-    # 1. identities that the recipient identifier names
-    for ri, r in enumerate(recipients):
-        for vi, v in enumerate(views):
-            if not r.matches(v):
-                continue
-            if r.unsupported:
-                matched_unsupported = matched_unsupported or r
-                continue
-            try:
-                opened = attempt(ri, vi)
-            except NotMine:
-                matched_failure = matched_failure or (r, v)
-                continue
-            if opened:
-                return opened
-    # 2. any compatible identity, but only where a wrong key fails visibly
-    for ri, r in enumerate(recipients):
-        if r.unsupported or not r.detectable:
-            continue
-        for vi, v in enumerate(views):
-            if (ri, vi) in tried or not r.compatible(v):
-                continue
-            try:
-                opened = attempt(ri, vi)
-            except (NotMine, MechanismUnsupported):
-                continue
-            if opened:
-                return opened
-    # 3. certificate-less RSA identities on issuer/serial v1.5 recipients (countermeasure applies)
-    for ri, r in enumerate(recipients):
-        if r.unsupported:
-            continue
-        for vi, v in enumerate(views):
-            if (ri, vi) not in tried and r.weak_match(v):
-                opened = attempt(ri, vi)
-                if opened:
-                    return opened
-    if matched_failure is not None:
-        r, v = matched_failure
-        raise EnvelopeIntegrity(
-            f"{v.label} matches recipient {r.rid_text()} but its content key does not "
-            "decrypt (damaged envelope or different key with the same name)")
-    if matched_unsupported is not None:
-        raise MechanismUnsupported(
-            f"recipient {matched_unsupported.rid_text()} uses {matched_unsupported.unsupported}",
-            ["RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap"],
-            by="tokenkeys")
-    raise NoMatchingRecipient([v.label for v in views], [r.describe() for r in recipients])
+def _ephemeral_point(okey: cms.OriginatorPublicKey) -> bytes:
+    if okey["algorithm"]["algorithm"].dotted != alg.EC_PUBLIC_KEY:
+        raise EnvelopeMalformed("originator key is not an EC public key")
+    bits = okey["public_key"].contents
+    if not bits or bits[0] != 0:
+        raise EnvelopeMalformed("malformed originator public key")
+    return bytes(bits[1:])

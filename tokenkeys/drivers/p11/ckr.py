@@ -6,7 +6,8 @@ that code here, once. PINs never reach a message: bindings report only the CKR.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 from tokenkeys.errors import (
@@ -169,9 +170,16 @@ def to_error(code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysErro
     return cls(f"{what}: {reason or ckr_name(code)}")
 
 
-def guard(fn: Callable[[], T], what: str, offered: Sequence[str] = ()) -> T:
-    """Run a port call, turning CkrError into the error tree."""
+@contextmanager
+def ckr_errors(what: str, offered: Sequence[str] = ()) -> Iterator[None]:
+    """Port calls in this block raise the error tree instead of CkrError."""
     try:
-        return fn()
+        yield
     except CkrError as exc:
         raise to_error(exc.code, what, offered) from None
+
+
+def guard(fn: Callable[[], T], what: str, offered: Sequence[str] = ()) -> T:
+    """Run a port call, turning CkrError into the error tree."""
+    with ckr_errors(what, offered):
+        return fn()

@@ -7,6 +7,7 @@ token.py and this module do not import each other at run time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
 from tokenkeys.drivers.p11 import ck, templates
-from tokenkeys.drivers.p11.ckr import CkrError, guard, to_error
+from tokenkeys.drivers.p11.ckr import CkrError, ckr_errors, to_error
 from tokenkeys.drivers.p11.keys import read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile
@@ -174,9 +175,13 @@ def _rename_to_sha1(token: Target, pub: Any, priv: Any, public: PublicKey) -> by
     """Both halves get CKA_ID = SHA-1 of the public key, by the handles generation
     returned (never by a search for the old id, which a renamed half no longer has)."""
     new_id = keyalg.key_id(public)
+
+    def set_id(obj: Any) -> None:
+        token.session().set(obj, {ck.CKA_ID: new_id})
+
     for obj in (pub, priv):
-        guard(lambda o=obj: token.writing(  # type: ignore[misc]
-            lambda: token.session().set(o, {ck.CKA_ID: new_id})), "setting the key id")
+        with ckr_errors("setting the key id"):
+            token.writing(functools.partial(set_id, obj))
     return new_id
 
 
@@ -204,8 +209,9 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
 
     def write() -> None:
         for tpl in objects:
-            guard(lambda t=tpl: token.session().create(t),  # type: ignore[misc]
-                  f"storing the certificate of {key.label!r}", ["one certificate per key"])
+            with ckr_errors(f"storing the certificate of {key.label!r}",
+                            ["one certificate per key"]):
+                token.session().create(tpl)
         for obj in old:
             # A card with one certificate slot replaced it already.
             with contextlib.suppress(CkrError):
@@ -222,8 +228,8 @@ def set_label(token: Target, key: KeyHandle, label: str) -> None:
             for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id}):
                 old = token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or ""
                 new = label + old[len(key.label):] if old.startswith(key.label) else label
-                guard(lambda o=obj, n=new: token.session().set(o, {ck.CKA_LABEL: n}),  # type: ignore[misc]
-                      f"renaming {key.label!r}")
+                with ckr_errors(f"renaming {key.label!r}"):
+                    token.session().set(obj, {ck.CKA_LABEL: new})
 
     token.writing(write)
     key.label = label
@@ -247,7 +253,7 @@ def delete(token: Target, key: KeyHandle) -> None:
         for query in queries:
             for cls in KEY_CLASSES:
                 for obj in token.find({ck.CKA_CLASS: cls, **query}):
-                    guard(lambda o=obj: token.session().destroy(o),  # type: ignore[misc]
-                          f"deleting {key.label!r}")
+                    with ckr_errors(f"deleting {key.label!r}"):
+                        token.session().destroy(obj)
 
     token.writing(destroy)

@@ -19,7 +19,7 @@ from tokenkeys.config import Config
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, UnusableKey, lookup_terms, the_one
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.drivers.p11 import ck, discovery, provision, share
-from tokenkeys.drivers.p11.ckr import CKR, CkrError, guard, to_error
+from tokenkeys.drivers.p11.ckr import CKR, CkrError, ckr_errors, to_error
 from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile, profile_for
@@ -73,7 +73,8 @@ class P11Token(Token):
             if exc.code != CKR["CKR_TOKEN_WRITE_PROTECTED"]:
                 raise to_error(exc.code, what) from None
         # Read-only tokens can still decrypt and sign.
-        return guard(lambda: self.port.open_session(self.slot.slot, rw=False), what)
+        with ckr_errors(what):
+            return self.port.open_session(self.slot.slot, rw=False)
 
     @classmethod
     def open(cls, uri: Pkcs11Uri, config: Config, *, binding: str | None = None,
@@ -97,11 +98,13 @@ class P11Token(Token):
             discovery.SESSIONS[os.path.realpath(self.module)] -= 1
 
     def info(self) -> TokenInfo:
-        st = guard(lambda: self.port.token(self.slot.slot), "reading token information")
+        with ckr_errors("reading token information"):
+            st = self.port.token(self.slot.slot)
         return discovery.token_info(st, self.module)
 
     def _flags(self) -> int:
-        return guard(lambda: self.port.token(self.slot.slot), "reading the token").flags
+        with ckr_errors("reading the token"):
+            return self.port.token(self.slot.slot).flags
 
     # --- login -------------------------------------------------------------
     def _c_login(self, source: PinSource, so: bool) -> None:
@@ -173,7 +176,8 @@ class P11Token(Token):
         """
         user = self._user_pins
         self.close()
-        guard(self.port.reinitialise, "re-initialising the module")
+        with ckr_errors("re-initialising the module"):
+            self.port.reinitialise()
         again = [s for s in discovery.scan(self.port)
                  if s.serial == self.slot.serial and s.label == self.slot.label]
         if not again:
@@ -194,12 +198,13 @@ class P11Token(Token):
     # --- objects -----------------------------------------------------------
     def mechanisms(self) -> frozenset[str]:
         if self._mechanisms is None:
-            self._mechanisms = guard(lambda: self.port.mechanisms(self.slot.slot),
-                                     "listing mechanisms")
+            with ckr_errors("listing mechanisms"):
+                self._mechanisms = self.port.mechanisms(self.slot.slot)
         return self._mechanisms
 
     def find(self, template: Template) -> list[Any]:
-        return guard(lambda: self.session().find(template), "searching objects")
+        with ckr_errors("searching objects"):
+            return self.session().find(template)
 
     def private_by_id(self, key_id: bytes) -> Any:
         found = self.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_ID: key_id}) if key_id else []
@@ -216,8 +221,8 @@ class P11Token(Token):
         """(label, certificate) of every readable certificate object with `key_id`."""
         out = []
         for obj in self.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key_id}):
-            a = guard(lambda o=obj: self.session().get(o, [ck.CKA_LABEL, ck.CKA_VALUE]),  # type: ignore[misc]
-                      "reading a certificate")
+            with ckr_errors("reading a certificate"):
+                a = self.session().get(obj, [ck.CKA_LABEL, ck.CKA_VALUE])
             with contextlib.suppress(ValueError, TypeError):
                 out.append((a[ck.CKA_LABEL] or "", x509.load_der_x509_certificate(a[ck.CKA_VALUE])))
         return out
@@ -226,14 +231,16 @@ class P11Token(Token):
         if key_id in self.known_public:
             return self.known_public[key_id]
         for obj in self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id}):
-            key = guard(lambda o=obj: read_public_key(self.session(), o), "reading a public key")  # type: ignore[misc]
+            with ckr_errors("reading a public key"):
+                key = read_public_key(self.session(), obj)
             return key or provision.read_public_key_fresh(self, key_id)
         return None
 
     def _handle(self, obj: Any) -> P11Key:
         """A key handle from a private key, or (before login) a public key/certificate."""
-        a = guard(lambda: self.session().get(obj, [ck.CKA_CLASS, ck.CKA_ID, ck.CKA_LABEL,
-                                                  ck.CKA_EXTRACTABLE]), "reading key attributes")
+        with ckr_errors("reading key attributes"):
+            a = self.session().get(obj, [ck.CKA_CLASS, ck.CKA_ID, ck.CKA_LABEL,
+                                         ck.CKA_EXTRACTABLE])
         key_id, label = a[ck.CKA_ID] or b"", a[ck.CKA_LABEL] or ""
         if not key_id:
             raise Unusable("the object has no CKA_ID")
@@ -247,7 +254,8 @@ class P11Token(Token):
             cert_key = cert.public_key()
             public = cert_key if isinstance(cert_key, PublicKey) else None
         if public is None:
-            public = guard(lambda: read_public_key(self.session(), obj), "reading the key")
+            with ckr_errors("reading the key"):
+                public = read_public_key(self.session(), obj)
         if public is None:
             public = provision.read_public_key_fresh(self, key_id)
         return P11Key(self, obj if is_private else None, public, cert, key_id=key_id,
@@ -287,8 +295,8 @@ class P11Token(Token):
             try:
                 good.append(self._handle(obj))
             except (Unusable, ValueError) as exc:
-                a = guard(lambda o=obj: self.session().get(o, [ck.CKA_ID, ck.CKA_LABEL]),  # type: ignore[misc]
-                          "reading key attributes")
+                with ckr_errors("reading key attributes"):
+                    a = self.session().get(obj, [ck.CKA_ID, ck.CKA_LABEL])
                 bad.append(UnusableKey(label=a[ck.CKA_LABEL] or "", id=a[ck.CKA_ID] or b"",
                                        reason=str(exc) or type(exc).__name__))
         return good, bad

@@ -389,7 +389,8 @@ def test_general_error_stops_an_open_batch_as_a_device_error(
     assert code == DeviceError.exit_code == 3
     assert error["type"] == "DeviceError" and "CKR_GENERAL_ERROR" in error["message"]
     assert "3 of 50 envelope(s) done, 47 left" in error["message"]
-    assert sorted(p.name for p in out.iterdir()) == ["bid-00", "bid-01", "bid-02"]
+    # Three threads parse envelopes: which three reach the device first may vary.
+    assert len([p for p in out.iterdir() if p.name.startswith("bid-")]) == 3
 
 
 def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice) -> None:

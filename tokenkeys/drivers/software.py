@@ -40,6 +40,7 @@ from tokenkeys.errors import (
     DeviceError,
     KeyExists,
     KeyNotFound,
+    NotExtractable,
     PinIncorrect,
     TokenNotFound,
     UsageError,
@@ -394,6 +395,15 @@ class SoftwareToken(Token):
         return MECHANISMS
 
     # Sharing (KeyExport, KeyImport, KeyTransport): tokenkeys.drivers.software_share.
+
+    def shareable_private_key(self, key: KeyHandle) -> PrivateKey:
+        """The private key of a shareable key, for software_share; NotExtractable for
+        any other. Requires login."""
+        handle = self.find_key(key_id=key.id)
+        assert isinstance(handle, SoftwareKeyHandle)
+        if not handle.extractable:
+            raise NotExtractable(key.label)
+        return handle.private_key()
 
     def export_private_key(self, key: KeyHandle) -> bytearray:
         """PKCS#8 DER of a shareable key; PolicyRefused otherwise. Requires login."""

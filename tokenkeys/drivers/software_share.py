@@ -26,27 +26,15 @@ from tokenkeys.drivers.keywrap import (
     wipe,
     wrap_pkcs8,
 )
-from tokenkeys.errors import DeviceError, KeyExists, NotExtractable, UsageError
+from tokenkeys.errors import DeviceError, KeyExists, UsageError
 
 if TYPE_CHECKING:
     from tokenkeys.drivers.software import SoftwareToken
 
 
 
-def _private(
-    token: SoftwareToken, key: KeyHandle,
-) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
-    from tokenkeys.drivers.software import SoftwareKeyHandle
-
-    handle = token.find_key(key_id=key.id)
-    assert isinstance(handle, SoftwareKeyHandle)
-    if not handle.extractable:
-        raise NotExtractable(key.label)
-    return handle.private_key()
-
-
 def export_private_key(token: SoftwareToken, key: KeyHandle) -> bytearray:
-    private = _private(token, key)
+    private = token.shareable_private_key(key)
     return bytearray(private.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),

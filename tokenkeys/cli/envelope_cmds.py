@@ -10,7 +10,6 @@ import click
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokenkeys import batch
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -26,7 +25,7 @@ from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import token_uri
 from tokenkeys.envelope import SealOptions, named_by_issuer, seal
 from tokenkeys.errors import BatchIncomplete, PolicyRefused, UsageError
-from tokenkeys.services import key_certs
+from tokenkeys.services import key_certs, opening_batch
 from tokenkeys.services.envelope_kinds import key_transports_for
 
 FULL_TABLE = 50
@@ -135,8 +134,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     """
     from tokenkeys.services import opening  # SQLAlchemy: not for `--help`
 
-    found, unopened = batch.collect(inputs)
-    pairs = batch.plan(found, outdir)
+    found, unopened = opening_batch.collect(inputs)
+    pairs = opening_batch.plan(found, outdir)
     show = sys.stderr.isatty() and not app.json
     with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=app.err, disable=not show) as bar:
@@ -156,7 +155,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         else None
     if single is not None and single.status == "failed" and not app.json:
         app.fail(f"{single.input}: {single.error}")
-        ctx.exit(batch.error_class(single.error_type).exit_code)
+        ctx.exit(opening_batch.error_class(single.error_type).exit_code)
 
     def human() -> None:
         # Thousands of rows help nobody: past FULL_TABLE, list the failures only.
@@ -171,7 +170,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
 
     app.emit(document, human)
     if single is not None and single.status == "failed":
-        ctx.exit(batch.error_class(single.error_type).exit_code)
+        ctx.exit(opening_batch.error_class(single.error_type).exit_code)
     if counts["failed"]:
         ctx.exit(BatchIncomplete.exit_code)
 

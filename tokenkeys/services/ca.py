@@ -27,7 +27,7 @@ from tokenkeys.errors import (
     PolicyRefused,
     UsageError,
 )
-from tokenkeys.keygen import generate_named
+from tokenkeys.services.keygen import generate_named
 from tokenkeys.types import Algorithm
 
 MAX_CA_DAYS = 7300

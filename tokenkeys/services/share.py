@@ -48,9 +48,9 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
-from tokenkeys.manager import KeyRecord, describe, resolve_key
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
+from tokenkeys.services.token_keys import KeyRecord, describe, resolve_key
 from tokenkeys.types import Secret
 
 if TYPE_CHECKING:

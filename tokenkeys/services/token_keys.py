@@ -18,9 +18,9 @@ from tokenkeys.errors import (
     MechanismUnsupported,
     UsageError,
 )
-from tokenkeys.keygen import generate_named
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate
+from tokenkeys.services.keygen import generate_named
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 

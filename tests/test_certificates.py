@@ -9,9 +9,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tokenkeys.certificates import TokenRSAKey, key_status, self_signed
+from tokenkeys.certificates import key_status
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
+from tokenkeys.services.signing import TokenRSAKey, self_signed
 
 
 class SoftHandle(KeyHandle):

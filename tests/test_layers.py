@@ -1,4 +1,5 @@
-"""The package map: no two parts of tokenkeys import each other.
+"""The package map: no two parts of tokenkeys import each other, and neither the
+registry nor the envelope layer loads a driver.
 
 A part is a subpackage (cli, services, registry, envelope, drivers) or a
 top-level module (keyalg, errors...). Imports are read from the source with
@@ -9,6 +10,8 @@ a lazy import is still a dependency, only a later one.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +86,15 @@ def test_no_part_imports_one_that_imports_it_back() -> None:
                    for a, targets in graph.items() for b, who in targets.items()
                    if _reaches(graph, b, a))
     assert loops == []
+
+
+def test_registry_and_envelope_import_no_driver() -> None:
+    """The envelope layer knows only its Identity/Recipient protocols and the registry
+    stores facts: neither loads a driver, directly or through another part."""
+    graph = part_graph()
+    assert [p for p in ("registry", "envelope") if _reaches(graph, p, "drivers")] == []
+    probe = ("import sys, tokenkeys.registry, tokenkeys.envelope; "
+             "print(sorted(m for m in sys.modules if m.startswith('tokenkeys.drivers')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

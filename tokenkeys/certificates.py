@@ -1,28 +1,20 @@
-"""Self-signed certificates signed ON the token, and key validity status.
+"""Plain X.509 helpers: fingerprint, common name, validity status, writing a file.
 
-cryptography (>= 50) `CertificateBuilder.sign` accepts any RSAPrivateKey /
-EllipticCurvePrivateKey subclass; ours forwards `sign` to KeyHandle.sign and
-refuses everything that would need the private key material.
+Nothing here touches a device: the registry and the CLI use these without
+loading a driver. Signing on a device is services/signing.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from tokenkeys import keyalg
-from tokenkeys.drivers.base import KeyHandle
-from tokenkeys.errors import UsageError
 from tokenkeys.files import write_atomic
 
 EXPIRING_DAYS = 30
@@ -37,122 +29,6 @@ def fingerprint(cert: x509.Certificate) -> str:
 def certificate_cn(cert: x509.Certificate) -> str | None:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
-
-
-def _refuse(*_: Any, **__: Any) -> NoReturn:
-    raise UsageError("the private key stays on the token: only signing is possible")
-
-
-def _hash_of(algorithm: Any) -> hashes.HashAlgorithm:
-    if isinstance(algorithm, Prehashed):
-        raise UsageError("pre-hashed signing is not supported by token keys")
-    if not isinstance(algorithm, hashes.HashAlgorithm):
-        raise UsageError("unsupported signature algorithm")
-    return algorithm
-
-
-class TokenRSAKey(rsa.RSAPrivateKey):
-    def __init__(self, key: KeyHandle) -> None:
-        assert isinstance(key.public_key, rsa.RSAPublicKey)
-        self._key = key
-        self._public = key.public_key
-
-    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:
-        if not isinstance(padding, PKCS1v15):
-            raise UsageError("token keys sign with PKCS#1 v1.5 only")
-        return self._key.sign(data, _hash_of(algorithm))
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self._public
-
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
-    decrypt = _refuse
-    private_numbers = _refuse
-    private_bytes = _refuse
-    __copy__ = _refuse
-    __deepcopy__ = _refuse
-
-
-class TokenECKey(ec.EllipticCurvePrivateKey):
-    def __init__(self, key: KeyHandle) -> None:
-        assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
-        self._key = key
-        self._public = key.public_key
-
-    def sign(
-        self,
-        data: bytes | bytearray | memoryview,
-        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
-    ) -> bytes:
-        if not isinstance(signature_algorithm, ec.ECDSA):
-            raise UsageError("token EC keys sign with ECDSA only")
-        return self._key.sign(bytes(data), _hash_of(signature_algorithm.algorithm))
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public
-
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        return self._public.curve
-
-    @property
-    def key_size(self) -> int:
-        return self._public.curve.key_size
-
-    exchange = _refuse
-    private_numbers = _refuse
-    private_bytes = _refuse
-    __copy__ = _refuse
-    __deepcopy__ = _refuse
-
-
-
-def signer_for(
-    key: KeyHandle,
-) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, keyalg.SignatureHash]:
-    """A cryptography private key that signs on the device, and its hash (keyalg)."""
-    signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
-        TokenRSAKey(key) if isinstance(key.public_key, rsa.RSAPublicKey) else TokenECKey(key))
-    return signer, keyalg.signature_hash(key.public_key)
-
-
-def self_signed(
-    key: KeyHandle, cn: str, days: int, not_before: datetime | None = None
-) -> x509.Certificate:
-    """A self-signed certificate for `key`, signed on its device. Requires login."""
-    if days < 1:
-        raise UsageError(f"validity must be at least one day, not {days}")
-    start = (not_before or datetime.now(UTC)) - timedelta(minutes=1)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=is_rsa,
-        data_encipherment=is_rsa,
-        key_agreement=not is_rsa,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    signer, algorithm = signer_for(key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key)
-        .serial_number(secrets.randbits(159) | 1)  # positive, < 2^159, never 0
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(minutes=1, days=days))
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    return builder.sign(signer, algorithm)
 
 
 def key_status(cert: x509.Certificate, now: datetime | None = None) -> KeyStatus:

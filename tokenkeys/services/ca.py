@@ -4,7 +4,7 @@
 CA with pathLen 0, keyCertSign + cRLSign, subject key identifier). `issue_certificate`
 signs an encryption certificate for a PKCS#10 request (signature checked) or
 for a bare public key (cards whose decryption key cannot sign). Nothing here
-touches key material: signing goes through tokenkeys.certificates.signer_for.
+touches key material: signing goes through services/signing.signer_for.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
 from tokenkeys.certificates import fingerprint as fingerprint  # the CLI shows it
-from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.errors import (
     CertificateRefused,
@@ -28,6 +27,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.services.keygen import generate_named
+from tokenkeys.services.signing import signer_for
 from tokenkeys.types import Algorithm
 
 MAX_CA_DAYS = 7300

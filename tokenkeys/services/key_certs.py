@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.envelope import forbidden_encryption_usage
@@ -34,6 +33,7 @@ from tokenkeys.errors import (
 )
 from tokenkeys.files import write_atomic
 from tokenkeys.services.ca import is_ca_certificate
+from tokenkeys.services.signing import signer_for
 
 CHAINS_DIR = "chains"
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import self_signed
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
@@ -31,6 +30,7 @@ from tokenkeys.registry import KeyFacts, KeyRow, Registry
 from tokenkeys.registry.repo import Removal
 from tokenkeys.services import token_keys
 from tokenkeys.services.kinds import envelope_kinds
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm
 
 DATED_SUFFIX = re.compile(r"-\d{8}(-\d+)?$")

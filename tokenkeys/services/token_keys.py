@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tokenkeys.certificates import certificate_cn, key_status, self_signed, write_certificate
+from tokenkeys.certificates import certificate_cn, key_status, write_certificate
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.errors import (
@@ -21,6 +21,7 @@ from tokenkeys.errors import (
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate
 from tokenkeys.services.keygen import generate_named
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 

@@ -1,24 +1,99 @@
-"""Plain X.509 helpers: fingerprint, common name, validity status, writing a file.
+"""Plain X.509 helpers: the one certificate builder and its keyUsage rule,
+fingerprint, common name, validity status, writing a file.
 
 Nothing here touches a device: the registry and the CLI use these without
-loading a driver. Signing on a device is services/signing.py.
+loading a driver. The signer that signs on a device is services/signing.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tokenkeys import keyalg
 from tokenkeys.files import write_atomic
 
 EXPIRING_DAYS = 30
 KeyStatus = Literal["valid", "expiring", "expired"]
+# A private key object that signs (services.signing: on the device) and its hash.
+Signer = tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, keyalg.SignatureHash]
+
+
+def key_usage(public_key: keyalg.PublicKey, *, ca: bool = False) -> x509.KeyUsage:
+    """The one keyUsage rule, for every certificate tokenkeys makes or asks for.
+
+    A CA: keyCertSign and cRLSign. An encryption key: keyEncipherment (RSA, which
+    transports the content key) or keyAgreement (EC, ECDH). Never dataEncipherment:
+    CMS never encrypts content with the recipient's key itself. Never
+    digitalSignature: the key signs only its own certificate or request.
+    """
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    return x509.KeyUsage(
+        digital_signature=False, content_commitment=False,
+        key_encipherment=not ca and is_rsa, data_encipherment=False,
+        key_agreement=not ca and not is_rsa, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def validity(days: int, start: datetime | None = None) -> tuple[datetime, datetime]:
+    """notBefore a minute before `start` (default now: a clock a little behind still
+    accepts it), notAfter `days` after `start`."""
+    begin = (start or datetime.now(UTC)) - timedelta(minutes=1)
+    return begin, begin + timedelta(minutes=1, days=days)
+
+
+def build_certificate(public_key: keyalg.PublicKey, subject: x509.Name,
+                      period: tuple[datetime, datetime], signer: Signer, *,
+                      issuer: x509.Certificate | None = None,
+                      ca: bool = False) -> x509.Certificate:
+    """The one certificate builder: self-signed keys (`issuer` None), CAs and the
+    certificates a CA issues.
+
+    A random serial; basicConstraints (a CA: pathLen 0) and key_usage, both
+    critical; the subject key identifier; the authority key identifier on a CA's
+    certificate and on every certificate a CA issues.
+    """
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    start, end = period
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer.subject)
+        .public_key(public_key)
+        .serial_number(secrets.randbits(159) | 1)  # positive, < 2^159, never 0
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None),
+                       critical=True)
+        .add_extension(key_usage(public_key, ca=ca), critical=True)
+        .add_extension(ski, critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(_authority(issuer), critical=False)
+    elif ca:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    key, algorithm = signer
+    return builder.sign(key, algorithm)
+
+
+def _authority(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The issuer's key identifier: its SKI, or its public key's for a CA made elsewhere
+    without one."""
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 def fingerprint(cert: x509.Certificate) -> str:

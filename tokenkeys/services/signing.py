@@ -1,4 +1,4 @@
-"""Certificates signed ON the token: the signer objects and the self-signed certificate.
+"""Certificates signed ON the token: the signer objects and self-signed certificates.
 
 cryptography (>= 50) `CertificateBuilder.sign` accepts any RSAPrivateKey /
 EllipticCurvePrivateKey subclass; ours forwards `sign` to KeyHandle.sign and
@@ -7,8 +7,7 @@ refuses everything that would need the private key material.
 
 from __future__ import annotations
 
-import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, NoReturn
 
 from cryptography import x509
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
+from tokenkeys.certificates import Signer, build_certificate, validity
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
 
@@ -93,46 +93,19 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
     __deepcopy__ = _refuse
 
 
-def signer_for(
-    key: KeyHandle,
-) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, keyalg.SignatureHash]:
+def signer_for(key: KeyHandle) -> Signer:
     """A cryptography private key that signs on the device, and its hash (keyalg)."""
     signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
         TokenRSAKey(key) if isinstance(key.public_key, rsa.RSAPublicKey) else TokenECKey(key))
     return signer, keyalg.signature_hash(key.public_key)
 
 
-def self_signed(
-    key: KeyHandle, cn: str, days: int, not_before: datetime | None = None
-) -> x509.Certificate:
-    """A self-signed certificate for `key`, signed on its device. Requires login."""
+def self_signed(key: KeyHandle, cn: str, days: int, not_before: datetime | None = None, *,
+                ca: bool = False) -> x509.Certificate:
+    """A self-signed certificate for `key` (a CA's with `ca`), signed on its device.
+    Requires login."""
     if days < 1:
         raise UsageError(f"validity must be at least one day, not {days}")
-    start = (not_before or datetime.now(UTC)) - timedelta(minutes=1)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=is_rsa,
-        data_encipherment=is_rsa,
-        key_agreement=not is_rsa,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    signer, algorithm = signer_for(key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key)
-        .serial_number(secrets.randbits(159) | 1)  # positive, < 2^159, never 0
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(minutes=1, days=days))
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    return builder.sign(signer, algorithm)
+    return build_certificate(key.public_key, name, validity(days, not_before), signer_for(key),
+                             ca=ca)

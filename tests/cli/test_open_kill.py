@@ -51,7 +51,7 @@ KILLS = 100 if FULL else 22
 SEED = 20270514
 POLL = 0.002
 # `python -m tokenkeys`, with the atomic writer's fallback (named temp files) forced.
-NO_TMPFILE = ("import sys; import tokenkeys.envelope.atomic as a; a._O_TMPFILE = 0; "
+NO_TMPFILE = ("import sys; import tokenkeys.files as a; a._O_TMPFILE = 0; "
               "from tokenkeys.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 pytestmark = pytest.mark.stress

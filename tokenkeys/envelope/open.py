@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tokenkeys.envelope import algorithms as alg
-from tokenkeys.envelope.atomic import AtomicOutput, check_target
 from tokenkeys.envelope.ber import (
     CONTEXT,
     TAG_INTEGER,
@@ -38,6 +37,7 @@ from tokenkeys.envelope.recipients import (
     recover_cek,
 )
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
+from tokenkeys.files import AtomicOutput, check_target
 
 _T = TypeVar("_T")
 _INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from tokenkeys.envelope import algorithms as alg
-from tokenkeys.envelope.atomic import AtomicOutput, check_target
 from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
 from tokenkeys.errors import MechanismUnsupported, PolicyRefused, UsageError
+from tokenkeys.files import AtomicOutput, check_target
 
 CHUNK = 1 << 20  # plaintext read size = ciphertext OCTET STRING chunk size
 _OAEP_DIGESTS = {"oaep-sha1": "sha1", "oaep-sha256": "sha256", "oaep-sha384": "sha384",
@@ -232,7 +232,7 @@ def seal(
 ) -> int:
     """Encrypt `src` to every recipient certificate; returns the plaintext size.
 
-    `dst` appears only once the whole envelope is written (see atomic.py).
+    `dst` appears only once the whole envelope is written (see tokenkeys/files.py).
     """
     _check_options(options)
     dst_path = Path(dst)

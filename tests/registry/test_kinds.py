@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokenkeys.errors import PolicyRefused
-from tokenkeys.services.kinds import choose_key_transport, envelope_kinds
+from tokenkeys.services.envelope_kinds import choose_key_transport, envelope_kinds
 
 OPENPGP_CARD = {"RSA_PKCS", "RSA_PKCS_KEY_PAIR_GEN", "ECDH1_DERIVE", "ECDSA"}
 SOFTHSM = {"RSA_PKCS", "RSA_X_509", "RSA_PKCS_OAEP", "ECDH1_DERIVE", "RSA_PKCS_KEY_PAIR_GEN"}

@@ -29,7 +29,7 @@ from tokenkeys.errors import (
 from tokenkeys.registry import KeyFacts, KeyRow, Registry
 from tokenkeys.registry.repo import Removal
 from tokenkeys.services import token_keys
-from tokenkeys.services.kinds import envelope_kinds
+from tokenkeys.services.envelope_kinds import envelope_kinds
 from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm
 

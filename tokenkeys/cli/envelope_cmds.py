@@ -10,6 +10,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from tokenkeys import keyalg
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -29,7 +30,9 @@ from tokenkeys.services import key_certs, opening_batch
 from tokenkeys.services.envelope_kinds import key_transports_for
 
 FULL_TABLE = 50
-KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
+# The default first, as the help shows them.
+KEY_TRANSPORTS = (keyalg.DEFAULT_KEY_TRANSPORT,
+                  *(t for t in keyalg.KEY_TRANSPORTS if t != keyalg.DEFAULT_KEY_TRANSPORT))
 
 
 @click.command("seal")
@@ -90,14 +93,15 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
     chosen = ((None,) * len(certs) if key_transport
               else key_transports_for(app.config, certs))
     options = SealOptions(authenticated=not cbc, key_bits=int(key_bits),
-                          key_transport=key_transport or "oaep-sha256", use_ski=keyid,
-                          pem=pem, allow_any_usage=allow_any_usage, transports=chosen)
+                          key_transport=key_transport or keyalg.DEFAULT_KEY_TRANSPORT,
+                          use_ski=keyid, pem=pem, allow_any_usage=allow_any_usage,
+                          transports=chosen)
     size = seal(input_path, output, certs, options, overwrite=force)
     notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
              for who in named_by_issuer(certs, options)]
     notes += [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
               "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport "
-              "overrides" for c, t in zip(certs, chosen, strict=True) if t == "pkcs1v15"]
+              "overrides" for c, t in zip(certs, chosen, strict=True) if t == keyalg.PKCS1V15]
     for note in notes:
         app.note(note)
     document = {"input": str(input_path), "output": str(output), "bytes": size,

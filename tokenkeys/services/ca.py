@@ -30,8 +30,6 @@ from tokenkeys.services.keygen import generate_named
 from tokenkeys.services.signing import self_signed, signer_for
 from tokenkeys.types import Algorithm
 
-MAX_CA_DAYS = 7300
-MAX_DAYS = 3650
 _CSR_MARKERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 _KEY_MARKERS = (b"-----BEGIN PUBLIC KEY-----", b"-----BEGIN RSA PUBLIC KEY-----")
 
@@ -90,7 +88,8 @@ def ca_certificate(key: KeyHandle, cn: str, days: int) -> x509.Certificate:
 
 
 def create_ca(token: Token, name: str, *, cn: str | None = None,
-              algorithm: Algorithm = Algorithm.RSA3072, days: int = 3650) -> CaRecord:
+              algorithm: Algorithm = Algorithm.RSA3072,
+              days: int = keyalg.MAX_DAYS) -> CaRecord:
     """Generate the CA key pair on `token` and self-sign its certificate there.
 
     Requires login. The same crash-safe path as `key generate` (keygen.generate_named):
@@ -98,8 +97,8 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
     """
     if not name.strip():
         raise UsageError("the CA name must not be empty")
-    if not 1 <= days <= MAX_CA_DAYS:
-        raise UsageError(f"--days must be between 1 and {MAX_CA_DAYS}, not {days}")
+    if not 1 <= days <= keyalg.MAX_CA_DAYS:
+        raise UsageError(f"--days must be between 1 and {keyalg.MAX_CA_DAYS}, not {days}")
     key = generate_named(token, name, algorithm, lambda k: ca_certificate(k, cn or name, days))
     return _record(key)
 
@@ -164,8 +163,8 @@ def issue_certificate(ca_key: KeyHandle, request: Request, *, cn: str | None = N
     What certificates.build_certificate puts in every certificate; notAfter never
     later than the CA's. Extensions asked for in a CSR are not copied.
     """
-    if not 1 <= days <= MAX_DAYS:
-        raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
+    if not 1 <= days <= keyalg.MAX_DAYS:
+        raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
     ca_cert = ca_key.certificate
     if ca_cert is None or not is_ca_certificate(ca_cert):
         raise UsageError(f"key {ca_key.label!r} is not a CA")

@@ -21,6 +21,7 @@ import platformdirs
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tokenkeys import keyalg
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import PolicyRefused, TokenKeysError
@@ -29,8 +30,8 @@ from tokenkeys.types import KeyType
 if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up time)
     from tokenkeys.registry import Registry
 
-OAEP_HASHES = ("oaep-sha1", "oaep-sha256", "oaep-sha384", "oaep-sha512")
-# The order `seal` prefers when every recipient can open more than one.
+# The order `seal` prefers when every recipient can open more than one: every one of
+# keyalg.KEY_TRANSPORTS (tests/registry/test_kinds.py checks it).
 TRANSPORT_PREFERENCE = ("oaep-sha256", "oaep-sha384", "oaep-sha512", "oaep-sha1", "pkcs1v15")
 
 
@@ -41,11 +42,11 @@ def envelope_kinds(key_type: KeyType | str, mechanisms: Iterable[str]) -> tuple[
         return ("ecdh",) if "ECDH1_DERIVE" in mechs else ()
     kinds: list[str] = []
     if "RSA_X_509" in mechs:
-        kinds.extend(OAEP_HASHES)
+        kinds.extend(keyalg.OAEP_TRANSPORTS)
     elif "RSA_PKCS_OAEP" in mechs:
         kinds.append("oaep-sha1")
     if "RSA_PKCS" in mechs or "RSA_X_509" in mechs:
-        kinds.append("pkcs1v15")
+        kinds.append(keyalg.PKCS1V15)
     return tuple(kinds)
 
 
@@ -92,8 +93,6 @@ def explain(message: str, offered: Iterable[str]) -> str:
 def known_kinds(registry: Registry, cert: x509.Certificate) -> tuple[str, ...] | None:
     """The kinds the registry records for the key of `cert` (on every device holding
     it), or None when it does not know the key."""
-    from tokenkeys import keyalg
-
     rows = [r for r in registry.keys_by_public_key(keyalg.public_key_sha256(cert.public_key()))
             if r.deleted_at is None]
     if not rows:
@@ -118,9 +117,9 @@ def key_transports_for(config: Config,
         for i in wanted:
             with contextlib.suppress(TokenKeysError):
                 kinds = known_kinds(registry, certs[i])
-                if kinds and "pkcs1v15" in kinds and not any(k.startswith("oaep")
-                                                             for k in kinds):
-                    chosen[i] = "pkcs1v15"
+                if kinds and keyalg.PKCS1V15 in kinds and not any(k.startswith("oaep")
+                                                                  for k in kinds):
+                    chosen[i] = keyalg.PKCS1V15
     return tuple(chosen)
 
 

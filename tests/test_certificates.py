@@ -9,9 +9,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tokenkeys.certificates import TokenRSAKey, key_status, self_signed
+from tokenkeys.certificates import build_certificate, key_status, key_usage, validity
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
+from tokenkeys.services.signing import TokenRSAKey, self_signed, signer_for
 
 
 class SoftHandle(KeyHandle):
@@ -63,13 +64,46 @@ def test_self_signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, sig_ha
     assert cert.signature_hash_algorithm is not None
     assert cert.signature_hash_algorithm.name == sig_hash
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
-    assert ku.critical and getattr(ku.value, usage)
-    assert not ku.value.digital_signature
+    assert ku.critical and usages(ku.value) == {usage}  # no dataEncipherment
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.value.ca is False
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert ski == x509.SubjectKeyIdentifier.from_public_key(handle.public_key)
     cert.verify_directly_issued_by(cert)
+
+
+def usages(usage: x509.KeyUsage) -> set[str]:
+    names = ("digital_signature", "content_commitment", "key_encipherment",
+             "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign")
+    return {n for n in names if getattr(usage, n)}
+
+
+@pytest.mark.parametrize(("leaf_key", "usage"), [
+    (rsa.generate_private_key(65537, 2048), "key_encipherment"),
+    (ec.generate_private_key(ec.SECP256R1()), "key_agreement"),
+])
+def test_one_builder_for_self_signed_ca_and_issued(
+        leaf_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, usage: str) -> None:
+    ca_handle = SoftHandle(ec.generate_private_key(ec.SECP256R1()))
+    ca = self_signed(ca_handle, "CA", 30, ca=True)
+    leaf_public = leaf_key.public_key()
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "leaf")])
+    leaf = build_certificate(leaf_public, name, validity(10), signer_for(ca_handle), issuer=ca)
+    own = self_signed(SoftHandle(leaf_key), "own", 10)
+    assert usages(ca.extensions.get_extension_for_class(x509.KeyUsage).value) == {
+        "key_cert_sign", "crl_sign"}
+    for cert in (leaf, own):
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        assert ku.critical and usages(ku.value) == {usage} == usages(key_usage(leaf_public))
+        assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca and bc.path_length == 0
+    ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    for cert in (ca, leaf):
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        assert aki.key_identifier == ca_ski.digest
+    leaf.verify_directly_issued_by(ca)
+    ca.verify_directly_issued_by(ca)
 
 
 def test_token_key_refuses_private_material() -> None:

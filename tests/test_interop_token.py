@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tokenkeys.certificates import self_signed
 from tokenkeys.envelope import SealOptions, open_envelope, seal
 from tokenkeys.errors import NoMatchingRecipient
+from tokenkeys.services.signing import self_signed
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl CLI")
 OAEP = ["-keyopt", "rsa_padding_mode:oaep", "-keyopt"]

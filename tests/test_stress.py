@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tokenkeys import batch, manager
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.envelope import SealOptions, seal
+from tokenkeys.services import opening_batch, token_keys
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 FULL = os.environ.get("TOKENKEYS_STRESS") == "full"
@@ -34,7 +34,7 @@ def test_large_mixed_batch(softhsm: Any, tmp_path: Path, jobs: int) -> None:
     with open_token(uri, Config()) as token:
         token.login(pins)
         for name, alg in (("rsa", Algorithm.RSA2048), ("ec", Algorithm.EC_P256)):
-            manager.generate_key(token, name, algorithm=alg, days=30)
+            token_keys.generate_key(token, name, algorithm=alg, days=30)
             key = token.find_key(label=name)
             assert key.certificate is not None
             certs.append(key.certificate)
@@ -58,8 +58,8 @@ def test_large_mixed_batch(softhsm: Any, tmp_path: Path, jobs: int) -> None:
             raw[-30] ^= 0x80
             env.write_bytes(bytes(raw))
             expected[f"bid-{i:05d}"] = None
-    pairs = batch.plan(batch.collect_inputs([bids]), tmp_path / "out")
-    results = batch.open_batch(pairs, tmp_path / "out", uri, Config(), pins, jobs=jobs)
+    pairs = opening_batch.plan(opening_batch.collect_inputs([bids]), tmp_path / "out")
+    results = opening_batch.open_batch(pairs, tmp_path / "out", uri, Config(), pins, jobs=jobs)
     assert len(results) == N
     for r in results:
         want = expected[Path(r.output).name]

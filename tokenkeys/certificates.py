@@ -1,8 +1,8 @@
-"""Self-signed certificates signed ON the token, and key validity status.
+"""Plain X.509 helpers: the one certificate builder and its keyUsage rule,
+fingerprint, common name, validity status, writing a file.
 
-cryptography (>= 50) `CertificateBuilder.sign` accepts any RSAPrivateKey /
-EllipticCurvePrivateKey subclass; ours forwards `sign` to KeyHandle.sign and
-refuses everything that would need the private key material.
+Nothing here touches a device: the registry and the CLI use these without
+loading a driver. The signer that signs on a device is services/signing.py.
 """
 
 from __future__ import annotations
@@ -11,22 +11,89 @@ import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import KeyHandle
-from tokenkeys.errors import UsageError
 from tokenkeys.files import write_atomic
 
 EXPIRING_DAYS = 30
 KeyStatus = Literal["valid", "expiring", "expired"]
+# A private key object that signs (services.signing: on the device) and its hash.
+Signer = tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, keyalg.SignatureHash]
+
+
+def key_usage(public_key: keyalg.PublicKey, *, ca: bool = False) -> x509.KeyUsage:
+    """The one keyUsage rule, for every certificate tokenkeys makes or asks for.
+
+    A CA: keyCertSign and cRLSign. An encryption key: keyEncipherment (RSA, which
+    transports the content key) or keyAgreement (EC, ECDH). Never dataEncipherment:
+    CMS never encrypts content with the recipient's key itself. Never
+    digitalSignature: the key signs only its own certificate or request.
+    """
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    return x509.KeyUsage(
+        digital_signature=False, content_commitment=False,
+        key_encipherment=not ca and is_rsa, data_encipherment=False,
+        key_agreement=not ca and not is_rsa, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def validity(days: int, start: datetime | None = None) -> tuple[datetime, datetime]:
+    """notBefore a minute before `start` (default now: a clock a little behind still
+    accepts it), notAfter `days` after `start`."""
+    begin = (start or datetime.now(UTC)) - timedelta(minutes=1)
+    return begin, begin + timedelta(minutes=1, days=days)
+
+
+def build_certificate(public_key: keyalg.PublicKey, subject: x509.Name,
+                      period: tuple[datetime, datetime], signer: Signer, *,
+                      issuer: x509.Certificate | None = None,
+                      ca: bool = False) -> x509.Certificate:
+    """The one certificate builder: self-signed keys (`issuer` None), CAs and the
+    certificates a CA issues.
+
+    A random serial; basicConstraints (a CA: pathLen 0) and key_usage, both
+    critical; the subject key identifier; the authority key identifier on a CA's
+    certificate and on every certificate a CA issues.
+    """
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    start, end = period
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer.subject)
+        .public_key(public_key)
+        .serial_number(secrets.randbits(159) | 1)  # positive, < 2^159, never 0
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None),
+                       critical=True)
+        .add_extension(key_usage(public_key, ca=ca), critical=True)
+        .add_extension(ski, critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(_authority(issuer), critical=False)
+    elif ca:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    key, algorithm = signer
+    return builder.sign(key, algorithm)
+
+
+def _authority(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The issuer's key identifier: its SKI, or its public key's for a CA made elsewhere
+    without one."""
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -37,122 +104,6 @@ def fingerprint(cert: x509.Certificate) -> str:
 def certificate_cn(cert: x509.Certificate) -> str | None:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
-
-
-def _refuse(*_: Any, **__: Any) -> NoReturn:
-    raise UsageError("the private key stays on the token: only signing is possible")
-
-
-def _hash_of(algorithm: Any) -> hashes.HashAlgorithm:
-    if isinstance(algorithm, Prehashed):
-        raise UsageError("pre-hashed signing is not supported by token keys")
-    if not isinstance(algorithm, hashes.HashAlgorithm):
-        raise UsageError("unsupported signature algorithm")
-    return algorithm
-
-
-class TokenRSAKey(rsa.RSAPrivateKey):
-    def __init__(self, key: KeyHandle) -> None:
-        assert isinstance(key.public_key, rsa.RSAPublicKey)
-        self._key = key
-        self._public = key.public_key
-
-    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:
-        if not isinstance(padding, PKCS1v15):
-            raise UsageError("token keys sign with PKCS#1 v1.5 only")
-        return self._key.sign(data, _hash_of(algorithm))
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self._public
-
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
-    decrypt = _refuse
-    private_numbers = _refuse
-    private_bytes = _refuse
-    __copy__ = _refuse
-    __deepcopy__ = _refuse
-
-
-class TokenECKey(ec.EllipticCurvePrivateKey):
-    def __init__(self, key: KeyHandle) -> None:
-        assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
-        self._key = key
-        self._public = key.public_key
-
-    def sign(
-        self,
-        data: bytes | bytearray | memoryview,
-        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
-    ) -> bytes:
-        if not isinstance(signature_algorithm, ec.ECDSA):
-            raise UsageError("token EC keys sign with ECDSA only")
-        return self._key.sign(bytes(data), _hash_of(signature_algorithm.algorithm))
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public
-
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        return self._public.curve
-
-    @property
-    def key_size(self) -> int:
-        return self._public.curve.key_size
-
-    exchange = _refuse
-    private_numbers = _refuse
-    private_bytes = _refuse
-    __copy__ = _refuse
-    __deepcopy__ = _refuse
-
-
-
-def signer_for(
-    key: KeyHandle,
-) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, keyalg.SignatureHash]:
-    """A cryptography private key that signs on the device, and its hash (keyalg)."""
-    signer: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
-        TokenRSAKey(key) if isinstance(key.public_key, rsa.RSAPublicKey) else TokenECKey(key))
-    return signer, keyalg.signature_hash(key.public_key)
-
-
-def self_signed(
-    key: KeyHandle, cn: str, days: int, not_before: datetime | None = None
-) -> x509.Certificate:
-    """A self-signed certificate for `key`, signed on its device. Requires login."""
-    if days < 1:
-        raise UsageError(f"validity must be at least one day, not {days}")
-    start = (not_before or datetime.now(UTC)) - timedelta(minutes=1)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=is_rsa,
-        data_encipherment=is_rsa,
-        key_agreement=not is_rsa,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    signer, algorithm = signer_for(key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key)
-        .serial_number(secrets.randbits(159) | 1)  # positive, < 2^159, never 0
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(minutes=1, days=days))
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    return builder.sign(signer, algorithm)
 
 
 def key_status(cert: x509.Certificate, now: datetime | None = None) -> KeyStatus:

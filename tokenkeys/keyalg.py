@@ -1,8 +1,10 @@
-"""The one algorithm table: algorithm <-> key type <-> curve (OID) <-> hash <-> key id.
+"""The one algorithm table: algorithm <-> key type <-> curve (OID) <-> hash <-> key id,
+and the names every layer shares: RSA key transports, OAEP hashes, validity limits.
 
-Drivers (templates, key reading), certificates and the envelope layer all read
-these facts here. The key id is computed once: SHA-1 of the subjectPublicKey
-bits (RFC 5280 section 4.2.1.2 method 1), which is also the SKI tokenkeys writes.
+Drivers (templates, key reading), certificates, the envelope layer, the
+services and the CLI all read these facts here. The key id is computed once:
+SHA-1 of the subjectPublicKey bits (RFC 5280 section 4.2.1.2 method 1), which is
+also the SKI tokenkeys writes.
 """
 
 from __future__ import annotations
@@ -54,6 +56,26 @@ ALGORITHMS: dict[Algorithm, AlgInfo] = {
 MIN_RSA_BITS = min(a.bits for a in ALGORITHMS.values() if a.key_type is KeyType.RSA)
 # RSA signatures are PKCS#1 v1.5 with SHA-256.
 RSA_SIGNATURE_HASH = hashes.SHA256
+
+# RSA-OAEP hashes (MGF1 with the same), by cryptography's names: what tokenkeys
+# seals with and wraps keys with.
+OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+# Opening also takes SHA-224, which other tools may seal with.
+OAEP_OPEN_HASHES = frozenset({*OAEP_HASHES, "sha224"})
+# RSA key transports, as the CLI, SealOptions and the registry's envelope kinds name
+# them: "oaep-<hash>" -> its OAEP hash, then PKCS#1 v1.5.
+OAEP_TRANSPORTS: dict[str, str] = {f"oaep-{name}": name for name in OAEP_HASHES}
+PKCS1V15 = "pkcs1v15"
+KEY_TRANSPORTS = (*OAEP_TRANSPORTS, PKCS1V15)
+DEFAULT_KEY_TRANSPORT = "oaep-sha256"
+
+# Validity limits, in days: a key's certificate (key generate, adopt --self-sign,
+# renew, ca issue) ten years at most; a CA's twenty, so that it can outlive them.
+MAX_DAYS = 3650
+MAX_CA_DAYS = 7300
 
 
 def info(algorithm: Algorithm) -> AlgInfo:

@@ -43,12 +43,11 @@ def main(runs: int) -> None:
     assert "SOFTHSM2_CONF" in done.stdout
     os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
 
-    from tokenkeys import manager
     from tokenkeys.config import Config
     from tokenkeys.drivers import open_token
     from tokenkeys.drivers.p11.admin import init_token
     from tokenkeys.drivers.software import SoftwareToken
-    from tokenkeys.services import share
+    from tokenkeys.services import share, token_keys
     from tokenkeys.types import Algorithm, Secret, given_pin
 
     pins = given_pin(Secret(PIN))
@@ -56,7 +55,7 @@ def main(runs: int) -> None:
     uri = f"pkcs11:token=src?module-path={SOFTHSM}"
     src = open_token(uri, Config())
     src.login(pins)
-    manager.generate_key(src, "K", algorithm=Algorithm.RSA3072, shareable=True)
+    token_keys.generate_key(src, "K", algorithm=Algorithm.RSA3072, shareable=True)
     rows = []
     rows.append(("share export, SoftHSM2 RSA-3072 key", _times(runs, lambda i: share.export_pkcs12(
         src, "K", tmp / f"k{i}.p12", lambda: secret))))

@@ -13,16 +13,16 @@ PIN = "share keystore 2026"  # a software keystore PIN must resist offline guess
 
 def soft_store(path: Path, *keys: tuple[str, str, bool]) -> str:
     """A software keystore at `path` with keys (name, algorithm, shareable); its URI."""
-    from tokenkeys import manager
     from tokenkeys.drivers.software import SoftwareToken
+    from tokenkeys.services import token_keys
     from tokenkeys.types import Algorithm, Secret, given_pin
 
     SoftwareToken.init(path, path.name, Secret(PIN))
     with SoftwareToken(path.resolve()) as token:
         token.login(given_pin(Secret(PIN)))
         for name, algorithm, shareable in keys:
-            manager.generate_key(token, name, algorithm=Algorithm(algorithm),
-                                 shareable=shareable, days=30)
+            token_keys.generate_key(token, name, algorithm=Algorithm(algorithm),
+                                    shareable=shareable, days=30)
     return f"soft:{path}"
 
 

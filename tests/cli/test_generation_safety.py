@@ -13,12 +13,12 @@ import pytest
 from cryptography import x509
 
 from tests.cli.conftest import SOFTHSM_MODULE, TK
-from tokenkeys import batch, manager
 from tokenkeys.config import Config
 from tokenkeys.drivers import KeyHandle, open_token
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound
 from tokenkeys.services import ca as ca_service
+from tokenkeys.services import opening_batch, token_keys
 from tokenkeys.types import Algorithm, KeySpec, PinSource, Secret
 
 
@@ -31,10 +31,10 @@ def test_leftover_of_interrupted_generation(tk: TK, uri: str, softhsm: Any) -> N
     """What a kill -9 after generation leaves: a pair under a provisional label."""
     with open_token(uri, Config()) as tok:
         tok.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        tok.generate_keypair(KeySpec(f"{manager.PROVISIONAL}bid:0badc0de", Algorithm.EC_P256))
+        tok.generate_keypair(KeySpec(f"{token_keys.PROVISIONAL}bid:0badc0de", Algorithm.EC_P256))
     assert tk("--json", "key", "list", "--token", uri).json["keys"] == []
     listed = tk("--json", "key", "list", "--all", "--token", uri).json["keys"]
-    assert [k["designation"] for k in listed] == [f"{manager.PROVISIONAL}bid:0badc0de"]
+    assert [k["designation"] for k in listed] == [f"{token_keys.PROVISIONAL}bid:0badc0de"]
     refused = tk("key", "cleanup", "--token", uri)
     assert refused.code == 2 and "add --yes" in refused.err
     done = tk("--json", "key", "cleanup", "--yes", "--token", uri)
@@ -86,7 +86,7 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
     pins = PinSource(value=Secret(softhsm.pin), interactive=False)
     with open_token(uri, Config()) as tok:
         tok.login(pins)
-        manager.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
+        token_keys.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
         cert = tok.find_key(label="bid").certificate
     assert cert is not None
     inputs = tmp_path / "in"
@@ -94,7 +94,7 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
     for i in range(12):
         (tmp_path / "p").write_bytes(f"bid {i}".encode())
         seal(tmp_path / "p", inputs / f"bid-{i:02d}.p7m", [cert], SealOptions())
-    real_open = batch.open_envelope
+    real_open = opening_batch.open_envelope
     opened: list[str] = []
 
     def open_and_delete(src: Path, dst: Path, identities: Any) -> Any:
@@ -107,12 +107,13 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
         opened.append(src.name)
         return real_open(src, dst, identities)
 
-    monkeypatch.setattr(batch, "ENVELOPE_THREADS", 1)  # one envelope at a time: deterministic
-    monkeypatch.setattr(batch, "open_envelope", open_and_delete)
+    # One envelope at a time: deterministic.
+    monkeypatch.setattr(opening_batch, "ENVELOPE_THREADS", 1)
+    monkeypatch.setattr(opening_batch, "open_envelope", open_and_delete)
     out = tmp_path / "out"
-    pairs = batch.plan(batch.collect_inputs([inputs]), out)
+    pairs = opening_batch.plan(opening_batch.collect_inputs([inputs]), out)
     with pytest.raises(KeyNotFound) as caught:
-        batch.open_batch(pairs, out, uri, Config(), pins)
+        opening_batch.open_batch(pairs, out, uri, Config(), pins)
     assert "4 of 12 envelope(s) done, 8 left" in str(caught.value)
     assert sorted(p.name for p in out.iterdir()) == [f"bid-{i:02d}" for i in range(4)]
 
@@ -140,7 +141,7 @@ def test_ca_create_takes_the_same_crash_safe_path(uri: str, softhsm: Any,
         assert [k.label for k in tok.list_keys()] == ["root"]
         with pytest.raises(KeyExists):
             ca_service.create_ca(tok, "root", algorithm=Algorithm.EC_P256)
-    assert len(seen) == 2 and all(s.startswith(f"{manager.PROVISIONAL}root:") for s in seen)
+    assert len(seen) == 2 and all(s.startswith(f"{token_keys.PROVISIONAL}root:") for s in seen)
 
 
 def test_cleanup_confirmation_escapes_labels(uri: str, softhsm: Any,
@@ -151,7 +152,7 @@ def test_cleanup_confirmation_escapes_labels(uri: str, softhsm: Any,
     from tokenkeys.cli.context import App
     from tokenkeys.cli.main import cli
 
-    label = f"{manager.PROVISIONAL}bid\x1b[2J\x1b[31m:0badc0de"
+    label = f"{token_keys.PROVISIONAL}bid\x1b[2J\x1b[31m:0badc0de"
     with open_token(uri, Config()) as tok:
         tok.login(PinSource(value=Secret(softhsm.pin), interactive=False))
         tok.generate_keypair(KeySpec(label, Algorithm.EC_P256))
@@ -163,4 +164,4 @@ def test_cleanup_confirmation_escapes_labels(uri: str, softhsm: Any,
     assert run.exit_code != 0  # declined: nothing deleted
     with open_token(uri, Config()) as tok:
         tok.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        assert [k.label for k in manager.leftovers(tok)] == [label]
+        assert [k.label for k in token_keys.leftovers(tok)] == [label]

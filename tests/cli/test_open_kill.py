@@ -38,11 +38,11 @@ import pytest
 from cryptography import x509
 
 from tests.cli.conftest import TK
-from tokenkeys import manager
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.registry import AuditRow, Registry
+from tokenkeys.services import token_keys
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 FULL = os.environ.get("TOKENKEYS_STRESS") == "full"
@@ -51,7 +51,7 @@ KILLS = 100 if FULL else 22
 SEED = 20270514
 POLL = 0.002
 # `python -m tokenkeys`, with the atomic writer's fallback (named temp files) forced.
-NO_TMPFILE = ("import sys; import tokenkeys.envelope.atomic as a; a._O_TMPFILE = 0; "
+NO_TMPFILE = ("import sys; import tokenkeys.files as a; a._O_TMPFILE = 0; "
               "from tokenkeys.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 pytestmark = pytest.mark.stress
@@ -71,7 +71,7 @@ def batch(softhsm: Any, tmp_path: Path, cli_env: dict[str, str]) -> Batch:
     uri = softhsm.uri(label)
     with open_token(uri, Config()) as token:
         token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        manager.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
+        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
         cert = token.find_key(label="K").certificate
     assert isinstance(cert, x509.Certificate)
     rng = random.Random(SEED)

@@ -24,11 +24,11 @@ import pytest
 from cryptography import x509
 
 from tests.cli.conftest import TK, Run
-from tokenkeys import manager
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.registry import Registry
+from tokenkeys.services import token_keys
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 WRONG_PIN = "654321"
@@ -42,7 +42,7 @@ def sealed(softhsm: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str,
     uri = softhsm.uri(label)
     with open_token(uri, Config()) as token:
         token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        manager.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
+        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
         cert = token.find_key(label="K").certificate
     assert isinstance(cert, x509.Certificate)
     bids = tmp_path_factory.mktemp("bids")

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
 from tests.cli.conftest import TK
 from tests.cli.test_open_batch import _make_batch, token_with_keys  # noqa: F401 - fixture
-from tokenkeys.batch import open_one
 from tokenkeys.envelope import SoftwareIdentity, seal
+from tokenkeys.services.opening_batch import open_one
 
 
 def _open(tk: TK, uri: str, *args: str | Path, env: dict[str, str | None] | None = None) -> Any:

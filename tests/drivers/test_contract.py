@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tokenkeys import manager
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.drivers.software import SoftwareToken
 from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound, PinIncorrect, TokenKeysError
+from tokenkeys.services import token_keys
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 PIN = "123456"
@@ -62,7 +62,7 @@ def _pins(pin: str, tmp_path: Path) -> PinSource:
 
 @pytest.mark.parametrize("algorithm", [Algorithm.RSA2048, Algorithm.EC_P256, Algorithm.EC_P384])
 def test_generate_signs_certificate_on_token(token: Token, algorithm: Algorithm) -> None:
-    record = manager.generate_key(token, "bid-key", cn="Buyer CN", algorithm=algorithm, days=60)
+    record = token_keys.generate_key(token, "bid-key", cn="Buyer CN", algorithm=algorithm, days=60)
     key = token.find_key(label="bid-key")
     cert = key.certificate
     assert cert is not None
@@ -78,18 +78,18 @@ def test_generate_signs_certificate_on_token(token: Token, algorithm: Algorithm)
     assert not key.extractable
     assert record.status == "valid"
     # The URI it prints names the designation, not the provisional label it was made under.
-    assert record.uri == key.uri and manager.PROVISIONAL not in record.uri
-    assert manager.resolve_key(token, record.uri).id == key.id
+    assert record.uri == key.uri and token_keys.PROVISIONAL not in record.uri
+    assert token_keys.resolve_key(token, record.uri).id == key.id
 
 
 def test_shareable_key_is_extractable(token: Token) -> None:
-    manager.generate_key(token, "shared", algorithm=Algorithm.EC_P256, shareable=True)
+    token_keys.generate_key(token, "shared", algorithm=Algorithm.EC_P256, shareable=True)
     assert token.find_key(label="shared").extractable
 
 
 def test_find_list_delete(token: Token) -> None:
-    manager.generate_key(token, "a", algorithm=Algorithm.EC_P256)
-    manager.generate_key(token, "b", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "a", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "b", algorithm=Algorithm.EC_P256)
     assert sorted(k.label for k in token.list_keys()) == ["a", "b"]
     b = token.find_key(label="b")
     assert token.find_key(key_id=b.id).label == "b"
@@ -102,15 +102,15 @@ def test_find_list_delete(token: Token) -> None:
 
 
 def test_duplicate_name_changes_nothing(token: Token) -> None:
-    manager.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
     before = [(k.label, k.id) for k in token.list_keys()]
     with pytest.raises(KeyExists):
-        manager.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
+        token_keys.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
     assert [(k.label, k.id) for k in token.list_keys()] == before
 
 
 def test_rsa_decrypt_every_padding(token: Token) -> None:
-    manager.generate_key(token, "rsa", algorithm=Algorithm.RSA2048)
+    token_keys.generate_key(token, "rsa", algorithm=Algorithm.RSA2048)
     key = token.find_key(label="rsa")
     public = key.public_key
     assert isinstance(public, rsa.RSAPublicKey)
@@ -125,7 +125,7 @@ def test_rsa_decrypt_every_padding(token: Token) -> None:
 
 
 def test_ecdh_matches_software(token: Token) -> None:
-    manager.generate_key(token, "ec", algorithm=Algorithm.EC_P384)
+    token_keys.generate_key(token, "ec", algorithm=Algorithm.EC_P384)
     key = token.find_key(label="ec")
     assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
     peer = ec.generate_private_key(ec.SECP384R1())
@@ -133,7 +133,7 @@ def test_ecdh_matches_software(token: Token) -> None:
 
 
 def test_sign_verifies(token: Token) -> None:
-    manager.generate_key(token, "s", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "s", algorithm=Algorithm.EC_P256)
     key = token.find_key(label="s")
     assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
     key.public_key.verify(key.sign(b"data", hashes.SHA256()), b"data", ec.ECDSA(hashes.SHA256()))
@@ -149,7 +149,7 @@ def test_wrong_pin(token_uri: str, binding: str, tmp_path: Path) -> None:
 def test_generation_failing_half_way_leaves_nothing(token: Token,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The certificate cannot be stored: the new key pair is destroyed again."""
-    manager.generate_key(token, "kept", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "kept", algorithm=Algorithm.EC_P256)
     before = [(k.label, k.id) for k in token.list_keys()]
 
     def refuse(*_: object) -> None:
@@ -157,7 +157,7 @@ def test_generation_failing_half_way_leaves_nothing(token: Token,
 
     monkeypatch.setattr(token, "store_certificate", refuse)
     with pytest.raises(DeviceError, match="simulated"):
-        manager.generate_key(token, "doomed", algorithm=Algorithm.EC_P256)
+        token_keys.generate_key(token, "doomed", algorithm=Algorithm.EC_P256)
     assert [(k.label, k.id) for k in token.list_keys()] == before
     with pytest.raises(KeyNotFound):
         token.find_key(label="doomed")

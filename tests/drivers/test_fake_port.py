@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tests.drivers.fakeport import FakeDevice, FakePort
 from tests.envelope.conftest import needs_openssl, openssl
-from tokenkeys import batch, keyalg, manager
+from tokenkeys import keyalg
 from tokenkeys.cli import main as cli_main
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
@@ -37,6 +37,7 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.services import opening_batch, token_keys
 from tokenkeys.types import Algorithm, KeySpec, PinSource, Secret, given_pin
 
 PIN = Secret("123456")
@@ -100,12 +101,12 @@ def test_card_without_fixed_slots_renames_both_halves(token: P11Token, device: F
 
 
 def test_generate_with_certificate_through_manager(token: P11Token) -> None:
-    record = manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+    record = token_keys.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
     assert record.designation == "bid" and record.status == "valid"
     key = token.find_key(label="bid")
     assert key.certificate is not None and key.id == keyalg.key_id(key.public_key)
     with pytest.raises(KeyExists):
-        manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+        token_keys.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
 
 
 def test_fixed_slot_card_refuses_overwrite_without_replace(device: FakeDevice) -> None:
@@ -141,7 +142,7 @@ def test_a_refused_write_or_read_names_its_step(token: P11Token, device: FakeDev
                                                act: Callable[[P11Token], object],
                                                step: str) -> None:
     """Each device step turns the CKR into the error tree, saying which step failed."""
-    manager.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "bid", algorithm=Algorithm.EC_P256)
     device.failures[op] = ("CKR_TOKEN_WRITE_PROTECTED", 0)
     with pytest.raises(DeviceError) as caught:
         act(token)
@@ -205,7 +206,7 @@ def test_as_so_relogs_the_user(token: P11Token, device: FakeDevice) -> None:
 # --- a device that fails is not a damaged envelope ----------------------------------
 @pytest.fixture
 def rsa_key(token: P11Token) -> object:
-    manager.generate_key(token, "rsa", algorithm=Algorithm.RSA2048)
+    token_keys.generate_key(token, "rsa", algorithm=Algorithm.RSA2048)
     return token.find_key(label="rsa")
 
 
@@ -273,7 +274,7 @@ def test_general_error_in_v15_follows_the_profile(device: FakeDevice, tmp_path: 
         device.manufacturer, device.model = "SoftHSM project", "SoftHSM v2"
     with _token(device) as tok:
         tok.login(given_pin(PIN))
-        manager.generate_key(tok, "rsa", algorithm=Algorithm.RSA2048)
+        token_keys.generate_key(tok, "rsa", algorithm=Algorithm.RSA2048)
         key = tok.find_key(label="rsa")
         assert key.certificate is not None
         env = tmp_path / "bid.p7m"
@@ -297,7 +298,7 @@ def test_general_error_in_v15_follows_the_profile(device: FakeDevice, tmp_path: 
 
 
 def test_unusable_objects_are_listed_and_skipped(token: P11Token, device: FakeDevice) -> None:
-    manager.generate_key(token, "good", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "good", algorithm=Algorithm.EC_P256)
     # A half-written key (empty id, no modulus) and a key on a curve tokenkeys lacks.
     device.add({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_KEY_TYPE: ck.CKK_RSA, ck.CKA_ID: b"",
                 ck.CKA_LABEL: "half", ck.CKA_PRIVATE: True})
@@ -308,14 +309,14 @@ def test_unusable_objects_are_listed_and_skipped(token: P11Token, device: FakeDe
     bad = {b.label: b.reason for b in token.unusable_keys()}
     assert set(bad) == {"half", "p521"}
     assert "CKA_ID" in bad["half"] and "curve" in bad["p521"]
-    records = {r.designation: r.status for r in manager.list_keys(token)}
+    records = {r.designation: r.status for r in token_keys.list_keys(token)}
     assert records["good"] == "valid" and records["half"].startswith("unusable: ")
     keys, unusable = token.inventory()
     assert [k.label for k in keys] == ["good"] and {b.label for b in unusable} == set(bad)
 
 
 def test_key_list_scans_the_device_once(token: P11Token, device: FakeDevice) -> None:
-    manager.generate_key(token, "good", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "good", algorithm=Algorithm.EC_P256)
     device.add({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY, ck.CKA_KEY_TYPE: ck.CKK_RSA, ck.CKA_ID: b"",
                 ck.CKA_LABEL: "half", ck.CKA_PRIVATE: True})
 
@@ -327,8 +328,8 @@ def test_key_list_scans_the_device_once(token: P11Token, device: FakeDevice) -> 
     # The usable keys with their descriptions already take one scan (describing them
     # reads no more objects): the unusable objects come from that same scan.
     one_scan = finds(lambda: token.list_keys())
-    assert finds(lambda: manager.list_keys(token)) == one_scan
-    assert finds(lambda: manager.key_inventory(token)) == one_scan
+    assert finds(lambda: token_keys.list_keys(token)) == one_scan
+    assert finds(lambda: token_keys.key_inventory(token)) == one_scan
 
 
 # --- a batch stops at the first device failure ---------------------------------------
@@ -345,7 +346,7 @@ def fake_uri(tmp_path: Path, device: FakeDevice, monkeypatch: pytest.MonkeyPatch
 def test_card_pulled_out_after_8_of_50(fake_uri: str, device: FakeDevice, tmp_path: Path) -> None:
     with open_token(fake_uri, Config()) as tok:
         tok.login(given_pin(PIN))
-        manager.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
+        token_keys.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
         cert = tok.find_key(label="bid").certificate
     assert cert is not None
     inputs = tmp_path / "in"
@@ -353,10 +354,10 @@ def test_card_pulled_out_after_8_of_50(fake_uri: str, device: FakeDevice, tmp_pa
     for i in range(50):
         seal(io.BytesIO(f"bid {i}".encode()), inputs / f"bid-{i:02d}.p7m", [cert], SealOptions())
     out = tmp_path / "out"
-    pairs = batch.plan(batch.collect_inputs([inputs]), out)
+    pairs = opening_batch.plan(opening_batch.collect_inputs([inputs]), out)
     device.failures["decrypt"] = ("CKR_DEVICE_REMOVED", 8)
     with pytest.raises(TokenNotFound) as caught:
-        batch.open_batch(pairs, out, fake_uri, Config(), given_pin(PIN))
+        opening_batch.open_batch(pairs, out, fake_uri, Config(), given_pin(PIN))
     assert sorted(p.name for p in out.iterdir()) == [f"bid-{i:02d}" for i in range(50)
                                                     if (out / f"bid-{i:02d}").exists()]
     opened = sorted(out.iterdir())
@@ -372,7 +373,7 @@ def test_general_error_stops_an_open_batch_as_a_device_error(
     """Not SoftHSM2: CKR_GENERAL_ERROR is the device failing, not 47 damaged bids."""
     with open_token(fake_uri, Config()) as tok:
         tok.login(given_pin(PIN))
-        manager.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
+        token_keys.generate_key(tok, "bid", algorithm=Algorithm.RSA2048)
         cert = tok.find_key(label="bid").certificate
     assert cert is not None
     inputs = tmp_path / "in"
@@ -395,11 +396,11 @@ def test_general_error_stops_an_open_batch_as_a_device_error(
 
 def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice) -> None:
     """Killed between the two CKA_ID renames: the halves have two ids, one label."""
-    key = token.generate_keypair(KeySpec(f"{manager.PROVISIONAL}bid:1", Algorithm.EC_P256))
+    key = token.generate_keypair(KeySpec(f"{token_keys.PROVISIONAL}bid:1", Algorithm.EC_P256))
     (priv,) = token.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY})
     token.session().set(priv, {ck.CKA_ID: b"\x07" * 20})
-    assert manager.list_keys(token) == []
-    leftovers = manager.leftovers(token)
+    assert token_keys.list_keys(token) == []
+    leftovers = token_keys.leftovers(token)
     assert [k.id for k in leftovers] == [b"\x07" * 20] and key.id != b"\x07" * 20
-    manager.cleanup(token, leftovers)
+    token_keys.cleanup(token, leftovers)
     assert device.objects == {}

@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokenkeys.certificates import self_signed
 from tokenkeys.config import Config
 from tokenkeys.drivers.capabilities import KeyExport, KeyImport, KeyTransport
 from tokenkeys.drivers.p11 import ck, templates
@@ -22,6 +21,7 @@ from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.errors import CopyFailed, KeyExists, NotExtractable, PolicyRefused, TokenKeysError
 from tokenkeys.keyalg import same_key
 from tokenkeys.services.share import check_decryption, copy_key
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm, KeySpec, PinSource
 from tokenkeys.uri import parse_pkcs11
 

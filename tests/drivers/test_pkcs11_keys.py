@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tokenkeys.certificates import self_signed
 from tokenkeys.config import Config
 from tokenkeys.drivers.oaep import DecryptFailed
 from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope import SealOptions, open_envelope, seal
 from tokenkeys.errors import EnvelopeIntegrity, KeyExists, KeyNotFound, PinMissing, UsageError
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm, KeySpec, PinSource
 from tokenkeys.uri import parse_pkcs11
 

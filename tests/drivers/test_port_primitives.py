@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tokenkeys.certificates import self_signed
 from tokenkeys.config import Config
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
 from tokenkeys.drivers.p11.token import P11Token
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm, KeySpec, PinSource
 from tokenkeys.uri import parse_pkcs11
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.envelope.conftest import KeyPair
-from tokenkeys import batch
 from tokenkeys.envelope import SealOptions, open_envelope, seal
 from tokenkeys.registry import Registry
+from tokenkeys.services import opening_batch
 from tokenkeys.services.consultations import record_opening
 
 
@@ -36,8 +36,8 @@ def test_audit_row_uses_the_streamed_digest(keys: dict[str, KeyPair], tmp_path: 
     seal(io.BytesIO(b"bid"), bids / "a.p7m", [keys["rsa"].cert], SealOptions())
     (bids / "junk.p7m").write_bytes(b"not an envelope")
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bids.iterdir()}
-    results = [batch.open_one(src, dst, [keys["rsa"].identity()])
-               for src, dst in batch.plan(batch.collect_inputs([bids]), out)]
+    results = [opening_batch.open_one(src, dst, [keys["rsa"].identity()])
+               for src, dst in opening_batch.plan(opening_batch.collect_inputs([bids]), out)]
     assert {Path(r.input).name: r.status for r in results} == {"a.p7m": "opened",
                                                                "junk.p7m": "failed"}
     assert all("sha256" not in r.to_json() for r in results)  # the report is unchanged

@@ -16,11 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import SoftHSM
-from tokenkeys import manager
 from tokenkeys.config import Config
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.errors import UsageError
-from tokenkeys.services import key_certs
+from tokenkeys.services import key_certs, token_keys
 from tokenkeys.types import Algorithm, PinSource
 from tokenkeys.uri import parse_pkcs11
 
@@ -58,7 +57,7 @@ def one_cert_token(softhsm: SoftHSM, token_label: str) -> Any:
 def test_chain_place_checked_before_the_device_changes(one_cert_token: Any,
                                                        tmp_path: Path) -> None:
     token = one_cert_token
-    manager.generate_key(token, "K", algorithm=Algorithm.EC_P256, days=30)
+    token_keys.generate_key(token, "K", algorithm=Algorithm.EC_P256, days=30)
     key = token.find_key(label="K")
     before = key.certificate
     ca, leaf = _issued(key.public_key)

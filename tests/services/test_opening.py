@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tokenkeys import batch, manager
-from tokenkeys.batch import FileResult
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import PinIncorrect, RegistryReadOnly, RegistryUnavailable
 from tokenkeys.registry import AuditRow, Registry
-from tokenkeys.services import opening
+from tokenkeys.services import opening, opening_batch, token_keys
+from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import Algorithm, PinSource, Secret
 
 ENVELOPES = 12
@@ -31,7 +30,7 @@ def sealed(softhsm: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str,
     uri = softhsm.uri(label)
     with open_token(uri, Config()) as token:
         token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        manager.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
+        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
         cert = token.find_key(label="K").certificate
     assert isinstance(cert, x509.Certificate)
     bids = tmp_path_factory.mktemp("bids")
@@ -49,8 +48,8 @@ def pins(pin: str) -> PinSource:
 def run(config: Config, sealed: tuple[str, Path], out: Path, pin: str,
         **options: Any) -> opening.OpenedBatch:
     uri, bids = sealed
-    found, unopened = batch.collect([bids])
-    return opening.open_envelopes(config, batch.plan(found, out), outdir=out, token_uri=uri,
+    found, unopened = opening_batch.collect([bids])
+    return opening.open_envelopes(config, opening_batch.plan(found, out), outdir=out, token_uri=uri,
                                   service="default", pins=pins(pin), unopened=unopened,
                                   **options)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from tokenkeys import keyalg
 from tokenkeys.certificates import write_certificate
 from tokenkeys.cli.context import (
     FILE_PATH,
@@ -43,7 +44,9 @@ def ca() -> None:
 @token_option
 @click.option("--name", required=True, help="The CA key's name on the token.")
 @click.option("--cn", help="The CA certificate's common name (default: the name).")
-@click.option("--days", type=int, default=3650, show_default=True, help="Validity in days.")
+# A CA lasts, by default, as long as the longest certificate it may issue.
+@click.option("--days", type=int, default=keyalg.MAX_DAYS, show_default=True,
+              help="Validity in days.")
 @algorithm_option(default=DEFAULT_ALGORITHM)
 @pin_options
 @pass_app

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tokenkeys import manager
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.drivers import list_modules, list_tokens, open_token
 from tokenkeys.errors import DoctorProblems, TokenKeysError
+from tokenkeys.services import token_keys
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when doctor runs (CLI start-up time)
     from tokenkeys.services.doctor import Logins
@@ -36,12 +36,12 @@ def _check_token(info_uri: str, app: App, logins: Logins) -> dict[str, Any]:
             report["mechanisms"] = {m: (m in mechs) for m in RELEVANT}
             if not logins.pin_given():
                 # Public objects only: no PIN needed to say what each key can open.
-                records = manager.list_keys(tok)
+                records = token_keys.list_keys(tok)
                 report["opens"] = {r.designation: list(r.opens) for r in records}
                 report["keys"] = "set TOKENKEYS_PIN to check key expiry"
                 return report
             logins.login(tok)
-            records = manager.list_keys(tok)
+            records = token_keys.list_keys(tok)
             report["opens"] = {r.designation: list(r.opens) for r in records}
             report["keys"] = [r.to_json() for r in records if r.status != "valid"]
     except TokenKeysError as exc:

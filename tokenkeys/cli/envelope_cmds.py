@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokenkeys import batch
+from tokenkeys import keyalg
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -22,9 +22,12 @@ from tokenkeys.cli.context import (
 from tokenkeys.cli.registry_opts import service_name, service_option
 from tokenkeys.drivers import token_uri
 from tokenkeys.errors import BatchIncomplete
+from tokenkeys.services import opening_batch
 
 FULL_TABLE = 50
-KEY_TRANSPORTS = ("oaep-sha256", "oaep-sha1", "oaep-sha384", "oaep-sha512", "pkcs1v15")
+# The default first, as the help shows them.
+KEY_TRANSPORTS = (keyalg.DEFAULT_KEY_TRANSPORT,
+                  *(t for t in keyalg.KEY_TRANSPORTS if t != keyalg.DEFAULT_KEY_TRANSPORT))
 
 
 @click.command("seal")
@@ -94,8 +97,8 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     """
     from tokenkeys.services import opening  # SQLAlchemy: not for `--help`
 
-    found, unopened = batch.collect(inputs)
-    pairs = batch.plan(found, outdir)
+    found, unopened = opening_batch.collect(inputs)
+    pairs = opening_batch.plan(found, outdir)
     show = sys.stderr.isatty() and not app.json
     with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=app.err, disable=not show) as bar:
@@ -115,7 +118,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         else None
     if single is not None and single.status == "failed" and not app.json:
         app.fail(f"{single.input}: {single.error}")
-        ctx.exit(batch.error_class(single.error_type).exit_code)
+        ctx.exit(opening_batch.error_class(single.error_type).exit_code)
 
     def human() -> None:
         # Thousands of rows help nobody: past FULL_TABLE, list the failures only.
@@ -130,7 +133,7 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
 
     app.emit(document, human)
     if single is not None and single.status == "failed":
-        ctx.exit(batch.error_class(single.error_type).exit_code)
+        ctx.exit(opening_batch.error_class(single.error_type).exit_code)
     if counts["failed"]:
         ctx.exit(BatchIncomplete.exit_code)
 

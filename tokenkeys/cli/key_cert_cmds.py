@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from tokenkeys import manager
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -24,7 +23,7 @@ from tokenkeys.cli.key_cmds import key
 from tokenkeys.cli.registry_opts import open_registry as reg_of
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import KeyHandle, Token
-from tokenkeys.services import key_certs
+from tokenkeys.services import key_certs, token_keys
 from tokenkeys.services.envelope_kinds import beside_registry
 
 
@@ -52,7 +51,7 @@ def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force
                       token: str | None, service: str | None) -> None:
     """Write the key's public key (SubjectPublicKeyInfo), for `ca issue`. No PIN needed."""
     check_output(output, force)  # before any PIN or device call
-    with opened(app, manager.key_token_uri(name_or_uri) or token) as tok:
+    with opened(app, token_keys.key_token_uri(name_or_uri) or token) as tok:
         handle = _resolve(app, tok, name_or_uri, service)
         key_certs.export_public(handle, output, der=der, force=force)
     app.emit({"key": name_or_uri, "output": str(output)},
@@ -73,7 +72,7 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
             pinpad: bool) -> None:
     """Write a PKCS#10 certificate request signed on the device (keys that can sign)."""
     check_output(output, force)  # before any PIN or device call
-    with opened(app, manager.key_token_uri(name_or_uri) or token,
+    with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         handle = _resolve(app, tok, name_or_uri, service)
         csr = key_certs.make_csr(handle, cn or _designation(name_or_uri, handle.label))
@@ -112,7 +111,7 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
     from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
 
     svc = service_name(app, service)
-    with registry(app) as reg, opened(app, manager.key_token_uri(name_or_uri) or token,
+    with registry(app) as reg, opened(app, token_keys.key_token_uri(name_or_uri) or token,
                                       user_pin(app, pin_file, pinpad)) as tok:
         handle = key_policy.resolve(tok, name_or_uri, service=svc, registry=lambda: reg_of(app))
         # The registry answers (reachable, service known) before the device changes.
@@ -122,7 +121,7 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
         done = key_certs.import_certificate(tok, handle, cert, chain,
                                             beside_registry(app.config, key_certs.CHAINS_DIR),
                                             allow_any_usage=allow_any_usage)
-        record = manager.describe(handle, mechanisms=tok.mechanisms())
+        record = token_keys.describe(handle, mechanisms=tok.mechanisms())
         [row, *_] = key_policy.record_certified(reg, svc, tok, handle, backup=backup)
     record = dataclasses.replace(record, designation=row.designation)
     verb = "replaced the certificate of" if done.replaced else "stored a certificate for"

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tokenkeys import keygen, manager
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -26,6 +25,7 @@ from tokenkeys.cli.context import (
 )
 from tokenkeys.cli.registry_opts import open_registry, registry, service_name, service_option
 from tokenkeys.errors import UsageError
+from tokenkeys.services import keygen, token_keys
 from tokenkeys.services.key_certs import next_steps
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
@@ -53,7 +53,7 @@ def _show_rows(app: App, rows: list[KeyRow]) -> None:
                for r in rows])
 
 
-def _show(app: App, records: list[manager.KeyRecord],
+def _show(app: App, records: list[token_keys.KeyRecord],
           extra: list[dict[str, object]] | None = None) -> None:
     if not records:
         app.say("no keys on this token")
@@ -119,9 +119,9 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
             slot = keygen.fixed_slot(tok)
             if slot is not None:
                 app.note(f"this card puts a new key into its fixed key slot {slot.hex()}")
-            record = manager.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
-                                          shareable=shareable, replace=replace,
-                                          self_sign=False if no_self_sign else None)
+            record = token_keys.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
+                                             shareable=shareable, replace=replace,
+                                             self_sign=False if no_self_sign else None)
             # Recorded under its designation even while it awaits its certificate (a
             # card keeps no label: the registry names it).
             row = key_policy.record_generated(reg, svc, tok, record.id, name=name,
@@ -129,7 +129,7 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
     where = "" if slot is None or record.designation == name else (
         f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
         "the registry knows it by its designation)")
-    note = None if record.status != manager.AWAITING else (
+    note = None if record.status != token_keys.AWAITING else (
         f"key {name!r}{where} has no certificate yet"
         + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
         + f". Next: {next_steps(name)}")
@@ -170,7 +170,7 @@ def key_list(app: App, token: str | None, from_registry: bool, include_all: bool
     from tokenkeys.services import keys as key_policy
 
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        inventory, unusable = manager.key_inventory(tok, include_all=include_all)
+        inventory, unusable = token_keys.key_inventory(tok, include_all=include_all)
         with registry(app) as reg:
             records, found = key_policy.listed(reg, tok, inventory)
     extra = [_registry_facts(rows) for rows in found]
@@ -189,13 +189,13 @@ def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
                 pinpad: bool) -> None:
     """Delete the leftovers of interrupted `key generate` runs (provisional labels)."""
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        found = manager.leftovers(tok)
+        found = token_keys.leftovers(tok)
         if found and not yes:
             if not app.interactive:
                 raise UsageError("refusing to delete without confirmation: add --yes")
             names = ", ".join(visible(k.label) for k in found)  # labels from the device
             click.confirm(f"Delete {len(found)} leftover key(s) ({names})?", abort=True)
-        records = manager.cleanup(tok, found)
+        records = token_keys.cleanup(tok, found)
     app.emit({"deleted": [r.to_json() for r in records]},
              lambda: app.say(f"deleted {len(records)} leftover key(s)"))
 
@@ -211,10 +211,10 @@ def key_export_cert(app: App, name_or_uri: str, output: Path, der: bool, force: 
                     token: str | None) -> None:
     """Write the key's certificate (for the procurement platform). No PIN needed."""
     check_output(output, force)
-    with opened(app, manager.key_token_uri(name_or_uri) or token) as tok:
-        handle = manager.resolve_key(tok, name_or_uri)
-        manager.export_certificate(handle, output, der=der, overwrite=force)
-        record = manager.describe(handle)
+    with opened(app, token_keys.key_token_uri(name_or_uri) or token) as tok:
+        handle = token_keys.resolve_key(tok, name_or_uri)
+        token_keys.export_certificate(handle, output, der=der, overwrite=force)
+        record = token_keys.describe(handle)
     app.emit({"key": record.to_json(), "output": str(output)},
              lambda: app.say(f"wrote the certificate of {record.designation!r} to {output}"))
 
@@ -240,7 +240,7 @@ def key_delete(app: App, name_or_uri: str, yes: bool, unregistered: bool, token:
     """
     from tokenkeys.services import keys as key_policy
 
-    with opened(app, manager.key_token_uri(name_or_uri) or token,
+    with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         handle = key_policy.resolve(tok, name_or_uri, service=service_name(app, service),
                                     registry=lambda: open_registry(app))
@@ -249,7 +249,7 @@ def key_delete(app: App, name_or_uri: str, yes: bool, unregistered: bool, token:
                 raise UsageError("refusing to delete without confirmation: add --yes")
             click.confirm(f"Delete key {visible(handle.label)!r} ({handle.uri})?",
                           abort=True)
-        record = manager.describe(handle)
+        record = token_keys.describe(handle)
         with registry(app) as reg:
             key_policy.delete(reg, tok, handle, unregistered=unregistered)
     app.emit({"deleted": record.to_json()},

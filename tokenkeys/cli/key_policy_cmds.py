@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from tokenkeys import keyalg
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -27,7 +28,8 @@ from tokenkeys.types import Algorithm
 @click.option("--name", required=True, help="The key's label on the token (or a key URI).")
 @click.option("--cert", type=FILE_PATH,
               help="Its certificate (PEM or DER), when the token has none; stored there.")
-@click.option("--self-sign", "self_sign_days", type=click.IntRange(1, 3650), metavar="DAYS",
+@click.option("--self-sign", "self_sign_days", type=click.IntRange(1, keyalg.MAX_DAYS),
+              metavar="DAYS",
               help="No certificate anywhere: make a self-signed one on the device.")
 @click.option("--backup", is_flag=True, help="Record it as a backup key.")
 @service_option
@@ -57,7 +59,7 @@ def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
 @click.argument("name")
 @token_option
 @click.option("--new-name", help="Designation of the new key (default: NAME-YYYYMMDD).")
-@click.option("--days", type=click.IntRange(1, 3650),
+@click.option("--days", type=click.IntRange(1, keyalg.MAX_DAYS),
               help="Validity in days (default: the old key's validity length).")
 @algorithm_option(help="Default: the old key's algorithm.")
 @service_option

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from tokenkeys import manager
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -20,7 +19,7 @@ from tokenkeys.cli.context import (
 )
 from tokenkeys.cli.registry_opts import service_name, service_option
 from tokenkeys.errors import UsageError
-from tokenkeys.services import share
+from tokenkeys.services import share, token_keys
 from tokenkeys.types import PinSource
 
 
@@ -65,7 +64,7 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
     if not output.parent.is_dir():
         raise UsageError(f"cannot write next to {output}: {output.parent} is not a directory")
     check_output(output, force)
-    with opened(app, manager.key_token_uri(name_or_uri) or token,
+    with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         result = share.export_pkcs12(
             tok, name_or_uri, output,
@@ -120,7 +119,7 @@ def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, sha
     """Copy a shareable key to another device; it is never in clear outside the devices."""
     target_pins = PinSource(env_var="TOKENKEYS_TO_PIN", file=to_pin_file,
                             what="target token user PIN", interactive=app.interactive)
-    with opened(app, manager.key_token_uri(name_or_uri) or token,
+    with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as src, \
             opened(app, to_token, target_pins) as dst:
         result = share.copy_key(src, name_or_uri, dst, shareable=shareable,

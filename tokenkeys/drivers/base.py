@@ -22,8 +22,8 @@ from tokenkeys.errors import KeyNotFound, MultipleKeysFound, UsageError
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-# Label prefix of a key pair while it is being generated (manager.generate_key gives
-# the designation last): deleting such a key also removes objects under its label.
+# Label prefix of a key pair while it is being generated (services.keygen.generate_named
+# gives the designation last): deleting such a key also removes objects under its label.
 PROVISIONAL = "tokenkeys-provisional:"
 T = TypeVar("T")
 # Runs one device call and returns its result (e.g. on a dedicated thread).

@@ -8,7 +8,6 @@ handled by trimming to the DER length.
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
@@ -17,11 +16,8 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from tokenkeys.errors import DeviceError, UsageError
+from tokenkeys.keyalg import OAEP_HASHES
 
-OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
 # OAEP for transport: SHA-1 because SoftHSM2 wraps and unwraps with nothing else
 # (FINDINGS). OAEP's security does not rest on the hash's collision resistance.
 TRANSPORT_OAEP = "sha1"

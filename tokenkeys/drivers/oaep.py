@@ -16,15 +16,10 @@ import hashlib
 import hmac
 
 from tokenkeys.errors import EnvelopeIntegrity
+from tokenkeys.keyalg import OAEP_OPEN_HASHES
 
-# cryptography hash names -> hashlib names.
-HASHES: dict[str, str] = {
-    "sha1": "sha1",
-    "sha224": "sha224",
-    "sha256": "sha256",
-    "sha384": "sha384",
-    "sha512": "sha512",
-}
+# cryptography hash names -> hashlib names (the same names).
+HASHES: dict[str, str] = {name: name for name in OAEP_OPEN_HASHES}
 
 
 class DecryptFailed(EnvelopeIntegrity):

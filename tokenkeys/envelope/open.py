@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tokenkeys.envelope import algorithms as alg
-from tokenkeys.envelope.atomic import AtomicOutput, check_target
 from tokenkeys.envelope.ber import (
     CONTEXT,
     TAG_INTEGER,
@@ -35,6 +34,7 @@ from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipient_frame import read_recipient_infos
 from tokenkeys.envelope.recipients import Opened, Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
+from tokenkeys.files import AtomicOutput, check_target
 
 _T = TypeVar("_T")
 _INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"

@@ -25,13 +25,12 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from tokenkeys.envelope import algorithms as alg
-from tokenkeys.envelope.atomic import AtomicOutput, check_target
 from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
 from tokenkeys.errors import MechanismUnsupported, PolicyRefused, UsageError
+from tokenkeys.files import AtomicOutput, check_target
+from tokenkeys.keyalg import KEY_TRANSPORTS, OAEP_TRANSPORTS
 
 CHUNK = 1 << 20  # plaintext read size = ciphertext OCTET STRING chunk size
-_OAEP_DIGESTS = {"oaep-sha1": "sha1", "oaep-sha256": "sha256", "oaep-sha384": "sha384",
-                 "oaep-sha512": "sha512"}
 _CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 
 
@@ -51,8 +50,8 @@ def _check_options(o: SealOptions) -> None:
     if o.key_bits not in (128, 192, 256):
         raise UsageError(f"key_bits must be 128, 192 or 256, not {o.key_bits}")
     for transport in (o.key_transport, *o.transports):
-        if transport is not None and transport != "pkcs1v15" and transport not in _OAEP_DIGESTS:
-            choices = ", ".join([*_OAEP_DIGESTS, "pkcs1v15"])
+        if transport is not None and transport not in KEY_TRANSPORTS:
+            choices = ", ".join(KEY_TRANSPORTS)
             raise UsageError(f"unknown key transport {transport!r} (choose one of: {choices})")
 
 
@@ -130,7 +129,7 @@ def _ktri(cert: x509.Certificate, pub: rsa.RSAPublicKey, cek: bytes,
         kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
         enc = pub.encrypt(cek, PKCS1v15())
     else:
-        name = _OAEP_DIGESTS[o.key_transport]
+        name = OAEP_TRANSPORTS[o.key_transport]
         hcls = alg.DIGESTS[alg.DIGEST_OID_BY_NAME[name]][1]
         # Explicit parameters, MGF1 with the same digest, empty label (RFC 4055).
         params = algos.RSAESOAEPParams({
@@ -232,7 +231,7 @@ def seal(
 ) -> int:
     """Encrypt `src` to every recipient certificate; returns the plaintext size.
 
-    `dst` appears only once the whole envelope is written (see atomic.py).
+    `dst` appears only once the whole envelope is written (see tokenkeys/files.py).
     """
     _check_options(options)
     dst_path = Path(dst)

@@ -4,12 +4,11 @@
 CA with pathLen 0, keyCertSign + cRLSign, subject key identifier). `issue_certificate`
 signs an encryption certificate for a PKCS#10 request (signature checked) or
 for a bare public key (cards whose decryption key cannot sign). Nothing here
-touches key material: signing goes through tokenkeys.certificates.signer_for.
+touches key material: signing goes through services/signing.signer_for.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,19 +18,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
+from tokenkeys.certificates import build_certificate
 from tokenkeys.certificates import fingerprint as fingerprint  # the CLI shows it
-from tokenkeys.certificates import signer_for
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.errors import (
     CertificateRefused,
     PolicyRefused,
     UsageError,
 )
-from tokenkeys.keygen import generate_named
+from tokenkeys.services.keygen import generate_named
+from tokenkeys.services.signing import self_signed, signer_for
 from tokenkeys.types import Algorithm
 
-MAX_CA_DAYS = 7300
-MAX_DAYS = 3650
 _CSR_MARKERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 _KEY_MARKERS = (b"-----BEGIN PUBLIC KEY-----", b"-----BEGIN RSA PUBLIC KEY-----")
 
@@ -84,41 +82,14 @@ def _record(key: KeyHandle) -> CaRecord:
                     not_after=cert.not_valid_after_utc, sha256=fingerprint(cert))
 
 
-def _usage(*, ca: bool, rsa_key: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False, content_commitment=False,
-        key_encipherment=not ca and rsa_key, data_encipherment=False,
-        key_agreement=not ca and not rsa_key, key_cert_sign=ca, crl_sign=ca,
-        encipher_only=False, decipher_only=False,
-    )
-
-
-def _serial() -> int:
-    return secrets.randbits(159) | 1  # positive, < 2^159, never 0
-
-
 def ca_certificate(key: KeyHandle, cn: str, days: int) -> x509.Certificate:
     """The CA's self-signed certificate, signed on its device. Requires login."""
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key)
-    signer, algorithm = signer_for(key)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key)
-        .serial_number(_serial())
-        .not_valid_before(start).not_valid_after(start + timedelta(minutes=1, days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(ca=True, rsa_key=False), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
-        .sign(signer, algorithm)
-    )
+    return self_signed(key, cn, days, ca=True)
 
 
 def create_ca(token: Token, name: str, *, cn: str | None = None,
-              algorithm: Algorithm = Algorithm.RSA3072, days: int = 3650) -> CaRecord:
+              algorithm: Algorithm = Algorithm.RSA3072,
+              days: int = keyalg.MAX_DAYS) -> CaRecord:
     """Generate the CA key pair on `token` and self-sign its certificate there.
 
     Requires login. The same crash-safe path as `key generate` (keygen.generate_named):
@@ -126,8 +97,8 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
     """
     if not name.strip():
         raise UsageError("the CA name must not be empty")
-    if not 1 <= days <= MAX_CA_DAYS:
-        raise UsageError(f"--days must be between 1 and {MAX_CA_DAYS}, not {days}")
+    if not 1 <= days <= keyalg.MAX_CA_DAYS:
+        raise UsageError(f"--days must be between 1 and {keyalg.MAX_CA_DAYS}, not {days}")
     key = generate_named(token, name, algorithm, lambda k: ca_certificate(k, cn or name, days))
     return _record(key)
 
@@ -189,11 +160,11 @@ def issue_certificate(ca_key: KeyHandle, request: Request, *, cn: str | None = N
                       days: int = 365, now: datetime | None = None) -> Issued:
     """An encryption certificate for `request`, signed on the CA's device. Requires login.
 
-    keyEncipherment (RSA) or keyAgreement (EC), SKI and AKI; notAfter never
+    What certificates.build_certificate puts in every certificate; notAfter never
     later than the CA's. Extensions asked for in a CSR are not copied.
     """
-    if not 1 <= days <= MAX_DAYS:
-        raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
+    if not 1 <= days <= keyalg.MAX_DAYS:
+        raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
     ca_cert = ca_key.certificate
     if ca_cert is None or not is_ca_certificate(ca_cert):
         raise UsageError(f"key {ca_key.label!r} is not a CA")
@@ -213,23 +184,6 @@ def issue_certificate(ca_key: KeyHandle, request: Request, *, cn: str | None = N
     end = start + timedelta(minutes=1, days=days)
     clipped = end > ca_cert.not_valid_after_utc
     end = min(end, ca_cert.not_valid_after_utc)
-    try:
-        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            ca_cert.public_key())  # type: ignore[arg-type]
-    public = request.public_key
-    signer, algorithm = signer_for(ca_key)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(ca_cert.subject).public_key(public)
-        .serial_number(_serial()).not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(ca=False, rsa_key=isinstance(public, rsa.RSAPublicKey)),
-                       critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(aki, critical=False)
-        .sign(signer, algorithm)
-    )
+    cert = build_certificate(request.public_key, subject, (start, end), signer_for(ca_key),
+                             issuer=ca_cert)
     return Issued(cert, clipped)

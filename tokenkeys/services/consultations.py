@@ -27,7 +27,7 @@ from tokenkeys.files import write_atomic
 from tokenkeys.registry import Consultation, KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.registry.bindings import binding_problems
-from tokenkeys.services.kinds import choose_key_transport
+from tokenkeys.services.envelope_kinds import choose_key_transport
 
 NO_BACKUP_WARNING = ("no valid backup key in this service: bids of this consultation will "
                      "depend on one key only")

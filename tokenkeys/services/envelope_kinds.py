@@ -1,9 +1,13 @@
-"""What `seal` and `open` know about the envelope kinds a key can open.
+"""Which envelope kinds a key can open, and what `seal` and `open` make of it.
 
-The kinds themselves come from one table (services/kinds.py: key type and the
-device's mechanisms). The registry records them per key, with its certificate's
-fingerprint, so `seal` can choose PKCS#1 v1.5 for a recipient whose key is known
-to open PKCS#1 v1.5 only (an OpenPGP card).
+The kinds come from one table-like function (envelope_kinds: the key type and
+the device's mechanisms), shared by the registry, `seal --consultation` and the
+card helper. Device limits come through mechanisms(): an OpenPGP card offers
+RSA_PKCS only (v1.5 only); SoftHSM2 offers raw RSA, so tokenkeys decodes any OAEP
+hash in software; device OAEP alone is assumed SHA-1 only. The registry records
+the kinds per key, with its certificate's fingerprint, so `seal` can choose
+PKCS#1 v1.5 for a recipient whose key is known to open PKCS#1 v1.5 only (an
+OpenPGP card).
 """
 
 from __future__ import annotations
@@ -17,13 +21,54 @@ import platformdirs
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tokenkeys import keyalg
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers.base import KeyHandle
-from tokenkeys.errors import TokenKeysError
-from tokenkeys.services.kinds import envelope_kinds
+from tokenkeys.errors import PolicyRefused, TokenKeysError
+from tokenkeys.types import KeyType
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up time)
     from tokenkeys.registry import Registry
+
+# The order `seal` prefers when every recipient can open more than one: every one of
+# keyalg.KEY_TRANSPORTS (tests/registry/test_kinds.py checks it).
+TRANSPORT_PREFERENCE = ("oaep-sha256", "oaep-sha384", "oaep-sha512", "oaep-sha1", "pkcs1v15")
+
+
+def envelope_kinds(key_type: KeyType | str, mechanisms: Iterable[str]) -> tuple[str, ...]:
+    """Key transports (RSA) or agreements (EC) an envelope may use for this key to open it."""
+    mechs = frozenset(mechanisms)
+    if KeyType(key_type) is KeyType.EC:
+        return ("ecdh",) if "ECDH1_DERIVE" in mechs else ()
+    kinds: list[str] = []
+    if "RSA_X_509" in mechs:
+        kinds.extend(keyalg.OAEP_TRANSPORTS)
+    elif "RSA_PKCS_OAEP" in mechs:
+        kinds.append("oaep-sha1")
+    if "RSA_PKCS" in mechs or "RSA_X_509" in mechs:
+        kinds.append(keyalg.PKCS1V15)
+    return tuple(kinds)
+
+
+def choose_key_transport(recipients: Sequence[tuple[str, Sequence[str]]],
+                         wanted: str | None) -> str:
+    """The RSA key transport every RSA recipient can open (`wanted` if given and possible).
+
+    `recipients` pairs a name with its envelope kinds; EC recipients ("ecdh") are ignored.
+    """
+    rsa_keys = [(name, set(kinds)) for name, kinds in recipients if "ecdh" not in kinds]
+    if wanted is not None:
+        unable = [name for name, kinds in rsa_keys if wanted not in kinds]
+        if unable:
+            raise PolicyRefused(f"key transport {wanted} cannot be opened by "
+                                f"{', '.join(unable)}; leave --key-transport out to choose")
+        return wanted
+    for transport in TRANSPORT_PREFERENCE:
+        if all(transport in kinds for _, kinds in rsa_keys):
+            return transport
+    names = ", ".join(f"{n} ({'/'.join(sorted(k)) or 'nothing'})" for n, k in rsa_keys)
+    raise PolicyRefused(f"no key transport is openable by every recipient: {names}")
+
 
 # Device mechanisms that open OAEP (on the device, or raw RSA plus software decoding).
 OAEP_MECHANISMS = frozenset({"RSA_PKCS_OAEP", "RSA_X_509"})
@@ -48,8 +93,6 @@ def explain(message: str, offered: Iterable[str]) -> str:
 def known_kinds(registry: Registry, cert: x509.Certificate) -> tuple[str, ...] | None:
     """The kinds the registry records for the key of `cert` (on every device holding
     it), or None when it does not know the key."""
-    from tokenkeys import keyalg
-
     rows = [r for r in registry.keys_by_public_key(keyalg.public_key_sha256(cert.public_key()))
             if r.deleted_at is None]
     if not rows:
@@ -74,9 +117,9 @@ def key_transports_for(config: Config,
         for i in wanted:
             with contextlib.suppress(TokenKeysError):
                 kinds = known_kinds(registry, certs[i])
-                if kinds and "pkcs1v15" in kinds and not any(k.startswith("oaep")
-                                                             for k in kinds):
-                    chosen[i] = "pkcs1v15"
+                if kinds and keyalg.PKCS1V15 in kinds and not any(k.startswith("oaep")
+                                                                  for k in kinds):
+                    chosen[i] = keyalg.PKCS1V15
     return tuple(chosen)
 
 

@@ -17,11 +17,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import signer_for
+from tokenkeys.certificates import key_usage
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.envelope import forbidden_encryption_usage
@@ -34,6 +33,7 @@ from tokenkeys.errors import (
 )
 from tokenkeys.files import write_atomic
 from tokenkeys.services.ca import is_ca_certificate
+from tokenkeys.services.signing import signer_for
 
 CHAINS_DIR = "chains"
 
@@ -65,14 +65,9 @@ def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRe
     Requires login. A key that cannot sign gets a message pointing to export-public.
     """
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or key.label)])
-    is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
-    usage = x509.KeyUsage(
-        digital_signature=False, content_commitment=False, key_encipherment=is_rsa,
-        data_encipherment=False, key_agreement=not is_rsa, key_cert_sign=False,
-        crl_sign=False, encipher_only=False, decipher_only=False)
     signer, algorithm = signer_for(key)
     builder = (x509.CertificateSigningRequestBuilder().subject_name(name)
-               .add_extension(usage, critical=True))
+               .add_extension(key_usage(key.public_key), critical=True))
     try:
         return builder.sign(signer, algorithm)
     except (MechanismUnsupported, DeviceError) as exc:

@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
-from tokenkeys import keyalg, manager
-from tokenkeys.certificates import self_signed
+from tokenkeys import keyalg
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
@@ -29,7 +28,9 @@ from tokenkeys.errors import (
 )
 from tokenkeys.registry import KeyFacts, KeyRow, Registry
 from tokenkeys.registry.repo import Removal
-from tokenkeys.services.kinds import envelope_kinds
+from tokenkeys.services import token_keys
+from tokenkeys.services.envelope_kinds import envelope_kinds
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm
 
 DATED_SUFFIX = re.compile(r"-\d{8}(-\d+)?$")
@@ -58,7 +59,7 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
 
 def record_generated(registry: Registry, service: str, token: Token, record_id: str, *,
                      name: str, backup: bool) -> KeyRow:
-    """Record a key `manager.generate_key` just made, under its designation `name` even
+    """Record a key `token_keys.generate_key` just made, under its designation `name` even
     where the device keeps no label (a card: it awaits its certificate); on refusal,
     destroy it again."""
     key = token.find_key(key_id=bytes.fromhex(record_id))
@@ -92,8 +93,8 @@ def record_certified(registry: Registry, service: str, token: Token,
 
 
 def listed(registry: Registry, token: Token,
-           inventory: list[tuple[KeyHandle, manager.KeyRecord]]
-           ) -> tuple[list[manager.KeyRecord], list[list[KeyRow]]]:
+           inventory: list[tuple[KeyHandle, token_keys.KeyRecord]]
+           ) -> tuple[list[token_keys.KeyRecord], list[list[KeyRow]]]:
     """`key list`: each key on the token with the live registry rows of its key pair (any
     service). A key whose device keeps no label shows the designation the registry
     records for it on this token."""
@@ -115,9 +116,9 @@ def resolve(token: Token, name_or_uri: str, *, service: str,
     device that keeps no label (an OpenPGP card) is found by the location and public
     key the registry recorded for it on this token. The registry is opened only then."""
     try:
-        return manager.resolve_key(token, name_or_uri)
+        return token_keys.resolve_key(token, name_or_uri)
     except KeyNotFound as missing:
-        if manager.key_token_uri(name_or_uri) is not None:
+        if token_keys.key_token_uri(name_or_uri) is not None:
             raise
         with registry() as reg:
             try:
@@ -138,7 +139,7 @@ def resolve(token: Token, name_or_uri: str, *, service: str,
 def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
           cert: x509.Certificate | None, self_sign_days: int | None, backup: bool) -> KeyRow:
     """Reference a key pair that already exists on the token (made elsewhere)."""
-    key = manager.resolve_key(token, name_or_uri)
+    key = token_keys.resolve_key(token, name_or_uri)
     if not key.label:
         raise UsageError("the key has no label on the token: give it one to adopt it")
     check_free(registry, service, key.label)
@@ -204,8 +205,8 @@ def renew(registry: Registry, service: str, token: Token, old: KeyRow, *,
     days = days or 365
     alg = algorithm or Algorithm.parse(old.algorithm)
     cn = new_name if old.cn in (None, old.designation) else old.cn
-    record = manager.generate_key(token, new_name, cn=cn, algorithm=alg, days=days,
-                                  shareable=old.shareable)
+    record = token_keys.generate_key(token, new_name, cn=cn, algorithm=alg, days=days,
+                                     shareable=old.shareable)
     key = token.find_key(key_id=bytes.fromhex(record.id))
     try:
         return registry.add_key(
@@ -245,7 +246,7 @@ def delete(registry: Registry, token: Token, key: KeyHandle, *,
         keyalg.public_key_sha256(key.public_key), token.uri, key.id.hex(),
         _deletion_guard(key.label, unregistered), subject=key.label)
     try:
-        manager.delete_key(token, key)
+        token_keys.delete_key(token, key)
     except BaseException as exc:
         registry.restore_location(removal, type(exc).__name__)
         raise

@@ -21,12 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenkeys import batch
-from tokenkeys.batch import FileResult
 from tokenkeys.config import Config
 from tokenkeys.registry import Registry
-from tokenkeys.services import consultations
+from tokenkeys.services import consultations, opening_batch
 from tokenkeys.services.access import open_registry
+from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import PinSource
 
 STATUSES = ("opened", "skipped", "failed")
@@ -63,7 +62,7 @@ def open_envelopes(
 ) -> OpenedBatch:
     """Open `pairs` (envelope, output) into outdir with the token's keys, audited.
 
-    `unopened`: inputs found but not opened (batch.collect's second list); they are
+    `unopened`: inputs found but not opened (opening_batch.collect's second list); they are
     reported and recorded with the rest. Raises the registry's errors before the
     PIN is read; a batch that stops (device failure, PIN error, Ctrl-C) raises
     after its end row is written.
@@ -74,7 +73,7 @@ def open_envelopes(
             bound = consultations.load_for_use(registry, service, consultation)
             for src, _dst in pairs:
                 consultations.check_envelope(bound, src)
-        batch.check_outdir(outdir)  # a bad -o stops here, before any audit row
+        opening_batch.check_outdir(outdir)  # a bad -o stops here, before any audit row
         batch_id = uuid.uuid4().hex
         record_start(registry, service, consultation, token_uri, batch_id, outdir, pairs)
         done: list[FileResult] = []
@@ -85,9 +84,9 @@ def open_envelopes(
                 on_result(result)
 
         try:
-            results = batch.open_batch(pairs, outdir, token_uri, config, pins, jobs=jobs,
-                                       on_result=collect, allow_final_try=allow_final_try,
-                                       announce=announce, wait=wait)
+            results = opening_batch.open_batch(pairs, outdir, token_uri, config, pins, jobs=jobs,
+                                               on_result=collect, allow_final_try=allow_final_try,
+                                               announce=announce, wait=wait)
         except BaseException as exc:
             _record_stopped(registry, service, consultation, token_uri, batch_id,
                             [*done, *unopened], exc, len(pairs) - len(done))

@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tokenkeys import keyalg
 from tokenkeys.config import Config
 from tokenkeys.envelope import SealOptions, named_by_issuer, seal
 from tokenkeys.errors import PolicyRefused, UsageError
@@ -94,14 +95,15 @@ def seal_file(config: Config, input_path: Path, output: Path, *,
     # (check_recipient) before anything is written.
     chosen = (None,) * len(certs) if key_transport else key_transports_for(config, certs)
     options = SealOptions(authenticated=authenticated, key_bits=key_bits,
-                          key_transport=key_transport or "oaep-sha256", use_ski=use_ski,
-                          pem=pem, allow_any_usage=allow_any_usage, transports=chosen)
+                          key_transport=key_transport or keyalg.DEFAULT_KEY_TRANSPORT,
+                          use_ski=use_ski, pem=pem, allow_any_usage=allow_any_usage,
+                          transports=chosen)
     size = seal(input_path, output, certs, options, overwrite=force)
     notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
              for who in named_by_issuer(certs, options)]
     notes += [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
               "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport "
-              "overrides" for c, t in zip(certs, chosen, strict=True) if t == "pkcs1v15"]
+              "overrides" for c, t in zip(certs, chosen, strict=True) if t == keyalg.PKCS1V15]
     transports = tuple(t or options.key_transport
                        if isinstance(c.public_key(), rsa.RSAPublicKey) else "ecdh"
                        for c, t in zip(certs, chosen, strict=True))

@@ -34,7 +34,6 @@ from tokenkeys.drivers.capabilities import (
     require,
 )
 from tokenkeys.drivers.keywrap import wipe
-from tokenkeys.envelope.atomic import AtomicOutput
 from tokenkeys.errors import (
     CertificateRefused,
     CopyFailed,
@@ -48,9 +47,10 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
-from tokenkeys.manager import KeyRecord, describe, resolve_key
+from tokenkeys.files import AtomicOutput
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
+from tokenkeys.services.token_keys import KeyRecord, describe, resolve_key
 from tokenkeys.types import Secret
 
 if TYPE_CHECKING:

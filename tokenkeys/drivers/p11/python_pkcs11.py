@@ -1,7 +1,7 @@
 """Port adapter over python-pkcs11: the fast path for HSMs and SoftHSM2.
 
-It releases the GIL in C_Decrypt, but crashes with two threads on SoftHSM2
-(FINDINGS): one device thread makes every call (tokenkeys.device_thread). It
+It releases the GIL in C_Decrypt, but crashes with two threads on SoftHSM2:
+one device thread makes every call (drivers/device_thread.py). It
 has no C_InitToken, C_InitPIN or working slot events: those answer
 CKR_FUNCTION_NOT_SUPPORTED / no event, and the PyKCS11 adapter does them.
 """

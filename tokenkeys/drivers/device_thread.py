@@ -4,7 +4,7 @@ python-pkcs11 segfaults when two threads call into SoftHSM2 at once
 (FINDINGS.md). But it releases the GIL inside C_Decrypt, so parsing, AES and
 file I/O of other envelopes can overlap the device's RSA step, as long as
 every PKCS#11 call is made from a single thread. DeviceBoundIdentity forwards
-the two device operations of an Identity to that thread.
+the two device operations of a key (an envelope Identity) to that thread.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
-from tokenkeys.drivers.base import ConfinableKey
-from tokenkeys.envelope import Identity
+from tokenkeys.drivers.base import ConfinableKey, KeyHandle
 
 T = TypeVar("T")
 
@@ -41,28 +40,29 @@ class DeviceThread:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def confine(identity: Identity, device: DeviceThread) -> Identity:
-    """The identity with its device calls on `device`.
+def confine(key: KeyHandle, device: DeviceThread) -> KeyHandle | DeviceBoundIdentity:
+    """The key with its device calls on `device`.
 
     A key with the ConfinableKey capability keeps its software steps (OAEP
     decoding, KDF) in the caller's thread, so the device thread does nothing but
-    device calls; any other identity is wrapped whole. Undo with release().
+    device calls; any other key is wrapped whole. Undo with release().
     """
-    if isinstance(identity, ConfinableKey):
-        identity.run_device_calls_with(device.run)
-        return identity
-    return DeviceBoundIdentity(identity, device)
+    if isinstance(key, ConfinableKey):
+        key.run_device_calls_with(device.run)
+        return key
+    return DeviceBoundIdentity(key, device)
 
 
-def release(identity: Identity) -> None:
-    if isinstance(identity, ConfinableKey):
-        identity.run_device_calls_with(None)
+def release(key: KeyHandle) -> None:
+    if isinstance(key, ConfinableKey):
+        key.run_device_calls_with(None)
 
 
 class DeviceBoundIdentity:
-    """An Identity whose device operations all run on the DeviceThread."""
+    """A key whose device operations all run on the DeviceThread (an envelope
+    Identity: the driver layer does not import the envelope layer)."""
 
-    def __init__(self, identity: Identity, device: DeviceThread) -> None:
+    def __init__(self, identity: KeyHandle, device: DeviceThread) -> None:
         self._identity = identity
         self._device = device
         self.label: str = identity.label

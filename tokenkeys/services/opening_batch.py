@@ -1,7 +1,7 @@
 """Opening a batch of envelopes with one login, in one process or N worker processes.
 
 python-pkcs11 segfaults with two threads calling SoftHSM2 at once (FINDINGS.md).
-One process confines its device calls to one thread (device_thread) and opens
+One process confines its device calls to one thread (drivers/device_thread.py) and opens
 envelopes on others; --jobs N adds processes, each with its own session. The
 PIN, read once, reaches the workers through the multiprocessing pipe, never argv.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 from tokenkeys import errors
 from tokenkeys.config import Config
-from tokenkeys.device_thread import DeviceThread, confine, release
-from tokenkeys.drivers import Token, open_token
+from tokenkeys.drivers import KeyHandle, Token, open_token
+from tokenkeys.drivers.device_thread import DeviceThread, confine, release
 from tokenkeys.envelope import Identity, open_envelope
 from tokenkeys.errors import (
     DeviceError,
@@ -317,7 +317,7 @@ def open_batch(
     with open_token(token_uri, config, wait=wait) as token:
         pin = login_service.login(token, pins, allow_final_try=allow_final_try,
                                   announce=announce)
-        keys: list[Identity] = list(token.list_keys())
+        keys = token.list_keys()
         make_outdir(outdir)
         if jobs > 1 and len(pairs) > 1 and pin is not None:
             done = _parallel(pairs, token_uri, config, given_pin(pin), jobs, on_result)
@@ -327,12 +327,12 @@ def open_batch(
     return [by_input[str(src)] for src, _ in pairs]
 
 
-def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[Identity],
+def _pipelined(pairs: Sequence[tuple[Path, Path]], keys: Sequence[KeyHandle],
                on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
     """One process: the device works on one envelope while threads parse and write others.
     Results come in completion order.
 
-    From here on only the device thread calls into PKCS#11 (see device_thread).
+    From here on only the device thread calls into PKCS#11 (see drivers/device_thread.py).
     """
     with DeviceThread() as device:
         bound = [confine(k, device) for k in keys]

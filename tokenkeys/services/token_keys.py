@@ -11,20 +11,21 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tokenkeys.certificates import certificate_cn, key_status, self_signed, write_certificate
+from tokenkeys import keyalg
+from tokenkeys.certificates import certificate_cn, key_status, write_certificate
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.errors import (
     MechanismUnsupported,
     UsageError,
 )
-from tokenkeys.keygen import generate_named
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate
+from tokenkeys.services.keygen import generate_named
+from tokenkeys.services.signing import self_signed
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
-MAX_DAYS = 3650
 AWAITING = "awaiting certificate"
 # Label of a key pair while it is being generated: the designation is given last,
 # so a crash leaves a key that `key list --all` shows and `key cleanup` removes.
@@ -106,8 +107,8 @@ def generate_key(
     """
     if not name.strip():
         raise UsageError("the key name (designation) must not be empty")
-    if not 1 <= days <= MAX_DAYS:
-        raise UsageError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
+    if not 1 <= days <= keyalg.MAX_DAYS:
+        raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
     key = generate_named(
         token, name, algorithm, lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
         shareable=shareable, replace=replace)

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import write_certificate
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -21,7 +20,6 @@ from tokenkeys.cli.context import (
     token_option,
     user_pin,
 )
-from tokenkeys.errors import UsageError
 from tokenkeys.services import ca as ca_service
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
@@ -78,16 +76,12 @@ def ca_issue(app: App, request: Path, token: str | None, ca_name: str, output: P
     The certificate is signed on the CA's device.
     """
     check_output(output, force)  # before any PIN or device call
-    try:
-        data = request.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the request {request}: {exc.strerror}") from None
-    parsed = ca_service.load_request(data, str(request))
+    parsed = ca_service.read_request(request)
     with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         ca_key = ca_service.find_ca(tok, ca_name)
         issued = ca_service.issue_certificate(ca_key, parsed, cn=cn, days=days)
     cert = issued.certificate
-    write_certificate(output, cert, der=der, overwrite=force)
+    ca_service.save_certificate(cert, output, der=der, force=force)
     document = {"output": str(output), "subject": cert.subject.rfc4514_string(),
                 "issuer": cert.issuer.rfc4514_string(), "request": parsed.kind,
                 "not_after": cert.not_valid_after_utc.isoformat(), "clipped": issued.clipped,
@@ -128,6 +122,6 @@ def ca_export_cert(app: App, name: str, output: Path, der: bool, force: bool,
         ca_key = ca_service.find_ca(tok, name)
     cert = ca_key.certificate
     assert cert is not None
-    write_certificate(output, cert, der=der, overwrite=force)
+    ca_service.save_certificate(cert, output, der=der, force=force)
     app.emit({"ca": name, "output": str(output), "sha256": ca_service.fingerprint(cert)},
              lambda: app.say(f"wrote the certificate of CA {name!r} to {output}"))

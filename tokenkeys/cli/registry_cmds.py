@@ -23,11 +23,10 @@ def registry_group() -> None:
 @pass_app
 def registry_migrate(app: App) -> None:
     """Bring the registry schema to this version (also done by itself on first use)."""
-    from tokenkeys.registry import parse_location
+    from tokenkeys.services.access import migrate
 
-    where = parse_location(app.config.registry).display
-    with registry(app) as reg:
-        before, after = reg.db.migrate()
+    done = migrate(app.config)
+    where, before, after = done.registry, done.before, done.after
     document = {"registry": where, "from": before, "to": after}
     app.emit(document, lambda: app.say(
         f"registry {where}: schema {before or 'empty'} -> {after}" if before != after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -37,3 +38,20 @@ def keys_for_certificate(config: Config, certificate: x509.Certificate) -> list[
     for, whichever certificate they hold now."""
     with open_registry(config) as registry:
         return registry.keys_by_public_key(keyalg.public_key_sha256(certificate.public_key()))
+
+
+@dataclass(frozen=True)
+class Migrated:
+    registry: str  # where, any password removed
+    before: str | None
+    after: str
+
+
+def migrate(config: Config) -> Migrated:
+    """Bring the registry's schema to this tokenkeys' version (`registry migrate`)."""
+    from tokenkeys.registry import parse_location
+
+    where = parse_location(config.registry).display
+    with open_registry(config) as registry:
+        before, after = registry.db.migrate()
+    return Migrated(where, before, after)

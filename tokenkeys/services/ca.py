@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import build_certificate
+from tokenkeys.certificates import build_certificate, write_certificate
 from tokenkeys.certificates import fingerprint as fingerprint  # the CLI shows it
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.errors import (
@@ -128,6 +129,21 @@ def _check_public_key(public: object) -> PublicKey:
                                      "supported (P-256 or P-384)")
         return public
     raise CertificateRefused("the request's key is neither RSA nor EC")
+
+
+def read_request(path: Path) -> Request:
+    """The request file `ca issue` takes (see load_request)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the request {path}: {exc.strerror}") from None
+    return load_request(data, str(path))
+
+
+def save_certificate(cert: x509.Certificate, path: Path, *, der: bool, force: bool) -> None:
+    """Write an issued or CA certificate (PEM, or DER); an existing file is refused
+    unless `force`."""
+    write_certificate(path, cert, der=der, overwrite=force)
 
 
 def load_request(data: bytes, source: str) -> Request:

@@ -1,4 +1,4 @@
-"""The docs are checked against the code (issue 7, item 8).
+"""The docs are checked against the code.
 
 Rules, so that any helper adding docs knows what is enforced:
 

@@ -1,4 +1,4 @@
-"""Issue 7, item 3: PIN input never costs a try by mistake; one documented order of sources."""
+"""PIN input never costs a try by mistake; one documented order of sources."""
 
 from __future__ import annotations
 

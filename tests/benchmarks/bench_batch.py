@@ -1,4 +1,4 @@
-"""Batch opening on SoftHSM2, side by side in one run (issue: sealed envelopes).
+"""Batch opening on SoftHSM2, side by side in one run.
 
     .venv/bin/python tests/benchmarks/bench_batch.py [--n 1000] [--rounds 3] [--openssl-n 100]
 

@@ -1,4 +1,4 @@
-"""Opening speed on the emulated OpenPGP card, side by side in one run (issue 10).
+"""Opening speed on the emulated OpenPGP card, side by side in one run.
 
     .venv/bin/python tests/benchmarks/bench_card_open.py [--n 100] [--rounds 3]
 

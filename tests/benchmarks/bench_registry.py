@@ -1,4 +1,4 @@
-"""Registry write rates on SQLite and a throwaway PostgreSQL 15 cluster (issue 8).
+"""Registry write rates on SQLite and a throwaway PostgreSQL 15 cluster.
 
     .venv/bin/python tests/benchmarks/bench_registry.py [--n 200] [--rounds 3]
 

@@ -1,4 +1,4 @@
-"""Issue 10: the entity's CA and keys awaiting a certificate, through the real CLI.
+"""The entity's CA and keys awaiting a certificate, through the real CLI.
 
 On SoftHSM2 and the software keystore; results are checked with openssl and
 pkcs11-tool, which nobody here wrote.

@@ -1,4 +1,4 @@
-"""Issue 7, item 2: nothing from a bid reaches the terminal as markup or control codes."""
+"""Nothing from a bid reaches the terminal as markup or control codes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7, items 3, 5 and 7 through the real CLI: outputs are never silently replaced,
+"""Through the real CLI: outputs are never silently replaced,
 re-runs resume, special files are reported, and single failures say what happened."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8: the key policy rules, through the real CLI against SoftHSM2, on both backends.
+"""The key policy rules, through the real CLI against SoftHSM2, on both backends.
 
 Results on the token are checked with pkcs11-tool; envelopes with openssl.
 """

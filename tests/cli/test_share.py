@@ -1,4 +1,4 @@
-"""Issue 9 on the software keystore: PKCS#12 export/import and device copy, real CLI.
+"""On the software keystore: PKCS#12 export/import and device copy, real CLI.
 
 Files are checked with openssl (pkcs12 -info, cms -encrypt); envelopes sealed by
 openssl to the ORIGINAL certificate must open with the imported or copied key.

@@ -1,4 +1,4 @@
-"""Issue 9 on SoftHSM2: PKCS#12 export/import between tokens, device copy, extractability.
+"""On SoftHSM2: PKCS#12 export/import between tokens, device copy, extractability.
 
 Objects are checked with pkcs11-tool (OpenSC); envelopes are sealed by openssl to
 the ORIGINAL certificate and opened with the key on the other token.

@@ -1,4 +1,4 @@
-"""Issue 7, item 4: the software keystore resists offline guessing.
+"""The software keystore resists offline guessing.
 
 tests/drivers/data/softstore-v1 was written by the version 1 code (scrypt per
 key, PIN 123456, one RSA-2048 and one P-256 key): it must keep opening, and is

@@ -282,7 +282,7 @@ def test_auth_attrs_are_authenticated(keys: dict[str, KeyPair], tmp_path: Path) 
 
 def test_bad_cipher_parameters_message_names_no_exception(keys: dict[str, KeyPair],
                                                           tmp_path: Path, sealed: bytes) -> None:
-    """Issue 7: "malformed content encryption algorithm (ValueError)" named a Python class."""
+    """Regression: "malformed content encryption algorithm (ValueError)" named a Python class."""
     nonce_param = sealed.index(bytes([0x30, 0x11, 0x04, 0x0C]))  # GCMParameters, 12-byte nonce
     mutated = bytearray(sealed)
     mutated[nonce_param + 2] = 0x02  # the nonce becomes an INTEGER

@@ -48,7 +48,7 @@ mutation = st.one_of(
     st.tuples(st.just("delete"), st.integers(0, 1 << 20), st.integers(1, 16)),
     st.tuples(st.just("truncate"), st.integers(0, 1 << 20), st.just(0)),
     st.tuples(st.just("splice"), st.integers(0, 1 << 20), st.integers(0, 1 << 20)),
-    # Hostile shapes (issue 7): many tiny or empty elements inserted anywhere.
+    # Hostile shapes: many tiny or empty elements inserted anywhere.
     st.tuples(st.just("repeat"), st.integers(0, 1 << 20),
               st.tuples(st.sampled_from([b"\x04\x00", b"\x30\x00", b"\x30\x80\x00\x00",
                                          b"\x31\x00", b"\xa1\x80\x00\x00",
@@ -97,7 +97,7 @@ def test_fuzz_mutated_envelopes(keys: dict[str, KeyPair], corpus: list[bytes], w
             open_envelope(env, dst, identities)
         except TokenKeysError as exc:
             assert sorted(p.name for p in Path(d).iterdir()) == ["env"]
-            # Messages say what happened, never which Python exception did (issue 7).
+            # Messages say what happened, never which Python exception did.
             assert not re.search(r"\b[A-Za-z]+(Error|Exception)\b", str(exc)), str(exc)
         else:
             # EnvelopedData/CBC (corpus[1]) is malleable by design: IV or ciphertext

@@ -1,4 +1,4 @@
-"""Issue 7, item 6: sealing refuses certificates that cannot receive an envelope."""
+"""Sealing refuses certificates that cannot receive an envelope."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ answered with the R-APDU.
 
 Runs in .venv-emu at the repository root (scard.sh setup), not in the project venv.
 Adapted from the reference harness; the workarounds are described in
-docs/smartcard.md and FINDINGS ("Emulated smartcard").
+docs/smartcard.md.
 """
 import argparse
 import logging

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Emulated OpenPGP smartcard for tests: pcscd + vpcd (vsmartcard-vpcd) + a
 # pure-Python OpenPGP card (PyPI smartcard-app-openpgp) bridged to vpcd.
-# Adapted from the harness measured in FINDINGS ("Emulated smartcard").
+# The emulated OpenPGP card behind pcscd (docs/smartcard.md).
 #   scard.sh setup   # once: .venv-emu with the card emulator (apt packages if root and missing)
 #   scard.sh up      # start pcscd and insert a FRESH card (state/card.fs wiped)
 #   scard.sh insert | remove   # card only (pcscd keeps running); keys and PIN

@@ -1,4 +1,4 @@
-"""Issue 10, "Done when", on the real opensc-pkcs11.so and the emulated OpenPGP card,
+"""On the real opensc-pkcs11.so and the emulated OpenPGP card,
 through the CLI only: generate on the card, `ca issue` on a SoftHSM2 CA,
 `import-cert` onto the card, `openssl verify`, OpenSSL envelopes and a
 `tokenkeys seal` (PKCS#1 v1.5 chosen by itself) opened on the card; then the

@@ -1,4 +1,4 @@
-"""Issue 10, the agent's side on the emulated OpenPGP card through the real CLI:
+"""The agent's side on the emulated OpenPGP card through the real CLI:
 PIN retry counter and final-try guard, card removal and insertion seen by
 `token list`. Runs after test_smartcard.py on the same session card."""
 

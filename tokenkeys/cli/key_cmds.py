@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,21 +24,12 @@ from tokenkeys.cli.context import (
 )
 from tokenkeys.cli.registry_opts import open_registry, registry, service_name, service_option
 from tokenkeys.errors import UsageError
-from tokenkeys.services import keygen, token_keys
-from tokenkeys.services.key_certs import next_steps
+from tokenkeys.services import token_keys
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
 if TYPE_CHECKING:
     from tokenkeys.registry import KeyRow
 
-
-
-def _registry_facts(rows: list[KeyRow]) -> dict[str, object]:
-    if not rows:
-        return {"registered": False, "backup": False, "open_consultations": []}
-    return {"registered": True, "service": rows[0].service,
-            "backup": any(r.backup for r in rows),
-            "open_consultations": sorted({c for r in rows for c in r.open_consultations})}
 
 
 def _show_rows(app: App, rows: list[KeyRow]) -> None:
@@ -110,39 +100,20 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
     by a CA, and the command says what comes next; `key import-cert` then records
     it. On a card the SO (admin) PIN comes from TOKENKEYS_SO_PIN or a prompt.
     """
-    from tokenkeys.services import keys as key_policy
+    from tokenkeys.services import key_inventory  # SQLAlchemy: only when used
 
-    svc = service_name(app, service)
-    with registry(app) as reg:
-        key_policy.check_free(reg, svc, name)
-        with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-            slot = keygen.fixed_slot(tok)
-            if slot is not None:
-                app.note(f"this card puts a new key into its fixed key slot {slot.hex()}")
-            record = token_keys.generate_key(tok, name, cn=cn, algorithm=algorithm, days=days,
-                                             shareable=shareable, replace=replace,
-                                             self_sign=False if no_self_sign else None)
-            # Recorded under its designation even while it awaits its certificate (a
-            # card keeps no label: the registry names it).
-            row = key_policy.record_generated(reg, svc, tok, record.id, name=name,
-                                              backup=backup)
-    where = "" if slot is None or record.designation == name else (
-        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
-        "the registry knows it by its designation)")
-    note = None if record.status != token_keys.AWAITING else (
-        f"key {name!r}{where} has no certificate yet"
-        + ("" if no_self_sign else " (it cannot sign, so it cannot certify itself)")
-        + f". Next: {next_steps(name)}")
-    record = dataclasses.replace(record, designation=name)
-    facts = {"service": svc, "backup": row.backup, "fingerprint": row.fingerprint,
-             "public_key_sha256": row.public_key_sha256}
+    with registry(app) as reg, opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        done = key_inventory.generate(
+            reg, service_name(app, service), tok, name, cn=cn, algorithm=algorithm, days=days,
+            shareable=shareable, backup=backup, self_sign=False if no_self_sign else None,
+            replace=replace, announce=app.note)
 
     def human() -> None:
-        _show(app, [record], [facts])
-        if note:
-            app.say(note)
+        _show(app, [done.record], [{"backup": done.row.backup}])
+        if done.next:
+            app.say(done.next)
 
-    app.emit({"key": {**record.to_json(), **facts}, "next": note}, human)
+    app.emit(done.to_json(), human)
 
 
 @key.command("list")
@@ -167,17 +138,14 @@ def key_list(app: App, token: str | None, from_registry: bool, include_all: bool
             rows = reg.keys(service_name(app, service), include_deleted=include_all)
         app.emit({"keys": [r.to_json() for r in rows]}, lambda: _show_rows(app, rows))
         return
-    from tokenkeys.services import keys as key_policy
+    from tokenkeys.services import key_inventory
 
-    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        inventory, unusable = token_keys.key_inventory(tok, include_all=include_all)
-        with registry(app) as reg:
-            records, found = key_policy.listed(reg, tok, inventory)
-    extra = [_registry_facts(rows) for rows in found]
-    records += unusable
-    extra += [_registry_facts([]) for _ in unusable]
-    app.emit({"keys": [{**r.to_json(), **x} for r, x in zip(records, extra, strict=True)]},
-             lambda: _show(app, records, extra))
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok, registry(app) as reg:
+        keys = key_inventory.list_token(reg, tok, include_all=include_all)
+    app.emit({"keys": [k.to_json() for k in keys]},
+             lambda: _show(app, [k.record for k in keys],
+                           [{"backup": k.backup, "open_consultations": k.open_consultations}
+                            for k in keys]))
 
 
 @key.command("cleanup")

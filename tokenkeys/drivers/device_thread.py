@@ -1,7 +1,7 @@
 """One thread owns the device; envelope work runs beside it.
 
 python-pkcs11 segfaults when two threads call into SoftHSM2 at once
-(FINDINGS.md). But it releases the GIL inside C_Decrypt, so parsing, AES and
+(docs/drivers.md). But it releases the GIL inside C_Decrypt, so parsing, AES and
 file I/O of other envelopes can overlap the device's RSA step, as long as
 every PKCS#11 call is made from a single thread. DeviceBoundIdentity forwards
 the two device operations of a key (an envelope Identity) to that thread.

@@ -19,7 +19,8 @@ from tokenkeys.errors import DeviceError, UsageError
 from tokenkeys.keyalg import OAEP_HASHES
 
 # OAEP for transport: SHA-1 because SoftHSM2 wraps and unwraps with nothing else
-# (FINDINGS). OAEP's security does not rest on the hash's collision resistance.
+# (docs/drivers.md, "Facts measured"). OAEP's security does not rest on the hash's
+# collision resistance.
 TRANSPORT_OAEP = "sha1"
 TRANSPORT_BITS = 3072  # RSA transport key pairs, both drivers
 

@@ -1,6 +1,6 @@
 """Opening a batch of envelopes with one login, in one process or N worker processes.
 
-python-pkcs11 segfaults with two threads calling SoftHSM2 at once (FINDINGS.md).
+python-pkcs11 segfaults with two threads calling SoftHSM2 at once (docs/drivers.md).
 One process confines its device calls to one thread (drivers/device_thread.py) and opens
 envelopes on others; --jobs N adds processes, each with its own session. The
 PIN, read once, reaches the workers through the multiprocessing pipe, never argv.

@@ -78,7 +78,7 @@ def read_passphrase(*, new: bool, interactive: bool) -> Secret:
 
 @dataclass(frozen=True)
 class ShareEvent:
-    """One share action, for the registry (issue 8): `key` is the exported key, or the
+    """One share action, for the registry: `key` is the exported key, or the
     new key on `token` for an import or copy (certificate stored). Facts only."""
 
     event: str  # "share-export" | "share-import" | "share-copy"

@@ -250,7 +250,7 @@ class PyPkcs11Session:
 
     def unwrap(self, unwrapping_key: Obj, mech: Mech, data: bytes, template: Template) -> Obj:
         m, p = _mech(mech)
-        # The default unwrap template adds usage attributes SoftHSM rejects (FINDINGS).
+        # The default unwrap template adds usage attributes SoftHSM rejects (docs/drivers.md).
         tpl = {a: DEFAULT for a in _NO_DEFAULTS} | _tpl(template)
         return call(lambda: unwrapping_key.unwrap_key(
             ObjectClass(template[ck.CKA_CLASS]), KeyType(template[ck.CKA_KEY_TYPE]), data,
@@ -302,7 +302,7 @@ class PyPkcs11Port:
         raise CkrError(CKR["CKR_FUNCTION_NOT_SUPPORTED"])
 
     def slot_event(self) -> bool:
-        return False  # its wait_for_slot_event is broken (FINDINGS)
+        return False  # its wait_for_slot_event is broken (docs/drivers.md)
 
     def reinitialise(self) -> None:
         call(self._lib.reinitialize)

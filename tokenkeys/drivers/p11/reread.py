@@ -2,7 +2,7 @@
 BINDING MODULE SERIAL IDHEX` prints its SubjectPublicKeyInfo (hex).
 
 OpenSC 0.23 returns heap bytes after the modulus in the process that generated
-the key (FINDINGS); a new process reads it correctly. No PIN is involved: the
+the key (docs/drivers.md); a new process reads it correctly. No PIN is involved: the
 parent starts it without secrets in its environment (provision.child_environment).
 """
 

@@ -1,0 +1,100 @@
+"""`key generate` and `key list` as the library gives them: one call, a typed result.
+
+Generation checks the registry first, generates on the token (crash-safe, see
+keygen), records the key under its designation even while it awaits its
+certificate (a card keeps no label: the registry names it), and says what comes
+next. A listing joins what the token holds with what the registry records of each
+key pair, in every service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tokenkeys.drivers.base import Token
+from tokenkeys.registry import KeyRow, Registry
+from tokenkeys.services import keygen, token_keys
+from tokenkeys.services.key_certs import next_steps
+from tokenkeys.services.keys import check_free, listed, record_generated
+from tokenkeys.services.token_keys import KeyRecord
+from tokenkeys.types import Algorithm
+
+
+@dataclass(frozen=True)
+class ListedKey:
+    """A key on the token, with the live registry rows of its key pair (any service)."""
+
+    record: KeyRecord
+    rows: tuple[KeyRow, ...] = ()
+
+    @property
+    def registered(self) -> bool:
+        return bool(self.rows)
+
+    @property
+    def backup(self) -> bool:
+        return any(r.backup for r in self.rows)
+
+    @property
+    def open_consultations(self) -> tuple[str, ...]:
+        return tuple(sorted({c for r in self.rows for c in r.open_consultations}))
+
+    def to_json(self) -> dict[str, object]:
+        facts: dict[str, object] = {"registered": self.registered, "backup": self.backup,
+                                    "open_consultations": list(self.open_consultations)}
+        if self.rows:
+            facts["service"] = self.rows[0].service
+        return {**self.record.to_json(), **facts}
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A key just generated and recorded; `next` says what it still needs."""
+
+    record: KeyRecord
+    row: KeyRow
+    slot: str | None  # the CKA_ID of a card's fixed key slot
+    next: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"key": {**self.record.to_json(), "service": self.row.service,
+                        "backup": self.row.backup, "fingerprint": self.row.fingerprint,
+                        "public_key_sha256": self.row.public_key_sha256},
+                "next": self.next}
+
+
+def generate(registry: Registry, service: str, token: Token, name: str, *,
+             cn: str | None = None, algorithm: Algorithm, days: int = 365,
+             shareable: bool = False, backup: bool = False, self_sign: bool | None = None,
+             replace: bool = False, announce: Callable[[str], None] | None = None
+             ) -> Generated:
+    """Generate a key pair named `name` on the (logged-in) token and record it in the
+    service; the registry is asked first, so a taken name changes nothing."""
+    check_free(registry, service, name)
+    slot = keygen.fixed_slot(token)
+    if slot is not None and announce is not None:
+        announce(f"this card puts a new key into its fixed key slot {slot.hex()}")
+    record = token_keys.generate_key(token, name, cn=cn, algorithm=algorithm, days=days,
+                                     shareable=shareable, replace=replace, self_sign=self_sign)
+    row = record_generated(registry, service, token, record.id, name=name, backup=backup)
+    where = "" if slot is None or record.designation == name else (
+        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
+        "the registry knows it by its designation)")
+    note = None if record.status != token_keys.AWAITING else (
+        f"key {name!r}{where} has no certificate yet"
+        + ("" if self_sign is False else " (it cannot sign, so it cannot certify itself)")
+        + f". Next: {next_steps(name)}")
+    return Generated(dataclasses.replace(record, designation=name), row,
+                     slot.hex() if slot is not None else None, note)
+
+
+def list_token(registry: Registry, token: Token, *, include_all: bool = False
+               ) -> list[ListedKey]:
+    """Every key on the token with its registry facts, then the objects tokenkeys
+    cannot use (with the reason): one scan of the device."""
+    inventory, unusable = token_keys.key_inventory(token, include_all=include_all)
+    records, found = listed(registry, token, inventory)
+    return ([ListedKey(r, tuple(rows)) for r, rows in zip(records, found, strict=True)]
+            + [ListedKey(r) for r in unusable])

@@ -11,14 +11,12 @@ import pytest
 
 from tests.drivers.fakeport import FakeDevice, FakePort
 from tests.registry.conftest import soft_facts
-from tokenkeys.cli.context import App
-from tokenkeys.cli.doctor_cmd import _check_token
 from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.drivers.p11 import discovery
 from tokenkeys.errors import PinFinalTry, PinIncorrect
 from tokenkeys.registry import Registry
-from tokenkeys.services.doctor import Logins, check_registry
+from tokenkeys.services.doctor import Logins, TokenReport, check_registry, check_token
 
 
 @pytest.fixture
@@ -35,10 +33,16 @@ def fake_uri(tmp_path: Path, device: FakeDevice, monkeypatch: pytest.MonkeyPatch
     return f"pkcs11:token={device.label}?module-path={module}"
 
 
-def _doctor(uri: str, tmp_path: Path) -> tuple[dict[str, object], Exception | None]:
+def _report(uri: str, logins: Logins) -> TokenReport:
+    with open_token(uri, Config()) as token:
+        info = token.info()
+    return check_token(info, Config(), logins)
+
+
+def _doctor(uri: str, tmp_path: Path) -> tuple[TokenReport, Exception | None]:
     """What `doctor` does for one token that is also a registry token."""
     logins = Logins()
-    report = _check_token(uri, App(), logins)
+    report = _report(uri, logins)
     with Registry.open(str(tmp_path / "registry.sqlite")) as reg:
         if not reg.keys():
             reg.create_service("s")
@@ -55,7 +59,7 @@ def test_wrong_pin_costs_one_try_per_run(device: FakeDevice, fake_uri: str, tmp_
     monkeypatch.setenv("TOKENKEYS_PIN", "999999")
     device.login_answer = "CKR_PIN_INCORRECT"
     report, raised = _doctor(fake_uri, tmp_path)
-    assert "error" in report and isinstance(raised, PinIncorrect)
+    assert report.error is not None and isinstance(raised, PinIncorrect)
     assert len(device.logins) == 1
 
 
@@ -63,8 +67,8 @@ def test_final_try_is_never_spent_by_doctor(device: FakeDevice, fake_uri: str, t
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENKEYS_PIN", "999999")
     device.flags |= 0x20000  # CKF_USER_PIN_FINAL_TRY
-    report = _check_token(fake_uri, App(), Logins())
-    assert "final PIN try" in str(report["error"])
+    report = _report(fake_uri, Logins())
+    assert "final PIN try" in str(report.error)
     assert device.logins == []
     with Registry.open(str(tmp_path / "registry.sqlite")) as reg:
         reg.create_service("s")
@@ -78,12 +82,13 @@ def test_empty_pin_is_not_given(device: FakeDevice, fake_uri: str, tmp_path: Pat
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENKEYS_PIN", "")
     report, raised = _doctor(fake_uri, tmp_path)
-    assert raised is None and report["keys"] == "set TOKENKEYS_PIN to check key expiry"
-    assert "error" not in report and device.logins == []
+    assert raised is None and report.not_valid is None
+    assert report.to_json()["keys"] == "set TOKENKEYS_PIN to check key expiry"
+    assert report.error is None and device.logins == []
 
 
 def test_right_pin_checks_keys(device: FakeDevice, fake_uri: str, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENKEYS_PIN", device.pin)
     report, raised = _doctor(fake_uri, tmp_path)
-    assert raised is None and report["keys"] == [] and report["opens"] == {}
+    assert raised is None and report.not_valid == () and report.opens == {}

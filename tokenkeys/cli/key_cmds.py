@@ -102,11 +102,12 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
     """
     from tokenkeys.services import key_inventory  # SQLAlchemy: only when used
 
-    with registry(app) as reg, opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+    with registry(app) as reg:
         done = key_inventory.generate(
-            reg, service_name(app, service), tok, name, cn=cn, algorithm=algorithm, days=days,
-            shareable=shareable, backup=backup, self_sign=False if no_self_sign else None,
-            replace=replace, announce=app.note)
+            reg, service_name(app, service), lambda: opened(app, token,
+                                                            user_pin(app, pin_file, pinpad)),
+            name, cn=cn, algorithm=algorithm, days=days, shareable=shareable, backup=backup,
+            self_sign=False if no_self_sign else None, replace=replace, announce=app.note)
 
     def human() -> None:
         _show(app, [done.record], [{"backup": done.row.backup}])

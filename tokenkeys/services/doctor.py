@@ -1,4 +1,8 @@
-"""Registry health checks for `tokenkeys doctor`: one line per problem.
+"""`tokenkeys doctor`: modules, tokens and what each can do, and the registry's health.
+
+Token reports say which mechanisms tokenkeys uses are offered and what each key can
+open (public objects, no PIN); with TOKENKEYS_PIN, which keys expire. The registry
+check gives one line per problem:
 
 - a key bound to an open consultation has expired, or expires within N days;
 - a service's backup keys have all expired, or it has none;
@@ -13,12 +17,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tokenkeys import keyalg
-from tokenkeys.drivers import Token
+from tokenkeys.config import Config
+from tokenkeys.drivers import Token, list_modules, list_tokens, open_token
 from tokenkeys.errors import ModuleNotFound, TokenKeysError, TokenNotFound
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.services.login import login, pin_origin
-from tokenkeys.types import PinSource
+from tokenkeys.services.token_keys import KeyRecord, list_keys
+from tokenkeys.types import PinSource, TokenInfo
+
+# What tokenkeys uses, and for what.
+RELEVANT = {
+    "RSA_PKCS_KEY_PAIR_GEN": "generate RSA keys",
+    "EC_KEY_PAIR_GEN": "generate EC keys",
+    "RSA_PKCS_OAEP": "open OAEP envelopes on the device",
+    "RSA_X_509": "open OAEP-SHA-2 envelopes (raw RSA + software decoding)",
+    "RSA_PKCS": "open PKCS#1 v1.5 envelopes",
+    "ECDH1_DERIVE": "open ECDH envelopes",
+    "SHA256_RSA_PKCS": "sign certificates (RSA)",
+    "ECDSA": "sign certificates (EC)",
+    "AES_KEY_WRAP_PAD": "share keys between tokens",
+}
 
 
 @dataclass
@@ -119,3 +138,63 @@ def _check_token(uri: str, rows: list[tuple[KeyRow, str]], registry: Registry,
             continue
         report.problems.append(f"key {key.label!r} on token {uri} is not in the registry "
                                "(`tokenkeys key adopt` references it)")
+
+
+@dataclass(frozen=True)
+class TokenReport:
+    """One token: the mechanisms tokenkeys uses, what each key opens, and (with a PIN)
+    the keys that are not valid; `error` when the token could not be read."""
+
+    info: TokenInfo
+    mechanisms: dict[str, bool] = field(default_factory=dict)
+    opens: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    not_valid: tuple[KeyRecord, ...] | None = None  # None: no PIN to look
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"uri": self.info.uri}
+        if self.error is not None:
+            out["error"] = self.error
+            return out
+        out["mechanisms"] = self.mechanisms
+        out["opens"] = {name: list(kinds) for name, kinds in self.opens.items()}
+        out["keys"] = ("set TOKENKEYS_PIN to check key expiry" if self.not_valid is None
+                       else [r.to_json() for r in self.not_valid])
+        return out
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    modules: tuple[str, ...]
+    tokens: tuple[TokenReport, ...]
+    registry: Report
+
+    def to_json(self) -> dict[str, object]:
+        return {"modules": list(self.modules), "tokens": [t.to_json() for t in self.tokens],
+                "problems": self.registry.problems, "notes": self.registry.notes}
+
+
+def check_token(info: TokenInfo, config: Config, logins: Logins) -> TokenReport:
+    try:
+        with open_token(info.uri, config) as tok:
+            mechs = tok.mechanisms()
+            offered = {m: (m in mechs) for m in RELEVANT}
+            if not logins.pin_given():
+                # Public objects only: no PIN needed to say what each key can open.
+                records = list_keys(tok)
+                return TokenReport(info, offered, {r.designation: r.opens for r in records})
+            logins.login(tok)
+            records = list_keys(tok)
+            return TokenReport(info, offered, {r.designation: r.opens for r in records},
+                               tuple(r for r in records if r.status != "valid"))
+    except TokenKeysError as exc:
+        return TokenReport(info, error=str(exc))
+
+
+def run(config: Config, registry: Registry, *, days: int = 30) -> DoctorReport:
+    """Every check; never prompts for a PIN (TOKENKEYS_PIN only, one try per token)."""
+    logins = Logins()
+    tokens = tuple(check_token(t, config, logins) for t in list_tokens(config))
+    return DoctorReport(tuple(list_modules(config)), tokens,
+                        check_registry(registry, lambda uri: open_token(uri, config),
+                                       days=days, logins=logins))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from tokenkeys.drivers.base import Token
@@ -65,14 +66,25 @@ class Generated:
                 "next": self.next}
 
 
-def generate(registry: Registry, service: str, token: Token, name: str, *,
-             cn: str | None = None, algorithm: Algorithm, days: int = 365,
+def generate(registry: Registry, service: str, opened: Callable[[], AbstractContextManager[Token]],
+             name: str, *, cn: str | None = None, algorithm: Algorithm, days: int = 365,
              shareable: bool = False, backup: bool = False, self_sign: bool | None = None,
              replace: bool = False, announce: Callable[[str], None] | None = None
              ) -> Generated:
-    """Generate a key pair named `name` on the (logged-in) token and record it in the
-    service; the registry is asked first, so a taken name changes nothing."""
+    """Generate a key pair named `name` on the token `opened()` gives (logged in) and
+    record it in the service. The registry is asked first: an unknown service or a taken
+    name changes nothing and asks for no PIN."""
     check_free(registry, service, name)
+    with opened() as token:
+        return _generate(registry, service, token, name, cn=cn, algorithm=algorithm,
+                         days=days, shareable=shareable, backup=backup, self_sign=self_sign,
+                         replace=replace, announce=announce)
+
+
+def _generate(registry: Registry, service: str, token: Token, name: str, *, cn: str | None,
+              algorithm: Algorithm, days: int, shareable: bool, backup: bool,
+              self_sign: bool | None, replace: bool,
+              announce: Callable[[str], None] | None) -> Generated:
     slot = keygen.fixed_slot(token)
     if slot is not None and announce is not None:
         announce(f"this card puts a new key into its fixed key slot {slot.hex()}")

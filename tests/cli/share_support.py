@@ -11,13 +11,24 @@ PASSPHRASE = "Zq9 unique-share passphrase"
 PIN = "share keystore 2026"  # a software keystore PIN must resist offline guessing
 
 
+# The keystore records its KDF's parameters and every login uses those: a store made
+# with a cheap derivation opens fast everywhere, CLI included. The real cost is
+# tests/drivers/test_software_kdf.py's subject, and `token init` keeps it.
+FAST_KDF = {"name": "argon2id", "iterations": 1, "lanes": 1, "memory_cost": 8}
+
+
 def soft_store(path: Path, *keys: tuple[str, str, bool]) -> str:
-    """A software keystore at `path` with keys (name, algorithm, shareable); its URI."""
+    """A software keystore at `path` (with a cheap PIN derivation) with keys (name,
+    algorithm, shareable); its URI."""
+    from unittest import mock
+
+    from tokenkeys.drivers import software
     from tokenkeys.drivers.software import SoftwareToken
     from tokenkeys.services import token_keys
     from tokenkeys.types import Algorithm, Secret, given_pin
 
-    SoftwareToken.init(path, path.name, Secret(PIN))
+    with mock.patch.object(software, "ARGON2ID", FAST_KDF):
+        SoftwareToken.init(path, path.name, Secret(PIN))
     with SoftwareToken(path.resolve()) as token:
         token.login(given_pin(Secret(PIN)))
         for name, algorithm, shareable in keys:

@@ -11,14 +11,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from tests.cli.share_support import FAST_KDF
 from tokenkeys.config import Config
-from tokenkeys.drivers import Token, open_token
+from tokenkeys.drivers import Token, open_token, software
 from tokenkeys.drivers.software import SoftwareToken
 from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound, PinIncorrect, TokenKeysError
 from tokenkeys.services import token_keys
@@ -37,7 +39,8 @@ def binding(request: pytest.FixtureRequest) -> str:
 def token_uri(binding: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty token whose user PIN is PIN (SOFT_PIN for the software keystore)."""
     if binding == "software":
-        SoftwareToken.init(tmp_path / "ks", "contract", Secret(SOFT_PIN))
+        with mock.patch.object(software, "ARGON2ID", FAST_KDF):  # cheap; see share_support
+            SoftwareToken.init(tmp_path / "ks", "contract", Secret(SOFT_PIN))
         return f"soft:{tmp_path / 'ks'}"
     softhsm: Any = request.getfixturevalue("softhsm")
     return str(softhsm.uri(request.getfixturevalue("token_label")))

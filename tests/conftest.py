@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509
 
 ROOT = Path(__file__).resolve().parent.parent
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -189,3 +190,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "smartcard" in item.path.parts:
             item.add_marker(pytest.mark.smartcard)
+
+
+def token_with_key(softhsm: SoftHSM, label: str) -> tuple[str, x509.Certificate]:
+    """A new SoftHSM2 token holding one RSA-2048 key "K" (self-signed, 30 days): its URI
+    and the key's certificate, to seal test envelopes to."""
+    from tokenkeys.config import Config
+    from tokenkeys.drivers import open_token
+    from tokenkeys.services import token_keys
+    from tokenkeys.types import Algorithm, PinSource, Secret
+
+    uri = softhsm.uri(softhsm.new_token(label))
+    with open_token(uri, Config()) as token:
+        token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
+        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
+        cert = token.find_key(label="K").certificate
+    assert isinstance(cert, x509.Certificate)
+    return uri, cert

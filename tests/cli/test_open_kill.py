@@ -35,15 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
 from tests.cli.conftest import TK
-from tokenkeys.config import Config
-from tokenkeys.drivers import open_token
+from tests.conftest import token_with_key
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.registry import AuditRow, Registry
-from tokenkeys.services import token_keys
-from tokenkeys.types import Algorithm, PinSource, Secret
 
 FULL = os.environ.get("TOKENKEYS_STRESS") == "full"
 ENVELOPES = 300 if FULL else 60
@@ -67,13 +63,7 @@ class Batch:
 
 @pytest.fixture
 def batch(softhsm: Any, tmp_path: Path, cli_env: dict[str, str]) -> Batch:
-    label = softhsm.new_token("kill")
-    uri = softhsm.uri(label)
-    with open_token(uri, Config()) as token:
-        token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
-        cert = token.find_key(label="K").certificate
-    assert isinstance(cert, x509.Certificate)
+    uri, cert = token_with_key(softhsm, "kill")
     rng = random.Random(SEED)
     bids, plain_file = tmp_path / "bids", tmp_path / "plain"
     bids.mkdir()

@@ -21,15 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
 from tests.cli.conftest import TK, Run
-from tokenkeys.config import Config
-from tokenkeys.drivers import open_token
+from tests.conftest import token_with_key
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.registry import Registry
-from tokenkeys.services import token_keys
-from tokenkeys.types import Algorithm, PinSource, Secret
 
 WRONG_PIN = "654321"
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -38,13 +34,7 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 @pytest.fixture(scope="module")
 def sealed(softhsm: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """A token with one RSA key, and a directory of three envelopes sealed to it."""
-    label = softhsm.new_token("unwritable")
-    uri = softhsm.uri(label)
-    with open_token(uri, Config()) as token:
-        token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
-        cert = token.find_key(label="K").certificate
-    assert isinstance(cert, x509.Certificate)
+    uri, cert = token_with_key(softhsm, "unwritable")
     bids = tmp_path_factory.mktemp("bids")
     for i in range(3):
         plain = bids.parent / f"plain-{i}"

@@ -10,29 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
+from tests.conftest import token_with_key
 from tokenkeys.config import Config
-from tokenkeys.drivers import open_token
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import PinIncorrect, RegistryReadOnly, RegistryUnavailable
 from tokenkeys.registry import AuditRow, Registry
-from tokenkeys.services import opening, opening_batch, token_keys
+from tokenkeys.services import opening, opening_batch
 from tokenkeys.services.opening_batch import FileResult
-from tokenkeys.types import Algorithm, PinSource, Secret
+from tokenkeys.types import PinSource, Secret
 
 ENVELOPES = 12
 
 
 @pytest.fixture(scope="module")
 def sealed(softhsm: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    label = softhsm.new_token("opening")
-    uri = softhsm.uri(label)
-    with open_token(uri, Config()) as token:
-        token.login(PinSource(value=Secret(softhsm.pin), interactive=False))
-        token_keys.generate_key(token, "K", algorithm=Algorithm.RSA2048, days=30)
-        cert = token.find_key(label="K").certificate
-    assert isinstance(cert, x509.Certificate)
+    uri, cert = token_with_key(softhsm, "opening")
     bids = tmp_path_factory.mktemp("bids")
     for i in range(ENVELOPES):
         plain = bids.parent / "plain"

@@ -13,12 +13,24 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+def created() -> list[sa.Column[str]]:
+    """When and by whom (the OS user) a row was made: every table of records has them."""
+    return [sa.Column("created_at", sa.String(32), nullable=False),
+            sa.Column("created_by", sa.String(200), nullable=False)]
+
+
+def live_unique(name: str, *columns: str) -> sa.Index:
+    """Unique among the rows not marked deleted (a partial index on both backends)."""
+    return sa.Index(name, *columns, unique=True, sqlite_where=sa.text("deleted_at IS NULL"),
+                    postgresql_where=sa.text("deleted_at IS NULL"))
+
+
 services = sa.Table(
     "services", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
+    *created(),
 )
 
 # A key row is one key pair (its public key) and its designation in a service. Where
@@ -41,13 +53,10 @@ keys = sa.Table(
     sa.Column("shareable", sa.Boolean, nullable=False, default=False),
     sa.Column("envelope_kinds", sa.String(200), nullable=False),
     sa.Column("replaces_id", sa.Integer, sa.ForeignKey("keys.id")),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
+    *created(),
     sa.Column("deleted_at", sa.String(32)),
     # One live key per designation and service; deleted rows stay for history.
-    sa.Index("keys_live_designation", "service_id", "designation", unique=True,
-             sqlite_where=sa.text("deleted_at IS NULL"),
-             postgresql_where=sa.text("deleted_at IS NULL")),
+    live_unique("keys_live_designation", "service_id", "designation"),
     sa.Index("keys_fingerprint", "fingerprint"),
     sa.Index("keys_public_key", "public_key_sha256"),
 )
@@ -60,12 +69,9 @@ key_locations = sa.Table(
     sa.Column("key_id", sa.Integer, sa.ForeignKey("keys.id"), nullable=False),
     sa.Column("token_uri", sa.String(1000), nullable=False),
     sa.Column("ckaid", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
+    *created(),
     sa.Column("deleted_at", sa.String(32)),
-    sa.Index("key_locations_live", "key_id", "token_uri", "ckaid", unique=True,
-             sqlite_where=sa.text("deleted_at IS NULL"),
-             postgresql_where=sa.text("deleted_at IS NULL")),
+    live_unique("key_locations_live", "key_id", "token_uri", "ckaid"),
     sa.Index("key_locations_token", "token_uri"),
 )
 
@@ -78,8 +84,7 @@ consultations = sa.Table(
     sa.Column("closes_at", sa.String(32)),
     sa.Column("status", sa.String(10), nullable=False),
     sa.Column("key_id", sa.Integer, sa.ForeignKey("keys.id"), nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
+    *created(),
     sa.Column("closed_at", sa.String(32)),
     # Pinned at creation, never changed: the bound key's public key (SHA-256 of its
     # SubjectPublicKeyInfo) and how many backup keys were recorded.

@@ -102,26 +102,16 @@ def temp_target(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def in_session(sid: int) -> list[int]:
+    """The live processes of a session: the killed `open` and every worker it started,
+    even one it was still spawning when the kill came (orphans keep the session)."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]),
-                                []).append(int(stat.parent.name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(stat.parent.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def start(batch: Batch, out: Path, env: dict[str, str], jobs: int, log: Path,
@@ -130,7 +120,8 @@ def start(batch: Batch, out: Path, env: dict[str, str], jobs: int, log: Path,
         return subprocess.Popen(
             [sys.executable, *python, "open", str(batch.bids), "-o", str(out),
              "--token", batch.uri, "--jobs", str(jobs)],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            start_new_session=True)  # its session id finds every worker it started
 
 
 def wait_for_outputs(proc: subprocess.Popen[bytes], out: Path, count: int) -> None:
@@ -168,7 +159,7 @@ def rerun_finishes(batch: Batch, tk: TK, out: Path, found: int) -> None:
     """A rerun opens the rest, reports and records the outputs it found."""
     since = last_seq(batch.registry)
     rerun = tk("--json", "open", batch.bids, "-o", out, "--token", batch.uri)
-    assert rerun.code == 0, rerun.err
+    assert rerun.code == 0, rerun.out[-3000:] + rerun.err
     report = rerun.json
     assert (report["skipped"], report["opened"]) == (found, ENVELOPES - found), out
     start_row, end_row = rows_after(batch.registry, since)
@@ -206,7 +197,6 @@ def test_sigkill_never_leaves_an_unnamed_output(batch: Batch, tmp_path: Path, tk
             wait_for_outputs(proc, out, rng.randrange(1, ENVELOPES))
         elif i:
             time.sleep(rng.uniform(0, duration))
-        workers = descendants(proc.pid)
         if proc.poll() is not None:  # finished first: not a kill
             assert proc.returncode == 0
             continue
@@ -215,9 +205,9 @@ def test_sigkill_never_leaves_an_unnamed_output(batch: Batch, tmp_path: Path, tk
             continue
         assert proc.returncode == -signal.SIGKILL
         deadline = time.monotonic() + 30
-        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        while in_session(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.01)  # orphaned workers finish what they hold, then exit
-        assert not [p for p in workers if alive(p)], "workers outlived the killed open"
+        assert not in_session(proc.pid), "workers outlived the killed open"
         landed[check_named(batch, out, since)] += 1
         rounds.append((out, len(outputs(out))))
 

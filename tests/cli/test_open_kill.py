@@ -227,17 +227,22 @@ def test_sigkill_never_leaves_an_unnamed_output(batch: Batch, tmp_path: Path, tk
 def test_sigkill_leaves_temp_files_only_named_after_planned_outputs(
         batch: Batch, tmp_path: Path, tk: TK, cli_env: dict[str, str]) -> None:
     rng = random.Random(SEED + 1)
-    left = 0
-    for i in range(4):
+    left, kills = 0, 0
+    for i in range(12):  # four kills that land mid-batch; a fast run may finish first
         out = tmp_path / f"out-{i}"
         since = last_seq(batch.registry)
         proc = start(batch, out, cli_env, 1, tmp_path / f"out-{i}.err", ("-c", NO_TMPFILE))
-        wait_for_outputs(proc, out, rng.randrange(1, ENVELOPES - 10))
+        wait_for_outputs(proc, out, rng.randrange(1, ENVELOPES // 3))
         os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-        assert check_named(batch, out, since) == "between outputs"
-        left += sum(p.name.startswith(".") for p in entries(out))
+        proc.wait(timeout=30)
+        landed = check_named(batch, out, since)
+        if landed in ("between outputs", "before the first output"):
+            kills += 1
+            left += sum(p.name.startswith(".") for p in entries(out))
         rerun_finishes(batch, tk, out, len(outputs(out)))
+        if kills == 4:
+            break
+    assert kills == 4, "the runs kept finishing before their kill"
     # Nothing removes them (no process is left to): an officer may delete them.
     assert left, "the killed runs left no temp file: was the fallback writer used?"
     assert tk("audit", "verify").code == 0

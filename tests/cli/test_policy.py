@@ -1,4 +1,6 @@
-"""The key policy rules, through the real CLI against SoftHSM2, on both backends.
+"""The key policy rules, through the real CLI against SoftHSM2: each command once, on a
+SQLite registry (tests/services/test_policy_scenarios.py runs the same rules in-process
+on both backends).
 
 Results on the token are checked with pkcs11-tool; envelopes with openssl.
 """
@@ -10,12 +12,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tests.cli.conftest import SOFTHSM_MODULE, TK, Run, p11_objects
+
+
+@pytest.fixture
+def registry_location(tmp_path: Path) -> str:
+    """SQLite only here: the CLI layer is checked once."""
+    return str(tmp_path / "reg" / "registry.sqlite")
 
 
 def ok(run: Run) -> Run:

@@ -14,7 +14,7 @@ Where the kernel offers no O_TMPFILE, the atomic writer's named temp files
 (`.NAME.XXXXXXXX.part`, 0600) survive a SIGKILL: a second test forces that path
 and checks they are hidden, private, and named after an output of the start row.
 
-Short by default (22 kills, 60 envelopes); TOKENKEYS_STRESS=full for 100 kills.
+Short by default (20 kills, 60 envelopes); TOKENKEYS_STRESS=full for 100 kills.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from tokenkeys.registry import AuditRow, Registry
 
 FULL = os.environ.get("TOKENKEYS_STRESS") == "full"
 ENVELOPES = 300 if FULL else 60
-KILLS = 100 if FULL else 22
+KILLS = 100 if FULL else 20
 SEED = 20270514
 POLL = 0.002
 # `python -m tokenkeys`, with the atomic writer's fallback (named temp files) forced.

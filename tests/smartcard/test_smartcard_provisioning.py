@@ -175,6 +175,38 @@ def test_openssl_and_tokenkeys_envelopes_open_on_the_card(
     assert "PKCS#1 v1.5 envelopes only" in row["error"] and "pkcs1v15" in row["error"]
 
 
+def test_damaged_v15_block_is_a_damaged_bid_not_a_device_error(
+        card: EmulatedCard, provisioned: dict[str, Any], tmp_path: Path) -> None:
+    """A bid whose RSA block was altered: the card decrypts it and answers bad padding.
+    That is one damaged envelope (exit 7, the batch goes on), never a device failure."""
+    from asn1crypto import cms
+
+    plain = tmp_path / "offre.pdf"
+    plain.write_bytes(os.urandom(2000))
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    for name in ("good", "damaged"):
+        made = _openssl("cms", "-encrypt", "-binary", "-aes256", "-in", plain, "-outform",
+                        "DER", "-out", bids / f"{name}.p7m", provisioned["cert"])
+        assert made.returncode == 0, made.stderr
+    info = cms.ContentInfo.load((bids / "damaged.p7m").read_bytes())
+    ktri = info["content"]["recipient_infos"][0].chosen
+    block = bytearray(ktri["encrypted_key"].native)
+    block[len(block) // 2] ^= 0x01
+    ktri["encrypted_key"] = bytes(block)
+    (bids / "damaged.p7m").write_bytes(info.dump(force=True))
+    single = card_cli(card, tmp_path, "open", bids / "damaged.p7m", "-o", tmp_path / "one",
+                      "--token", card.uri)
+    assert single.returncode == 7, single.stderr  # EnvelopeIntegrity
+    both = card_cli(card, tmp_path, "--json", "open", bids, "-o", tmp_path / "out",
+                    "--token", card.uri)
+    report = json.loads(both.stdout)
+    assert report["opened"] == 1 and report["failed"] == 1, both.stdout + both.stderr
+    [bad] = [f for f in report["files"] if f["status"] == "failed"]
+    assert bad["error_type"] == "EnvelopeIntegrity", bad
+    assert (tmp_path / "out" / "good").read_bytes() == plain.read_bytes()
+
+
 def test_wait_card_sees_insertion_and_says_when_no_card(
         card: EmulatedCard, provisioned: dict[str, Any], tmp_path: Path) -> None:
     card.remove()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from tokenkeys.types import Algorithm, KeyType
@@ -121,3 +122,17 @@ def public_key_sha256(public_key: PublicKeyTypes) -> str:
     return hashlib.sha256(public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     ).hexdigest()
+
+
+class OaepPadding(OAEP):
+    """cryptography's OAEP (MGF1) with its parameters public.
+
+    cryptography keeps the MGF1 hash and the label private, and a device needs
+    both: the envelope hands these to Identity.decrypt, and a driver reads them here.
+    """
+
+    def __init__(self, algorithm: hashes.HashAlgorithm, mgf_algorithm: hashes.HashAlgorithm,
+                 label: bytes | None = None) -> None:
+        super().__init__(mgf=MGF1(mgf_algorithm), algorithm=algorithm, label=label)
+        self.mgf_algorithm = mgf_algorithm
+        self.label = label

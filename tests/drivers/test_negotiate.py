@@ -16,8 +16,8 @@ from tokenkeys.drivers.negotiate import (
     oaep_spec,
 )
 from tokenkeys.drivers.oaep import DecryptFailed, oaep_decode
-from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.errors import EnvelopeIntegrity, MechanismUnsupported, UsageError
+from tokenkeys.keyalg import OaepPadding
 
 
 @functools.cache

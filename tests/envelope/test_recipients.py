@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 
 from tokenkeys.envelope import SealOptions, describe_recipients, open_envelope, seal
 from tokenkeys.envelope.cek import recover_cek
-from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipients import (
     KeyAgreeRecipient,
@@ -23,6 +22,7 @@ from tokenkeys.envelope.recipients import (
     parse_recipient_infos,
 )
 from tokenkeys.errors import MechanismUnsupported, NoMatchingRecipient
+from tokenkeys.keyalg import OaepPadding
 
 from .conftest import KeyPair, needs_openssl, openssl
 

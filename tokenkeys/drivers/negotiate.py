@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.padding import (
 )
 
 from tokenkeys.drivers.oaep import HASHES, DecryptFailed, oaep_decode
-from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.errors import MechanismUnsupported, UsageError
+from tokenkeys.keyalg import OaepPadding
 
 __all__ = [
     "DecryptFailed",

@@ -9,23 +9,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP, AsymmetricPadding
-
-
-class OaepPadding(OAEP):
-    """cryptography's OAEP (MGF1) with its parameters public.
-
-    cryptography keeps the MGF1 hash and the label private, and a device needs
-    both: the envelope hands these to Identity.decrypt so a driver reads them here.
-    """
-
-    def __init__(self, algorithm: hashes.HashAlgorithm, mgf_algorithm: hashes.HashAlgorithm,
-                 label: bytes | None = None) -> None:
-        super().__init__(mgf=MGF1(mgf_algorithm), algorithm=algorithm, label=label)
-        self.mgf_algorithm = mgf_algorithm
-        self.label = label
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
 
 @runtime_checkable

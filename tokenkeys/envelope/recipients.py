@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from tokenkeys.envelope import algorithms as alg
-from tokenkeys.envelope.identity import OaepPadding
 from tokenkeys.envelope.identity_view import IdentityView, format_name
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError
+from tokenkeys.keyalg import OaepPadding
 
 
 class NotMine(Exception):

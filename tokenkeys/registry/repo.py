@@ -403,15 +403,27 @@ class Registry:
         """The chain, then every consultation against its pins and its creation's row."""
         def run(c: Connection) -> audit_log.Verdict:
             verdict = audit_log.verify(c)
-            problems, named = [], []
-            for cid in c.execute(sa.select(cs.c.id).order_by(cs.c.id)).scalars():
-                found = load_consultation(c, cid)
-                name = f"{found.reference!r} (service {found.service!r})"
-                for problem in binding_problems(found):
-                    problems.append(f"consultation {name}: {problem}")
-                    if name not in named:
-                        named.append(name)
+            named, problems = _consultation_problems(c)
             return dataclasses.replace(verdict, ok=verdict.ok and not problems,
                                        problems=verdict.problems + tuple(problems),
                                        consultations=tuple(named))
         return self.db.transaction(run, write=False)
+
+    def consultation_problems(self) -> list[str]:
+        """Every consultation that disagrees with its pins or its creation's audit row,
+        one line per problem (what `audit verify` adds to the chain's check)."""
+        return self.db.transaction(lambda c: _consultation_problems(c)[1], write=False)
+
+
+def _consultation_problems(c: Connection) -> tuple[list[str], list[str]]:
+    """The consultations that differ ("'REF' (service 'S')"), and one line per problem."""
+    named: list[str] = []
+    problems: list[str] = []
+    for cid in c.execute(sa.select(cs.c.id).order_by(cs.c.id)).scalars():
+        found = load_consultation(c, cid)
+        name = f"{found.reference!r} (service {found.service!r})"
+        for problem in binding_problems(found):
+            problems.append(f"consultation {name}: {problem}")
+            if name not in named:
+                named.append(name)
+    return named, problems

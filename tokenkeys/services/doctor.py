@@ -79,9 +79,7 @@ def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
     report = Report()
     now = now_text()
     soon = now_text(datetime.now(UTC) + timedelta(days=days))
-    for problem in registry.verify_audit().problems:
-        if problem.startswith("consultation "):  # a broken chain is `audit verify`'s to say
-            report.problems.append(problem)
+    report.problems.extend(registry.consultation_problems())  # the chain: `audit verify`
     for c in registry.all_open_consultations():
         k = c.key
         if k.not_after is None:

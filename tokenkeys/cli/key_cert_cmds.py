@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -108,23 +107,19 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
     certs = key_certs.load_certificates(cert_path, "certificate")
     cert, extra = certs[0], certs[1:]
     chain = extra + (key_certs.load_certificates(chain_path, "chain") if chain_path else [])
-    from tokenkeys.services import keys as key_policy  # SQLAlchemy: only when used
+    from tokenkeys.services import key_inventory  # SQLAlchemy: only when used
 
     svc = service_name(app, service)
     with registry(app) as reg, opened(app, token_keys.key_token_uri(name_or_uri) or token,
                                       user_pin(app, pin_file, pinpad)) as tok:
-        handle = key_policy.resolve(tok, name_or_uri, service=svc, registry=lambda: reg_of(app))
-        # The registry answers (reachable, service known) before the device changes.
-        reg.service(svc)
-        key_policy.recorded(reg, handle)
-        # import_certificate checks the certificate first, before the SO PIN is asked.
-        done = key_certs.import_certificate(tok, handle, cert, chain,
-                                            beside_registry(app.config, key_certs.CHAINS_DIR),
-                                            allow_any_usage=allow_any_usage)
-        record = token_keys.describe(handle, mechanisms=tok.mechanisms())
-        [row, *_] = key_policy.record_certified(reg, svc, tok, handle, backup=backup)
-    record = dataclasses.replace(record, designation=row.designation)
-    verb = "replaced the certificate of" if done.replaced else "stored a certificate for"
-    app.emit({"key": record.to_json(), "replaced": done.replaced, "chain": done.chain_kept},
+        handle = _resolve(app, tok, name_or_uri, service)
+        done = key_inventory.certify(reg, svc, tok, handle, cert, chain,
+                                     beside_registry(app.config, key_certs.CHAINS_DIR),
+                                     backup=backup, allow_any_usage=allow_any_usage)
+    record = done.record
+    imported = done.imported
+    verb = "replaced the certificate of" if imported.replaced else "stored a certificate for"
+    app.emit({"key": record.to_json(), "replaced": imported.replaced,
+              "chain": imported.chain_kept},
              lambda: app.say(f"{verb} {record.designation!r} ({record.cn}, not after "
-                             f"{record.not_after:%Y-%m-%d}); chain: {done.chain_kept}"))
+                             f"{record.not_after:%Y-%m-%d}); chain: {imported.chain_kept}"))

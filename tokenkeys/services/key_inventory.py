@@ -1,4 +1,5 @@
-"""`key generate` and `key list` as the library gives them: one call, a typed result.
+"""`key generate`, `key list` and `key import-cert` as the library gives them: one call,
+a typed result.
 
 Generation checks the registry first, generates on the token (crash-safe, see
 keygen), records the key under its designation even while it awaits its
@@ -10,15 +11,18 @@ key pair, in every service.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
-from tokenkeys.drivers.base import Token
+from cryptography import x509
+
+from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.registry import KeyRow, Registry
-from tokenkeys.services import keygen, token_keys
+from tokenkeys.services import key_certs, keygen, token_keys
 from tokenkeys.services.key_certs import next_steps
-from tokenkeys.services.keys import check_free, listed, record_generated
+from tokenkeys.services.keys import check_free, listed, record_certified, record_generated
 from tokenkeys.services.token_keys import KeyRecord
 from tokenkeys.types import Algorithm
 
@@ -110,3 +114,27 @@ def list_token(registry: Registry, token: Token, *, include_all: bool = False
     records, found = listed(registry, token, inventory)
     return ([ListedKey(r, tuple(rows)) for r, rows in zip(records, found, strict=True)]
             + [ListedKey(r) for r in unusable])
+
+
+@dataclass(frozen=True)
+class Certified:
+    """A certificate stored with its key and made the key pair's current one."""
+
+    record: KeyRecord  # named by the registry's designation
+    imported: key_certs.Imported
+    row: KeyRow
+
+
+def certify(registry: Registry, service: str, token: Token, key: KeyHandle,
+            cert: x509.Certificate, chain: Sequence[x509.Certificate], chains_dir: Path, *,
+            backup: bool = False, allow_any_usage: bool = False) -> Certified:
+    """`key import-cert`: the registry answers first (reachable, service known), then the
+    certificate is checked and stored on the (logged-in) token, then recorded as the
+    key pair's current certificate (a key pair it does not know is recorded in the
+    service, as `key adopt` would)."""
+    registry.service(service)
+    imported = key_certs.import_certificate(token, key, cert, chain, chains_dir,
+                                            allow_any_usage=allow_any_usage)
+    record = token_keys.describe(key, mechanisms=token.mechanisms())
+    [row, *_] = record_certified(registry, service, token, key, backup=backup)
+    return Certified(dataclasses.replace(record, designation=row.designation), imported, row)

@@ -164,10 +164,6 @@ class Consultation:
     def recipients(self) -> tuple[KeyRow, ...]:
         return (self.key, *self.backups)
 
-    @property
-    def pins(self) -> tuple[str, ...]:
-        return (self.key_pin, *self.backup_pins)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "service": self.service, "reference": self.reference, "title": self.title,

@@ -90,5 +90,15 @@ def live_key(c: Connection, service_id: int, designation: str) -> KeyRow | None:
 
 def live_keys_of(c: Connection, public_key_sha256: str) -> list[KeyRow]:
     """Every live row of a key pair, in any service."""
-    return load_keys(c, key_query().where(ks.c.public_key_sha256 == public_key_sha256,
-                                          ks.c.deleted_at.is_(None)).order_by(ks.c.id))
+    return live_keys_by_public_key(c, [public_key_sha256]).get(public_key_sha256, [])
+
+
+def live_keys_by_public_key(c: Connection, public_keys: Sequence[str]
+                            ) -> dict[str, list[KeyRow]]:
+    """live_keys_of for many key pairs, in a few queries."""
+    found: dict[str, list[KeyRow]] = {}
+    for pins in _batches(sorted(set(public_keys))):
+        for row in load_keys(c, key_query().where(ks.c.public_key_sha256.in_(pins),
+                                                  ks.c.deleted_at.is_(None)).order_by(ks.c.id)):
+            found.setdefault(row.public_key_sha256, []).append(row)
+    return found

@@ -33,6 +33,7 @@ from tokenkeys.registry.key_rows import (
     key_by_id,
     key_query,
     live_key,
+    live_keys_by_public_key,
     live_keys_of,
     load_keys,
     open_refs_of,
@@ -226,6 +227,11 @@ class Registry:
         """Every registry row (any service, deleted too) of a key pair."""
         return self.db.transaction(lambda c: load_keys(c, key_query().where(
             ks.c.public_key_sha256 == public_key_sha256).order_by(ks.c.id)), write=False)
+
+    def live_keys_by_public_key(self, public_keys: Sequence[str]) -> dict[str, list[KeyRow]]:
+        """The live rows of each key pair (any service), one transaction for them all."""
+        return self.db.transaction(lambda c: live_keys_by_public_key(c, public_keys),
+                                   write=False)
 
     def backups_in_force(self, service: str, at: str | None = None) -> list[KeyRow]:
         return self.db.transaction(lambda c: self._backups(c, self._service_id(c, service), at))

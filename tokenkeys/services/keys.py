@@ -73,10 +73,9 @@ def record_generated(registry: Registry, service: str, token: Token, record_id: 
 
 
 def recorded(registry: Registry, key: KeyHandle) -> list[KeyRow]:
-    """The live registry rows of the key pair, in every service. Raises when the registry
-    cannot be reached: `key import-cert` asks this before the device changes."""
-    return [r for r in registry.keys_by_public_key(keyalg.public_key_sha256(key.public_key))
-            if r.deleted_at is None]
+    """The live registry rows of the key pair, in every service."""
+    pin = keyalg.public_key_sha256(key.public_key)
+    return registry.live_keys_by_public_key([pin]).get(pin, [])
 
 
 def record_certified(registry: Registry, service: str, token: Token,
@@ -98,9 +97,11 @@ def listed(registry: Registry, token: Token,
     """`key list`: each key on the token with the live registry rows of its key pair (any
     service). A key whose device keeps no label shows the designation the registry
     records for it on this token."""
+    pins = [keyalg.public_key_sha256(key.public_key) for key, _ in inventory]
+    known = registry.live_keys_by_public_key(pins)  # one registry transaction for all
     records, rows = [], []
-    for key, record in inventory:
-        found = recorded(registry, key)
+    for (_key, record), pin in zip(inventory, pins, strict=True):
+        found = known.get(pin, [])
         here = [r for r in found if any(loc.ckaid == record.id for loc in r.located_on(
             token.uri))]
         if here and record.designation not in {r.designation for r in found}:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.cli.conftest import TK
 
@@ -68,3 +69,26 @@ def seal_and_open(tk: TK, cert: Path, token_uri: str, work: Path, *,
 
 def listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
+
+
+def signature_only_p12(path: Path, key: Any) -> Path:
+    """A PKCS#12 file (PASSPHRASE) holding `key` and a self-signed certificate whose
+    keyUsage allows digitalSignature only: a key not meant to receive envelopes."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SIGNATURE")])
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
+                                         False, False), critical=True)
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"sig", key, cert, None, serialization.BestAvailableEncryption(PASSPHRASE.encode())))
+    return path

@@ -9,11 +9,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.cli.conftest import SOFTHSM_MODULE, TK
-from tests.cli.share_support import PASSPHRASE
+from tests.cli.share_support import PASSPHRASE, signature_only_p12
 
 pytestmark = pytest.mark.softhsm
 
@@ -131,25 +129,10 @@ def test_no_route_deletes_a_bound_key(tk: TK, softhsm: Any, share_env: dict[str,
 
 def test_share_import_checks_the_certificate_like_import_cert(
         tk: TK, softhsm: Any, share_env: dict[str, str], tmp_path: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SIGNATURE")])
-    now = datetime.now(UTC) - timedelta(minutes=1)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
-                                         False, False), critical=True)
-            .sign(key, hashes.SHA256()))
-    p12 = tmp_path / "sig.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(
-        b"sig", key, cert, None,
-        serialization.BestAvailableEncryption(PASSPHRASE.encode())))
+    p12 = signature_only_p12(tmp_path / "sig.p12",
+                             rsa.generate_private_key(public_exponent=65537, key_size=2048))
     uri = softhsm.uri(softhsm.new_token("q"))
     before = _on_token(uri, share_env)
     refused = tk("share", "import", p12, "--token", uri, "--name", "SIG")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.cli.conftest import TK
-from tests.cli.share_support import PASSPHRASE, PIN, soft_store
+from tests.cli.share_support import PASSPHRASE, PIN, signature_only_p12, soft_store
 from tokenkeys.config import Config
 from tokenkeys.errors import PolicyRefused, TokenKeysError
 from tokenkeys.services import sealing
@@ -95,23 +95,10 @@ def test_key_generation_refuses_through_the_library_as_through_the_cli(
 
 def test_share_import_checks_the_certificate_through_the_library_as_through_the_cli(
         tk: TK, tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
     from tokenkeys.services import share
     from tokenkeys.types import Secret
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SIGNATURE")])
-    now = datetime.now(UTC) - timedelta(minutes=1)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
-                                         False, False), critical=True)
-            .sign(key, hashes.SHA256()))
-    p12 = tmp_path / "sig.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(
-        b"sig", key, cert, None, serialization.BestAvailableEncryption(PASSPHRASE.encode())))
+    p12 = signature_only_p12(tmp_path / "sig.p12", ec.generate_private_key(ec.SECP256R1()))
     uri = soft_store(tmp_path / "ks")
     with _soft_open(uri)() as token:
         refused = _refusal(lambda: share.import_pkcs12(

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from cryptography import x509
 
+from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.services import key_certs, keygen, token_keys
 from tokenkeys.services.key_certs import next_steps
-from tokenkeys.services.keys import check_free, listed, record_certified, record_generated
+from tokenkeys.services.keys import check_free, record_certified, record_generated
 from tokenkeys.services.token_keys import KeyRecord
 from tokenkeys.types import Algorithm
 
@@ -108,12 +109,22 @@ def _generate(registry: Registry, service: str, token: Token, name: str, *, cn: 
 
 def list_token(registry: Registry, token: Token, *, include_all: bool = False
                ) -> list[ListedKey]:
-    """Every key on the token with its registry facts, then the objects tokenkeys
-    cannot use (with the reason): one scan of the device."""
+    """Every key on the token with the live registry rows of its key pair (any service),
+    then the objects tokenkeys cannot use (with the reason): one scan of the device, one
+    registry transaction. A key whose device keeps no label shows the designation the
+    registry records for it on this token."""
     inventory, unusable = token_keys.key_inventory(token, include_all=include_all)
-    records, found = listed(registry, token, inventory)
-    return ([ListedKey(r, tuple(rows)) for r, rows in zip(records, found, strict=True)]
-            + [ListedKey(r) for r in unusable])
+    pins = [keyalg.public_key_sha256(key.public_key) for key, _ in inventory]
+    known = registry.live_keys_by_public_key(pins)
+    listed = []
+    for (_key, record), pin in zip(inventory, pins, strict=True):
+        rows = known.get(pin, [])
+        here = [r for r in rows
+                if any(loc.ckaid == record.id for loc in r.located_on(token.uri))]
+        if here and record.designation not in {r.designation for r in rows}:
+            record = dataclasses.replace(record, designation=here[0].designation)
+        listed.append(ListedKey(record, tuple(rows)))
+    return listed + [ListedKey(r) for r in unusable]
 
 
 @dataclass(frozen=True)

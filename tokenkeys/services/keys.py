@@ -8,7 +8,6 @@ change, so neither holds a key the other does not know about.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -89,26 +88,6 @@ def record_certified(registry: Registry, service: str, token: Token,
                                         key.certificate, "certificate", {"via": "import-cert"})
     return [registry.add_key(service, facts_for(token, key, backup=backup), "adopt",
                              {"via": "import-cert"})]
-
-
-def listed(registry: Registry, token: Token,
-           inventory: list[tuple[KeyHandle, token_keys.KeyRecord]]
-           ) -> tuple[list[token_keys.KeyRecord], list[list[KeyRow]]]:
-    """`key list`: each key on the token with the live registry rows of its key pair (any
-    service). A key whose device keeps no label shows the designation the registry
-    records for it on this token."""
-    pins = [keyalg.public_key_sha256(key.public_key) for key, _ in inventory]
-    known = registry.live_keys_by_public_key(pins)  # one registry transaction for all
-    records, rows = [], []
-    for (_key, record), pin in zip(inventory, pins, strict=True):
-        found = known.get(pin, [])
-        here = [r for r in found if any(loc.ckaid == record.id for loc in r.located_on(
-            token.uri))]
-        if here and record.designation not in {r.designation for r in found}:
-            record = dataclasses.replace(record, designation=here[0].designation)
-        records.append(record)
-        rows.append(found)
-    return records, rows
 
 
 def resolve(token: Token, name_or_uri: str, *, service: str,

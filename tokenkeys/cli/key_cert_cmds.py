@@ -33,11 +33,6 @@ def _resolve(app: App, tok: Token, name_or_uri: str, service: str | None) -> Key
                               registry=lambda: reg_of(app))
 
 
-def _designation(name_or_uri: str, label: str) -> str:
-    """The CN a request asks for: the designation typed, else the key's label."""
-    return label if name_or_uri.startswith(("pkcs11:", "soft:")) else name_or_uri
-
-
 @key.command("export-public")
 @click.argument("name_or_uri")
 @click.option("-o", "--output", type=FILE_PATH, required=True)
@@ -74,7 +69,7 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
     with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
         handle = _resolve(app, tok, name_or_uri, service)
-        csr = key_certs.make_csr(handle, cn or _designation(name_or_uri, handle.label))
+        csr = key_certs.make_csr(handle, cn or key_certs.request_cn(name_or_uri, handle))
     key_certs.write_csr(csr, output, force=force)
     app.emit({"key": name_or_uri, "subject": csr.subject.rfc4514_string(),
               "output": str(output)},

@@ -59,6 +59,12 @@ def export_public(key: KeyHandle, path: Path, *, der: bool = False, force: bool 
     write_atomic(path, data, overwrite=force)
 
 
+def request_cn(name_or_uri: str, key: KeyHandle) -> str:
+    """The CN a request asks for by default: the designation the user named the key by
+    (a card's key keeps no label of its own), else the key's label."""
+    return key.label if name_or_uri.startswith(("pkcs11:", "soft:")) else name_or_uri
+
+
 def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRequest:
     """A PKCS#10 request signed on the device, asking for an encryption key usage.
 

@@ -125,3 +125,17 @@ def write_certificate(path: Path, cert: x509.Certificate, *, der: bool = False,
     unless `overwrite`."""
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
     write_atomic(path, cert.public_bytes(encoding), overwrite=overwrite)
+
+
+def forbidden_encryption_usage(cert: x509.Certificate, public: object) -> str | None:
+    """The keyUsage bit an envelope to `public` needs ("keyEncipherment" for RSA,
+    "keyAgreement" for EC) when `cert`'s keyUsage lacks it; None when it allows it
+    or has no keyUsage (every use allowed, RFC 5280 4.2.1.3). The one rule for
+    sealing and for storing a certificate (services/key_certs.py)."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if isinstance(public, rsa.RSAPublicKey):
+        return None if usage.key_encipherment else "keyEncipherment"
+    return None if usage.key_agreement else "keyAgreement"

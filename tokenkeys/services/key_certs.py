@@ -20,10 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import key_usage
+from tokenkeys.certificates import forbidden_encryption_usage, key_usage
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
-from tokenkeys.envelope import forbidden_encryption_usage
 from tokenkeys.errors import (
     CertificateRefused,
     DeviceError,

@@ -5,7 +5,9 @@ every row alike:
   (`python -c "import click, cryptography.x509, rich"`), in CPU seconds;
 - `tokenkeys key list` on a SoftHSM2 token with its registry against the same floor
   and `pkcs11-tool -O`, in wall seconds;
-- `tokenkeys audit verify`, which opens the registry.
+- `tokenkeys audit verify`, which opens the registry;
+- the interpreter's exit after `audit verify`, with and without the gc.freeze() that
+  cli.main.entry does (the time from the command's end to the process's end).
 
 Run: .venv/bin/python tests/benchmarks/bench_startup.py [N]
 A throwaway SoftHSM2 token is set up in a temporary directory (PIN in the environment).
@@ -38,6 +40,22 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+EXIT_PROBE = """import contextlib, gc, io, sys, time
+from tokenkeys.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main.main(["audit", "verify"])
+if FREEZE:
+    gc.freeze()
+print(time.monotonic(), file=sys.stderr)
+"""
+
+
+def exit_time(freeze: bool, env: dict[str, str]) -> float:
+    done = subprocess.run([sys.executable, "-c", EXIT_PROBE.replace("FREEZE", str(freeze))],
+                          env=env, capture_output=True, text=True, check=True)
+    return time.monotonic() - float(done.stderr.strip().splitlines()[-1])
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     pin = "123456"
@@ -62,6 +80,7 @@ def main() -> None:
         }
         walls: dict[str, list[float]] = {name: [] for name in runs}
         cpus: dict[str, list[float]] = {name: [] for name in runs}
+        exits: dict[bool, list[float]] = {False: [], True: []}
         for name, args in runs.items():  # warm the caches once
             run(args, env)
         for _ in range(n):
@@ -69,6 +88,8 @@ def main() -> None:
                 wall, cpu = run(args, env)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
+            for freeze in exits:
+                exits[freeze].append(exit_time(freeze, env))
     med_wall = {k: statistics.median(v) for k, v in walls.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpus.items()}
     floor = next(iter(runs))
@@ -77,6 +98,9 @@ def main() -> None:
     for name in runs:
         print(f"| {name} | {med_wall[name]:.3f} | {med_cpu[name]:.3f} | "
               f"{med_wall[name] / med_wall[floor]:.2f}x | {med_cpu[name] / med_cpu[floor]:.2f}x |")
+    print(f"\n| exit after `audit verify` (n={n}) | seconds (median) |\n|---|---|")
+    for freeze, label in ((False, "plain exit"), (True, "after gc.freeze() (cli.main.entry)")):
+        print(f"| {label} | {statistics.median(exits[freeze]):.3f} |")
 
 
 if __name__ == "__main__":

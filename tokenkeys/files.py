@@ -5,7 +5,9 @@ linked into place on commit, so not even a crash or power loss can leave a
 partial file behind. Elsewhere (or with overwrite) a 0600 temp file next to the
 target is renamed into place. The one writer of every file tokenkeys makes:
 opened envelopes and sealed ones stream through AtomicOutput, small files
-(certificates, keystore records) go through write_atomic.
+(certificates, keystore records) go through write_atomic. A batch of small
+outputs commits through a CommitGroup: one sync for many files, and each still
+appears only once it is durable.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -45,10 +49,12 @@ class AtomicOutput:
     discards the data and leaves `dst` untouched.
     """
 
-    def __init__(self, dst: Path, overwrite: bool, *, mode: int | None = None) -> None:
+    def __init__(self, dst: Path, overwrite: bool, *, mode: int | None = None,
+                 group: CommitGroup | None = None) -> None:
         self.dst = dst
         self.overwrite = overwrite
         self.mode = mode  # the file's mode once in place; None keeps 0600
+        self.group = group  # commit() hands the file to it instead of placing it
         self._tmp: str | None = None  # the temp file's name, on the fallback path
         self._open = False
         self.file: io.FileIO
@@ -86,17 +92,35 @@ class AtomicOutput:
         self.file.truncate()
 
     def commit(self) -> None:
+        """Put the file in place, durable first; in a group, when the group publishes."""
         if self.mode is not None:
             os.fchmod(self.file.fileno(), self.mode)
+        if self.group is not None:
+            self.group.add(self)
+            self._open = False  # the group owns the file now
+            return
         # Durable before visible: a crash must not leave a named empty file.
         os.fsync(self.file.fileno())
-        if self._tmp is None:
+        self.place()
+
+    def place(self) -> None:
+        """Name the (already durable) file at dst: OutputExists if something got there."""
+        tmp, self._tmp, self._open = self._tmp, None, False
+        if tmp is None:
             self._link_unnamed()
-        else:
-            self.file.close()
-            self._place_named(self._tmp)
-        self._open = False
-        self._tmp = None
+            return
+        self.file.close()
+        try:
+            self._place_named(tmp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def discard(self) -> None:
+        """Drop the data: nothing appears at dst."""
+        self._open = True
+        self.__exit__(None, None, None)
 
     def _link_unnamed(self) -> None:
         # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names the unnamed file;
@@ -134,6 +158,95 @@ class AtomicOutput:
                     os.unlink(self._tmp)
             self._open = False
             self._tmp = None
+
+
+class CommitGroup:
+    """Committed outputs waiting to be published together (group commit).
+
+    fsync per file costs one journal commit each (about 3 ms on this VM's ext4); one
+    syncfs for 32 files costs 0.2 ms per file. publish() syncs every pending file,
+    then names each one, then syncs the directories: a file is never visible before
+    its data is durable, and the caller reports it opened only after publish().
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[AtomicOutput] = []
+        self._lock = threading.Lock()  # commits come from several threads
+
+    def add(self, out: AtomicOutput) -> None:
+        with self._lock:
+            self._pending.append(out)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def publish(self) -> dict[Path, OutputExists | None]:
+        """Place every pending file: dst -> None, or the OutputExists that refused it."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return {}
+        try:
+            _sync_files([o.file.fileno() for o in pending])
+        except BaseException:
+            for out in pending:
+                out.discard()
+            raise
+        placed: dict[Path, OutputExists | None] = {}
+        for i, out in enumerate(pending):
+            try:
+                out.place()
+                placed[out.dst] = None
+            except OutputExists as exc:
+                placed[out.dst] = exc
+            except BaseException:
+                for rest in pending[i + 1:]:
+                    rest.discard()
+                raise
+        _sync_files([], directories={out.dst.parent for out in pending})
+        return placed
+
+    def discard(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for out in pending:
+            out.discard()
+
+
+_syncfs: Callable[[int], int] | None = None
+
+
+def _sync_files(fds: list[int], directories: set[Path] | frozenset[Path] = frozenset()
+                ) -> None:
+    """Make the files' data (and the directories' entries) durable: one syncfs(2) per
+    file system on Linux, else fsync each (Python has no syncfs: ctypes, once)."""
+    global _syncfs
+    if _syncfs is None:
+        try:
+            import ctypes
+
+            _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs = _no_syncfs
+    dir_fds = [os.open(d, os.O_RDONLY | os.O_DIRECTORY) for d in directories]
+    try:
+        done: set[int] = set()
+        for fd in [*fds, *dir_fds]:
+            device = os.fstat(fd).st_dev
+            if device in done:
+                continue
+            if _syncfs(fd) == 0:
+                done.add(device)
+            else:
+                os.fsync(fd)
+    finally:
+        for fd in dir_fds:
+            os.close(fd)
+
+
+def _no_syncfs(_fd: int) -> int:
+    return -1
 
 
 def prepare_output(path: Path, force: bool) -> None:

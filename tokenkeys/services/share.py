@@ -276,8 +276,8 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
             "shareable": shareable}))
     stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
-    protection, warnings = p12.protection(data, str(path))
-    return ShareResult(describe(key), "import", path, protection, stored, str(path), warnings)
+    return ShareResult(describe(key), "import", path, contents.protection, stored, str(path),
+                       contents.warnings)
 
 
 STEPS = (

@@ -30,6 +30,7 @@ from tokenkeys.errors import (
     PassphraseWeak,
     UsageError,
 )
+from tokenkeys.files import MAX_PKCS12
 from tokenkeys.services import pkcs12_read as p12read
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.types import Secret
@@ -40,7 +41,7 @@ from tokenkeys.types import Secret
 ITERATIONS = 600_000
 MIN_LENGTH = 12
 MIN_DISTINCT = 6
-MAX_FILE = 1 << 20  # a key, its certificate and a chain: a few KiB
+MAX_FILE = MAX_PKCS12
 MODERN = "AES-256-CBC, PBKDF2-HMAC-SHA256, MAC HMAC-SHA256"
 LEGACY = "TripleDES-CBC (pbeWithSHA1And3-KeyTripleDES), MAC HMAC-SHA1"
 LEGACY_WARNING = (

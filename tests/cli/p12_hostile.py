@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from asn1crypto import cms as a1cms

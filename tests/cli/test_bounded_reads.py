@@ -34,8 +34,9 @@ def test_read_limited_checks_kind_and_size_first(hostile_inputs: dict[str, Path]
         with pytest.raises(UsageError) as err:
             read_limited(path, 1 << 20, "certificate")
         assert time.monotonic() - start < 1
-        assert (f"is a {kind}, not a regular file" if kind != "big"
-                else "is larger than 1048576 bytes, the most a certificate may be") in str(err.value)
+        expected = (f"is a {kind}, not a regular file" if kind != "big"
+                    else "is larger than 1048576 bytes, the most a certificate may be")
+        assert expected in str(err.value)
     with pytest.raises(UsageError, match="is a directory, not a regular file"):
         read_limited(tmp_path, 10, "certificate")
     ok = tmp_path / "ok"

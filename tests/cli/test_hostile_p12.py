@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.cli import p12_hostile as hostile
 from tests.cli.conftest import TK
 from tests.cli.share_support import PASSPHRASE, PIN, listing, openssl, soft_store
+
 MAX_ITERATIONS = 10_000_000  # the documented ceiling (pkcs12_read.MAX_ITERATIONS)
 
 

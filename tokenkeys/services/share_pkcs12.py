@@ -121,7 +121,6 @@ def remac(der: bytes, passphrase: Secret, iterations: int) -> bytes:
     return out
 
 
-UNSUPPORTED_KEY = "tokenkeys keeps RSA (2048 bits or more) and EC P-256/P-384 keys"
 MAX_RSA_BITS = 16384  # loading checks the key: bounded, as the file is not trusted
 MAX_CHAIN = 8  # issuers kept above the key's certificate (a real chain has 1 to 3)
 MAX_VERIFY = 64  # signature checks spent on linking them
@@ -143,19 +142,22 @@ def _private_key(der: bytes, where: str) -> PrivateKey:
              "x25519": "X25519", "x448": "X448"}
     if kind == "ec":
         if name not in keyalg.CURVES:
-            raise UsageError(f"the key in {where} is on curve {name}: {UNSUPPORTED_KEY}")
+            raise UsageError(f"the key in {where} is on curve {name}: tokenkeys keeps RSA "
+                             "(2048 bits or more) and EC P-256/P-384 keys")
     elif kind != "rsa":
         shown = names.get(kind, str(kind))
-        raise UsageError(f"the key in {where} is {shown}: {UNSUPPORTED_KEY}")
+        raise UsageError(f"the key in {where} is {shown}: tokenkeys keeps RSA (2048 bits or "
+                         "more) and EC P-256/P-384 keys")
     elif bits > MAX_RSA_BITS:
-        raise UsageError(f"the key in {where} is RSA-{bits}: {UNSUPPORTED_KEY}, "
-                         f"up to {MAX_RSA_BITS} bits")
+        raise UsageError(f"the key in {where} is RSA-{bits}: tokenkeys keeps RSA (2048 bits "
+                         f"or more, up to {MAX_RSA_BITS}) and EC P-256/P-384 keys")
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise FileMalformed(f"{where} holds a damaged private key") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError(f"the key in {where} is {type(key).__name__}: {UNSUPPORTED_KEY}")
+        raise UsageError(f"the key in {where} is {type(key).__name__}: tokenkeys keeps RSA "
+                         "(2048 bits or more) and EC P-256/P-384 keys")
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < keyalg.MIN_RSA_BITS:
         raise UsageError(f"the key in {where} is RSA-{key.key_size}: below 2048 bits it is "
                          "too weak to protect bids")

@@ -18,6 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from tokenkeys.errors import UsageError
+from tokenkeys.files import MAX_CONFIG, read_limited
 
 APP = "tokenkeys"
 
@@ -70,8 +71,9 @@ def load_config(path: Path | None = None) -> Config:
         config = Config()
     else:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            text = read_limited(path, MAX_CONFIG, "configuration file").decode("utf-8")
+            data = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read configuration {path}: {exc}") from None
         module = data.get("module")
         if module is not None and not isinstance(module, str):

@@ -1,4 +1,6 @@
-"""Atomic file output: a file becomes visible at its name only once it is complete.
+"""Files in and out. In: read_limited, the one reader of every file a user names
+(regular files only, of a documented size per kind). Out: atomic output, a file
+becomes visible at its name only once it is complete.
 
 On Linux the data goes to an unnamed O_TMPFILE in the target's directory and is
 linked into place on commit, so not even a crash or power loss can leave a
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -262,3 +265,60 @@ def prepare_output(path: Path, force: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+
+
+# What each kind of input file may weigh: read_limited refuses more before reading.
+MAX_PKCS12 = 1 << 20  # a key, its certificate and a chain: a few KiB
+MAX_CERTIFICATES = 1 << 20  # a certificate, or a PEM bundle of a chain or recipients
+MAX_REQUEST = 64 << 10  # a PKCS#10 request or a public key: at most a few KiB
+MAX_PIN_FILE = 4 << 10  # a PIN file: its first line is read
+MAX_CONFIG = 1 << 20  # the configuration file
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode names, for messages: "regular file", "FIFO", "directory"..."""
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "regular file"
+
+
+def check_regular(path: Path, what: str) -> int:
+    """The size of `path` (a symlink is followed), once it is a regular file: a FIFO
+    would block, a device or /dev/zero never ends, a directory is no file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{what} {path} is a {file_kind(st.st_mode)}, not a regular file: "
+                         "nothing was read")
+    return st.st_size
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The whole of a regular file of at most `limit` bytes; anything else is refused
+    before reading (kind and size checked first, and at most limit + 1 bytes read,
+    should it grow meanwhile). The one reader of every file a user names."""
+    size = check_regular(path, what)
+    too_big = UsageError(f"{what} {path} is larger than {limit} bytes, the most a {what} "
+                         "may be: nothing was read")
+    if size > limit:
+        raise too_big
+    try:
+        # O_NONBLOCK: should the name become a FIFO after the check, open does not block.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    with io.FileIO(fd, "rb", closefd=True) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{what} {path} is not a regular file: nothing was read")
+        try:
+            data = f.read(limit + 1) or b""
+        except OSError as exc:
+            raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise too_big
+    return data

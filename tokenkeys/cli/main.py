@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -82,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     debug = "--debug" in args
+    # A library's warning (cryptography's on an odd certificate, a deprecation) is not
+    # for users: shown with --debug only, never raw with a source path, and never an
+    # internal error under PYTHONWARNINGS=error. tokenkeys' own code triggers none.
+    warnings.resetwarnings()
+    warnings.simplefilter("default" if debug else "ignore")
     try:
         rv = cli.main(args=args, prog_name="tokenkeys", standalone_mode=False)
     except TokenKeysError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,10 +18,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import forbidden_encryption_usage, key_usage
+from tokenkeys.certificates import (
+    check_subject_text,
+    common_name,
+    forbidden_encryption_usage,
+    key_usage,
+)
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
@@ -30,7 +35,7 @@ from tokenkeys.errors import (
     MechanismUnsupported,
     UsageError,
 )
-from tokenkeys.files import write_atomic
+from tokenkeys.files import MAX_CERTIFICATES, read_limited, write_atomic
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.services.signing import signer_for
 
@@ -69,7 +74,7 @@ def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRe
 
     Requires login. A key that cannot sign gets a message pointing to export-public.
     """
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or key.label)])
+    name = common_name(cn or key.label)
     signer, algorithm = signer_for(key)
     builder = (x509.CertificateSigningRequestBuilder().subject_name(name)
                .add_extension(key_usage(key.public_key), critical=True))
@@ -90,10 +95,7 @@ def write_csr(csr: x509.CertificateSigningRequest, path: Path, *, force: bool = 
 
 def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle, or one DER certificate."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    data = read_limited(path, MAX_CERTIFICATES, what)
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
@@ -103,14 +105,18 @@ def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    with warnings.catch_warnings():  # an oversized name: refused, never a raw warning
+        warnings.simplefilter("ignore")
+        return cert.subject.rfc4514_string()
 
 
 def check_arriving(cert: x509.Certificate, public_key: object, label: str, *,
                    allow_any_usage: bool = False, now: datetime | None = None) -> None:
     """The one check of a certificate that arrives for a key, whatever the path (`key
     import-cert`, `share import`): it is for this key, not RSA-PSS (signatures only),
-    valid now, and its keyUsage allows encryption unless `allow_any_usage`."""
+    valid now, and its keyUsage allows encryption unless `allow_any_usage`; its subject
+    is printable and of sane length (check_subject_text), checked first."""
+    check_subject_text(cert)
     if not keyalg.same_key(cert.public_key(), public_key):
         raise CertificateRefused(
             f"the certificate ({_subject(cert)}) is for another key, not for {label!r}: "

@@ -12,7 +12,12 @@ from pathlib import Path
 from cryptography import x509
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import certificate_cn, key_status, write_certificate
+from tokenkeys.certificates import (
+    certificate_cn,
+    check_common_name,
+    key_status,
+    write_certificate,
+)
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.errors import (
@@ -109,6 +114,7 @@ def generate_key(
         raise UsageError("the key name (designation) must not be empty")
     if not 1 <= days <= keyalg.MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
+    check_common_name(cn or name)
     key = generate_named(
         token, name, algorithm, lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
         shareable=shareable, replace=replace)

@@ -1,4 +1,4 @@
-"""The bounded PKCS#12 reader below the CLI: RC2 against RFC 2268's vectors, the
+"""The bounded PKCS#12 reader below the CLI: the
 multi-block RFC 7292 KDF against files OpenSSL decrypts, no library warning on BER,
 and keys hidden in an encrypted container counted before any is decrypted."""
 
@@ -15,26 +15,7 @@ from tests.cli import p12_hostile as hostile
 from tests.cli.share_support import PASSPHRASE
 from tokenkeys.errors import FileMalformed
 from tokenkeys.services import pkcs12_read, share_pkcs12
-from tokenkeys.services.pkcs12_rc2 import PITABLE, _rc2_block, _rc2_schedule
 from tokenkeys.types import Secret
-
-# RFC 2268 section 5: key, effective bits, plaintext, ciphertext.
-RC2_VECTORS = [
-    ("0000000000000000", 63, "0000000000000000", "ebb773f993278eff"),
-    ("ffffffffffffffff", 64, "ffffffffffffffff", "278b27e42e2f0d49"),
-    ("3000000000000000", 64, "1000000000000001", "30649edf9be7d2c2"),
-    ("88", 64, "0000000000000000", "61a8a244adacccf0"),
-    ("88bca90e90875a", 64, "0000000000000000", "6ccf4308974c267f"),
-    ("88bca90e90875a7f0f79c384627bafb2", 64, "0000000000000000", "1a807d272bbe5db1"),
-    ("88bca90e90875a7f0f79c384627bafb2", 128, "0000000000000000", "2269552ab0f85ca6"),
-]
-
-
-@pytest.mark.parametrize(("key", "bits", "plain", "cipher"), RC2_VECTORS)
-def test_rc2_decrypts_rfc2268_vectors(key: str, bits: int, plain: str, cipher: str) -> None:
-    assert sorted(PITABLE) == list(range(256))
-    schedule = _rc2_schedule(bytes.fromhex(key), bits)
-    assert _rc2_block(schedule, bytes.fromhex(cipher)).hex() == plain
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ Hand-written on purpose: cryptography's load_pkcs12 does all of this in one call
 that cannot bound the counts of bags nested in encrypted containers, returns one
 key whatever the file holds, and cannot be interrupted. The primitives stay the
 libraries': asn1crypto parses, cryptography decrypts and loads keys, hashlib
-derives PBKDF2. Only what no library offers is written here: RFC 7292 appendix
-B's KDF, and (in pkcs12_rc2) RC2 decryption with a 40-bit key (cryptography's RC2
+derives PBKDF2, pycryptodomex decrypts RC2 with a 40-bit key (cryptography's RC2
 takes 128-bit keys only), which OpenSSL's -legacy files use for their certificates.
+Only what no library offers is written here: RFC 7292 appendix B's KDF.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 from asn1crypto import keys as a1keys
 from asn1crypto import pkcs12 as a1p12
+from Cryptodome.Cipher import ARC2
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4, TripleDES
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tokenkeys.errors import FileMalformed, PassphraseIncorrect
-from tokenkeys.services.pkcs12_rc2 import MAX_RC2, rc2_cbc_decrypt
 from tokenkeys.types import Secret
 
 # The ceiling of every iteration count (MAC, key bag, certificate container, PBKDF2
@@ -182,10 +182,9 @@ def _decrypt(alg: Any, ciphertext: bytes, passphrase: Secret, what: str, where: 
     if not ciphertext or len(ciphertext) % block:
         raise _wrong(where)
     if cipher == "rc2":
-        if len(ciphertext) > MAX_RC2:
-            raise FileMalformed(f"{where} holds {len(ciphertext)} bytes under RC2: at most "
-                                f"{MAX_RC2} are read")
-        padded = rc2_cbc_decrypt(key, 8 * size, iv, ciphertext)
+        # The stub omits effective_keylen, which ARC2.new documents and takes.
+        rc2 = ARC2.new(key, ARC2.MODE_CBC, iv=iv, effective_keylen=8 * size)  # type: ignore[call-arg]
+        padded = rc2.decrypt(ciphertext)
     else:
         algorithm = algorithms.AES(key) if cipher == "aes" else TripleDES(key)
         dec = Cipher(algorithm, modes.CBC(iv)).decryptor()

@@ -7,13 +7,11 @@ certificate travels inside, so `openssl cms -verify` checks one offline. Whoever
 can write the database can rebuild a consistent chain; he cannot make it agree with
 a checkpoint signed on a token he does not hold (docs/registry.md says what is and
 is not detected). cryptography builds the SignedData (the key signs on its device,
-services/signing.py); no library verifies one, so `_verify_cms` does, with
-asn1crypto for the structure and cryptography for the signature.
+services/signing.py); services/signed_data.py verifies one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,11 +22,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from asn1crypto import cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from tokenkeys.certificates import fingerprint
@@ -36,7 +32,6 @@ from tokenkeys.config import Config
 from tokenkeys.drivers.base import Token
 from tokenkeys.errors import (
     AuditChainBroken,
-    CheckpointInvalid,
     FileMalformed,
     RegistryError,
     UsageError,
@@ -45,6 +40,7 @@ from tokenkeys.files import prepare_output, write_atomic
 from tokenkeys.registry import AuditRow, Registry, parse_location
 from tokenkeys.registry.audit import actor, now_text
 from tokenkeys.services.access import open_registry
+from tokenkeys.services.signed_data import verify_signed_data
 from tokenkeys.services.signing import signer_for
 
 FORMAT = "tokenkeys-audit-checkpoint/1"
@@ -54,8 +50,6 @@ MAX_FILE_BYTES = 1 << 20  # a checkpoint is about 2 kB; a trust bundle a few cer
 CLOCK_TOLERANCE = timedelta(minutes=10)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 
 @dataclass(frozen=True)
@@ -187,7 +181,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def load_checkpoint_bytes(data: bytes, source: str) -> Checkpoint:
-    content, signer = _verify_cms(data, source)
+    content, signer = verify_signed_data(data, source)
     bad = FileMalformed(f"{source} is not a tokenkeys audit checkpoint")
     try:
         doc = json.loads(content.decode("utf-8"))
@@ -212,80 +206,6 @@ def _parse_time(text: str, source: str) -> datetime:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         raise FileMalformed(f"{source} is not a tokenkeys audit checkpoint") from None
-
-
-def _verify_cms(data: bytes, source: str) -> tuple[bytes, x509.Certificate]:
-    """The content of a one-signer SignedData and its signer's certificate, after the
-    signature over the signed attributes and their message digest are checked."""
-    bad = FileMalformed(f"{source} is not a tokenkeys audit checkpoint (a CMS SignedData)")
-    try:
-        der = _pem_or_der(data)
-        info = cms.ContentInfo.load(der)
-        if info["content_type"].native != "signed_data":
-            raise bad
-        signed = info["content"]
-        encap = signed["encap_content_info"]
-        content = encap["content"].native if encap["content_type"].native == "data" else None
-        signers = signed["signer_infos"]
-        if not isinstance(content, bytes) or len(signers) != 1:
-            raise bad
-        si = signers[0]
-        attrs = {a["type"].native: a["values"] for a in si["signed_attrs"]}
-        digest_name = si["digest_algorithm"]["algorithm"].native
-        algorithm = _HASHES[digest_name]() if digest_name in _HASHES else None
-        cert = _signer_certificate(signed, si["sid"])
-        signed_bytes = si["signed_attrs"].untag().dump()  # signed as a SET OF (RFC 5652 5.4)
-        signature = si["signature"].native
-        kind = si["signature_algorithm"].signature_algo
-        content_type = attrs.get("content_type")
-        message_digest = attrs.get("message_digest")
-    except (ValueError, TypeError, KeyError):
-        raise bad from None
-    if (algorithm is None or cert is None or content_type is None or message_digest is None
-            or content_type[0].native != "data"):
-        raise bad
-    invalid = CheckpointInvalid(f"checkpoint {source}: its signature does not verify (the "
-                                "file was altered, or not signed by the certificate it carries)")
-    actual = hashlib.new(algorithm.name, content).digest()
-    if message_digest[0].native != actual:
-        raise invalid
-    public = cert.public_key()
-    try:
-        if isinstance(public, rsa.RSAPublicKey) and kind == "rsassa_pkcs1v15":
-            public.verify(signature, signed_bytes, padding.PKCS1v15(), algorithm)
-        elif isinstance(public, ec.EllipticCurvePublicKey) and kind == "ecdsa":
-            public.verify(signature, signed_bytes, ec.ECDSA(algorithm))
-        else:
-            raise invalid
-    except InvalidSignature:
-        raise invalid from None
-    return content, cert
-
-
-def _pem_or_der(data: bytes) -> bytes:
-    text = data.strip()
-    if not text.startswith(b"-----BEGIN"):
-        return data
-    from asn1crypto import pem
-
-    _kind, _headers, der = pem.unarmor(text)
-    return bytes(der)
-
-
-def _signer_certificate(signed: Any, sid: Any) -> x509.Certificate | None:
-    for choice in signed["certificates"] or ():
-        if choice.name != "certificate":
-            continue
-        cert = choice.chosen
-        if sid.name == "issuer_and_serial_number":
-            ias = sid.chosen
-            match = (cert.issuer == ias["issuer"]
-                     and cert.serial_number == ias["serial_number"].native)
-        else:
-            match = cert.key_identifier == sid.chosen.native
-        if match:
-            return x509.load_der_x509_certificate(cert.dump())
-    return None
 
 
 # -- trusting and verifying --------------------------------------------------------

@@ -178,6 +178,11 @@ class RegistrySchemaTooNew(RegistryError):
     pass
 
 
+class RegistryForeign(RegistryError):
+    """The database holds another application's tables: it is not a tokenkeys registry,
+    and nothing is added to it."""
+
+
 class NotRegistered(TokenKeysError):
     """A service, consultation or key the registry does not know."""
 
@@ -196,6 +201,10 @@ class AuditChainBroken(TokenKeysError):
     """`audit verify` found an edited, deleted or reordered row."""
 
     exit_code = 14
+
+
+class CheckpointInvalid(AuditChainBroken):
+    """An audit checkpoint whose signature does not verify."""
 
 
 class DoctorProblems(TokenKeysError):

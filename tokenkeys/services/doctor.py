@@ -22,6 +22,7 @@ from tokenkeys.drivers import Token, list_modules, list_tokens, open_token
 from tokenkeys.errors import ModuleNotFound, TokenKeysError, TokenNotFound
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
+from tokenkeys.services.audit_checkpoint import checkpoint_age
 from tokenkeys.services.login import login, pin_origin
 from tokenkeys.services.token_keys import KeyRecord, list_keys
 from tokenkeys.types import PinSource, TokenInfo
@@ -193,6 +194,9 @@ def run(config: Config, registry: Registry, *, days: int = 30) -> DoctorReport:
     """Every check; never prompts for a PIN (TOKENKEYS_PIN only, one try per token)."""
     logins = Logins()
     tokens = tuple(check_token(t, config, logins) for t in list_tokens(config))
-    return DoctorReport(tuple(list_modules(config)), tokens,
-                        check_registry(registry, lambda uri: open_token(uri, config),
-                                       days=days, logins=logins))
+    report = check_registry(registry, lambda uri: open_token(uri, config), days=days,
+                            logins=logins)
+    age = checkpoint_age(config, registry)  # the audit log's anchor off the database
+    report.problems.extend(age.problems)
+    report.notes.extend(age.notes)
+    return DoctorReport(tuple(list_modules(config)), tokens, report)

@@ -11,6 +11,7 @@ import click
 
 from tokenkeys import __version__
 from tokenkeys.cli import key_cert_cmds  # noqa: F401  (adds csr/import-cert/export-public)
+from tokenkeys.cli.assistant_cmds import assistant_group
 from tokenkeys.cli.ca_cmds import ca
 from tokenkeys.cli.consultation_cmds import consultation_group
 from tokenkeys.cli.context import FILE_PATH, App, visible
@@ -60,6 +61,7 @@ cli.add_command(consultation_group)
 cli.add_command(registry_group)
 cli.add_command(audit_group)
 cli.add_command(share_group)
+cli.add_command(assistant_group)
 
 
 def _report(as_json: bool, kind: str, message: str, code: int,

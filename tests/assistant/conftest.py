@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ OWN = "http://127.0.0.1:8765"
 
 @dataclass
 class Running:
-    client: TestClient
+    client: Any  # a TestClient, or an httpx.Client on a served assistant
     assistant: Assistant
     token: str | None = None
     answers: list[dict[str, Any]] = field(default_factory=list)
@@ -54,7 +55,8 @@ class Running:
     def ui(self, path: str, body: dict[str, Any]) -> Any:
         """A call from the assistant's own page (its origin, the launch secret)."""
         return self.client.post(path, json=body, headers={
-            "Origin": OWN, "X-Tokenkeys-Client": "1", "X-Tokenkeys-Secret":
+            "Origin": self.assistant.settings.base_url, "X-Tokenkeys-Client": "1",
+            "X-Tokenkeys-Secret":
             self.assistant.secret})
 
     def answering(self, approve: bool = True, pin: str | None = "123456",
@@ -100,3 +102,32 @@ def running(tmp_path: Path, config: Config) -> Iterator[Running]:
     app, assistant = make(tmp_path, config, approval_timeout=10.0)
     with TestClient(app, base_url=BASE) as client:
         yield Running(client, assistant)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(app: Any, port: int) -> Iterator[str]:
+    """The application under a real uvicorn, in a thread of this process, on loopback."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -143,7 +143,7 @@ def test_pairing_tokens_are_stored_hashed(running: Running) -> None:
 
 
 def test_a_body_over_the_limit_is_refused(tmp_path: Path, config: Config) -> None:
-    app, assistant = make(tmp_path, config, max_json=1000, max_body=5000)
+    app, _assistant = make(tmp_path, config, max_json=1000, max_body=5000)
     with TestClient(app, base_url=BASE) as client:
         r = client.post("/v1/pairing/start", content=b"{" + b" " * 2000 + b"}",
                         headers={"Origin": PLATFORM, "X-Tokenkeys-Client": "1",

@@ -22,7 +22,7 @@ from tokenkeys.assistant.state import (
 from tokenkeys.errors import UsageError
 from tokenkeys.services import consultations, service_keys
 from tokenkeys.services.access import open_registry
-from tokenkeys.services.opening_session import known_token, tokens
+from tokenkeys.services.opening_session import is_default, known_token, tokens
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
 STATIC = Path(__file__).with_name("static")
@@ -62,7 +62,7 @@ async def token_list(request: Request) -> Response:
     return JSONResponse({"tokens": [
         {"label": t.label, "uri": t.uri, "manufacturer": t.manufacturer, "model": t.model,
          "serial": t.serial, "pinpad": "protected-auth-path" in t.flags,
-         "default": t.uri == a.config.default_token} for t in found]})
+         "default": is_default(a.config, t)} for t in found]})
 
 
 def _service(request: Request, data: dict[str, object] | None = None) -> str:

@@ -8,7 +8,8 @@ the same rules as `tokenkeys open`: the consultation is checked for use
 (`consultations.check_envelope`), and `opening_batch.open_one` releases nothing
 unauthenticated. A session is bounded by a count of envelopes and a time limit.
 
-Audit: an "open-session" row (origin, consultation, token, limits) is written
+Audit: an "open-start" row (the session as its batch: origin, consultation, token,
+limits; the envelopes are not known yet) is written
 before the PIN is read, so no plaintext leaves without a row naming where it went;
 "open" rows (digest, outcome, key, origin) follow every AUDIT_EVERY envelopes and
 at the end, like the CLI's end row.
@@ -37,6 +38,7 @@ from tokenkeys.services import consultations, login, opening_batch
 from tokenkeys.services.access import open_registry
 from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import PinSource, TokenInfo
+from tokenkeys.uri import Pkcs11Uri, parse, same_token
 
 T = TypeVar("T")
 AUDIT_EVERY = 50
@@ -62,6 +64,21 @@ class DeviceLane:
 def tokens(config: Config, lane: DeviceLane) -> list[TokenInfo]:
     """The tokens a web page may choose from (listed on the lane)."""
     return lane.run(lambda: list_tokens(config))
+
+
+def is_default(config: Config, info: TokenInfo) -> bool:
+    """Whether a listed token is the configured default one (same label, and the same
+    serial when the default URI names one)."""
+    default = config.default_token
+    if not default:
+        return False
+    try:
+        want, got = parse(default), parse(info.uri)
+    except UsageError:
+        return False
+    if isinstance(want, Pkcs11Uri) and isinstance(got, Pkcs11Uri):
+        return want.token == got.token and want.serial in (None, got.serial)
+    return same_token(default, info.uri)
 
 
 def known_token(config: Config, lane: DeviceLane, requested: str | None) -> str:
@@ -131,7 +148,7 @@ class OpeningSession:
     def prepare(cls, config: Config, lane: DeviceLane, *, origin: str, service: str,
                 consultation: str, token_uri: str, limit: int, seconds: float,
                 workdir: Path) -> OpeningSession:
-        """Check the consultation for use and write the "open-session" row, before any
+        """Check the consultation for use and write the "open-start" row, before any
         approval or PIN: a registry that cannot be written stops here."""
         if limit < 1 or seconds <= 0:
             raise UsageError("an opening session needs a count of at least 1 and a time "
@@ -141,8 +158,8 @@ class OpeningSession:
             bound = consultations.load_for_use(registry, service, consultation)
             session = cls(registry, lane, bound, origin=origin, service=service,
                        token_uri=token_uri, limit=limit, seconds=seconds, workdir=workdir)
-            registry.record_event("open-session", service=service, subject=consultation,
-                                  details={"session": session.id, "origin": origin,
+            registry.record_event("open-start", service=service, subject=consultation,
+                                  details={"batch": session.id, "origin": origin,
                                            "token": token_uri, "limit": limit,
                                            "seconds": seconds})
         except BaseException:

@@ -98,10 +98,10 @@ async def key_generate(request: Request) -> Response:
     await run(lambda: service_keys.check_free(a.config, service, name))
     template = texts.APPROVE_GENERATE_BACKUP if backup else texts.APPROVE_GENERATE
     text = template.format(origin=origin, name=name, algorithm=algorithm.value, days=days,
-                           token=token_uri)
+                           token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
     pin = await run(lambda: a.consent.ask(origin=origin, operation="generate", text=text,
-                                          token=token_uri, needs_pin=needs_pin))
+                                          token=a.token_name(token_uri), needs_pin=needs_pin))
     pins = a.pins_for(token_uri, pin)
     done = await run(lambda: a.lane.run(lambda: service_keys.generate(
         a.config, service, lambda: a.logged_in(token_uri, pins), name, cn=cn,
@@ -122,10 +122,11 @@ async def key_certificate(request: Request) -> Response:
     service = _service(request, data)
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
-    text = texts.APPROVE_CERTIFY.format(origin=origin, name=name, token=token_uri)
+    text = texts.APPROVE_CERTIFY.format(origin=origin, name=name,
+                                        token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
     pin = await run(lambda: a.consent.ask(origin=origin, operation="certify", text=text,
-                                          token=token_uri, needs_pin=needs_pin))
+                                          token=a.token_name(token_uri), needs_pin=needs_pin))
     pins = a.pins_for(token_uri, pin)
 
     def certify() -> dict[str, object]:

@@ -48,7 +48,7 @@ async def start(request: Request) -> Response:
                                          key=session.bound.key.designation, minutes=minutes)
         needs_pin = await run(lambda: a.needs_pin(token_uri))
         pin = await run(lambda: a.consent.ask(origin=origin, operation="open", text=text,
-                                              token=token_uri, needs_pin=needs_pin))
+                                              token=a.token_name(token_uri), needs_pin=needs_pin))
         await run(lambda: session.login(a.config, a.pins_for(token_uri, pin)))
     except BaseException as exc:
         why = type(exc).__name__

@@ -26,6 +26,7 @@ from tokenkeys.services import login as login_service
 from tokenkeys.services.opening_session import DeviceLane, OpeningSession, tokens
 from tokenkeys.services.pairings import PairingDesk, PairingStore
 from tokenkeys.types import PinSource, Secret
+from tokenkeys.uri import Pkcs11Uri, parse
 
 T = TypeVar("T")
 PINPAD_FLAG = "protected-auth-path"
@@ -62,6 +63,17 @@ class Assistant:
         if pin is None:
             return PinSource(pinpad=True, interactive=False)
         return PinSource(value=pin, interactive=False)
+
+    @staticmethod
+    def token_name(token_uri: str) -> str:
+        """What the user knows a token by: its label (a keystore: its directory)."""
+        try:
+            parsed = parse(token_uri)
+        except UsageError:
+            return token_uri
+        if isinstance(parsed, Pkcs11Uri):
+            return parsed.token or token_uri
+        return parsed.directory
 
     def needs_pin(self, token_uri: str) -> bool:
         """False when the token's reader has a PIN pad (the PIN is typed there)."""

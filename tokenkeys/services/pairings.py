@@ -190,12 +190,14 @@ class PairingDesk:
                 if left <= 0:
                     self._pending.pop(origin, None)
                     self._refuse_if_locked(origin)
-                why = ("no pairing was started for this origin, or its code expired"
-                       if pending is None or pending.expires <= time.monotonic()
-                       else "the pairing code is wrong")
-                raise PairingRefused(f"{why}; {left} attempt(s) left before pairing is locked "
-                                     "for this origin",
-                                     attempts_left=left)
+                if pending is None or pending.expires <= time.monotonic():
+                    message = (f"no pairing was started for this origin, or its code "
+                               f"expired; {left} attempt(s) left before pairing is locked "
+                               "for this origin")
+                else:
+                    message = (f"the pairing code is wrong; {left} attempt(s) left before "
+                               "pairing is locked for this origin")
+                raise PairingRefused(message, attempts_left=left)
             del self._pending[origin]
             self._wrong.pop(origin, None)
         return self.store.add(origin)

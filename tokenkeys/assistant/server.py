@@ -9,6 +9,7 @@ written, the token logged out) and removes the private work directory.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -102,5 +103,9 @@ def serve(settings: Settings, config: Config, *, open_window: bool = False) -> N
         app, host=settings.host, port=settings.port, log_level="warning",
         timeout_keep_alive=int(settings.idle_timeout), timeout_graceful_shutdown=60,
         server_header=False, date_header=False, lifespan="on"))
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again under the
+    # handlers it found: these make that a clean return instead of a death by signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _sig, _frame: None)
     server.run()
     say(texts.STOPPED)

@@ -267,7 +267,7 @@ def main() -> None:
             a.stop()
         print(f"{args.n} envelopes of 4 KB, RSA-3072 on SoftHSM2, {args.rounds} rounds, "
               f"interleaved; {approvals} approvals for {args.rounds} sessions\n")
-        print("| what | envelopes/s (min / median / max) | × CLI (median) |\n|---|---|---|")
+        print("| what | envelopes/s (min / median / max) | x CLI (median) |\n|---|---|---|")
         cli = statistics.median(rates["cli"])
         labels = {"cli": "`tokenkeys open --consultation` (CLI end to end)",
                   "assistant": "assistant: session request (approval, login) to last plaintext",

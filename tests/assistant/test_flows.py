@@ -172,6 +172,9 @@ def test_another_origin_cannot_use_a_session(hsm: Running, tmp_path: Path) -> No
                           headers=hsm.headers(OTHER, token=other,
                                               kind="application/octet-stream"))
     assert got.status_code == 410
+    # While the session holds the token, no second login on it (it would log it out).
+    busy = hsm.client.post("/v1/keys", headers=hsm.headers(), json={"designation": "LATER"})
+    assert busy.status_code == 409 and "opening session is using" in busy.text
 
 
 def test_a_binding_the_registry_refuses(hsm: Running, tmp_path: Path) -> None:

@@ -204,3 +204,10 @@ def test_origins_are_normalised_and_bad_ones_refused() -> None:
             normalize_origin(bad)
     merged = merge(Settings(origins=("https://a.example",)), origins=["https://b.example"])
     assert merged.origins == ("https://a.example", "https://b.example")
+
+
+def test_names_with_control_characters_are_refused(running: Running) -> None:
+    running.pair()
+    r = running.client.post("/v1/consultations", headers=running.headers(), json={
+        "reference": "AO\x1b[2J-1", "key": "K"})
+    assert r.status_code == 400 and "control" in r.json()["error"]["message"]

@@ -96,6 +96,7 @@ async def key_generate(request: Request) -> Response:
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
     await run(lambda: service_keys.check_free(a.config, service, name))
+    a.check_token_free(token_uri)
     template = texts.APPROVE_GENERATE_BACKUP if backup else texts.APPROVE_GENERATE
     text = template.format(origin=origin, name=name, algorithm=algorithm.value, days=days,
                            token=a.token_name(token_uri))
@@ -113,7 +114,7 @@ async def key_certificate(request: Request) -> Response:
     origin = caller(request)
     a = assistant_of(request)
     data = await json_body(request)
-    name = request.path_params["name"]
+    name = text_field(request.path_params, "name") or ""
     pem = data.get("certificate_pem")
     chain = data.get("chain_pem")
     if not isinstance(pem, str) or (chain is not None and not isinstance(chain, str)):
@@ -122,6 +123,7 @@ async def key_certificate(request: Request) -> Response:
     service = _service(request, data)
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
+    a.check_token_free(token_uri)
     text = texts.APPROVE_CERTIFY.format(origin=origin, name=name,
                                         token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
@@ -139,7 +141,7 @@ async def key_certificate(request: Request) -> Response:
 async def recipients(request: Request) -> Response:
     caller(request)
     a = assistant_of(request)
-    service, reference = _service(request), request.path_params["reference"]
+    service, reference = _service(request), text_field(request.path_params, "reference") or ""
 
     def pems() -> list[str]:
         with open_registry(a.config) as registry:
@@ -171,7 +173,7 @@ async def consultation_close(request: Request) -> Response:
     caller(request)
     a = assistant_of(request)
     await json_body(request)
-    service, reference = _service(request), request.path_params["reference"]
+    service, reference = _service(request), text_field(request.path_params, "reference") or ""
 
     def close() -> dict[str, object]:
         with open_registry(a.config) as registry:

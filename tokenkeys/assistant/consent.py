@@ -107,7 +107,10 @@ def console_loop(consent: Consent, stop: threading.Event) -> None:
             continue
         request = fresh[0]
         asked.add(request.id)
-        print(request.text, file=sys.stderr, flush=True)
+        # Names in the text come from the page or the device: never let them drive the
+        # terminal (escape sequences, fake lines).
+        shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in request.text)
+        print(shown, file=sys.stderr, flush=True)
         try:
             yes = input(texts.CONSOLE_ASK).strip().lower() in ("y", "yes", "o", "oui")
             pin = (getpass.getpass(texts.CONSOLE_PIN.format(token=request.token))

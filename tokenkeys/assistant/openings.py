@@ -40,6 +40,7 @@ async def start(request: Request) -> Response:
     service = field(data, "service", required=False) or a.config.service
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               field(data, "token", required=False)))
+    a.check_token_free(token_uri)
     session = await run(lambda: OpeningSession.prepare(
         a.config, a.lane, origin=origin, service=service, consultation=reference,
         token_uri=token_uri, limit=count, seconds=minutes * 60, workdir=a.workdir))

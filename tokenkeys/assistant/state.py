@@ -21,7 +21,7 @@ from tokenkeys.assistant.consent import Consent
 from tokenkeys.assistant.settings import Settings
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers import Token, open_token
-from tokenkeys.errors import NotPaired, UsageError
+from tokenkeys.errors import NotPaired, PolicyRefused, UsageError
 from tokenkeys.services import login as login_service
 from tokenkeys.services.opening_session import DeviceLane, OpeningSession, tokens
 from tokenkeys.services.pairings import PairingDesk, PairingStore
@@ -80,6 +80,15 @@ class Assistant:
         found = [t for t in tokens(self.config, self.lane) if t.uri == token_uri]
         return not (found and PINPAD_FLAG in found[0].flags)
 
+    def check_token_free(self, token_uri: str) -> None:
+        """Refuse a second login on a token an opening session holds: a login is per
+        token, and closing another session on it would log the running one out."""
+        with self.sessions_lock:
+            busy = any(s.token_uri == token_uri and not s.over for s in self.sessions.values())
+        if busy:
+            raise PolicyRefused(f"an opening session is using {self.token_name(token_uri)}: "
+                                "close it (or let it end) first")
+
     @contextmanager
     def logged_in(self, token_uri: str, pins: PinSource) -> Iterator[Token]:
         """The token opened and logged in once; call on the lane only."""
@@ -136,6 +145,9 @@ def text_field(data: dict[str, Any], name: str, *, required: bool = True,
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise UsageError(f"the field {name!r} must be a non-empty text of at most 256 "
+                         "characters")
+    if not value.isprintable():  # names reach the approval prompt and the console
+        raise UsageError(f"the field {name!r} must not contain control or invisible "
                          "characters")
     return value
 

@@ -250,3 +250,38 @@ class NotExtractable(PolicyRefused):
             "binding consultations to it; to survive the loss of a device, add backup keys "
             "(`key generate --backup`), to which every bid is also sealed"
         )
+
+
+# The assistant: the local HTTP service the platform's web pages talk to.
+
+
+class AccessRefused(PolicyRefused):
+    """A request refused before anything is done: a foreign Host or Origin, a missing or
+    revoked bearer token, a request a plain HTML form could send."""
+
+
+class NotPaired(AccessRefused):
+    """No bearer token, or one that is not this origin's (never paired, or revoked)."""
+
+
+class PairingRefused(AccessRefused):
+    """A pairing code that is wrong, expired or never asked for, or an origin locked after
+    too many wrong codes."""
+
+    def __init__(self, message: str, *, attempts_left: int | None = None,
+                 locked: bool = False) -> None:
+        super().__init__(message)
+        self.attempts_left = attempts_left
+        self.locked = locked
+
+
+class ApprovalRefused(PolicyRefused):
+    """The user refused the operation in the assistant, or did not answer in time."""
+
+
+class LimitExceeded(UsageError):
+    """A request over one of the assistant's limits: body size, concurrent requests."""
+
+
+class SessionOver(PolicyRefused):
+    """An opening session whose count or time limit is reached, or that was closed."""

@@ -41,6 +41,8 @@ COMMANDS = {
         ("registry", "registry_cmds:registry_group",
          "The registry database (SQLite file or shared PostgreSQL)."),
         ("audit", "registry_cmds:audit_group", "The hash-chained audit log."),
+        ("assistant", "assistant_cmds:assistant_group",
+         "Run the local assistant the platform's web pages talk to (Ctrl-C stops it)."),
         ("share", "share_cmds:share_group",
          "Share a shareable key: PKCS#12 file export/import, or device-to-device copy."),
     ]

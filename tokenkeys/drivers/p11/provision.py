@@ -181,12 +181,12 @@ def _removed_after_keygen(token: Target, made: list[Any], key_id: bytes,
     except TokenNotFound as exc:
         if not made:
             raise
-        uri = parse_pkcs11(token.uri).with_object(
-            None if token.profile.keygen_slot is not None else label, key_id)
+        fixed = token.profile.keygen_slot is not None
+        uri = parse_pkcs11(token.uri).with_object(None if fixed else label, key_id)
+        where = f", key slot {key_id.hex()}" if fixed else ""
         raise DeviceRemoved(
             f"the key pair was generated on {token.slot.label!r} (serial {token.slot.serial}"
-            + (f", key slot {key_id.hex()}" if token.profile.keygen_slot is not None else "")
-            + f"), but the device was gone before tokenkeys could finish ({exc})",
+            f"{where}), but the device was gone before tokenkeys could finish ({exc})",
             created=str(uri)) from None
 
 

@@ -37,6 +37,17 @@ class TokenNotFound(TokenKeysError):
     exit_code = 3
 
 
+class DeviceRemoved(TokenNotFound):
+    """The card was pulled out of its reader (or the device reset) during the command.
+
+    `created`: the URI of a key pair the device made before it went (a card's fixed
+    slot keeps it), so the caller can say what is left to do; None otherwise."""
+
+    def __init__(self, message: str, created: str | None = None) -> None:
+        super().__init__(message)
+        self.created = created
+
+
 class DeviceError(TokenKeysError):
     """The device or module answered with an unexpected PKCS#11 error."""
 

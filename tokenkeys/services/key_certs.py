@@ -166,6 +166,7 @@ def check_certificate(key: KeyHandle, cert: x509.Certificate,
 class Imported:
     replaced: bool  # a certificate (self-signed or older) was there before
     chain_kept: str  # "device", "beside the key: PATH" or "none"
+    already: bool = False  # the same certificate was stored with the key: not written again
 
 
 def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
@@ -175,14 +176,15 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     and keep `chain` on the device where it can hold it, else in `chains_dir`.
     Requires login (the SO PIN too on some cards)."""
     rest = check_certificate(key, cert, chain, allow_any_usage=allow_any_usage)
-    replaced = key.certificate is not None
+    already = key.certificate == cert  # the driver writes nothing then (a card refuses)
+    replaced = key.certificate is not None and not already
     store = require(token, CertificateStore, "storing certificates")
     if not rest:
         store.store_certificate(key, cert)
-        return Imported(replaced, "none")
+        return Imported(replaced, "none", already)
     try:
         store.store_certificate(key, cert, rest)
-        return Imported(replaced, "device")
+        return Imported(replaced, "device", already)
     except MechanismUnsupported:
         pass  # one certificate per key (OpenPGP card): refused before anything was written
     # Named by the key's own SHA-1 (not CKA_ID: every OpenPGP card says 02).
@@ -199,4 +201,4 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     except OSError as exc:
         raise UsageError(f"the certificate was stored with the key, but its chain could not "
                          f"be written to {path}: {exc.strerror}") from None
-    return Imported(replaced, f"beside the key: {path}")
+    return Imported(replaced, f"beside the key: {path}", already)

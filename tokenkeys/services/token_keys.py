@@ -109,6 +109,13 @@ def generate_key(
         raise UsageError("the key name (designation) must not be empty")
     if not 1 <= days <= keyalg.MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
+    mechanisms = token.mechanisms()
+    if not algorithm.is_rsa and "EC_KEY_PAIR_GEN" in mechanisms \
+            and "ECDH1_DERIVE" not in mechanisms:
+        # It could sign (a CA key can: `ca create`), but never open a bid.
+        raise MechanismUnsupported(
+            f"an {algorithm.value} encryption key (opening ECDH envelopes needs "
+            "CKM_ECDH1_DERIVE)", ["RSA keys (--algorithm rsa2048 or rsa3072)"])
     key = generate_named(
         token, name, algorithm, lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
         shareable=shareable, replace=replace)

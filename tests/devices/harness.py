@@ -18,6 +18,7 @@ Each start is stopped by the session that made it. Nothing here is tokenkeys cod
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import grp
 import os
@@ -118,6 +119,7 @@ def start_tpm(base: Path) -> Tpm:
     port = _free_port_pair()
     pids: list[int] = []
     tpm = Tpm(base, port, {}, pids)
+    atexit.register(tpm.stop)  # also when a worker ends without its session's teardown
     try:
         subprocess.run(
             ["swtpm", "socket", "--tpm2", "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",

@@ -76,6 +76,92 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
         os.environ["SOFTHSM2_CONF"] = old
 
 
+# tpm2-pkcs11 registers itself with p11-kit: every module scan loads it. Quiet, and
+# with its store out of $HOME, where no TPM is configured (tests/devices/harness.py).
+os.environ.setdefault("TSS2_LOG", "all+NONE")
+os.environ.setdefault("TPM2_PKCS11_LOG_LEVEL", "0")
+
+
+@pytest.fixture(scope="session")
+def tpm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An emulated TPM 2.0 for this session (this xdist worker): swtpm on free loopback
+    ports, tpm2-abrmd, tpm2-pkcs11 with its own store; its environment is set in this
+    process before the module is first used, and `.env` is for the CLI's."""
+    from tests.devices.harness import TPM2_MODULE, Unavailable, start_tpm
+    from tokenkeys.drivers.p11 import discovery
+
+    try:
+        tpm = start_tpm(tmp_path_factory.mktemp("tpm2"))
+    except Unavailable as exc:
+        pytest.skip(f"TPM 2.0 (swtpm + tpm2-pkcs11) cannot run here: {exc}")
+    saved = {k: os.environ.get(k) for k in tpm.env}
+    os.environ.update(tpm.env)
+    for (module, _), port in list(discovery._PORTS.items()):
+        if module == os.path.realpath(TPM2_MODULE):
+            port.reinitialise()  # loaded by a module scan before: read the TCTI again
+    yield tpm
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    tpm.stop()
+
+
+def new_tpm_token(tpm: Any, prefix: str = "tpm") -> str:
+    """A new token on the emulated TPM (C_InitToken on its empty slot): its label."""
+    from tokenkeys.drivers.p11.admin import init_token
+    from tokenkeys.types import Secret
+
+    label = f"{prefix}-{os.getpid()}-{next(_counter)}"
+    init_token(tpm.module, label, Secret(tpm.so_pin), Secret(tpm.pin))
+    return label
+
+
+@pytest.fixture(scope="session")
+def opencryptoki() -> Iterator[Any]:
+    """pkcsslotd and opencryptoki's software token (one per machine: `serial` tests
+    only). Started if it is not running, and then stopped at the end."""
+    from tests.devices.harness import Unavailable, start_opencryptoki
+
+    try:
+        ock = start_opencryptoki()
+    except Unavailable as exc:
+        pytest.skip(f"opencryptoki cannot run here: {exc}")
+    yield ock
+    ock.stop()
+
+
+def reset_opencryptoki(ock: Any) -> str:
+    """The software token, emptied: its URI. An uninitialised slot is initialised
+    (C_InitToken, C_InitPIN); the tests' own token has every object destroyed; a
+    token the tests did not make is a skip, never wiped."""
+    from tests.devices.harness import OCK_SLOT
+    from tokenkeys.drivers.p11 import ck, discovery
+
+    port = discovery.port_for(ock.module, "pykcs11")
+    st = port.token(OCK_SLOT)
+    fresh = not st.flags & ck.CKF_TOKEN_INITIALIZED
+    if not fresh and st.label.strip() != ock.label:
+        pytest.skip(f"opencryptoki's software token (slot {OCK_SLOT}) is {st.label.strip()!r}, "
+                    f"not made by the tests ({ock.label!r}): it is not wiped")
+    if fresh:
+        port.init_token(OCK_SLOT, ock.so_pin, ock.label)
+    session = port.open_session(OCK_SLOT)
+    try:
+        if fresh:
+            session.login(ock.so_pin, True)
+            session.init_pin(ock.pin)
+            session.logout()
+        session.login(ock.pin, False)
+        for obj in session.find({}):
+            session.destroy(obj)
+        session.logout()
+    finally:
+        session.close()
+    return str(ock.uri)
+
+
 @pytest.fixture
 def token_label(softhsm: SoftHSM) -> str:
     """A brand-new, uniquely labelled, empty token for one test."""
@@ -190,6 +276,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "smartcard" in item.path.parts:
             item.add_marker(pytest.mark.smartcard)
+        if "opencryptoki" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.serial)  # one software token per machine
 
 
 def token_with_key(softhsm: SoftHSM, label: str) -> tuple[str, x509.Certificate]:

@@ -25,6 +25,7 @@ HASH_OF = {ck.CKM_SHA_1: hashes.SHA1, ck.CKM_SHA256: hashes.SHA256, ck.CKM_SHA38
            ck.CKM_SHA512: hashes.SHA512, ck.CKM_SHA224: hashes.SHA224}
 SIGN_HASH = {ck.CKM_SHA256_RSA_PKCS: hashes.SHA256, ck.CKM_SHA384_RSA_PKCS: hashes.SHA384,
              ck.CKM_SHA1_RSA_PKCS: hashes.SHA1, ck.CKM_SHA512_RSA_PKCS: hashes.SHA512}
+ECDSA_HASH = {ck.CKM_ECDSA_SHA256: hashes.SHA256, ck.CKM_ECDSA_SHA384: hashes.SHA384}
 MECHANISMS = frozenset({"RSA_PKCS_KEY_PAIR_GEN", "EC_KEY_PAIR_GEN", "RSA_PKCS", "RSA_X_509",
                         "RSA_PKCS_OAEP", "SHA256_RSA_PKCS", "ECDSA", "ECDH1_DERIVE"})
 
@@ -55,6 +56,8 @@ class FakeDevice:
     keygen_needs_so: bool = False  # key generation answers USER_NOT_LOGGED_IN to the user
     login_answer: str | None = None  # e.g. "CKR_USER_NOT_LOGGED_IN" for a wrong PIN
     logins: list[tuple[str | None, bool]] = field(default_factory=list)
+    mechanisms: frozenset[str] = MECHANISMS  # what the device lists
+    signed_with: list[int] = field(default_factory=list)  # the CKM of each C_Sign
     _next: int = 1
 
     def check(self, op: str) -> None:
@@ -181,9 +184,19 @@ class FakeSession:
 
     def sign(self, key: int, mech: Mech, data: bytes) -> bytes:
         self.d.check("sign")
+        self.d.signed_with.append(mech.mechanism)
         k = self._key(key)
         if mech.mechanism in SIGN_HASH:
             return bytes(k.sign(data, padding.PKCS1v15(), SIGN_HASH[mech.mechanism]()))
+        if mech.mechanism == ck.CKM_RSA_PKCS:  # EMSA-PKCS1-v1_5 over the caller's DigestInfo
+            size = (k.key_size + 7) // 8
+            block = b"\x00\x01" + b"\xff" * (size - 3 - len(data)) + b"\x00" + data
+            n = k.private_numbers()
+            return pow(int.from_bytes(block, "big"), n.d, n.public_numbers.n).to_bytes(size, "big")
+        if mech.mechanism in ECDSA_HASH:
+            h0 = hashes.Hash(ECDSA_HASH[mech.mechanism]())
+            h0.update(data)
+            data = h0.finalize()
         h = {32: hashes.SHA256(), 48: hashes.SHA384(), 64: hashes.SHA512()}[len(data)]
         r, s = decode_dss_signature(k.sign(data, ec.ECDSA(Prehashed(h))))
         size = (k.curve.key_size + 7) // 8
@@ -223,7 +236,7 @@ class FakePort:
         return SlotToken(slot, d.label, d.manufacturer, d.model, d.serial, d.flags, 6, 8)
 
     def mechanisms(self, slot: int) -> frozenset[str]:
-        return MECHANISMS
+        return self.device.mechanisms
 
     def mechanism_info(self, slot: int, mechanism: int) -> MechInfo | None:
         return MechInfo(1024, 4096, 0) if mechanism in (

@@ -1,6 +1,10 @@
-"""The driver contract, run against every combination: the software keystore, and
-the one PKCS#11 token on SoftHSM2 through python-pkcs11 and through PyKCS11.
-(PyKCS11 on the emulated card: tests/smartcard; the fake port: test_fake_port.py.)
+"""The driver contract, run against every combination: the software keystore, the
+one PKCS#11 token on SoftHSM2 through python-pkcs11 and through PyKCS11, on an
+emulated TPM 2.0 (tpm2-pkcs11) and on opencryptoki's software token. (PyKCS11 on
+the emulated card: tests/smartcard; the fake port: test_fake_port.py.)
+
+What a device does not offer (EC on opencryptoki, ECDH on the TPM) is skipped,
+naming the missing mechanism from the device's own list.
 
 Everything above the driver layer relies on exactly these behaviours.
 """
@@ -19,10 +23,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tests.cli.share_support import FAST_KDF
+from tests.conftest import new_tpm_token, reset_opencryptoki
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token, software
+from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.drivers.software import SoftwareToken
-from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound, PinIncorrect, TokenKeysError
+from tokenkeys.errors import (
+    DeviceError,
+    KeyExists,
+    KeyNotFound,
+    MechanismUnsupported,
+    PinIncorrect,
+    TokenKeysError,
+)
 from tokenkeys.services import token_keys
 from tokenkeys.types import Algorithm, PinSource, Secret
 
@@ -30,7 +43,9 @@ PIN = "123456"
 SOFT_PIN = "contract keystore PIN"  # the software keystore refuses short PINs
 
 
-@pytest.fixture(params=["software", "python-pkcs11", "pykcs11"])
+# "tpm2" and "opencryptoki" are devices, through python-pkcs11 (their default binding).
+@pytest.fixture(params=["software", "python-pkcs11", "pykcs11", "tpm2",
+                        pytest.param("opencryptoki", marks=pytest.mark.serial)])
 def binding(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -42,12 +57,32 @@ def token_uri(binding: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
         with mock.patch.object(software, "ARGON2ID", FAST_KDF):  # cheap; see share_support
             SoftwareToken.init(tmp_path / "ks", "contract", Secret(SOFT_PIN))
         return f"soft:{tmp_path / 'ks'}"
+    if binding == "tpm2":
+        tpm = request.getfixturevalue("tpm2")
+        return str(tpm.uri(new_tpm_token(tpm, "contract")))
+    if binding == "opencryptoki":
+        return reset_opencryptoki(request.getfixturevalue("opencryptoki"))
     softhsm: Any = request.getfixturevalue("softhsm")
     return str(softhsm.uri(request.getfixturevalue("token_label")))
 
 
 def _open(uri: str, binding: str) -> Token:
-    return open_token(uri, Config(), binding=None if binding == "software" else binding)
+    device = binding in ("software", "tpm2", "opencryptoki")
+    return open_token(uri, Config(), binding=None if device else binding)
+
+
+def _needs(token: Token, *mechanisms: str) -> None:
+    """Skip, naming what the device lacks (its own mechanism list)."""
+    missing = [m for m in mechanisms if m not in token.mechanisms()]
+    if missing:
+        pytest.skip(f"{token.info().label}: the device offers no {', '.join(missing)}")
+
+
+def _ec_or_rsa(token: Token) -> Algorithm:
+    """EC P-256 where the device makes EC encryption keys, else RSA-2048."""
+    mechs = token.mechanisms()
+    return (Algorithm.EC_P256 if {"EC_KEY_PAIR_GEN", "ECDH1_DERIVE"} <= mechs
+            else Algorithm.RSA2048)
 
 
 @pytest.fixture
@@ -65,6 +100,8 @@ def _pins(pin: str, tmp_path: Path) -> PinSource:
 
 @pytest.mark.parametrize("algorithm", [Algorithm.RSA2048, Algorithm.EC_P256, Algorithm.EC_P384])
 def test_generate_signs_certificate_on_token(token: Token, algorithm: Algorithm) -> None:
+    if not algorithm.is_rsa:
+        _needs(token, "EC_KEY_PAIR_GEN", "ECDH1_DERIVE")
     record = token_keys.generate_key(token, "bid-key", cn="Buyer CN", algorithm=algorithm, days=60)
     key = token.find_key(label="bid-key")
     cert = key.certificate
@@ -86,13 +123,20 @@ def test_generate_signs_certificate_on_token(token: Token, algorithm: Algorithm)
 
 
 def test_shareable_key_is_extractable(token: Token) -> None:
-    token_keys.generate_key(token, "shared", algorithm=Algorithm.EC_P256, shareable=True)
+    if isinstance(token, P11Token) and "AES_KEY_WRAP_PAD" not in token.mechanisms():
+        # A key this device cannot wrap out could never be shared: refused, nothing made.
+        with pytest.raises(MechanismUnsupported, match="AES_KEY_WRAP_PAD"):
+            token_keys.generate_key(token, "shared", algorithm=Algorithm.RSA2048,
+                                    shareable=True)
+        assert token.list_keys() == []
+        return
+    token_keys.generate_key(token, "shared", algorithm=_ec_or_rsa(token), shareable=True)
     assert token.find_key(label="shared").extractable
 
 
 def test_find_list_delete(token: Token) -> None:
-    token_keys.generate_key(token, "a", algorithm=Algorithm.EC_P256)
-    token_keys.generate_key(token, "b", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "a", algorithm=_ec_or_rsa(token))
+    token_keys.generate_key(token, "b", algorithm=_ec_or_rsa(token))
     assert sorted(k.label for k in token.list_keys()) == ["a", "b"]
     b = token.find_key(label="b")
     assert token.find_key(key_id=b.id).label == "b"
@@ -105,10 +149,10 @@ def test_find_list_delete(token: Token) -> None:
 
 
 def test_duplicate_name_changes_nothing(token: Token) -> None:
-    token_keys.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "dup", algorithm=_ec_or_rsa(token))
     before = [(k.label, k.id) for k in token.list_keys()]
     with pytest.raises(KeyExists):
-        token_keys.generate_key(token, "dup", algorithm=Algorithm.EC_P256)
+        token_keys.generate_key(token, "dup", algorithm=_ec_or_rsa(token))
     assert [(k.label, k.id) for k in token.list_keys()] == before
 
 
@@ -128,6 +172,7 @@ def test_rsa_decrypt_every_padding(token: Token) -> None:
 
 
 def test_ecdh_matches_software(token: Token) -> None:
+    _needs(token, "EC_KEY_PAIR_GEN", "ECDH1_DERIVE")
     token_keys.generate_key(token, "ec", algorithm=Algorithm.EC_P384)
     key = token.find_key(label="ec")
     assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
@@ -136,10 +181,14 @@ def test_ecdh_matches_software(token: Token) -> None:
 
 
 def test_sign_verifies(token: Token) -> None:
-    token_keys.generate_key(token, "s", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "s", algorithm=_ec_or_rsa(token))
     key = token.find_key(label="s")
-    assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
-    key.public_key.verify(key.sign(b"data", hashes.SHA256()), b"data", ec.ECDSA(hashes.SHA256()))
+    for algorithm in (hashes.SHA256(), hashes.SHA384()):
+        signature = key.sign(b"data", algorithm)
+        if isinstance(key.public_key, ec.EllipticCurvePublicKey):
+            key.public_key.verify(signature, b"data", ec.ECDSA(algorithm))
+        else:
+            key.public_key.verify(signature, b"data", padding.PKCS1v15(), algorithm)
 
 
 def test_wrong_pin(token_uri: str, binding: str, tmp_path: Path) -> None:
@@ -152,7 +201,7 @@ def test_wrong_pin(token_uri: str, binding: str, tmp_path: Path) -> None:
 def test_generation_failing_half_way_leaves_nothing(token: Token,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The certificate cannot be stored: the new key pair is destroyed again."""
-    token_keys.generate_key(token, "kept", algorithm=Algorithm.EC_P256)
+    token_keys.generate_key(token, "kept", algorithm=_ec_or_rsa(token))
     before = [(k.label, k.id) for k in token.list_keys()]
 
     def refuse(*_: object) -> None:
@@ -160,7 +209,7 @@ def test_generation_failing_half_way_leaves_nothing(token: Token,
 
     monkeypatch.setattr(token, "store_certificate", refuse)
     with pytest.raises(DeviceError, match="simulated"):
-        token_keys.generate_key(token, "doomed", algorithm=Algorithm.EC_P256)
+        token_keys.generate_key(token, "doomed", algorithm=_ec_or_rsa(token))
     assert [(k.label, k.id) for k in token.list_keys()] == before
     with pytest.raises(KeyNotFound):
         token.find_key(label="doomed")

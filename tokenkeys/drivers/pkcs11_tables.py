@@ -6,7 +6,7 @@ Numbers are from the PKCS#11 v2.40 headers, so no binding is imported here.
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -49,13 +49,6 @@ def tries_left(flags: int) -> str | None:
     """After a failed C_Login: what the token says about the remaining tries, or None."""
     words = token_flag_words(flags)
     return next((hint for word, hint in PIN_TRIES_WORDS if word in words), None)
-
-
-def digest(data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
-    """CKM_ECDSA signs a digest computed by the caller."""
-    h = hashes.Hash(algorithm)
-    h.update(data)
-    return h.finalize()
 
 
 def ecdsa_der(raw: bytes) -> bytes:

@@ -116,6 +116,13 @@ def generate_key(
     if not 1 <= days <= keyalg.MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
     check_common_name(cn or name)
+    mechanisms = token.mechanisms()
+    if not algorithm.is_rsa and "EC_KEY_PAIR_GEN" in mechanisms \
+            and "ECDH1_DERIVE" not in mechanisms:
+        # It could sign (a CA key can: `ca create`), but never open a bid.
+        raise MechanismUnsupported(
+            f"an {algorithm.value} encryption key (opening ECDH envelopes needs "
+            "CKM_ECDH1_DERIVE)", ["RSA keys (--algorithm rsa2048 or rsa3072)"])
     try:
         key = generate_named(
             token, name, algorithm,

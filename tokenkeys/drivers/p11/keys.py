@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Runner
 from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, negotiator_for
+from tokenkeys.drivers.negotiate_sign import sign_plan
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import REFUSALS, CkrError
 from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
 from tokenkeys.drivers.p11.profiles import Profile
-from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
+from tokenkeys.drivers.pkcs11_tables import ec_point_of, ecdsa_der
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.types import KeyType
 from tokenkeys.uri import Pkcs11Uri
@@ -111,6 +112,7 @@ class P11Key(KeyHandle):
         self._token_uri = token_uri
         self.mechanisms = mechanisms
         self.last_decrypt = ""  # the device mechanism of the last decryption (tests, doctor)
+        self.last_sign = ""  # how the last signature was made (negotiate_sign.SignPlan.path)
         self._run: Runner = _here
         self._negotiator = negotiator_for(self, public_key, mechanisms, owner.profile.oaep)
 
@@ -199,19 +201,16 @@ class P11Key(KeyHandle):
             raise MechanismUnsupported(
                 f"signing with key {self.label!r} (id {self.id.hex()}, CKA_SIGN false)",
                 ["decrypt" if self.key_type is KeyType.RSA else "derive"])
-        what = f"signing with {self.label!r}"
+        plan = sign_plan(self.key_type, algorithm.name, self.mechanisms,
+                         self._owner.profile.sign_avoid)
+        mech = Mech(getattr(ck, f"CKM_{plan.mechanism}"))
+        payload = plan.payload(data, algorithm)
         session = self._owner.session()
-        if self.key_type is KeyType.RSA:
-            mech = templates.RSA_SIGN.get(algorithm.name)
-            if mech is None:
-                raise MechanismUnsupported(f"RSA PKCS#1 v1.5 with {algorithm.name}",
-                                           list(templates.RSA_SIGN))
-            return bytes(self._device(lambda: session.sign(self._key(), Mech(mech), data),
-                                      what, sorted(self.mechanisms)))
-        value = digest(data, algorithm)
-        rs = bytes(self._device(lambda: session.sign(self._key(), Mech(ck.CKM_ECDSA), value),
-                                what, sorted(self.mechanisms)))
-        return ecdsa_der(rs)
+        sig = bytes(self._device(lambda: session.sign(self._key(), mech, payload),
+                                 f"signing with {self.label!r}", sorted(self.mechanisms)))
+        self.last_sign = plan.path
+        # PKCS#11 gives ECDSA as r||s, with or without hashing on the device.
+        return sig if self.key_type is KeyType.RSA else ecdsa_der(sig)
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         if not isinstance(self.public_key, ec.EllipticCurvePublicKey):

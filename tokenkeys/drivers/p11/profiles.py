@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from tokenkeys.drivers.negotiate import SHA1_ONLY, OaepParams
 from tokenkeys.drivers.p11.ckr import CKR, MAYBE_REMOVED, PADDING_OUTCOME
 
+# What doctor calls a device, by the kind of thing it is.
+HSM, TPM, SMARTCARD, SOFTWARE = "HSM", "TPM", "smartcard", "software"
+
 
 @dataclass(frozen=True)
 class Profile:
     name: str
+    device_class: str = HSM  # HSM, TPM, smartcard or software (doctor)
     # The CKA_ID the device gives a generated key (OpenPGP: 02); None: tokenkeys
     # chooses, CKA_ID = SHA-1 of the public key.
     keygen_slot: bytes | None = None
@@ -39,6 +43,9 @@ class Profile:
     # One certificate per key that a second write does not replace (OpenPGP: DO 7F21;
     # OpenSC answers CKR_GENERAL_ERROR): the old one is removed first.
     remove_certificate_first: bool = False
+    # Hash-and-sign mechanisms the device lists but that do not work: signing
+    # negotiation (negotiate_sign.py) hashes in software instead. Empty unless measured.
+    sign_avoid: frozenset[str] = frozenset()
 
     def is_padding_outcome(self, code: int) -> bool:
         """Does this answer to a decryption the device performed speak of the
@@ -48,7 +55,7 @@ class Profile:
 
 GENERIC = Profile("generic")
 OPENPGP = Profile(
-    "OpenPGP card (OpenSC)", keygen_slot=b"\x02", keygen_needs_so=True,
+    "OpenPGP card (OpenSC)", device_class=SMARTCARD, keygen_slot=b"\x02", keygen_needs_so=True,
     decryption_key_signs=False, decrypt_only_usage=True,
     tries_hint="more than one try left; this card reports only the final try",
     # C_DestroyObject "succeeds" but a new process still sees the key.
@@ -57,18 +64,40 @@ OPENPGP = Profile(
     remove_certificate_first=True,
 )
 SOFTHSM2 = Profile(
-    "SoftHSM2", oaep=SHA1_ONLY,  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
+    "SoftHSM2", device_class=SOFTWARE, oaep=SHA1_ONLY,  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
     # 2.6.1 answers every bad RSA block (v1.5 or OAEP, even a short one) this way.
     padding_codes=frozenset({CKR["CKR_GENERAL_ERROR"]}),
     removal_codes=frozenset(),  # files on disk: never pulled out
 )
+# tpm2-pkcs11 1.9: OAEP SHA-1..SHA-512 on the device, hash-and-sign RSA and ECDSA; no
+# ECDH, no extractable keys, no key wrapping. Its token reports the TPM chip's vendor:
+# swtpm says ("IBM", "SW   TPM"); a real chip is found by its module (MODULE_PROFILES).
+TPM2 = Profile(
+    "TPM 2.0 (tpm2-pkcs11)", device_class=TPM,
+    # It lists RSA_PKCS_OAEP for any parameters, but the TPM masks with the OAEP
+    # hash itself: another MGF1 hash answers CKR_GENERAL_ERROR and leaves swtpm in
+    # failure mode. Those go to raw RSA and software decoding.
+    oaep=frozenset((h, h, False) for h in ("sha1", "sha256", "sha384", "sha512")),
+)
+# opencryptoki 3.8 software token: no quirk either. It lacks CKM_SHA256_RSA_PKCS (it
+# says so, so negotiation signs a DigestInfo through CKM_RSA_PKCS) and EC.
+OPENCRYPTOKI_SW = Profile("opencryptoki software token", device_class=SOFTWARE)
 
 # (manufacturer, model or "" for any model) -> profile.
 PROFILES: dict[tuple[str, str], Profile] = {
     ("OpenPGP project", ""): OPENPGP,
     ("SoftHSM project", "SoftHSM v2"): SOFTHSM2,
+    ("IBM", "SW   TPM"): TPM2,
+    ("IBM Corp.", "IBM SoftTok"): OPENCRYPTOKI_SW,
 }
+# Module file name -> profile, for tokens no (manufacturer, model) row names (a TPM
+# reports its chip maker, any of several).
+MODULE_PROFILES: dict[str, Profile] = {"libtpm2_pkcs11.so": TPM2}
 
 
-def profile_for(manufacturer: str, model: str) -> Profile:
-    return PROFILES.get((manufacturer, model)) or PROFILES.get((manufacturer, ""), GENERIC)
+def profile_for(manufacturer: str, model: str, module: str = "") -> Profile:
+    found = PROFILES.get((manufacturer, model)) or PROFILES.get((manufacturer, ""))
+    if found is not None:
+        return found
+    name = module.rsplit("/", 1)[-1]
+    return MODULE_PROFILES.get(name.split(".so")[0] + ".so" if ".so" in name else name, GENERIC)

@@ -69,6 +69,8 @@ class Target(Protocol):
     def device_errors(self, what: str, offered: Sequence[str] = ()
                       ) -> contextlib.AbstractContextManager[None]: ...
 
+    def mechanisms(self) -> frozenset[str]: ...
+
 
 def child_environment() -> dict[str, str]:
     """This process's environment without the secrets (PINs, passphrase, password)."""
@@ -119,6 +121,11 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     profile = token.profile
     if profile.keygen_slot is not None and spec.shareable:
         raise UsageError("keys generated on this card never leave it: --shareable is refused")
+    if spec.shareable and "AES_KEY_WRAP_PAD" not in token.mechanisms():
+        # Sharing wraps the key out under CKM_AES_KEY_WRAP_PAD (share.py); without it
+        # an extractable key is only a weaker one (the TPM refuses them anyway).
+        raise MechanismUnsupported("--shareable (a key is shared wrapped under "
+                                   "CKM_AES_KEY_WRAP_PAD)", ["non-shareable keys"])
     if _label_taken(token, spec.label):
         raise KeyExists(f"a key or certificate labelled {spec.label!r} already exists")
     slot_id = profile.keygen_slot
@@ -139,6 +146,10 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     key_id = slot_id or os.urandom(20)
     mech, public_t, private_t = templates.keygen(spec, key_id,
                                                  decrypt_only=profile.decrypt_only_usage)
+    if private_t.get(ck.CKA_DERIVE) and "ECDH1_DERIVE" not in token.mechanisms():
+        # A device without ECDH (a TPM) makes an EC key that signs or derives, not
+        # both, and refuses a pair asking for both: ask for what it can use.
+        private_t[ck.CKA_DERIVE] = False
     _check_offered(token, spec, mech.mechanism)
     what = f"generating {spec.algorithm.value} key {spec.label!r}"
 

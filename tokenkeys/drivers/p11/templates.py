@@ -30,13 +30,6 @@ DECRYPT_ONLY: dict[KeyType, tuple[Template, Template]] = {
 }
 KEYGEN_MECH = {KeyType.RSA: ck.CKM_RSA_PKCS_KEY_PAIR_GEN, KeyType.EC: ck.CKM_EC_KEY_PAIR_GEN}
 CKK = {KeyType.RSA: ck.CKK_RSA, KeyType.EC: ck.CKK_EC}
-RSA_SIGN: dict[str, int] = {
-    "sha1": ck.CKM_SHA1_RSA_PKCS,
-    "sha224": ck.CKM_SHA224_RSA_PKCS,
-    "sha256": ck.CKM_SHA256_RSA_PKCS,
-    "sha384": ck.CKM_SHA384_RSA_PKCS,
-    "sha512": ck.CKM_SHA512_RSA_PKCS,
-}
 OAEP_HASH: dict[str, tuple[int, int]] = {
     "sha1": (ck.CKM_SHA_1, ck.CKG_MGF1_SHA1),
     "sha224": (ck.CKM_SHA224, ck.CKG_MGF1_SHA224),

@@ -55,7 +55,7 @@ class P11Token(Token):
         self.port = port
         self.module = port.module
         self.slot = st
-        self.profile: Profile = profile_for(st.manufacturer, st.model)
+        self.profile: Profile = profile_for(st.manufacturer, st.model, port.module)
         self._base_uri = discovery.token_uri(st, port.module)
         self.uri = str(self._base_uri)
         self._so_pins = so_pins

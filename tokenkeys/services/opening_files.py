@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from tokenkeys import errors
+from tokenkeys import errors, files
 from tokenkeys.envelope import Identity, open_envelope
 from tokenkeys.errors import (
     DeviceError,
@@ -135,12 +135,7 @@ def file_kind(path: Path) -> str:
         return "unreadable"
     if stat.S_ISLNK(mode):
         return "symbolic link" if path.exists() else "dangling symbolic link"
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "regular file"
+    return files.file_kind(mode)
 
 
 

@@ -129,9 +129,11 @@ def open_batch(
     allow_final_try: bool = False,
     announce: Callable[[str], None] | None = None,
     wait: float | None = None,
+    before_login: Callable[[], None] | None = None,
 ) -> list[FileResult]:
     """Open every pair into outdir. The PIN is read and checked once, before anything is written
-    (after the PIN flags: see services/login.py).
+    (after the PIN flags: see services/login.py). `before_login` runs once the token is
+    found, before its PIN is read (services.opening: the audit's start row).
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
@@ -141,6 +143,8 @@ def open_batch(
     if pins.pinpad and jobs > 1:
         raise UsageError("--jobs > 1 needs a PIN that can be reused; not with the PIN pad")
     with open_token(token_uri, config, wait=wait) as token:
+        if before_login is not None:
+            before_login()
         pin = login_service.login(token, pins, allow_final_try=allow_final_try,
                                   announce=announce)
         keys = token.list_keys()

@@ -211,3 +211,24 @@ def test_registry_opens_on_its_own_thread_while_the_token_is_found(
     done = run(config, sealed, tmp_path / "out", softhsm.pin)
     assert threads == ["tokenkeys-audit-start"] and done.counts["opened"] == ENVELOPES
     assert [r.event for r in audit(config)] == ["open-start", "open"]
+
+
+def test_jobs_workers_start_before_the_login(config: Config, softhsm: Any,
+                                             sealed: tuple[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --jobs, the worker processes are already starting when the parent logs in
+    (their interpreter start overlaps it); they get the PIN only after that login."""
+    import multiprocessing
+
+    from tokenkeys.services import login as login_service
+
+    real_login, seen = login_service.login, []
+
+    def login(*args: Any, **kwargs: Any) -> Any:
+        seen.append(len(multiprocessing.active_children()))
+        return real_login(*args, **kwargs)
+
+    monkeypatch.setattr(login_service, "login", login)
+    done = run(config, sealed, tmp_path / "out", softhsm.pin, jobs=2)
+    assert seen == [2] and done.counts["opened"] == ENVELOPES
+    assert multiprocessing.active_children() == []

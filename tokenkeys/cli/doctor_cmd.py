@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from tokenkeys.cli.context import App, pass_app
 from tokenkeys.cli.registry_opts import registry
 from tokenkeys.errors import DoctorProblems
+
+if TYPE_CHECKING:
+    from tokenkeys.services.device_caps import DeviceCaps
+
+
+def device_lines(app: App, device: DeviceCaps) -> None:
+    """The device's class and, per key type, what it can do (as measured)."""
+    app.say("  device class: {device_class}; {shares}".format(
+        device_class=device.device_class,
+        shares="shares keys (a --shareable key leaves wrapped)" if device.shares
+        else "does not share keys (no key wrapping)"))
+    for caps in device.key_types:
+        name = caps.key_type.value.upper()
+        if caps.sizes is None:
+            app.say(f"  {name}: no key generation")
+        else:
+            app.say("  {key_type}: generates {algorithms} ({low}-{high} bits)".format(
+                key_type=name, algorithms=", ".join(caps.algorithms) or "nothing tokenkeys "
+                "makes", low=caps.sizes[0], high=caps.sizes[1]))
+        for kind, route in caps.opens.items():
+            app.say(f"    opens {kind} through {route}")
+        if not caps.opens:
+            app.say("    opens nothing on this device")
+        app.say(f"    signs certificates through {caps.signs}"
+                if caps.signs else "    signs nothing: its certificate comes from a CA")
 
 
 @click.command()
@@ -42,6 +69,8 @@ def doctor(ctx: click.Context, app: App, days: int, tokens: tuple[str, ...]) -> 
             if rep.error is not None:
                 app.say(f"  error: {rep.error}")
                 continue
+            if rep.device is not None:
+                device_lines(app, rep.device)
             for mech, present in rep.mechanisms.items():
                 app.say(f"  {'ok ' if present else 'no '} {mech:22} {checks.RELEVANT[mech]}")
             for name, kinds in rep.opens.items():

@@ -30,6 +30,12 @@ def audit_hook(app: App, service: str | None) -> share.AuditHook:
                                    service_name(app, service))
 
 
+def locator(app: App) -> share.Locator:
+    from tokenkeys.services.access import open_registry
+
+    return share.registry_locator(lambda: open_registry(app.config))
+
+
 def _done(app: App, result: share.ShareResult, text: str) -> None:
     for warning in result.warnings:
         app.warn(warning)
@@ -123,6 +129,6 @@ def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, sha
                 user_pin(app, pin_file, pinpad)) as src, \
             opened(app, to_token, target_pins) as dst:
         result = share.copy_key(src, name_or_uri, dst, shareable=shareable,
-                                audit=audit_hook(app, service))
+                                audit=audit_hook(app, service), locates=locator(app))
     _done(app, result, f"copied key {result.key.designation!r} to {result.key.uri} "
                        "(test decryption passed; transport keys destroyed)")

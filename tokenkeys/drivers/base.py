@@ -22,8 +22,10 @@ from tokenkeys.errors import KeyNotFound, MultipleKeysFound, UsageError
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-# Label prefix of a key pair while it is being generated (services.keygen.generate_named
-# gives the designation last): deleting such a key also removes objects under its label.
+# Label prefix of a key pair that a run is still making (generation, renewal, device copy):
+# PROVISIONAL + NAME + ":" + 8 hex digits. The run gives it NAME only once the registry
+# has recorded it (services.interrupted); deleting such a key also removes objects under
+# its label.
 PROVISIONAL = "tokenkeys-provisional:"
 T = TypeVar("T")
 # Runs one device call and returns its result (e.g. on a dedicated thread).
@@ -173,6 +175,21 @@ class Token(ABC):
     @abstractmethod
     def delete(self, key: KeyHandle) -> None:
         """Delete the private key, public key and certificate of `key`."""
+
+    def provisional_objects(self) -> list[UnusableKey]:
+        """Every object whose label starts with PROVISIONAL, whatever its class, even a
+        lone public key or certificate (reason: what it is). Requires login."""
+        return [UnusableKey(k.label, k.id, "key pair") for k in self.list_keys()
+                if k.label.startswith(PROVISIONAL)]
+
+    def destroy_provisional(self, label: str) -> None:
+        """Destroy every object labelled exactly `label`, a provisional label (anything
+        else is refused). Requires login."""
+        if not label.startswith(PROVISIONAL):
+            raise UsageError(f"{label!r} is not a provisional label: nothing destroyed")
+        for key in self.list_keys():
+            if key.label == label:
+                self.delete(key)
 
     @abstractmethod
     def mechanisms(self) -> frozenset[str]:

@@ -1,10 +1,14 @@
-"""Crash-safe generation of a named key pair and its certificate (`key generate`, `ca create`).
+"""Crash-safe generation of a named key pair and its certificate (`key generate`,
+`key renew`, `ca create`).
 
 "Is the name free?" and the creation happen under one lock per token, between
-processes of this machine. The key carries a provisional label until its
-certificate is stored, so an interrupted run leaves a leftover that `key cleanup`
-finds, never a half-made key under its name. On any failure after generation
-the new objects are destroyed (not a card's fixed slot: it cannot be given back).
+processes of this machine. The key carries a provisional label (PROVISIONAL +
+name + ":" + 8 hex digits) until its certificate is stored and the registry has
+recorded it (`commit`); only then does it get its name. A run killed before the
+commit leaves a leftover the registry does not know, which `key cleanup` removes;
+one killed after it leaves a key the registry knows, which the rerun or `key
+cleanup` names (services.interrupted). On any failure before the commit the new
+objects are destroyed (not a card's fixed slot: it cannot be given back).
 """
 
 from __future__ import annotations
@@ -46,11 +50,28 @@ def fixed_slot(token: Token) -> bytes | None:
     return token.keygen_slot() if isinstance(token, SoAdministration) else None
 
 
+def provisional_label(name: str) -> str:
+    return f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
+
+
+def intended_name(label: str) -> str | None:
+    """The name a provisional label was made for (None: not a provisional label)."""
+    if not label.startswith(PROVISIONAL):
+        return None
+    name, sep, tail = label[len(PROVISIONAL):].rpartition(":")
+    return name if sep and name and len(tail) == 8 else None
+
+
 def generate_named(token: Token, name: str, algorithm: Algorithm,
                    certify: Callable[[KeyHandle], x509.Certificate | None], *,
-                   shareable: bool = False, replace: bool = False) -> KeyHandle:
+                   shareable: bool = False, replace: bool = False,
+                   commit: Callable[[KeyHandle], object] | None = None,
+                   undo: Callable[[KeyHandle], None] | None = None) -> KeyHandle:
     """Generate a key pair named `name` with the certificate `certify` makes for it
-    (None: the key awaits one from a CA). Requires login."""
+    (None: the key awaits one from a CA). `commit(key)` records it (the registry),
+    still under its provisional label; `undo(key)` replaces deleting it when a step
+    before the commit's end fails (it may keep a key the commit recorded after all).
+    Requires login."""
     if name.startswith(PROVISIONAL):
         raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
     store = require(token, CertificateStore, "storing certificates")
@@ -63,18 +84,20 @@ def generate_named(token: Token, name: str, algorithm: Algorithm,
         else:
             raise KeyExists(f"a key named {name!r} already exists on this token")
         # A card with a fixed key slot names the key itself: no provisional label.
-        label = name if slot is not None else f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
+        label = name if slot is not None else provisional_label(name)
         key = token.generate_keypair(KeySpec(label=label, algorithm=algorithm,
                                              shareable=shareable, replace=replace))
         try:
             cert = certify(key)
             if cert is not None:
                 store.store_certificate(key, cert)
-            if slot is None:
-                token.set_label(key, name)  # last: only a complete key carries the name
+            if commit is not None:
+                commit(key)
         except BaseException:
             if slot is None:  # a card's slot cannot be given back: keep what it holds
                 with contextlib.suppress(TokenKeysError):  # the original error matters more
-                    token.delete(key)
+                    (undo or token.delete)(key)
             raise
+        if slot is None:
+            token.set_label(key, name)  # last: only a complete, recorded key carries the name
     return key

@@ -48,6 +48,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import AtomicOutput
+from tokenkeys.services import interrupted, keygen
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
 from tokenkeys.services.token_keys import KeyRecord, describe, resolve_key
@@ -85,9 +86,12 @@ class ShareEvent:
     token: Token
     key: KeyHandle
     details: dict[str, object]
+    name: str | None = None  # the designation, where the key still has a provisional label
 
 
 AuditHook = Callable[[ShareEvent], None]
+# Whether the registry records a key (its CKA_ID) on a token: a copy's commit happened.
+Locator = Callable[[Token, bytes], bool]
 
 
 def record_share_event(audit: AuditHook | None, event: ShareEvent) -> None:
@@ -107,7 +111,7 @@ def registry_recorder(open_registry: Callable[[], Registry], service: str) -> Au
     def record(event: ShareEvent) -> None:
         from tokenkeys.services.keys import facts_for
 
-        facts = facts_for(event.token, event.key)
+        facts = facts_for(event.token, event.key, designation=event.name)
         with open_registry() as reg:
             if event.event != "share-export":
                 reg.add_key(service, facts, event.event, event.details)
@@ -119,6 +123,18 @@ def registry_recorder(open_registry: Callable[[], Registry], service: str) -> Au
                              details={**event.details, "token": event.token.uri})
 
     return record
+
+
+def registry_locator(open_registry: Callable[[], Registry]) -> Locator:
+    """Asks the registry whether it records a key (CKA_ID) at a token, in any service."""
+
+    def locates(token: Token, key_id: bytes) -> bool:
+        from tokenkeys.services.interrupted import rows_here
+
+        with open_registry() as reg:
+            return key_id.hex() in rows_here(reg, token)
+
+    return locates
 
 
 @dataclass(frozen=True)
@@ -232,13 +248,17 @@ def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
 
 
 @contextlib.contextmanager
-def _undo_on_failure(token: Token, key: KeyHandle) -> Iterator[None]:
-    """Destroy a newly created key if the block fails: nothing is left on the target."""
+def _undo_on_failure(token: Token, key: KeyHandle,
+                     locates: Locator | None = None) -> Iterator[None]:
+    """Destroy a newly created key if the block fails: nothing is left on the target,
+    unless the registry recorded it after all (its answer lost): then it stays,
+    provisional, for the rerun or `key cleanup` to name."""
     try:
         yield
     except BaseException:
         with contextlib.suppress(TokenKeysError):
-            token.delete(key)
+            if locates is None or not locates(token, key.id):
+                token.delete(key)
         raise
 
 
@@ -308,13 +328,34 @@ def _step(number: int) -> Iterator[None]:
                          ) from None
 
 
+def _resume_copy(target: Token, key: KeyHandle, locates: Locator | None) -> KeyHandle | None:
+    """What an interrupted copy of `key` left on the target: finished and returned if
+    the registry recorded it, else removed (None). Under the target's designation lock."""
+    key_id = keyalg.key_id(key.public_key)
+    left = sorted({o.label for o in target.provisional_objects() if o.id == key_id})
+    if not left:
+        return None
+    if locates is None:
+        raise KeyExists(f"an interrupted copy left key {left[0]!r} on {target.uri}: run "
+                        "`tokenkeys key cleanup` on that token, then copy again")
+    if locates(target, key_id):
+        return interrupted.finish(target, target.find_key(key_id=key_id))
+    for label in left:
+        target.destroy_provisional(label)
+    return None
+
+
 def copy_key(source: Token, name_or_uri: str, target: Token, *,
-             shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
+             shareable: bool = False, audit: AuditHook | None = None,
+             locates: Locator | None = None) -> ShareResult:
     """Copy a shareable key device to device; it is never in clear outside the devices.
 
     The target makes a transient RSA key pair; the source wraps the key under an
     ephemeral AES key and that key under the transport key; the target unwraps
     both. A test decryption follows; transient keys are destroyed on both sides.
+    The copy keeps a provisional label until `audit` has recorded it (the commit),
+    then takes the key's name. A rerun finds what an interrupted copy left: one
+    the registry records (`locates`) is finished, any other is removed first.
     """
     if source.uri == target.uri:
         raise UsageError("--token and --to-token name the same token")
@@ -324,30 +365,48 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
                      "wrapping a key for transport (source token)")
     receiver = require(target, KeyTransport,
                        "receiving a wrapped key (target token)")
-    _refuse_present(target, key.label, key.public_key, target.uri)
     chain = _chain(source, key)
+    with keygen.designation_lock(target):
+        finished = _resume_copy(target, key, locates)
+        if finished is not None:
+            stored = len(target.certificate_chain(finished)) if isinstance(
+                target, CertificateStore) else 0
+            return ShareResult(describe(finished), "copy", None, None, stored, source.uri,
+                               (f"finished the copy an interrupted run had recorded on "
+                                f"{target.uri}",))
+        _refuse_present(target, key.label, key.public_key, target.uri)
+        copy = _copy(sender, receiver, key, cert, chain, target, shareable=shareable,
+                     audit=audit, locates=locates, source_uri=source.uri)
+    stored = len(chain) if isinstance(target, CertificateStore) else 0
+    return ShareResult(describe(copy), "copy", None, None, stored, source.uri)
+
+
+def _copy(sender: KeyTransport, receiver: KeyTransport, key: KeyHandle,
+          cert: x509.Certificate, chain: list[x509.Certificate], target: Token, *,
+          shareable: bool, audit: AuditHook | None, locates: Locator | None,
+          source_uri: str) -> KeyHandle:
     with _step(0):
         transport: TransportKey = receiver.create_transport_key()
     try:
         with _step(1):
             wrapped = sender.wrap_for_transport(key, transport.public_key)
         with _step(2):
-            copy = receiver.unwrap_transported(transport, wrapped, label=key.label,
+            copy = receiver.unwrap_transported(transport, wrapped,
+                                               label=keygen.provisional_label(key.label),
                                                shareable=shareable)
-        with _undo_on_failure(target, copy):
+        with _undo_on_failure(target, copy, locates):
             with _step(3):
                 _store_certificate(target, copy, cert, chain)
             with _step(4):
                 check_decryption(copy)
             record_share_event(audit, ShareEvent("share-copy", target, copy, {
-                "ckaid": key.id.hex(), "from": source.uri, "to": target.uri,
-                "shareable": shareable}))
+                "ckaid": key.id.hex(), "from": source_uri, "to": target.uri,
+                "shareable": shareable}, name=key.label))
+        target.set_label(copy, key.label)  # last: only a complete, recorded copy has the name
     except BaseException:
         with contextlib.suppress(TokenKeysError):  # the first failure is the one to report
             receiver.destroy_transport_key(transport)
         raise
     with _step(5):
         receiver.destroy_transport_key(transport)
-    stored = len(chain) if isinstance(target, CertificateStore) else 0
-    return ShareResult(describe(copy), "copy", None, None, stored, source.uri)
-
+    return copy

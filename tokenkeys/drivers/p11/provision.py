@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
+from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey, UnusableKey
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import CkrError, ckr_errors, to_error
 from tokenkeys.drivers.p11.keys import read_public_key
@@ -222,17 +222,54 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
 
 
 def set_label(token: Target, key: KeyHandle, label: str) -> None:
-    """Give every object of `key` the label `label` (the certificate last)."""
+    """Give every object of `key` the label `label`, the private key last: while it
+    keeps its old label the rename is not complete, and running it again finishes it
+    (an object already renamed keeps its name and chain suffix)."""
+    def renamed(old: str) -> str | None:
+        if old == label or old.startswith(label + CHAIN_MARK):
+            return None  # done by an earlier, interrupted rename
+        return label + old[len(key.label):] if old.startswith(key.label) else label
+
     def write() -> None:
-        for cls in (ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_CERTIFICATE):
+        for cls in (ck.CKO_CERTIFICATE, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY):
             for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id}):
-                old = token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or ""
-                new = label + old[len(key.label):] if old.startswith(key.label) else label
-                with ckr_errors(f"renaming {key.label!r}"):
-                    token.session().set(obj, {ck.CKA_LABEL: new})
+                new = renamed(token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")
+                if new is not None:
+                    with ckr_errors(f"renaming {key.label!r}"):
+                        token.session().set(obj, {ck.CKA_LABEL: new})
 
     token.writing(write)
     key.label = label
+
+
+def provisional_objects(token: Target) -> list[UnusableKey]:
+    """Objects of every key class under a provisional label: what an interrupted run
+    left, even a lone public key, private key or certificate."""
+    kinds = {ck.CKO_PRIVATE_KEY: "private key", ck.CKO_PUBLIC_KEY: "public key",
+             ck.CKO_CERTIFICATE: "certificate"}
+    found = []
+    for cls, kind in kinds.items():
+        for obj in token.find({ck.CKA_CLASS: cls}):
+            with ckr_errors("reading object labels"):
+                a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID])
+            label = a[ck.CKA_LABEL] or ""
+            if label.startswith(PROVISIONAL):
+                found.append(UnusableKey(label=label, id=a[ck.CKA_ID] or b"", reason=kind))
+    return found
+
+
+def destroy_provisional(token: Target, label: str) -> None:
+    """Destroy every key-class object labelled `label`, which must be provisional."""
+    if not label.startswith(PROVISIONAL):
+        raise UsageError(f"{label!r} is not a provisional label: nothing destroyed")
+
+    def destroy() -> None:
+        for cls in KEY_CLASSES:
+            for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_LABEL: label}):
+                with ckr_errors(f"deleting {label!r}"):
+                    token.session().destroy(obj)
+
+    token.writing(destroy)
 
 
 def delete(token: Target, key: KeyHandle) -> None:

@@ -331,6 +331,12 @@ class P11Token(Token):
     def delete(self, key: KeyHandle) -> None:
         provision.delete(self, key)
 
+    def provisional_objects(self) -> list[UnusableKey]:
+        return provision.provisional_objects(self)
+
+    def destroy_provisional(self, label: str) -> None:
+        provision.destroy_provisional(self, label)
+
     # --- KeyExport, KeyImport, KeyTransport (share.py) ------------------------
     def export_private_key(self, key: KeyHandle) -> bytearray:
         """PKCS#8 of a shareable key, wrapped out under an ephemeral AES key and

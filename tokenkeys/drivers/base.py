@@ -191,6 +191,16 @@ class Token(ABC):
             if key.label == label:
                 self.delete(key)
 
+    def blank_objects(self) -> list[UnusableKey]:
+        """Objects with no label, no id and no value: what a process killed inside the
+        device's object creation leaves (reason: what it is). Requires login."""
+        return []
+
+    def destroy_blank(self) -> None:
+        """Destroy the objects blank_objects() lists. Requires login."""
+        for _ in self.blank_objects():  # a driver that lists some destroys them
+            raise UsageError("this driver cannot destroy half-written objects")
+
     @abstractmethod
     def mechanisms(self) -> frozenset[str]:
         """Mechanism names (CKM_… without the prefix, e.g. 'RSA_PKCS_OAEP')."""

@@ -8,19 +8,25 @@ decides, after any kill:
   CKA_ID) was committed: it is *finished*, given the name its label was made for;
 - every other provisional object (a key pair, a lone public or private key, a
   certificate) was never recorded: it is *removed*.
-Objects under any other label are never touched.
+Objects under any other label are never touched, except objects that hold nothing at
+all (no label, no id, no key or certificate value): what a process killed inside the
+device's own object creation leaves, listed and removed as "half-written".
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, Token, UnusableKey
 from tokenkeys.errors import KeyNotFound
-from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.services.keygen import designation_lock, intended_name
 
+if TYPE_CHECKING:  # SQLAlchemy is imported only by the commands that use the registry
+    from tokenkeys.registry import KeyRow, Registry
+
+HALF_WRITTEN = "(half-written objects)"
 # A provisional label, and what a certificate chain adds after it ("/chain-01").
 _STEM = re.compile(re.escape(PROVISIONAL) + r".*:[0-9a-f]{8}", re.DOTALL)
 
@@ -74,6 +80,9 @@ def survey(registry: Registry, token: Token) -> list[Leftover]:
         out.append(Leftover(label, ids, tuple(sorted(o.reason for o in objects)),
                             intended_name(label),
                             tuple(sorted({f"{r.service}/{r.designation}" for r in rows}))))
+    blank = token.blank_objects()
+    if blank:
+        out.append(Leftover(HALF_WRITTEN, (), tuple(sorted(o.reason for o in blank)), None))
     return out
 
 
@@ -100,6 +109,9 @@ def settle(registry: Registry, token: Token, found: list[Leftover]) -> list[Left
                         finish(token, token.find_key(key_id=bytes.fromhex(key_id)))
                     except KeyNotFound:
                         continue  # its objects are gone: nothing of it to name
+                done.append(leftover)
+            elif leftover.label == HALF_WRITTEN:
+                token.destroy_blank()
                 done.append(leftover)
             elif not leftover.recorded_as:
                 for label in sorted({o.label for o in token.provisional_objects()

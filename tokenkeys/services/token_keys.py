@@ -150,7 +150,8 @@ def key_inventory(token: Token, *, include_all: bool = False
         seen = {(k.label, k.id) for k in keys} | {(b.label, b.id) for b in unusable}
         bad += [describe_unusable(UnusableKey(o.label, o.id, f"leftover of an interrupted run "
                                               f"({o.reason}); see key cleanup"))
-                for o in token.provisional_objects() if (o.label, o.id) not in seen]
+                for o in token.provisional_objects() + token.blank_objects()
+                if (o.label, o.id) not in seen]
     return [(k, describe(k, now, mechanisms)) for k in shown], bad
 
 

@@ -258,6 +258,41 @@ def provisional_objects(token: Target) -> list[UnusableKey]:
     return found
 
 
+_MATERIAL = {ck.CKO_PRIVATE_KEY: (ck.CKA_MODULUS, ck.CKA_EC_PARAMS),
+             ck.CKO_PUBLIC_KEY: (ck.CKA_MODULUS, ck.CKA_EC_POINT),
+             ck.CKO_CERTIFICATE: (ck.CKA_VALUE,)}
+
+
+def _blank(token: Target) -> list[tuple[Any, str]]:
+    """Key-class objects with no label, no id and no key or certificate value: what a
+    process killed inside C_GenerateKeyPair or C_CreateObject leaves (SoftHSM2 writes
+    the defaults first, then the template). They hold nothing anyone could use."""
+    kinds = {ck.CKO_PRIVATE_KEY: "half-written private key",
+             ck.CKO_PUBLIC_KEY: "half-written public key",
+             ck.CKO_CERTIFICATE: "half-written certificate"}
+    found = []
+    for cls, material in _MATERIAL.items():
+        for obj in token.find({ck.CKA_CLASS: cls}):
+            with ckr_errors("reading objects"):
+                a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID, *material])
+            if not any(a.values()):
+                found.append((obj, kinds[cls]))
+    return found
+
+
+def blank_objects(token: Target) -> list[UnusableKey]:
+    return [UnusableKey(label="", id=b"", reason=kind) for _, kind in _blank(token)]
+
+
+def destroy_blank(token: Target) -> None:
+    def destroy() -> None:
+        for obj, _ in _blank(token):
+            with ckr_errors("deleting a half-written object"):
+                token.session().destroy(obj)
+
+    token.writing(destroy)
+
+
 def destroy_provisional(token: Target, label: str) -> None:
     """Destroy every key-class object labelled `label`, which must be provisional."""
     if not label.startswith(PROVISIONAL):

@@ -337,6 +337,12 @@ class P11Token(Token):
     def destroy_provisional(self, label: str) -> None:
         provision.destroy_provisional(self, label)
 
+    def blank_objects(self) -> list[UnusableKey]:
+        return provision.blank_objects(self)
+
+    def destroy_blank(self) -> None:
+        provision.destroy_blank(self)
+
     # --- KeyExport, KeyImport, KeyTransport (share.py) ------------------------
     def export_private_key(self, key: KeyHandle) -> bytearray:
         """PKCS#8 of a shareable key, wrapped out under an ephemeral AES key and

@@ -75,7 +75,9 @@ def inline_commands() -> Iterator[tuple[str, str]]:
         text = re.sub(r"```.*?```", "", text, flags=re.S)
         for m in re.finditer(r"`(tokenkeys [^`]+)`", text):
             yield path.name, m.group(1)
-        groups = [n for n, c in cli_main.cli.commands.items() if isinstance(c, click.Group)]
+        root = click.Context(cli_main.cli)
+        groups = [n for n in cli_main.cli.list_commands(root)
+                  if isinstance(cli_main.cli.get_command(root, n), click.Group)]
         # Bold spans are quoted messages (rule 2), not commands.
         for m in re.finditer(r"(?<!\*\*)`((?:{}) [a-z][a-z-]*)\b[^`]*`".format(
                 "|".join(groups)), text):

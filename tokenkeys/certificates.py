@@ -1,5 +1,5 @@
 """Plain X.509 helpers: the one certificate builder and its keyUsage rule,
-fingerprint, common name, validity status, writing a file.
+fingerprint, common name (and its checks), validity status, writing a file.
 
 Nothing here touches a device: the registry and the CLI use these without
 loading a driver. The signer that signs on a device is services/signing.py.
@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from asn1crypto import x509 as a1x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
+from tokenkeys.errors import CertificateRefused, UsageError
 from tokenkeys.files import write_atomic
 
 EXPIRING_DAYS = 30
@@ -101,9 +105,71 @@ def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+MAX_CN = 64  # RFC 5280's ub-common-name
+MAX_NAME_VALUE = 256  # any other attribute of a subject tokenkeys takes in
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # control, format, line/paragraph separators
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 24 else text[:24] + "...")
+
+
+def check_common_name(cn: str) -> str:
+    """`cn`, once it fits a certificate: 1 to 64 characters, none of them a control
+    character. Checked before any key is generated or anything signed."""
+    if not cn.strip():
+        raise UsageError("the certificate's CN must not be empty")
+    if len(cn) > MAX_CN:
+        raise UsageError(f"the CN {_shown(cn)} has {len(cn)} characters: a certificate's CN "
+                         f"holds at most {MAX_CN} (RFC 5280); give a shorter --cn (the CN "
+                         "is the key's --name when no --cn is given)")
+    if any(unicodedata.category(ch) in _HIDDEN for ch in cn):
+        raise UsageError(f"the CN {_shown(cn)} holds control characters: a certificate's CN "
+                         "is printable text")
+    return cn
+
+
+def common_name(cn: str) -> x509.Name:
+    """The subject CN=`cn`, checked (check_common_name)."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, check_common_name(cn))])
+
+
+def check_subject_text(cert: x509.Certificate) -> None:
+    """Refuse a certificate tokenkeys takes in (`key import-cert`, `key adopt --cert`,
+    `share import`) whose subject holds control characters, a CN over 64 characters
+    or another value over 256: such names would be shown on every `key list`.
+    Read with asn1crypto, which emits no warning on oversized names."""
+    try:
+        subject = a1x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))[
+            "tbs_certificate"]["subject"]
+        values = [(a["type"].native, a["value"].native) for rdn in subject.chosen for a in rdn]
+    except Exception:  # asn1crypto raises ValueError, TypeError... on odd input
+        raise CertificateRefused("the certificate's subject cannot be read: nothing was "
+                                 "changed") from None
+    for kind, value in values:
+        text = value if isinstance(value, str) else str(value)
+        limit = MAX_CN if kind == "common_name" else MAX_NAME_VALUE
+        if len(text) > limit:
+            raise CertificateRefused(
+                f"the certificate's subject {kind} has {len(text)} characters (at most "
+                f"{limit}): refused, nothing was changed")
+        if any(unicodedata.category(ch) in _HIDDEN for ch in text):
+            raise CertificateRefused(
+                f"the certificate's subject {kind} holds control characters: refused, "
+                "nothing was changed")
+
+
 def certificate_cn(cert: x509.Certificate) -> str | None:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
+    """The CN, for display: one that came by another way than tokenkeys' checks (a
+    token's own certificate) is cut to 64 characters, and its oversize never turns
+    into a library warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        return None
+    value = str(names[0].value)
+    return value if len(value) <= MAX_CN else value[:MAX_CN] + "…"
 
 
 def key_status(cert: x509.Certificate, now: datetime | None = None) -> KeyStatus:
@@ -125,3 +191,17 @@ def write_certificate(path: Path, cert: x509.Certificate, *, der: bool = False,
     unless `overwrite`."""
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
     write_atomic(path, cert.public_bytes(encoding), overwrite=overwrite)
+
+
+def forbidden_encryption_usage(cert: x509.Certificate, public: object) -> str | None:
+    """The keyUsage bit an envelope to `public` needs ("keyEncipherment" for RSA,
+    "keyAgreement" for EC) when `cert`'s keyUsage lacks it; None when it allows it
+    or has no keyUsage (every use allowed, RFC 5280 4.2.1.3). The one rule for
+    sealing and for storing a certificate (services/key_certs.py)."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if isinstance(public, rsa.RSAPublicKey):
+        return None if usage.key_encipherment else "keyEncipherment"
+    return None if usage.key_agreement else "keyAgreement"

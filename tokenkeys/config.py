@@ -6,6 +6,9 @@
     token = "pkcs11:token=buyer"                  # default --token
     registry = "/var/lib/tokenkeys/registry.sqlite"   # or "postgresql://officer@db/tokenkeys"
     service = "achats"                            # default --service
+    audit_checkpoints = "/mnt/offsite/checkpoints"    # where checkpoints are kept (doctor)
+    audit_checkpoint_days = 7                     # doctor: newest checkpoint at most this old
+    audit_trust = "/etc/tokenkeys/audit-ca.pem"   # audit verify --checkpoint: signer anchor
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import platformdirs
 
 from tokenkeys.errors import UsageError
+from tokenkeys.files import MAX_CONFIG, read_limited
 
 APP = "tokenkeys"
 
@@ -37,6 +41,11 @@ class Config:
     registry: str = field(default_factory=default_registry)
     service: str = "default"
     source: Path | None = None
+    # Audit checkpoints (services/audit_checkpoint.py): the directory doctor reads, the
+    # age doctor accepts, and the certificates a checkpoint's signer must chain to.
+    audit_checkpoints: str | None = None
+    audit_checkpoint_days: int = 7
+    audit_trust: str | None = None
 
     @property
     def default_module(self) -> str | None:
@@ -70,8 +79,9 @@ def load_config(path: Path | None = None) -> Config:
         config = Config()
     else:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            text = read_limited(path, MAX_CONFIG, "configuration file").decode("utf-8")
+            data = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read configuration {path}: {exc}") from None
         module = data.get("module")
         if module is not None and not isinstance(module, str):
@@ -82,6 +92,14 @@ def load_config(path: Path | None = None) -> Config:
         for name, value in (("registry", registry), ("token", token), ("service", service)):
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"{path}: {name} must be a string")
+        checkpoints, trust = data.get("audit_checkpoints"), data.get("audit_trust")
+        for name, value in (("audit_checkpoints", checkpoints), ("audit_trust", trust)):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{path}: {name} must be a string")
+        days = data.get("audit_checkpoint_days", Config.audit_checkpoint_days)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise UsageError(f"{path}: audit_checkpoint_days must be a whole number of days, "
+                             "at least 1")
         config = Config(
             module=module,
             modules=_strings(data, "modules", path),
@@ -90,6 +108,9 @@ def load_config(path: Path | None = None) -> Config:
             registry=registry or default_registry(),
             service=service or Config.service,
             source=path,
+            audit_checkpoints=checkpoints,
+            audit_checkpoint_days=days,
+            audit_trust=trust,
         )
     if registry_env:
         config = replace(config, registry=registry_env)

@@ -37,6 +37,17 @@ class TokenNotFound(TokenKeysError):
     exit_code = 3
 
 
+class DeviceRemoved(TokenNotFound):
+    """The card was pulled out of its reader (or the device reset) during the command.
+
+    `created`: the URI of a key pair the device made before it went (a card's fixed
+    slot keeps it), so the caller can say what is left to do; None otherwise."""
+
+    def __init__(self, message: str, created: str | None = None) -> None:
+        super().__init__(message)
+        self.created = created
+
+
 class DeviceError(TokenKeysError):
     """The device or module answered with an unexpected PKCS#11 error."""
 
@@ -183,6 +194,11 @@ class RegistrySchemaTooNew(RegistryError):
     pass
 
 
+class RegistryForeign(RegistryError):
+    """The database holds another application's tables: it is not a tokenkeys registry,
+    and nothing is added to it."""
+
+
 class NotRegistered(TokenKeysError):
     """A service, consultation or key the registry does not know."""
 
@@ -201,6 +217,10 @@ class AuditChainBroken(TokenKeysError):
     """`audit verify` found an edited, deleted or reordered row."""
 
     exit_code = 14
+
+
+class CheckpointInvalid(AuditChainBroken):
+    """An audit checkpoint whose signature does not verify."""
 
 
 class DoctorProblems(TokenKeysError):
@@ -246,3 +266,38 @@ class NotExtractable(PolicyRefused):
             "binding consultations to it; to survive the loss of a device, add backup keys "
             "(`key generate --backup`), to which every bid is also sealed"
         )
+
+
+# The assistant: the local HTTP service the platform's web pages talk to.
+
+
+class AccessRefused(PolicyRefused):
+    """A request refused before anything is done: a foreign Host or Origin, a missing or
+    revoked bearer token, a request a plain HTML form could send."""
+
+
+class NotPaired(AccessRefused):
+    """No bearer token, or one that is not this origin's (never paired, or revoked)."""
+
+
+class PairingRefused(AccessRefused):
+    """A pairing code that is wrong, expired or never asked for, or an origin locked after
+    too many wrong codes."""
+
+    def __init__(self, message: str, *, attempts_left: int | None = None,
+                 locked: bool = False) -> None:
+        super().__init__(message)
+        self.attempts_left = attempts_left
+        self.locked = locked
+
+
+class ApprovalRefused(PolicyRefused):
+    """The user refused the operation in the assistant, or did not answer in time."""
+
+
+class LimitExceeded(UsageError):
+    """A request over one of the assistant's limits: body size, concurrent requests."""
+
+
+class SessionOver(PolicyRefused):
+    """An opening session whose count or time limit is reached, or that was closed."""

@@ -1,11 +1,15 @@
-"""Atomic file output: a file becomes visible at its name only once it is complete.
+"""Files in and out. In: read_limited, the one reader of every file a user names
+(regular files only, of a documented size per kind). Out: atomic output, a file
+becomes visible at its name only once it is complete.
 
 On Linux the data goes to an unnamed O_TMPFILE in the target's directory and is
 linked into place on commit, so not even a crash or power loss can leave a
 partial file behind. Elsewhere (or with overwrite) a 0600 temp file next to the
 target is renamed into place. The one writer of every file tokenkeys makes:
 opened envelopes and sealed ones stream through AtomicOutput, small files
-(certificates, keystore records) go through write_atomic.
+(certificates, keystore records) go through write_atomic. A batch of small
+outputs commits through a CommitGroup: one sync for many files, and each still
+appears only once it is durable.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -45,10 +52,12 @@ class AtomicOutput:
     discards the data and leaves `dst` untouched.
     """
 
-    def __init__(self, dst: Path, overwrite: bool, *, mode: int | None = None) -> None:
+    def __init__(self, dst: Path, overwrite: bool, *, mode: int | None = None,
+                 group: CommitGroup | None = None) -> None:
         self.dst = dst
         self.overwrite = overwrite
         self.mode = mode  # the file's mode once in place; None keeps 0600
+        self.group = group  # commit() hands the file to it instead of placing it
         self._tmp: str | None = None  # the temp file's name, on the fallback path
         self._open = False
         self.file: io.FileIO
@@ -86,17 +95,35 @@ class AtomicOutput:
         self.file.truncate()
 
     def commit(self) -> None:
+        """Put the file in place, durable first; in a group, when the group publishes."""
         if self.mode is not None:
             os.fchmod(self.file.fileno(), self.mode)
+        if self.group is not None:
+            self.group.add(self)
+            self._open = False  # the group owns the file now
+            return
         # Durable before visible: a crash must not leave a named empty file.
         os.fsync(self.file.fileno())
-        if self._tmp is None:
+        self.place()
+
+    def place(self) -> None:
+        """Name the (already durable) file at dst: OutputExists if something got there."""
+        tmp, self._tmp, self._open = self._tmp, None, False
+        if tmp is None:
             self._link_unnamed()
-        else:
-            self.file.close()
-            self._place_named(self._tmp)
-        self._open = False
-        self._tmp = None
+            return
+        self.file.close()
+        try:
+            self._place_named(tmp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def discard(self) -> None:
+        """Drop the data: nothing appears at dst."""
+        self._open = True
+        self.__exit__(None, None, None)
 
     def _link_unnamed(self) -> None:
         # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names the unnamed file;
@@ -136,6 +163,95 @@ class AtomicOutput:
             self._tmp = None
 
 
+class CommitGroup:
+    """Committed outputs waiting to be published together (group commit).
+
+    fsync per file costs one journal commit each (about 3 ms on this VM's ext4); one
+    syncfs for 32 files costs 0.2 ms per file. publish() syncs every pending file,
+    then names each one, then syncs the directories: a file is never visible before
+    its data is durable, and the caller reports it opened only after publish().
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[AtomicOutput] = []
+        self._lock = threading.Lock()  # commits come from several threads
+
+    def add(self, out: AtomicOutput) -> None:
+        with self._lock:
+            self._pending.append(out)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def publish(self) -> dict[Path, OutputExists | None]:
+        """Place every pending file: dst -> None, or the OutputExists that refused it."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return {}
+        try:
+            _sync_files([o.file.fileno() for o in pending])
+        except BaseException:
+            for out in pending:
+                out.discard()
+            raise
+        placed: dict[Path, OutputExists | None] = {}
+        for i, out in enumerate(pending):
+            try:
+                out.place()
+                placed[out.dst] = None
+            except OutputExists as exc:
+                placed[out.dst] = exc
+            except BaseException:
+                for rest in pending[i + 1:]:
+                    rest.discard()
+                raise
+        _sync_files([], directories={out.dst.parent for out in pending})
+        return placed
+
+    def discard(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for out in pending:
+            out.discard()
+
+
+_syncfs: Callable[[int], int] | None = None
+
+
+def _sync_files(fds: list[int], directories: set[Path] | frozenset[Path] = frozenset()
+                ) -> None:
+    """Make the files' data (and the directories' entries) durable: one syncfs(2) per
+    file system on Linux, else fsync each (Python has no syncfs: ctypes, once)."""
+    global _syncfs
+    if _syncfs is None:
+        try:
+            import ctypes
+
+            _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs = _no_syncfs
+    dir_fds = [os.open(d, os.O_RDONLY | os.O_DIRECTORY) for d in directories]
+    try:
+        done: set[int] = set()
+        for fd in [*fds, *dir_fds]:
+            device = os.fstat(fd).st_dev
+            if device in done:
+                continue
+            if _syncfs(fd) == 0:
+                done.add(device)
+            else:
+                os.fsync(fd)
+    finally:
+        for fd in dir_fds:
+            os.close(fd)
+
+
+def _no_syncfs(_fd: int) -> int:
+    return -1
+
+
 def prepare_output(path: Path, force: bool) -> None:
     """The one overwrite policy of every command that writes a file: an existing file
     is refused unless `force`; never a directory or special file. The parent directory
@@ -149,3 +265,60 @@ def prepare_output(path: Path, force: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+
+
+# What each kind of input file may weigh: read_limited refuses more before reading.
+MAX_PKCS12 = 1 << 20  # a key, its certificate and a chain: a few KiB
+MAX_CERTIFICATES = 1 << 20  # a certificate, or a PEM bundle of a chain or recipients
+MAX_REQUEST = 64 << 10  # a PKCS#10 request or a public key: at most a few KiB
+MAX_PIN_FILE = 4 << 10  # a PIN file: its first line is read
+MAX_CONFIG = 1 << 20  # the configuration file
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode names, for messages: "regular file", "FIFO", "directory"..."""
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "regular file"
+
+
+def check_regular(path: Path, what: str) -> int:
+    """The size of `path` (a symlink is followed), once it is a regular file: a FIFO
+    would block, a device or /dev/zero never ends, a directory is no file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{what} {path} is a {file_kind(st.st_mode)}, not a regular file: "
+                         "nothing was read")
+    return st.st_size
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The whole of a regular file of at most `limit` bytes; anything else is refused
+    before reading (kind and size checked first, and at most limit + 1 bytes read,
+    should it grow meanwhile). The one reader of every file a user names."""
+    size = check_regular(path, what)
+    too_big = UsageError(f"{what} {path} is larger than {limit} bytes, the most a {what} "
+                         "may be: nothing was read")
+    if size > limit:
+        raise too_big
+    try:
+        # O_NONBLOCK: should the name become a FIFO after the check, open does not block.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    with io.FileIO(fd, "rb", closefd=True) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{what} {path} is not a regular file: nothing was read")
+        try:
+            data = f.read(limit + 1) or b""
+        except OSError as exc:
+            raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise too_big
+    return data

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenkeys.errors import PinMissing, UsageError
+from tokenkeys.files import MAX_PIN_FILE, read_limited
 
 
 class Secret:
@@ -121,14 +122,12 @@ class PinSource:
         raise PinMissing(f"{self.what} ({self.env_var})")
 
     def _first_line(self, path: Path) -> str:
+        data = read_limited(path, MAX_PIN_FILE, "PIN file")
         try:
-            with path.open(encoding="utf-8", newline="") as f:
-                line = f.readline(4096)
-        except OSError as exc:
-            raise UsageError(f"cannot read PIN file {path}: {exc.strerror}") from None
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise UsageError(f"PIN file {path} is not UTF-8 text") from None
-        line = line.rstrip("\r\n")
+        line = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
         if not line:
             raise UsageError(f"PIN file {path} has an empty first line: nothing was sent "
                              "to the token")

@@ -17,6 +17,7 @@ from tokenkeys.drivers.p11 import discovery
 from tokenkeys.errors import PinFinalTry, PinIncorrect
 from tokenkeys.registry import Registry
 from tokenkeys.services.doctor import Logins, TokenReport, check_registry, check_token
+from tokenkeys.types import TokenInfo
 
 
 @pytest.fixture
@@ -33,15 +34,23 @@ def fake_uri(tmp_path: Path, device: FakeDevice, monkeypatch: pytest.MonkeyPatch
     return f"pkcs11:token={device.label}?module-path={module}"
 
 
-def _report(uri: str, logins: Logins) -> TokenReport:
+def _info(uri: str) -> TokenInfo:
     with open_token(uri, Config()) as token:
-        info = token.info()
-    return check_token(info, Config(), logins)
+        return token.info()
+
+
+def _report(uri: str, logins: Logins) -> TokenReport:
+    return check_token(_info(uri), Config(), logins)
+
+
+def _known(uri: str) -> Logins:
+    """Logins of a run that was given this token (--token)."""
+    return Logins((_info(uri).uri,))
 
 
 def _doctor(uri: str, tmp_path: Path) -> tuple[TokenReport, Exception | None]:
     """What `doctor` does for one token that is also a registry token."""
-    logins = Logins()
+    logins = _known(uri)
     report = _report(uri, logins)
     with Registry.open(str(tmp_path / "registry.sqlite")) as reg:
         if not reg.keys():
@@ -67,7 +76,7 @@ def test_final_try_is_never_spent_by_doctor(device: FakeDevice, fake_uri: str, t
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENKEYS_PIN", "999999")
     device.flags |= 0x20000  # CKF_USER_PIN_FINAL_TRY
-    report = _report(fake_uri, Logins())
+    report = _report(fake_uri, _known(fake_uri))
     assert "final PIN try" in str(report.error)
     assert device.logins == []
     with Registry.open(str(tmp_path / "registry.sqlite")) as reg:
@@ -92,3 +101,22 @@ def test_right_pin_checks_keys(device: FakeDevice, fake_uri: str, tmp_path: Path
     monkeypatch.setenv("TOKENKEYS_PIN", device.pin)
     report, raised = _doctor(fake_uri, tmp_path)
     assert raised is None and report.not_valid == () and report.opens == {}
+
+
+def test_a_token_doctor_does_not_know_gets_no_login(device: FakeDevice, fake_uri: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither given nor named by the registry: somebody else's card. Its public objects
+    are listed; TOKENKEYS_PIN is not sent."""
+    monkeypatch.setenv("TOKENKEYS_PIN", device.pin)
+    report = _report(fake_uri, Logins())
+    assert report.error is None and report.not_valid is None and device.logins == []
+    assert "not logged in: doctor sends TOKENKEYS_PIN only to" in str(report.to_json()["keys"])
+
+
+def test_count_low_is_not_spent_by_doctor(device: FakeDevice, fake_uri: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENKEYS_PIN", device.pin)
+    device.flags |= 0x10000  # CKF_USER_PIN_COUNT_LOW
+    report = _report(fake_uri, _known(fake_uri))
+    assert "reports a low PIN try count" in str(report.error)
+    assert device.logins == []

@@ -18,7 +18,7 @@ from tokenkeys.drivers import KeyHandle, open_token
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import DeviceError, KeyExists, KeyNotFound
 from tokenkeys.services import ca as ca_service
-from tokenkeys.services import opening_batch, token_keys
+from tokenkeys.services import opening_batch, opening_files, token_keys
 from tokenkeys.types import Algorithm, KeySpec, PinSource, Secret
 
 
@@ -94,10 +94,10 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
     for i in range(12):
         (tmp_path / "p").write_bytes(f"bid {i}".encode())
         seal(tmp_path / "p", inputs / f"bid-{i:02d}.p7m", [cert], SealOptions())
-    real_open = opening_batch.open_envelope
+    real_open = opening_files.open_envelope
     opened: list[str] = []
 
-    def open_and_delete(src: Path, dst: Path, identities: Any) -> Any:
+    def open_and_delete(src: Path, dst: Path, identities: Any, **kw: Any) -> Any:
         if len(opened) == 4:  # another process deletes the key, as an officer might
             done = subprocess.run(
                 [sys.executable, "-m", "tokenkeys", "key", "delete", "bid", "--yes",
@@ -105,11 +105,11 @@ def test_key_deleted_during_batch(uri: str, softhsm: Any, tmp_path: Path,
                 text=True, timeout=60)
             assert done.returncode == 0, done.stderr
         opened.append(src.name)
-        return real_open(src, dst, identities)
+        return real_open(src, dst, identities, **kw)
 
     # One envelope at a time: deterministic.
     monkeypatch.setattr(opening_batch, "ENVELOPE_THREADS", 1)
-    monkeypatch.setattr(opening_batch, "open_envelope", open_and_delete)
+    monkeypatch.setattr(opening_files, "open_envelope", open_and_delete)
     out = tmp_path / "out"
     pairs = opening_batch.plan(opening_batch.collect_inputs([inputs]), out)
     with pytest.raises(KeyNotFound) as caught:

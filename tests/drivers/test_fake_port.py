@@ -22,12 +22,14 @@ from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.drivers.oaep import DecryptFailed
 from tokenkeys.drivers.p11 import ck, discovery
+from tokenkeys.drivers.p11 import token as p11_token
 from tokenkeys.drivers.p11.ckr import CKR
 from tokenkeys.drivers.p11.profiles import GENERIC, OPENPGP, profile_for
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope import SealOptions, open_envelope, seal
 from tokenkeys.errors import (
     DeviceError,
+    DeviceRemoved,
     EnvelopeIntegrity,
     KeyExists,
     KeyNotFound,
@@ -48,9 +50,32 @@ def _token(device: FakeDevice) -> P11Token:
     return P11Token(port, port.token(0))
 
 
+@pytest.fixture(autouse=True)
+def _reader_answers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake's slot list changes with the device itself: no reader lag to wait for
+    before an ambiguous answer is named (P11Token.explain)."""
+    monkeypatch.setattr(p11_token, "GONE_WAIT_S", 0.0)
+
+
 @pytest.fixture
 def device() -> FakeDevice:
     return FakeDevice()
+
+
+def test_an_ambiguous_answer_is_a_removal_only_when_the_reader_shows_no_card(
+        token: P11Token, device: FakeDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenSC answers a pulled card with CKR_GENERAL_ERROR or CKR_OPERATION_ACTIVE: said
+    as a removal once the reader shows the slot empty, as what it is while the card is in."""
+    token_keys.generate_key(token, "bid", algorithm=Algorithm.RSA2048)
+    key = token.find_key(label="bid")
+    assert isinstance(key.public_key, rsa.RSAPublicKey)
+    ct = key.public_key.encrypt(b"k" * 32, padding.PKCS1v15())
+    device.failures["decrypt"] = ("CKR_OPERATION_ACTIVE", 0)
+    with pytest.raises(DeviceError, match="CKR_OPERATION_ACTIVE"):
+        key.decrypt(ct, padding.PKCS1v15())
+    monkeypatch.setattr(token.port, "slots", lambda: [])  # the reader shows no card now
+    with pytest.raises(DeviceRemoved, match="the card was removed from its reader"):
+        key.decrypt(ct, padding.PKCS1v15())
 
 
 @pytest.fixture
@@ -127,7 +152,8 @@ def test_fixed_slot_card_refuses_overwrite_without_replace(device: FakeDevice) -
 def _store_again(tok: P11Token) -> None:
     key = tok.find_key(label="bid")
     assert key.certificate is not None
-    tok.store_certificate(key, key.certificate)
+    # With a chain: the same certificate alone is already stored, and nothing is written.
+    tok.store_certificate(key, key.certificate, [key.certificate])
 
 
 @pytest.mark.parametrize(("op", "act", "step"), [

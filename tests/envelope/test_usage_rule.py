@@ -1,4 +1,4 @@
-"""The one keyUsage rule (envelope.forbidden_encryption_usage), used by seal and by
+"""The one keyUsage rule (certificates.forbidden_encryption_usage), used by seal and by
 key import-cert (services/key_certs.py), for every key type and usage."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tokenkeys.envelope import forbidden_encryption_usage
+from tokenkeys.certificates import forbidden_encryption_usage
 
 _FLAGS = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
           "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")

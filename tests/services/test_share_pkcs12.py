@@ -21,9 +21,12 @@ PASS = Secret("a passphrase ok for tests")
 
 
 def _cert(cn: str, key: rsa.RSAPrivateKey, issuer: str | None = None,
-          signer: rsa.RSAPrivateKey | None = None) -> x509.Certificate:
+          signer: rsa.RSAPrivateKey | None = None, *, ca: bool = False) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder()
+    builder = x509.CertificateBuilder()
+    if ca:  # only CA certificates are kept as a key's chain
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    return (builder
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer or cn)]))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -44,18 +47,18 @@ def test_kdf_reproduces_the_mac_openssl_writes(keys: list[rsa.RSAPrivateKey],
     der = pkcs12.serialize_key_and_certificates(b"k", keys[0], _cert("k", keys[0]), None,
                                                 encryption)
     mac = a1p12.Pfx.load(der)["mac_data"]
-    key = p12.pkcs12_kdf(mac_hash.name, PASS, mac["mac_salt"].native, 3,
+    key = p12.p12read.pkcs12_kdf(mac_hash.name, PASS, mac["mac_salt"].native, 3,
                          mac["iterations"].native, mac_hash.digest_size)
     content = a1p12.Pfx.load(der)["auth_safe"]["content"].native
     assert hmac.new(key, content, mac_hash.name).digest() == mac["mac"]["digest"].native
-    wrong = p12.pkcs12_kdf(mac_hash.name, Secret("x"), mac["mac_salt"].native, 3,
+    wrong = p12.p12read.pkcs12_kdf(mac_hash.name, Secret("x"), mac["mac_salt"].native, 3,
                            mac["iterations"].native, mac_hash.digest_size)
     assert wrong != key
 
 
 def test_build_parse_with_chain(keys: list[rsa.RSAPrivateKey]) -> None:
-    root = _cert("root", keys[2])
-    mid = _cert("mid", keys[1], "root", keys[2])
+    root = _cert("root", keys[2], ca=True)
+    mid = _cert("mid", keys[1], "root", keys[2], ca=True)
     leaf = _cert("leaf", keys[0], "mid", keys[1])
     der = p12.build(keys[0], leaf, [root, mid], "DESIGNATION", PASS)
     assert a1p12.Pfx.load(der)["mac_data"]["iterations"].native == p12.ITERATIONS

@@ -29,12 +29,14 @@ from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope.seal import SealOptions, seal
 from tokenkeys.errors import (
+    DeviceRemoved,
     KeyExists,
     KeyNotFound,
     MechanismUnsupported,
     PinIncorrect,
     TokenNotFound,
 )
+from tokenkeys.services import token_keys
 from tokenkeys.types import Algorithm, KeySpec, Secret, given_pin
 
 pytestmark = pytest.mark.smartcard
@@ -102,6 +104,44 @@ def test_ec_key_derives_on_card(card: EmulatedCard) -> None:
         erase = subprocess.run(["openpgp-tool", "--erase"], capture_output=True, check=False)
         assert erase.returncode == 0
     assert "Key Object" not in card.tool("-O").stdout
+
+
+def test_card_pulled_right_after_keygen_says_the_key_was_created(
+        card: EmulatedCard, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pulled out once C_GenerateKeyPair has returned (before the user is logged back in,
+    the key read back and recorded): the card keeps the key in slot 02, and the error
+    says so and what comes next, not "login ... CKR_GENERAL_ERROR"."""
+    out: list[bool] = []  # the card is out of its reader
+    try:
+        with _open(card) as token:
+            token.reinitialise()  # the card was erased behind this process's OpenSC
+            token.login(given_pin(Secret(card.pin)))
+            token.set_so_pin_source(given_pin(Secret(card.so_pin)))
+            session = token.session()
+            generate = session.generate_key_pair
+
+            def then_pulled(*args: Any) -> Any:
+                pair = generate(*args)
+                card.remove()
+                out.append(True)
+                return pair
+
+            monkeypatch.setattr(session, "generate_key_pair", then_pulled)
+            with pytest.raises(DeviceRemoved) as caught:
+                token_keys.generate_key(token, "PULLED", algorithm=Algorithm.EC_P256)
+        message = str(caught.value)
+        assert "Key 'PULLED' was created, but its certificate is not stored yet" in message
+        assert "insert the card again" in message and "key import-cert" in message
+        assert "CKR_" not in message, message
+        assert caught.value.created is not None and "id=%02" in caught.value.created
+        card.insert()
+        out.clear()
+        assert "ID:         02" in card.tool("-O").stdout  # the key is on the card
+    finally:
+        if out:
+            card.insert()
+        erase = subprocess.run(["openpgp-tool", "--erase"], capture_output=True, check=False)
+        assert erase.returncode == 0
 
 
 def _issue(public: rsa.RSAPublicKey, cn: str) -> x509.Certificate:

@@ -16,12 +16,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
 
 from tests.smartcard.conftest import EmulatedCard, card_cli, card_cli_env, run_until_card_inserted
 from tokenkeys.envelope.seal import SealOptions, seal
@@ -119,6 +123,55 @@ def test_certificate_from_the_ca_is_on_the_card_and_verifies(
     assert card_cli(card, tmp_path, "key", "export-cert", row["uri"], "-o", on_card).returncode == 0
     assert x509.load_pem_x509_certificate(on_card.read_bytes()) == \
         x509.load_pem_x509_certificate(provisioned["cert"].read_bytes())
+
+
+def _card_certificate(card: EmulatedCard, tmp: Path) -> x509.Certificate:
+    out = tmp / f"cert-{time.monotonic_ns()}.der"
+    done = card.tool("--read-object", "--type", "cert", "--id", "02", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    return x509.load_der_x509_certificate(out.read_bytes())
+
+
+def _another_certificate(cert: x509.Certificate) -> x509.Certificate:
+    """The same key and name, issued again by a throwaway software CA."""
+    ca = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    usage = x509.KeyUsage(digital_signature=False, content_commitment=False,
+                          key_encipherment=True, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False)
+    return (x509.CertificateBuilder().subject_name(cert.subject)
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other CA")]))
+            .public_key(cert.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(usage, critical=True).sign(ca, hashes.SHA256()))
+
+
+def test_certificate_imported_again_is_already_on_the_card_and_another_replaces_it(
+        card: EmulatedCard, provisioned: dict[str, Any], tmp_path: Path) -> None:
+    """The card keeps one certificate and OpenSC answers a second write with
+    CKR_GENERAL_ERROR: the same one again writes nothing; another replaces it."""
+    tmp, cert_pem = provisioned["tmp"], provisioned["cert"]
+    first = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    again = card_cli(card, tmp, "key", "import-cert", "CARTE-AGENT", cert_pem,
+                     "--token", card.uri)
+    assert again.returncode == 0, again.stderr
+    assert "is already on the card or token, nothing was written" in again.stdout
+    assert _card_certificate(card, tmp_path) == first
+    other = _another_certificate(first)
+    other_pem = tmp_path / "other.pem"
+    other_pem.write_bytes(other.public_bytes(Encoding.PEM))
+    try:
+        replaced = card_cli(card, tmp, "--json", "key", "import-cert", "CARTE-AGENT", other_pem,
+                            "--token", card.uri)
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        assert json.loads(replaced.stdout)["replaced"] is True
+        assert _card_certificate(card, tmp_path) == other
+    finally:  # envelopes name their recipient by issuer and serial: put the first one back
+        back = card_cli(card, tmp, "key", "import-cert", "CARTE-AGENT", cert_pem,
+                        "--token", card.uri)
+    assert back.returncode == 0, back.stderr
+    assert _card_certificate(card, tmp_path) == first
 
 
 def test_designation_from_a_copied_registry_and_another_module_path(
@@ -257,7 +310,12 @@ def test_card_pulled_out_mid_batch_then_rerun(card: EmulatedCard, provisioned: d
             proc.kill()
         card.insert()
     assert proc.returncode == 3, stdout + stderr
-    message = json.loads(stdout)["error"]["message"]
+    error = json.loads(stdout)["error"]
+    message = error["message"]
+    # Said as what happened, whatever OpenSC answered (CKR_GENERAL_ERROR, or
+    # CKR_OPERATION_ACTIVE for the next envelope): the card was pulled out.
+    assert error["type"] == "DeviceRemoved" and "the card was removed" in message, message
+    assert "CKR_" not in message, message
     done = sorted(p.name for p in out.iterdir())
     assert 0 < len(done) < 50, "the batch ended before the card was pulled out"
     assert f"{len(done)} of 50 envelope(s) done, {50 - len(done)} left" in message, stderr

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from tokenkeys.config import Config
+# Re-exported: the commands take them from here with the rest of the plumbing.
+from tokenkeys.cli.app import FILE_PATH as FILE_PATH
+from tokenkeys.cli.app import App as App
+from tokenkeys.cli.app import pass_app as pass_app
+from tokenkeys.cli.app import visible as visible
 from tokenkeys.drivers import Token, open_token, token_uri
 from tokenkeys.errors import UsageError
 from tokenkeys.services import login as login_service
@@ -24,84 +21,6 @@ from tokenkeys.services import prepare_output
 from tokenkeys.types import Algorithm, PinSource
 
 F = TypeVar("F", bound=Callable[..., Any])
-# Control, format (bidi overrides, zero-width) and line/paragraph separators.
-_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
-
-
-def visible(text: str) -> str:
-    """`text` with every control or invisible formatting character shown as an escape.
-
-    ESC sequences, newlines (fake table rows) and bidi overrides in names from a
-    bid or a certificate reach the terminal as `\\x1b`, `\\n`, `\\u202e`.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if unicodedata.category(ch) not in _HIDDEN else _escape(ch)
-                   for ch in text)
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if ch in "\n\r\t":
-        return repr(ch)[1:-1]
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-@dataclass
-class App:
-    json: bool = False
-    debug: bool = False
-    config: Config = field(default_factory=Config)
-    # Not a terminal: wide enough that tables of URIs and serials stay on one line.
-    # No highlighting and no :emoji: codes: text from bids must show as it is.
-    out: Console = field(default_factory=lambda: Console(
-        highlight=False, emoji=False, soft_wrap=True,
-        width=None if sys.stdout.isatty() else 200))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False,
-                                                         emoji=False))
-    allow_final_try: bool = False  # --allow-final-try (see pin_options)
-    wait_card: float | None = None  # --wait-card (see wait_card_option)
-
-    def emit(self, document: dict[str, Any], human: Callable[[], None]) -> None:
-        """One JSON document on stdout with --json, else the human rendering."""
-        if self.json:
-            click.echo(json.dumps({"ok": True, **document}, indent=2, default=str))
-        else:
-            human()
-
-    def table(
-        self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        table = Table(title=title, show_lines=False)
-        for col in columns:
-            table.add_column(col, overflow="fold")
-        for row in rows:
-            # Text cells are never parsed as markup; control characters are made visible.
-            table.add_row(*(Text(visible("" if v is None else str(v))) for v in row))
-        self.out.print(table)
-
-    def say(self, text: str) -> None:
-        """One line: untrusted parts (names, issuers, errors) are shown, never obeyed."""
-        self.out.print(Text(visible(text)))
-
-    def note(self, message: str) -> None:
-        """Something the user should know that is not an error, on stderr."""
-        click.echo(f"tokenkeys: note: {visible(message)}", err=True)
-
-    def warn(self, message: str) -> None:
-        """A warning on stderr; names in it may come from a file: shown, never obeyed."""
-        click.echo(f"warning: {visible(message)}", err=True)
-
-    def fail(self, message: str) -> None:
-        """An error line on stderr, in the same form as main's error report."""
-        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
-
-    @property
-    def interactive(self) -> bool:
-        return sys.stdin.isatty() and not self.json
-
-
-pass_app = click.make_pass_decorator(App)
 
 
 def _allow_final_try(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -175,8 +94,6 @@ def check_output(path: Path, force: bool) -> None:
     """The overwrite policy (services.prepare_output), before any PIN is asked."""
     prepare_output(path, force)
 
-
-FILE_PATH = click.Path(dir_okay=False, path_type=Path)  # a file, never a directory
 
 
 def force_option(func: F) -> F:

@@ -12,17 +12,23 @@ from tokenkeys.errors import DoctorProblems
 @click.command()
 @click.option("--days", type=click.IntRange(0), default=30, show_default=True,
               help="Report keys of open consultations expiring within this many days.")
+@click.option("--token", "tokens", multiple=True, metavar="URI",
+              help="A token TOKENKEYS_PIN is for (repeatable; default: the configured "
+                   "token). Tokens the registry names are always checked.")
 @pass_app
 @click.pass_context
-def doctor(ctx: click.Context, app: App, days: int) -> None:
+def doctor(ctx: click.Context, app: App, days: int, tokens: tuple[str, ...]) -> None:
     """Check modules, tokens, mechanisms, key expiry and the registry. Never prompts for a PIN.
 
-    Exits non-zero with one line per registry problem.
+    TOKENKEYS_PIN is sent only to the tokens given (--token, else the configured token)
+    and to those the registry names, never to another token on the machine, and never
+    when the token says its PIN's try count is low. Exits non-zero with one line per
+    registry problem.
     """
     from tokenkeys.services import doctor as checks  # SQLAlchemy: only when doctor runs
 
     with registry(app) as reg:
-        report = checks.run(app.config, reg, days=days)
+        report = checks.run(app.config, reg, days=days, tokens=tokens)
 
     def human() -> None:
         app.say("modules: " + (", ".join(report.modules) if report.modules else "none found"))
@@ -41,7 +47,7 @@ def doctor(ctx: click.Context, app: App, days: int) -> None:
             for name, kinds in rep.opens.items():
                 app.say(f"  key {name!r} opens: {', '.join(kinds) or 'nothing on this device'}")
             if rep.not_valid is None:
-                app.say("  keys: set TOKENKEYS_PIN to check key expiry")
+                app.say(f"  keys: {rep.no_login or 'set TOKENKEYS_PIN to check key expiry'}")
             elif not rep.not_valid:
                 app.say("  keys: none expiring or expired")
             for k in rep.not_valid or ():

@@ -113,8 +113,11 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
                                      backup=backup, allow_any_usage=allow_any_usage)
     record = done.record
     imported = done.imported
-    verb = "replaced the certificate of" if imported.replaced else "stored a certificate for"
+    what = (f"the certificate of {record.designation!r} is already on the card or token, "
+            "nothing was written to it" if imported.already
+            else f"replaced the certificate of {record.designation!r}" if imported.replaced
+            else f"stored a certificate for {record.designation!r}")
     app.emit({"key": record.to_json(), "replaced": imported.replaced,
-              "chain": imported.chain_kept},
-             lambda: app.say(f"{verb} {record.designation!r} ({record.cn}, not after "
+              "already": imported.already, "chain": imported.chain_kept},
+             lambda: app.say(f"{what} ({record.cn}, not after "
                              f"{record.not_after:%Y-%m-%d}); chain: {imported.chain_kept}"))

@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from tokenkeys import __version__
-from tokenkeys.cli import key_cert_cmds  # noqa: F401  (adds csr/import-cert/export-public)
-from tokenkeys.cli.ca_cmds import ca
-from tokenkeys.cli.consultation_cmds import consultation_group
-from tokenkeys.cli.context import FILE_PATH, App, visible
-from tokenkeys.cli.doctor_cmd import doctor
-from tokenkeys.cli.envelope_cmds import open_cmd, seal_cmd
-from tokenkeys.cli.key_cmds import key
-from tokenkeys.cli.key_policy_cmds import key_adopt, key_renew
-from tokenkeys.cli.registry_cmds import audit_group, registry_group
-from tokenkeys.cli.service_cmds import service_group
-from tokenkeys.cli.share_cmds import share_group
-from tokenkeys.cli.token_cmds import token
+from tokenkeys.cli.app import FILE_PATH, App, visible
+from tokenkeys.cli.lazy import LazyCommand, LazyGroup
 from tokenkeys.config import load_config
 from tokenkeys.errors import TokenKeysError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
+# Each command's module is imported only when that command runs (see cli.lazy).
+COMMANDS = {
+    name: LazyCommand(f"tokenkeys.cli.{target}", summary)
+    for name, target, summary in [
+        ("token", "token_cmds:token", "List and initialise tokens."),
+        ("key", "key_group:key", "Generate, list, export and delete key pairs."),
+        ("ca", "ca_cmds:ca",
+         "The entity's CA: issue certificates for keys that cannot certify themselves."),
+        ("doctor", "doctor_cmd:doctor",
+         "Check modules, tokens, mechanisms, key expiry and the registry."),
+        ("seal", "envelope_cmds:seal_cmd",
+         "Seal INPUT to every recipient certificate (streaming, constant memory)."),
+        ("open", "envelope_cmds:open_cmd",
+         "Open envelopes (files or directories) into OUTDIR with the keys on the token."),
+        ("service", "service_cmds:service_group",
+         "Services of the entity: each owns its keys, backup keys and consultations."),
+        ("consultation", "consultation_cmds:consultation_group",
+         "Consultations (calls for tenders): each bound for good to one key pair."),
+        ("registry", "registry_cmds:registry_group",
+         "The registry database (SQLite file or shared PostgreSQL)."),
+        ("audit", "registry_cmds:audit_group", "The hash-chained audit log."),
+        ("assistant", "assistant_cmds:assistant_group",
+         "Run the local assistant the platform's web pages talk to (Ctrl-C stops it)."),
+        ("share", "share_cmds:share_group",
+         "Share a shareable key: PKCS#12 file export/import, or device-to-device copy."),
+    ]
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--debug", is_flag=True, help="Show debug logs and tracebacks.")
 @click.option(
@@ -46,20 +67,6 @@ def cli(ctx: click.Context, as_json: bool, debug: bool, config_path: Path | None
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     ctx.obj = App(json=as_json, debug=debug, config=load_config(config_path))
 
-
-cli.add_command(token)
-cli.add_command(key)
-cli.add_command(ca)
-cli.add_command(doctor)
-cli.add_command(seal_cmd)
-cli.add_command(open_cmd)
-key.add_command(key_adopt)
-key.add_command(key_renew)
-cli.add_command(service_group)
-cli.add_command(consultation_group)
-cli.add_command(registry_group)
-cli.add_command(audit_group)
-cli.add_command(share_group)
 
 
 def _report(as_json: bool, kind: str, message: str, code: int,
@@ -78,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     debug = "--debug" in args
+    # A library's warning (cryptography's on an odd certificate, a deprecation) is not
+    # for users: shown with --debug only, never raw with a source path, and never an
+    # internal error under PYTHONWARNINGS=error. tokenkeys' own code triggers none.
+    warnings.resetwarnings()
+    warnings.simplefilter("default" if debug else "ignore")
     try:
         rv = cli.main(args=args, prog_name="tokenkeys", standalone_mode=False)
     except TokenKeysError as exc:
@@ -111,4 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    # The work is done and every output closed: a last collection over everything the
+    # run imported would only delay the exit (PKCS#11 finalisation still runs).
+    gc.freeze()
+    sys.exit(code)

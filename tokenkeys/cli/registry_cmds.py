@@ -1,17 +1,30 @@
-"""`tokenkeys registry migrate` and `tokenkeys audit verify|show`."""
+"""`tokenkeys registry migrate` and `tokenkeys audit verify|checkpoint|show`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from tokenkeys.cli.context import App, pass_app
+from tokenkeys.cli.context import (
+    FILE_PATH,
+    App,
+    check_output,
+    force_option,
+    opened,
+    pass_app,
+    pin_options,
+    token_option,
+    user_pin,
+)
 from tokenkeys.cli.registry_opts import registry
 from tokenkeys.errors import AuditChainBroken
 
 # tokenkeys.registry.EVENTS, spelled out so `--help` does not import SQLAlchemy (tested).
-EVENT_CHOICES = ("adopt", "certificate", "consultation-close", "consultation-create",
-                 "consultation-pin", "delete", "generate", "open", "open-start", "renew",
-                 "service-create", "share-copy", "share-export", "share-import")
+EVENT_CHOICES = ("adopt", "certificate", "checkpoint", "consultation-close",
+                 "consultation-create", "consultation-pin", "delete", "generate", "open",
+                 "open-start", "renew", "service-create", "share-copy", "share-export",
+                 "share-import")
 
 
 @click.group("registry")
@@ -39,21 +52,63 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=FILE_PATH, metavar="FILE",
+              help="A checkpoint (`audit checkpoint`): the log must still match it and "
+                   "extend it. Repeatable.")
+@click.option("--trust", type=FILE_PATH, metavar="CERT",
+              help="PEM certificates a checkpoint's signer must be, or be issued by "
+                   "(default: audit_trust in the configuration).")
 @pass_app
-def audit_verify(app: App) -> None:
-    """Check the chain (any edited, deleted or reordered row), and every consultation
-    against the public keys pinned at its creation."""
-    with registry(app) as reg:
-        verdict = reg.verify_audit()
+def audit_verify(app: App, checkpoints: tuple[Path, ...], trust: Path | None) -> None:
+    """Check the chain (any edited, deleted or reordered row), every consultation
+    against the public keys pinned at its creation, and each checkpoint given."""
+    from tokenkeys.services import audit_checkpoint
+
+    verdict = audit_checkpoint.verify(app.config, list(checkpoints), trust)
     if not verdict.ok:
-        raise AuditChainBroken(f"audit chain broken: {verdict.problems[0]}"
-                               + (f" (and {len(verdict.problems) - 1} more)"
-                                  if len(verdict.problems) > 1 else "")
-                               + (f"; consultations that differ from their pins or their "
-                                  f"creation's row: {', '.join(verdict.consultations)}"
-                                  if verdict.consultations else ""))
-    app.emit({"rows": verdict.rows, "valid": True},
-             lambda: app.say(f"audit chain valid: {verdict.rows} rows"))
+        raise AuditChainBroken(verdict.message())
+    shown = [cp.to_json() for cp in verdict.checkpoints]
+
+    def human() -> None:
+        app.say(f"audit chain valid: {verdict.rows} rows")
+        for cp in shown:
+            app.say(f"checkpoint {cp['file']}: rows 1-{cp['rows']} unchanged since "
+                    f"{cp['at']}, signed by {cp['signer']}")
+
+    app.emit({"rows": verdict.rows, "valid": True, "checkpoints": shown}, human)
+
+
+@audit_group.command("checkpoint")
+@token_option
+@click.option("--key", "key_name", required=True, metavar="NAME",
+              help="The signing key on the token: the entity's CA, or a key kept for this.")
+@click.option("-o", "--output", type=FILE_PATH, required=True,
+              help="The checkpoint file (keep it off the database server).")
+@force_option
+@pin_options
+@pass_app
+def audit_checkpoint_cmd(app: App, token: str | None, key_name: str, output: Path,
+                         force: bool, pin_file: Path | None, pinpad: bool) -> None:
+    """Sign the audit log's head (rows, last hash, time) on the token, into OUTPUT."""
+    from tokenkeys.services import audit_checkpoint
+
+    check_output(output, force)  # before any PIN or device call
+    head = audit_checkpoint.read_head(app.config)  # a broken chain: before the PIN too
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
+        taken = audit_checkpoint.write_checkpoint(app.config, tok, key_name, head, output,
+                                                  force=force)
+    if taken.record_error is not None:
+        app.warn(f"the checkpoint was written, but the registry did not record it "
+                 f"({taken.record_error}): doctor will not know of it")
+    shown = taken.checkpoint.to_json()
+
+    def human() -> None:
+        app.say(f"checkpoint of rows 1-{shown['rows']} (head {shown['head_hash'][:16]}) "
+                f"signed by {shown['signer']}: {output}")
+        app.say("keep it off the database server; verify with `tokenkeys audit verify "
+                "--checkpoint FILE --trust CERT`")
+
+    app.emit({"checkpoint": shown, "recorded": taken.record_error is None}, human)
 
 
 @audit_group.command("show")

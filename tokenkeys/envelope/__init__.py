@@ -13,7 +13,6 @@ from tokenkeys.envelope.open import (
 from tokenkeys.envelope.seal import (
     SealOptions,
     check_recipient,
-    forbidden_encryption_usage,
     named_by_issuer,
     seal,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "SoftwareIdentity",
     "check_recipient",
     "describe_recipients",
-    "forbidden_encryption_usage",
     "named_by_issuer",
     "open_envelope",
     "recipient_ids",

@@ -34,12 +34,15 @@ from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipient_frame import read_recipient_infos
 from tokenkeys.envelope.recipients import Opened, Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
-from tokenkeys.files import AtomicOutput, check_target
+from tokenkeys.files import AtomicOutput, CommitGroup, check_target
 
 _T = TypeVar("_T")
 _INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"
 # Output is gathered in one reused buffer and written in large slices.
 _OUT_CAP = 4 << 20
+# The BER reader's buffer: 1 MB for large envelopes, the file's size for small ones.
+READ_BLOCK = 1 << 20
+MIN_READ_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -173,17 +176,19 @@ def open_envelope(
     identities: Sequence[Identity | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey],
     *,
     overwrite: bool = False,
+    group: CommitGroup | None = None,
 ) -> OpenResult:
     """Decrypt `src` into `dst` with the first identity that opens it.
 
     Nothing is written at `dst` unless the whole envelope checks out (GCM tag or
     CBC padding, and the structure to its last byte). Identities that need a PIN
-    must already be logged in.
+    must already be logged in. With `group`, the authenticated output waits there
+    and appears at `dst` when the group publishes it.
     """
     dst_path = Path(dst)
     check_target(dst_path, overwrite)
     views = [IdentityView.of(_as_identity(i, x)) for i, x in enumerate(identities)]
-    with AtomicOutput(dst_path, overwrite) as out:
+    with AtomicOutput(dst_path, overwrite, group=group) as out:
         opened: list[Opened] = []
         aad: bytes | None = None
         for _ in range(2):
@@ -204,14 +209,16 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
              aad: bytes | None, opened: list[Opened]) -> OpenResult:
     with _open_src(src) as raw_file:
         f = _Digesting(raw_file)
+        size = os.fstat(f.fileno()).st_size
         source, _fmt = detect(cast(BinaryIO, f))
-        head = _read_head(BerReader(source))
+        # The reader's buffer need not outgrow the file: zeroing 1 MB for a 4 KB bid
+        # was a fifth of the batch's Python time per envelope.
+        head = _read_head(BerReader(source, min(READ_BLOCK, max(MIN_READ_BLOCK, size))))
         eci, cipher = _read_content_cipher(head)
         if not opened:  # on the AAD re-run the content key is reused: no second PIN use
             opened.append(recover_cek(head.recipients, views, cipher.key_len))
         o = opened[0]
-        total = _decrypt_content(head, eci, cipher, o.cek, aad, out,
-                                 size_hint=os.fstat(f.fileno()).st_size)
+        total = _decrypt_content(head, eci, cipher, o.cek, aad, out, size_hint=size)
         _read_to_the_end(head)
         if not o.genuine:
             # The random key of the v1.5 countermeasure went through the same

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
+from tokenkeys.certificates import forbidden_encryption_usage
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
 from tokenkeys.errors import MechanismUnsupported, PolicyRefused, UsageError
@@ -83,20 +84,6 @@ def check_recipient(cert: x509.Certificate, allow_any_usage: bool = False) -> No
     if needed is not None and not allow_any_usage:
         raise PolicyRefused(f"recipient {_who(cert)} has a keyUsage without {needed}: its key "
                             "is not meant to receive envelopes; --allow-any-usage overrides")
-
-
-def forbidden_encryption_usage(cert: x509.Certificate, public: object) -> str | None:
-    """The keyUsage bit an envelope to `public` needs ("keyEncipherment" for RSA,
-    "keyAgreement" for EC) when `cert`'s keyUsage lacks it; None when it allows it
-    or has no keyUsage (every use allowed, RFC 5280 4.2.1.3). The one rule for
-    sealing and for storing a certificate (services/key_certs.py)."""
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    if isinstance(public, rsa.RSAPublicKey):
-        return None if usage.key_encipherment else "keyEncipherment"
-    return None if usage.key_agreement else "keyAgreement"
 
 
 def named_by_issuer(recipients: Sequence[x509.Certificate], o: SealOptions) -> list[str]:

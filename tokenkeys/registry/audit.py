@@ -13,7 +13,7 @@ import getpass
 import hashlib
 import json
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from tokenkeys.registry.schema import GENESIS, audit, audit_head
 EVENTS = frozenset({
     "generate", "adopt", "delete", "renew", "share-export", "share-import", "share-copy",
     "consultation-create", "consultation-close", "consultation-pin", "open-start", "open",
-    "service-create", "certificate",
+    "service-create", "certificate", "checkpoint",
 })
 FORBIDDEN_DETAIL_WORDS = ("pin", "passphrase", "password", "plaintext", "secret")
 
@@ -141,3 +141,55 @@ def verify(conn: Connection) -> Verdict:
         problems.append(f"the chain head says row {head.seq} is last, but the log ends at "
                         f"row {expected_seq - 1} (rows deleted at the end, or head edited)")
     return Verdict(not problems, count, tuple(problems))
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """The chain as its content alone makes it: every hash recomputed from genesis,
+    whatever the stored `prev_hash`/`hash` columns say (what a checkpoint is compared
+    with). `hashes[n]`: the recomputed hash at row n, for each asked n that exists;
+    `earliest_after[n]`: the earliest-dated row after row n, (seq, at)."""
+
+    rows: int
+    consistent: bool  # seqs 1..rows without gaps, stored hashes equal the recomputed ones
+    first_hash: str | None
+    last: tuple[int, str, str] | None  # (seq, at, recomputed hash) of the last row
+    hashes: dict[int, str]
+    earliest_after: dict[int, tuple[int, str]]
+
+
+def recompute(conn: Connection, marks: Collection[int] = ()) -> ChainState:
+    """One walk of the whole log, in one statement (one snapshot on both backends)."""
+    wanted = sorted(set(marks))
+    digest, count, consistent = GENESIS, 0, True
+    first: str | None = None
+    last: tuple[int, str, str] | None = None
+    hashes: dict[int, str] = {}
+    # The earliest row of each stretch between two marks; a mark's earliest later row
+    # is then the earliest of the stretches after it.
+    stretch: list[tuple[str, int] | None] = [None] * (len(wanted) + 1)
+    index = 0
+    for r in conn.execute(sa.select(audit).order_by(audit.c.seq)):
+        count += 1
+        consistent = consistent and r.seq == count and r.prev_hash == digest
+        digest = chain_hash(digest, r.seq, r.at, r.actor, r.host, r.event, r.service,
+                            r.subject, r.details)
+        consistent = consistent and r.hash == digest
+        first = first or digest
+        last = (r.seq, r.at, digest)
+        while index < len(wanted) and wanted[index] < r.seq:
+            index += 1
+        if index < len(wanted) and wanted[index] == r.seq:
+            hashes[r.seq] = digest
+        seen = stretch[index]  # rows in (mark before, this mark]
+        if seen is None or r.at < seen[0]:
+            stretch[index] = (r.at, r.seq)
+    earliest: dict[int, tuple[int, str]] = {}
+    best: tuple[str, int] | None = None
+    for position in range(len(wanted), 0, -1):
+        seen = stretch[position]
+        if seen is not None and (best is None or seen < best):
+            best = seen
+        if best is not None:
+            earliest[wanted[position - 1]] = (best[1], best[0])
+    return ChainState(count, consistent, first, last, hashes, earliest)

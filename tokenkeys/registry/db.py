@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from tokenkeys.errors import (
     RegistryError,
+    RegistryForeign,
     RegistryReadOnly,
     RegistrySchemaTooNew,
     RegistryUnavailable,
@@ -156,7 +157,12 @@ class Database:
     def migrate(self, *, automatic: bool = False) -> tuple[str | None, str]:
         """Bring the schema to the newest revision; return (before, after)."""
         head = SCHEMA_HEAD
+        if self.dialect == "sqlite":
+            # Before the engine's first connection, which switches the file to WAL.
+            self._refuse_foreign(_sqlite_tables(self.location))
         before = self.current_revision()
+        if before != head and self.dialect == "postgresql":
+            self._refuse_foreign(self._run(_tables, write=False))
         if before == head:
             self._ready = True
             return before, head
@@ -167,6 +173,18 @@ class Database:
         self._run(self._upgrade, write=True, migrating=True)
         self._ready = True
         return before, head
+
+    def _refuse_foreign(self, tables: list[str] | None) -> None:
+        """A database with tables, but not tokenkeys' (alembic_version and audit_head), is
+        another application's: refused, and left as it was."""
+        if not tables or {"alembic_version", "audit_head"} <= set(tables):
+            return
+        shown = ", ".join(repr(t[:40]) for t in sorted(tables)[:3])
+        more = f" and {len(tables) - 3} more" if len(tables) > 3 else ""
+        raise RegistryForeign(
+            f"{self.location.display} is not a tokenkeys registry: it holds another "
+            f"application's tables ({shown}{more}); nothing was changed. Point "
+            "TOKENKEYS_REGISTRY at a new file or an empty database")
 
     def _check_known(self, revision: str | None) -> None:
         if revision is None:
@@ -250,6 +268,35 @@ def _checked_references(conn: Connection, result: T) -> T:
         raise RegistryError(f"the registry migration would break {len(broken)} reference(s) "
                             f"(first: table {broken[0][0]}); nothing was changed")
     return result
+
+
+def _tables(conn: Connection) -> list[str]:
+    """Tables and views of the current schema (PostgreSQL: the search path's first)."""
+    inspector = sa.inspect(conn)
+    return [*inspector.get_table_names(), *inspector.get_view_names()]
+
+
+def _sqlite_tables(location: Location) -> list[str] | None:
+    """The file's tables, read without changing a byte (read-only, no WAL switch); None
+    when there is no file yet, or it is no SQLite database (the engine says so)."""
+    assert location.path is not None
+    try:
+        if location.path.stat().st_size == 0:
+            return None
+    except OSError:
+        return None
+    try:
+        conn = sqlite3.connect(f"{location.path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def _revision(conn: Connection) -> str | None:

@@ -8,7 +8,7 @@ process. Every write appends its audit row in that transaction too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from tokenkeys.registry.records import (
     ServiceRow,
     certificate_columns,
 )
+from tokenkeys.registry.schema import audit as audit_table
 from tokenkeys.registry.schema import consultation_backups as cb
 from tokenkeys.registry.schema import consultations as cs
 from tokenkeys.registry.schema import key_locations as kl
@@ -429,6 +430,16 @@ class Registry:
                                        problems=verdict.problems + tuple(problems),
                                        consultations=tuple(named))
         return self.db.transaction(run, write=False)
+
+    def audit_state(self, marks: Collection[int] = ()) -> audit_log.ChainState:
+        """The chain recomputed from its content (audit.recompute), for checkpoints."""
+        return self.db.transaction(lambda c: audit_log.recompute(c, marks), write=False)
+
+    def audit_first_hash(self) -> str | None:
+        """Row 1's stored hash: which chain this is (a checkpoint names it)."""
+        return self.db.transaction(lambda c: c.execute(
+            sa.select(audit_table.c.hash).where(audit_table.c.seq == 1)
+        ).scalar(), write=False)
 
     def consultation_problems(self) -> list[str]:
         """Every consultation that disagrees with its pins or its creation's audit row,

@@ -16,10 +16,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import build_certificate, write_certificate
+from tokenkeys.certificates import (
+    build_certificate,
+    check_common_name,
+    common_name,
+    write_certificate,
+)
 from tokenkeys.certificates import fingerprint as fingerprint  # the CLI shows it
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token
 from tokenkeys.errors import (
@@ -27,6 +31,7 @@ from tokenkeys.errors import (
     PolicyRefused,
     UsageError,
 )
+from tokenkeys.files import MAX_REQUEST, read_limited
 from tokenkeys.services.keygen import generate_named
 from tokenkeys.services.signing import self_signed, signer_for
 from tokenkeys.types import Algorithm
@@ -100,6 +105,7 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
         raise UsageError("the CA name must not be empty")
     if not 1 <= days <= keyalg.MAX_CA_DAYS:
         raise UsageError(f"--days must be between 1 and {keyalg.MAX_CA_DAYS}, not {days}")
+    check_common_name(cn or name)
     key = generate_named(token, name, algorithm, lambda k: ca_certificate(k, cn or name, days))
     return _record(key)
 
@@ -133,10 +139,7 @@ def _check_public_key(public: object) -> PublicKey:
 
 def read_request(path: Path) -> Request:
     """The request file `ca issue` takes (see load_request)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the request {path}: {exc.strerror}") from None
+    data = read_limited(path, MAX_REQUEST, "certificate request")
     return load_request(data, str(path))
 
 
@@ -191,7 +194,7 @@ def issue_certificate(ca_key: KeyHandle, request: Request, *, cn: str | None = N
     if cn is not None:
         if not cn.strip():
             raise UsageError("--cn must not be empty")
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        subject = common_name(cn)
     elif request.subject is not None:
         subject = request.subject
     else:

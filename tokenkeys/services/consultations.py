@@ -178,12 +178,14 @@ def file_digest(path: Path) -> str | None:
 
 def record_opening(registry: Registry, service: str, reference: str | None, token_uri: str,
                    results: Sequence[Any], *, batch: str | None = None,
-                   error: str | None = None, left: int = 0) -> None:
+                   error: str | None = None, left: int = 0,
+                   origin: str | None = None) -> None:
     """The end row of an `open` batch ("open"): envelope digests, outcomes, the key used.
 
     An opened envelope's digest was computed while it was read; skipped and
     failed ones are read here. A batch that stopped names the error's type and how
-    many planned envelopes have no result (its "open-start" row lists them all)."""
+    many planned envelopes have no result (its "open-start" row lists them all).
+    `origin`: the web origin that asked for the opening, through the assistant."""
     envelopes = [{"file": Path(r.input).name,
                   "sha256": getattr(r, "sha256", None) or file_digest(Path(r.input)),
                   "status": r.status, "key": r.recipient, "error": r.error_type}
@@ -192,6 +194,8 @@ def record_opening(registry: Registry, service: str, reference: str | None, toke
     details: dict[str, Any] = {"token": token_uri, "envelopes": envelopes, **counts}
     if batch is not None:
         details["batch"] = batch
+    if origin is not None:
+        details["origin"] = origin
     if error is not None:
         details.update(error=error, left=left)
     registry.record_event("open", service=service, subject=reference, details=details)

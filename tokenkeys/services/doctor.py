@@ -1,8 +1,11 @@
 """`tokenkeys doctor`: modules, tokens and what each can do, and the registry's health.
 
 Token reports say which mechanisms tokenkeys uses are offered and what each key can
-open (public objects, no PIN); with TOKENKEYS_PIN, which keys expire. The registry
-check gives one line per problem:
+open (public objects, no PIN); with TOKENKEYS_PIN, which keys expire. TOKENKEYS_PIN
+is sent only to a token doctor knows: one given (--token, or the configured default
+token) or one the registry records a key on; never to another token on the machine
+(somebody else's card), and never while the token's flags say the PIN's try count is
+low, at its final try, or locked. The registry check gives one line per problem:
 
 - a key bound to an open consultation has expired, or expires within N days;
 - a service's backup keys have all expired, or it has none;
@@ -12,19 +15,21 @@ check gives one line per problem:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from tokenkeys import keyalg
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, list_modules, list_tokens, open_token
-from tokenkeys.errors import ModuleNotFound, TokenKeysError, TokenNotFound
+from tokenkeys.errors import ModuleNotFound, PinError, TokenKeysError, TokenNotFound
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
-from tokenkeys.services.login import login, pin_origin
+from tokenkeys.services.audit_checkpoint import checkpoint_age
+from tokenkeys.services.login import describe_card, login, pin_origin
 from tokenkeys.services.token_keys import KeyRecord, list_keys
 from tokenkeys.types import PinSource, TokenInfo
+from tokenkeys.uri import same_token
 
 # What tokenkeys uses, and for what.
 RELEVANT = {
@@ -40,28 +45,47 @@ RELEVANT = {
 }
 
 
+COUNT_LOW = "user-pin-count-low"
+UNKNOWN = ("not logged in: doctor sends TOKENKEYS_PIN only to a token given with --token "
+           "(or the default token) or named by the registry")
+
+
 @dataclass
 class Logins:
-    """Doctor's logins: TOKENKEYS_PIN only (empty = not given), through the final-try
-    guard, and at most one attempt per token and run. A failed attempt is remembered
-    and raised again without sending anything: a stale PIN costs one try, not two."""
+    """Doctor's logins: TOKENKEYS_PIN only (empty = not given), only to a `known` token
+    (URIs naming a token by label and serial: same_token), never while the PIN's count
+    is low, at its final try or locked, and at most one attempt per token and run. A
+    failed attempt is remembered and raised again without sending anything."""
 
+    known: tuple[str, ...] = ()
     failed: dict[tuple[str, str, str], TokenKeysError] = field(default_factory=dict)
 
     @staticmethod
     def pin_given() -> bool:
         return pin_origin(PinSource(interactive=False)) == "env"
 
-    def login(self, token: Token) -> bool:
-        """Log in with TOKENKEYS_PIN; False (nothing sent) when it is not given."""
+    def knows(self, info: TokenInfo) -> bool:
+        return any(same_token(info.uri, uri) for uri in self.known)
+
+    def login(self, token: Token, *, named: bool = False) -> bool:
+        """Log in with TOKENKEYS_PIN; False (nothing sent) when it is not given or the
+        token is not known (`named`: opened from the registry's own record of it)."""
         if not self.pin_given():
             return False
         info = token.info()
+        if not (named or self.knows(info)):
+            return False
         card = (info.module, info.serial, info.label)
         if card in self.failed:
             raise self.failed[card]
         try:
-            login(token, PinSource(interactive=False))
+            if COUNT_LOW in info.flags:
+                # The next wrong PIN may be the last but one; doctor runs unattended.
+                raise PinError(
+                    f"{describe_card(info)} reports a low PIN try count: doctor does not "
+                    "spend a try of TOKENKEYS_PIN on it; log in once with the right PIN "
+                    "(e.g. `tokenkeys key list --token URI`), which resets the count")
+            login(token, PinSource(interactive=False))  # locked, final try: refused there
         except TokenKeysError as exc:
             self.failed[card] = exc
             raise
@@ -118,7 +142,7 @@ def _check_token(uri: str, rows: list[tuple[KeyRow, str]], registry: Registry,
         report.notes.append(f"token {uri} could not be opened ({exc}): not checked")
         return
     with token:
-        if not logins.login(token):
+        if not logins.login(token, named=True):
             report.notes.append(f"set TOKENKEYS_PIN to compare the registry with token {uri}")
             return
         on_token = token.list_keys()
@@ -148,6 +172,7 @@ class TokenReport:
     opens: dict[str, tuple[str, ...]] = field(default_factory=dict)
     not_valid: tuple[KeyRecord, ...] | None = None  # None: no PIN to look
     error: str | None = None
+    no_login: str | None = None  # why the keys were not checked (a PIN was given)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"uri": self.info.uri}
@@ -156,8 +181,8 @@ class TokenReport:
             return out
         out["mechanisms"] = self.mechanisms
         out["opens"] = {name: list(kinds) for name, kinds in self.opens.items()}
-        out["keys"] = ("set TOKENKEYS_PIN to check key expiry" if self.not_valid is None
-                       else [r.to_json() for r in self.not_valid])
+        out["keys"] = (self.no_login or "set TOKENKEYS_PIN to check key expiry"
+                       if self.not_valid is None else [r.to_json() for r in self.not_valid])
         return out
 
 
@@ -177,11 +202,11 @@ def check_token(info: TokenInfo, config: Config, logins: Logins) -> TokenReport:
         with open_token(info.uri, config) as tok:
             mechs = tok.mechanisms()
             offered = {m: (m in mechs) for m in RELEVANT}
-            if not logins.pin_given():
+            if not logins.login(tok):
                 # Public objects only: no PIN needed to say what each key can open.
                 records = list_keys(tok)
-                return TokenReport(info, offered, {r.designation: r.opens for r in records})
-            logins.login(tok)
+                return TokenReport(info, offered, {r.designation: r.opens for r in records},
+                                   no_login=UNKNOWN if logins.pin_given() else None)
             records = list_keys(tok)
             return TokenReport(info, offered, {r.designation: r.opens for r in records},
                                tuple(r for r in records if r.status != "valid"))
@@ -189,10 +214,35 @@ def check_token(info: TokenInfo, config: Config, logins: Logins) -> TokenReport:
         return TokenReport(info, error=str(exc))
 
 
-def run(config: Config, registry: Registry, *, days: int = 30) -> DoctorReport:
-    """Every check; never prompts for a PIN (TOKENKEYS_PIN only, one try per token)."""
-    logins = Logins()
-    tokens = tuple(check_token(t, config, logins) for t in list_tokens(config))
-    return DoctorReport(tuple(list_modules(config)), tokens,
-                        check_registry(registry, lambda uri: open_token(uri, config),
-                                       days=days, logins=logins))
+def known_tokens(config: Config, registry: Registry, given: Sequence[str] = ()
+                 ) -> tuple[tuple[str, ...], list[str]]:
+    """The URIs of the tokens doctor may log in to: each given one (else the default
+    token) as it resolves now (label and serial), and every token the registry records
+    a key on; and a note for each given token that could not be found."""
+    known: list[str] = []
+    notes: list[str] = []
+    for uri in given or ([config.default_token] if config.default_token else []):
+        try:
+            with open_token(uri, config) as tok:
+                known.append(tok.info().uri)
+        except TokenKeysError as exc:
+            notes.append(f"token {uri} was not checked: {exc}")
+    rows = registry.keys()
+    known.extend(sorted({loc.token_uri for row in rows for loc in row.locations}))
+    return tuple(known), notes
+
+
+def run(config: Config, registry: Registry, *, days: int = 30,
+        tokens: Sequence[str] = ()) -> DoctorReport:
+    """Every check; never prompts for a PIN (TOKENKEYS_PIN only, one try per token, and
+    only on a token given in `tokens` (else the default token) or named by the registry)."""
+    known, notes = known_tokens(config, registry, tokens)
+    logins = Logins(known)
+    checked = tuple(check_token(t, config, logins) for t in list_tokens(config))
+    report = check_registry(registry, lambda uri: open_token(uri, config), days=days,
+                            logins=logins)
+    report.notes[:0] = notes
+    age = checkpoint_age(config, registry)  # the audit log's anchor off the database
+    report.problems.extend(age.problems)
+    report.notes.extend(age.notes)
+    return DoctorReport(tuple(list_modules(config)), checked, report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,13 +18,16 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import key_usage
+from tokenkeys.certificates import (
+    check_subject_text,
+    common_name,
+    forbidden_encryption_usage,
+    key_usage,
+)
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
-from tokenkeys.envelope import forbidden_encryption_usage
 from tokenkeys.errors import (
     CertificateRefused,
     DeviceError,
@@ -31,7 +35,7 @@ from tokenkeys.errors import (
     MechanismUnsupported,
     UsageError,
 )
-from tokenkeys.files import write_atomic
+from tokenkeys.files import MAX_CERTIFICATES, read_limited, write_atomic
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.services.signing import signer_for
 
@@ -70,7 +74,7 @@ def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRe
 
     Requires login. A key that cannot sign gets a message pointing to export-public.
     """
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or key.label)])
+    name = common_name(cn or key.label)
     signer, algorithm = signer_for(key)
     builder = (x509.CertificateSigningRequestBuilder().subject_name(name)
                .add_extension(key_usage(key.public_key), critical=True))
@@ -91,10 +95,7 @@ def write_csr(csr: x509.CertificateSigningRequest, path: Path, *, force: bool = 
 
 def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle, or one DER certificate."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+    data = read_limited(path, MAX_CERTIFICATES, what)
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
@@ -104,14 +105,18 @@ def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    with warnings.catch_warnings():  # an oversized name: refused, never a raw warning
+        warnings.simplefilter("ignore")
+        return cert.subject.rfc4514_string()
 
 
 def check_arriving(cert: x509.Certificate, public_key: object, label: str, *,
                    allow_any_usage: bool = False, now: datetime | None = None) -> None:
     """The one check of a certificate that arrives for a key, whatever the path (`key
     import-cert`, `share import`): it is for this key, not RSA-PSS (signatures only),
-    valid now, and its keyUsage allows encryption unless `allow_any_usage`."""
+    valid now, and its keyUsage allows encryption unless `allow_any_usage`; its subject
+    is printable and of sane length (check_subject_text), checked first."""
+    check_subject_text(cert)
     if not keyalg.same_key(cert.public_key(), public_key):
         raise CertificateRefused(
             f"the certificate ({_subject(cert)}) is for another key, not for {label!r}: "
@@ -161,6 +166,7 @@ def check_certificate(key: KeyHandle, cert: x509.Certificate,
 class Imported:
     replaced: bool  # a certificate (self-signed or older) was there before
     chain_kept: str  # "device", "beside the key: PATH" or "none"
+    already: bool = False  # the same certificate was stored with the key: not written again
 
 
 def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
@@ -170,14 +176,15 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     and keep `chain` on the device where it can hold it, else in `chains_dir`.
     Requires login (the SO PIN too on some cards)."""
     rest = check_certificate(key, cert, chain, allow_any_usage=allow_any_usage)
-    replaced = key.certificate is not None
+    already = key.certificate == cert  # the driver writes nothing then (a card refuses)
+    replaced = key.certificate is not None and not already
     store = require(token, CertificateStore, "storing certificates")
     if not rest:
         store.store_certificate(key, cert)
-        return Imported(replaced, "none")
+        return Imported(replaced, "none", already)
     try:
         store.store_certificate(key, cert, rest)
-        return Imported(replaced, "device")
+        return Imported(replaced, "device", already)
     except MechanismUnsupported:
         pass  # one certificate per key (OpenPGP card): refused before anything was written
     # Named by the key's own SHA-1 (not CKA_ID: every OpenPGP card says 02).
@@ -194,4 +201,4 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     except OSError as exc:
         raise UsageError(f"the certificate was stored with the key, but its chain could not "
                          f"be written to {path}: {exc.strerror}") from None
-    return Imported(replaced, f"beside the key: {path}")
+    return Imported(replaced, f"beside the key: {path}", already)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from tokenkeys import keyalg
+from tokenkeys.certificates import check_subject_text
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
@@ -128,6 +129,7 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
     store: CertificateStore | None = None
     had = key.certificate
     if cert is not None:
+        check_subject_text(cert)
         if not keyalg.same_key(cert.public_key(), key.public_key):
             raise CertificateRefused(
                 f"the certificate given ({cert.subject.rfc4514_string()}) holds another "

@@ -20,7 +20,7 @@ from tokenkeys import keyalg
 from tokenkeys.config import Config
 from tokenkeys.envelope import SealOptions, named_by_issuer, seal
 from tokenkeys.errors import PolicyRefused, UsageError
-from tokenkeys.files import prepare_output
+from tokenkeys.files import check_regular, prepare_output
 from tokenkeys.services import key_certs
 
 
@@ -85,6 +85,7 @@ def seal_file(config: Config, input_path: Path, output: Path, *,
     (streaming, constant memory); nothing is written when a rule refuses."""
     from tokenkeys.services.envelope_kinds import key_transports_for
 
+    check_regular(input_path, "input file")  # streamed, any size: never a FIFO or device
     certs, key_transport = recipients_of(config, certificates=certificates,
                                          consultation=consultation, service=service,
                                          key_transport=key_transport)

@@ -47,7 +47,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
-from tokenkeys.files import AtomicOutput
+from tokenkeys.files import MAX_PKCS12, AtomicOutput, read_limited
 from tokenkeys.services import interrupted, keygen
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
@@ -273,10 +273,7 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     if not name.strip():
         raise UsageError("the key name (designation) must not be empty")
     importer = require(token, KeyImport, "importing a private key")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_limited(path, MAX_PKCS12, "PKCS#12 file")
     contents = p12.parse(data, passphrase(), str(path))
     # The same checks as `key import-cert`, before anything reaches the token.
     check_arriving(contents.certificate, contents.key.public_key(), name,
@@ -296,8 +293,8 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
             "shareable": shareable}))
     stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
-    protection, warnings = p12.protection(data, str(path))
-    return ShareResult(describe(key), "import", path, protection, stored, str(path), warnings)
+    return ShareResult(describe(key), "import", path, contents.protection, stored, str(path),
+                       contents.warnings)
 
 
 STEPS = (

@@ -15,9 +15,10 @@ import secrets
 from dataclasses import dataclass
 
 from asn1crypto import algos as a1algos
+from asn1crypto import keys as a1keys
 from asn1crypto import pkcs12 as a1p12
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -26,10 +27,12 @@ from tokenkeys import keyalg
 from tokenkeys.errors import (
     CertificateRefused,
     FileMalformed,
-    PassphraseIncorrect,
     PassphraseWeak,
     UsageError,
 )
+from tokenkeys.files import MAX_PKCS12
+from tokenkeys.services import pkcs12_read as p12read
+from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.types import Secret
 
 # 600,000: OWASP's 2023 figure for PBKDF2-HMAC-SHA256 (about 0.07 s per derivation
@@ -38,7 +41,7 @@ from tokenkeys.types import Secret
 ITERATIONS = 600_000
 MIN_LENGTH = 12
 MIN_DISTINCT = 6
-MAX_FILE = 1 << 20  # a key, its certificate and a chain: a few KiB
+MAX_FILE = MAX_PKCS12
 MODERN = "AES-256-CBC, PBKDF2-HMAC-SHA256, MAC HMAC-SHA256"
 LEGACY = "TripleDES-CBC (pbeWithSHA1And3-KeyTripleDES), MAC HMAC-SHA1"
 LEGACY_WARNING = (
@@ -56,6 +59,8 @@ class Contents:
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     friendly_name: str | None
+    protection: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def check_strength(passphrase: Secret, designation: str) -> None:
@@ -93,29 +98,6 @@ def build(key: PrivateKey, certificate: x509.Certificate, chain: list[x509.Certi
     return remac(der, passphrase, ITERATIONS)
 
 
-def pkcs12_kdf(hash_name: str, passphrase: Secret, salt: bytes, purpose: int,
-               iterations: int, size: int) -> bytes:
-    """RFC 7292 appendix B.2 key derivation (purpose 3: MAC key); size <= digest size."""
-    v = hashlib.new(hash_name).block_size
-    digest_size = hashlib.new(hash_name).digest_size
-    if size > digest_size:
-        raise UsageError("pkcs12_kdf: one block only")
-    password = (passphrase.reveal() + "\0").encode("utf-16-be")  # BMPString, NUL-terminated
-    block = hashlib.new(
-        hash_name, bytes([purpose]) * v + _fill(salt, v) + _fill(password, v)).digest()
-    for _ in range(iterations - 1):
-        block = hashlib.new(hash_name, block).digest()
-    return block[:size]
-
-
-def _fill(data: bytes, v: int) -> bytes:
-    """`data` repeated to fill whole v-byte blocks (RFC 7292 B.2 steps 2 and 3)."""
-    if not data:
-        return b""
-    size = v * -(-len(data) // v)
-    return (data * (size // len(data) + 1))[:size]
-
-
 def remac(der: bytes, passphrase: Secret, iterations: int) -> bytes:
     """`der` with its MAC recomputed (same hash, new salt) at `iterations`."""
     pfx = a1p12.Pfx.load(der)
@@ -124,7 +106,7 @@ def remac(der: bytes, passphrase: Secret, iterations: int) -> bytes:
     content = pfx["auth_safe"]["content"].native
     salt = secrets.token_bytes(16)
     size = hashlib.new(hash_name).digest_size
-    key = pkcs12_kdf(hash_name, passphrase, salt, 3, iterations, size)
+    key = p12read.pkcs12_kdf(hash_name, passphrase, salt, 3, iterations, size)
     mac = a1p12.MacData({
         "mac": {
             "digest_algorithm": a1algos.DigestAlgorithm({"algorithm": hash_name}),
@@ -139,126 +121,145 @@ def remac(der: bytes, passphrase: Secret, iterations: int) -> bytes:
     return out
 
 
-def _check_structure(data: bytes, where: str) -> None:
-    """FileMalformed unless `data` is a complete DER PKCS#12 (before any passphrase use)."""
-    damaged = FileMalformed(f"{where} is not a PKCS#12 file, or it is damaged")
-    if not data or data[0] != 0x30:
-        raise damaged
+MAX_RSA_BITS = 16384  # loading checks the key: bounded, as the file is not trusted
+MAX_CHAIN = 8  # issuers kept above the key's certificate (a real chain has 1 to 3)
+MAX_VERIFY = 64  # signature checks spent on linking them
+
+
+def _private_key(der: bytes, where: str) -> PrivateKey:
+    """The key, once its algorithm (read by asn1crypto, before cryptography loads it:
+    no deprecation warning, no TypeError) is one tokenkeys keeps."""
     try:
-        pfx = a1p12.Pfx.load(data, strict=True)
-        if pfx["auth_safe"]["content_type"].native != "data":
-            raise FileMalformed(f"{where}: public-key protected PKCS#12 files are not supported")
-        pfx.authenticated_safe.native  # noqa: B018 - parses every ContentInfo
-        if pfx["mac_data"].native is not None:
-            pfx["mac_data"]["iterations"].native  # noqa: B018
-    except FileMalformed:
-        raise
+        info = a1keys.PrivateKeyInfo.load(der)
+        kind = info["private_key_algorithm"]["algorithm"].native
+        curve = info["private_key_algorithm"]["parameters"] if kind == "ec" else None
+        name = (curve.chosen.native if curve is not None and curve.name == "named"
+                else "explicit parameters")
+        bits = info.bit_size if kind == "rsa" else 0
     except Exception:  # asn1crypto raises ValueError, TypeError, KeyError... on bad input
-        raise damaged from None
-
-
-def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
-    """Open a PKCS#12 file: modern (PBES2/AES), legacy (3DES, RC2), OpenSSL or Windows made."""
-    if len(data) > MAX_FILE:
-        raise FileMalformed(f"{where} is larger than {MAX_FILE} bytes: not a key file")
-    _check_structure(data, where)
+        raise FileMalformed(f"{where} holds a damaged private key") from None
+    names = {"rsassa_pss": "RSA-PSS", "dsa": "DSA", "ed25519": "Ed25519", "ed448": "Ed448",
+             "x25519": "X25519", "x448": "X448"}
+    if kind == "ec":
+        if name not in keyalg.CURVES:
+            raise UsageError(f"the key in {where} is on curve {name}: tokenkeys keeps RSA "
+                             "(2048 bits or more) and EC P-256/P-384 keys")
+    elif kind != "rsa":
+        shown = names.get(kind, str(kind))
+        raise UsageError(f"the key in {where} is {shown}: tokenkeys keeps RSA (2048 bits or "
+                         "more) and EC P-256/P-384 keys")
+    elif bits > MAX_RSA_BITS:
+        raise UsageError(f"the key in {where} is RSA-{bits}: tokenkeys keeps RSA (2048 bits "
+                         f"or more, up to {MAX_RSA_BITS}) and EC P-256/P-384 keys")
     try:
-        loaded = pkcs12.load_pkcs12(data, passphrase.reveal().encode("utf-8"))
-    except UnsupportedAlgorithm:
-        raise FileMalformed(f"{where} uses an encryption tokenkeys cannot read") from None
-    except ValueError:
-        raise PassphraseIncorrect(
-            f"the passphrase does not open {where} (or the file was altered since it was "
-            "made); nothing was imported"
-        ) from None
-    key = loaded.key
-    if key is None:
-        raise FileMalformed(f"{where} holds no private key (only certificates?)")
+        key = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise FileMalformed(f"{where} holds a damaged private key") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise UsageError(f"the key in {where} is {type(key).__name__}: tokenkeys keeps RSA "
-                         "and EC P-256/P-384 keys")
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in keyalg.CURVES:
-        raise UsageError(f"the key in {where} is on curve {key.curve.name}: tokenkeys keeps "
-                         "EC keys on P-256 and P-384")
+                         "(2048 bits or more) and EC P-256/P-384 keys")
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < keyalg.MIN_RSA_BITS:
         raise UsageError(f"the key in {where} is RSA-{key.key_size}: below 2048 bits it is "
                          "too weak to protect bids")
-    certs = ([loaded.cert] if loaded.cert else []) + list(loaded.additional_certs)
+    return key
+
+
+def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
+    """Open a PKCS#12 file: modern (PBES2/AES), legacy (3DES, RC2), OpenSSL, Windows,
+    Java, NSS or Bouncy Castle made (pkcs12_read: every count bounded first). Runs the
+    derivations in a worker thread so that Ctrl-C stops them at once."""
+    if len(data) > MAX_FILE:
+        raise FileMalformed(f"{where} is larger than {MAX_FILE} bytes: not a key file")
+    return p12read.interruptibly(lambda: _parse(data, passphrase, where))
+
+
+def _parse(data: bytes, passphrase: Secret, where: str) -> Contents:
+    opened = p12read.read(data, passphrase, where)
+    if opened.key is None:
+        raise FileMalformed(f"{where} holds no private key (only certificates?)")
+    key = _private_key(opened.key, where)
+    certs: list[tuple[x509.Certificate, bytes | None, str | None]] = []
+    for der, key_id, name in opened.certificates:
+        try:
+            certs.append((x509.load_der_x509_certificate(der), key_id, name))
+        except ValueError:
+            raise FileMalformed(f"{where} holds a damaged certificate") from None
     if not certs:
         raise FileMalformed(f"{where} holds no certificate for its key")
-    mine = [c for c in certs if keyalg.same_key(c.certificate.public_key(), key.public_key())]
+    mine = [c for c in certs if keyalg.same_key(c[0].public_key(), key.public_key())]
     if not mine:
         raise CertificateRefused(f"the certificate in {where} does not belong to its private key; "
                           "nothing was imported")
-    leaf = mine[0]
-    others = [c.certificate for c in certs if c is not leaf]
-    name = leaf.friendly_name.decode("utf-8", "replace") if leaf.friendly_name else None
-    return Contents(key, leaf.certificate, tuple(order_chain(leaf.certificate, others)), name)
+    leaf, _, leaf_name = mine[0]
+    others = [c for c, _, _ in certs if c is not leaf]
+    chain = linked_chain(leaf, others)
+    warnings = _warnings(opened, where, len(others) - len(chain))
+    name = leaf_name or opened.key_name
+    return Contents(key, leaf, tuple(chain), name, protection(opened), warnings)
 
 
-_NAMES = {
-    "pkcs12_sha1_tripledes_3key": "TripleDES (SHA-1)", "pkcs12_sha1_tripledes_2key":
-    "2-key TripleDES (SHA-1)", "pkcs12_sha1_rc2_40": "RC2-40 (SHA-1)", "pkcs12_sha1_rc2_128":
-    "RC2-128 (SHA-1)", "pkcs12_sha1_rc4_40": "RC4-40 (SHA-1)", "pkcs12_sha1_rc4_128":
-    "RC4-128 (SHA-1)",
-}
+def _warnings(opened: p12read.Opened, where: str, dropped: int) -> tuple[str, ...]:
+    out = []
+    if not opened.has_mac:
+        out.append(f"{where} has no MAC: its integrity was not protected, so nothing proves "
+                   "it is the file that was made; import it only if it came to you by a "
+                   "channel you trust")
+    if dropped:
+        out.append(f"{dropped} certificate(s) in {where} do not link the key's certificate "
+                   f"towards a root (or exceed {MAX_CHAIN} issuers): not stored")
+    weak = _weakness(opened, where)
+    return (*out, *weak)
+
+
 STRONG_ITERATIONS = 100_000
 
 
-def _algorithm(alg: a1algos.EncryptionAlgorithm) -> tuple[str, int, bool]:
-    """(name, iterations, legacy) of a PKCS#12 bag encryption."""
-    name = alg["algorithm"].native
-    if name == "pbes2":
-        cipher = alg["parameters"]["encryption_scheme"]["algorithm"].native
-        return f"PBES2 {cipher}", alg.kdf_iterations, not cipher.startswith("aes")
-    return _NAMES.get(name, name), alg.kdf_iterations, True
+def protection(opened: p12read.Opened) -> str:
+    """How the file was protected: each part's encryption and count, then the MAC."""
+    parts = [f"{p.what}: {p.name}, {p.iterations} iterations" for p in opened.protections]
+    return "; ".join(parts) if parts else "no encryption"
 
 
-def protection(data: bytes, where: str) -> tuple[str, tuple[str, ...]]:
-    """How an (already opened) file is protected, and a warning when that is weak."""
-    try:
-        pfx = a1p12.Pfx.load(data)
-        found: list[tuple[str, str, int, bool]] = []
-        for info in pfx.authenticated_safe:
-            if info["content_type"].native == "encrypted_data":
-                alg = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]
-                found.append(("certificates", *_algorithm(alg)))
-                continue
-            for bag in a1p12.SafeContents.load(info["content"].native):
-                if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
-                    found.append(("key", *_algorithm(bag["bag_value"]["encryption_algorithm"])))
-        mac = pfx["mac_data"]
-        parts = [f"{what}: {name}, {count} iterations" for what, name, count, _ in found]
-        if mac.native is not None:
-            mac_hash = mac["mac"]["digest_algorithm"]["algorithm"].native
-            parts.append(f"MAC: HMAC-{mac_hash.upper()}, {mac['iterations'].native} iterations")
-    except Exception:  # description only: the file itself was already opened
-        return "unknown", ()
+def _weakness(opened: p12read.Opened, where: str) -> tuple[str, ...]:
+    """A warning when the file was weakly protected (legacy cipher, few iterations)."""
+    found = [p for p in opened.protections if p.what != "MAC"]
     reasons = []
-    if any(legacy for *_, legacy in found):
+    if any(p.legacy for p in found):
         reasons.append("a legacy cipher")
-    fewest = min((count for _, _, count, _ in found), default=STRONG_ITERATIONS)
+    fewest = min((p.iterations for p in found), default=STRONG_ITERATIONS)
     if fewest < STRONG_ITERATIONS:
         reasons.append(f"only {fewest} iterations")
     if not reasons:
-        return "; ".join(parts), ()
-    return "; ".join(parts), (
-        f"{where} was weakly protected ({' and '.join(reasons)}): delete it once imported, "
-        "and make the next one with `share export` (AES-256, 600000 iterations)",)
+        return ()
+    return (f"{where} was weakly protected ({' and '.join(reasons)}): delete it once imported, "
+            "and make the next one with `share export` (AES-256, 600000 iterations)",)
 
 
-def order_chain(leaf: x509.Certificate,
-                others: list[x509.Certificate]) -> list[x509.Certificate]:
-    """Issuers nearest first (by name), then whatever does not chain, in file order."""
-    ordered: list[x509.Certificate] = []
+def linked_chain(leaf: x509.Certificate,
+                 others: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The issuers of `leaf`, nearest first, each a CA certificate whose signature
+    verifies, up to a self-issued root or MAX_CHAIN; the other certificates are dropped.
+    At most MAX_VERIFY signature checks, whatever the file holds."""
+    chain: list[x509.Certificate] = []
     rest = list(others)
-    current = leaf
-    while True:
-        issuer = next((c for c in rest if c.subject == current.issuer
-                       and c.subject != current.subject), None)
+    current, budget = leaf, MAX_VERIFY
+    while len(chain) < MAX_CHAIN and current.issuer != current.subject and budget > 0:
+        issuer = None
+        for candidate in [c for c in rest if c.subject == current.issuer]:
+            if budget <= 0:
+                break
+            budget -= 1
+            if not is_ca_certificate(candidate):
+                continue
+            try:
+                current.verify_directly_issued_by(candidate)
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                continue
+            issuer = candidate
+            break
         if issuer is None:
             break
-        ordered.append(issuer)
+        chain.append(issuer)
         rest.remove(issuer)
         current = issuer
-    return ordered + rest
+    return chain

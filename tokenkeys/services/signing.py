@@ -15,10 +15,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.x509.oid import NameOID
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import Signer, build_certificate, validity
+from tokenkeys.certificates import Signer, build_certificate, common_name, validity
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
 
@@ -106,6 +105,6 @@ def self_signed(key: KeyHandle, cn: str, days: int, not_before: datetime | None 
     Requires login."""
     if days < 1:
         raise UsageError(f"validity must be at least one day, not {days}")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    name = common_name(cn)
     return build_certificate(key.public_key, name, validity(days, not_before), signer_for(key),
                              ca=ca)

@@ -13,16 +13,22 @@ from pathlib import Path
 from cryptography import x509
 
 from tokenkeys import keyalg
-from tokenkeys.certificates import certificate_cn, key_status, write_certificate
+from tokenkeys.certificates import (
+    certificate_cn,
+    check_common_name,
+    key_status,
+    write_certificate,
+)
 from tokenkeys.drivers import base
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.errors import (
+    DeviceRemoved,
     MechanismUnsupported,
     UsageError,
 )
 from tokenkeys.services.envelope_kinds import kinds_for
-from tokenkeys.services.key_certs import awaiting_certificate
-from tokenkeys.services.keygen import generate_named
+from tokenkeys.services.key_certs import awaiting_certificate, next_steps
+from tokenkeys.services.keygen import fixed_slot, generate_named
 from tokenkeys.services.signing import self_signed
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
@@ -115,10 +121,30 @@ def generate_key(
         raise UsageError("the key name (designation) must not be empty")
     if not 1 <= days <= keyalg.MAX_DAYS:
         raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
-    key = generate_named(
-        token, name, algorithm, lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
-        shareable=shareable, replace=replace, commit=commit, undo=undo)
+    check_common_name(cn or name)
+    try:
+        key = generate_named(
+            token, name, algorithm,
+            lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
+            shareable=shareable, replace=replace, commit=commit, undo=undo)
+    except DeviceRemoved as exc:
+        if exc.created is None:
+            raise
+        kept = fixed_slot(token) is not None  # a card's slot keeps it; else a leftover
+        raise DeviceRemoved(f"{exc}. {after_removal(exc.created, name, kept)}",
+                            exc.created) from None
     return describe(key, mechanisms=token.mechanisms())
+
+
+def after_removal(created: str, name: str, kept: bool) -> str:
+    """What is left to do with a key the device made before it was pulled out: one
+    a card's fixed slot `kept` awaits its certificate, any other is a leftover."""
+    if not kept:
+        return (f"Key {name!r} was not finished: insert the device, run `tokenkeys key "
+                "cleanup` to remove the unfinished key, then run the command again")
+    return (f"Key {name!r} was created, but its certificate is not stored yet and the "
+            f"registry does not know it. Next: insert the card again, then {next_steps(created)} "
+            "(`key import-cert` also records it in the registry)")
 
 
 def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from tokenkeys.errors import (
     DeviceError,
+    DeviceRemoved,
     KeyNotFound,
     MechanismUnsupported,
     PinLocked,
@@ -117,14 +118,15 @@ def ckr_name(code: int) -> str:
     return NAMES.get(code, f"CKR 0x{code:08X}")
 
 
-REMOVED = "the device was removed or reset: insert it and run the command again"
+REMOVED = ("the card was removed from its reader (or the device was reset): insert it and "
+           "run the command again")
 _C = CKR
 # CKR -> (tree class, one-line reason). Absent: DeviceError naming the CKR.
 ERRORS: dict[int, tuple[type[TokenKeysError], str]] = {
-    _C["CKR_DEVICE_REMOVED"]: (TokenNotFound, REMOVED),
-    _C["CKR_TOKEN_NOT_PRESENT"]: (TokenNotFound, REMOVED),
+    _C["CKR_DEVICE_REMOVED"]: (DeviceRemoved, REMOVED),
+    _C["CKR_TOKEN_NOT_PRESENT"]: (DeviceRemoved, REMOVED),
     _C["CKR_TOKEN_NOT_RECOGNIZED"]: (TokenNotFound, "the device in the reader is not recognised"),
-    _C["CKR_SLOT_ID_INVALID"]: (TokenNotFound, REMOVED),
+    _C["CKR_SLOT_ID_INVALID"]: (DeviceRemoved, REMOVED),
     _C["CKR_SESSION_HANDLE_INVALID"]: (TokenNotFound, "the session with the device was lost"),
     _C["CKR_SESSION_CLOSED"]: (TokenNotFound, "the session with the device was lost"),
     _C["CKR_KEY_HANDLE_INVALID"]: (KeyNotFound, "the key is no longer on the device"),
@@ -146,6 +148,14 @@ ERRORS: dict[int, tuple[type[TokenKeysError], str]] = {
     _C["CKR_ATTRIBUTE_SENSITIVE"]: (DeviceError, "the attribute is sensitive"),
     _C["CKR_KEY_UNEXTRACTABLE"]: (DeviceError, "the key cannot leave the device"),
 }
+# What a device may answer when it is pulled out in the middle of a call, besides
+# CKR_DEVICE_REMOVED (OpenSC 0.23 with a card pulled out: CKR_GENERAL_ERROR, or
+# CKR_OPERATION_ACTIVE for the next call). Ambiguous: the token asks the reader whether
+# the card is still in before naming the error (Profile.removal_codes, P11Token.explain).
+MAYBE_REMOVED = frozenset(_C[n] for n in (
+    "CKR_GENERAL_ERROR", "CKR_OPERATION_ACTIVE", "CKR_DEVICE_ERROR", "CKR_FUNCTION_FAILED",
+    "CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED",
+))
 # Answers of a decryption the device performed that speak of the ciphertext only
 # (bad padding, wrong length), on any device: the v1.5 countermeasure hides these
 # and a profile's padding_codes, nothing else (Profile.is_padding_outcome).

@@ -8,8 +8,8 @@ session, key gone, CKR_DEVICE_ERROR) is raised as what it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from asn1crypto.core import OctetString
 from cryptography import x509
@@ -21,13 +21,15 @@ from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Runner
 from tokenkeys.drivers.negotiate import DecryptFailed, MechanismRefused, negotiator_for
 from tokenkeys.drivers.p11 import ck, templates
-from tokenkeys.drivers.p11.ckr import REFUSALS, CkrError, guard, to_error
+from tokenkeys.drivers.p11.ckr import REFUSALS, CkrError
 from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
 from tokenkeys.drivers.p11.profiles import Profile
 from tokenkeys.drivers.pkcs11_tables import digest, ec_point_of, ecdsa_der
-from tokenkeys.errors import MechanismUnsupported, UsageError
+from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
 from tokenkeys.types import KeyType
 from tokenkeys.uri import Pkcs11Uri
+
+T = TypeVar("T")
 
 
 class KeyOwner(Protocol):
@@ -38,6 +40,8 @@ class KeyOwner(Protocol):
     def session(self) -> Session: ...
 
     def private_by_id(self, key_id: bytes) -> Any: ...
+
+    def explain(self, code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysError: ...
 
 
 class Unusable(Exception):
@@ -130,6 +134,16 @@ class P11Key(KeyHandle):
     def run_device_calls_with(self, runner: Runner | None) -> None:
         self._run = runner or _here
 
+    def _device(self, fn: Callable[[], T], what: str, offered: Sequence[str] = ()) -> T:
+        """A device call on the key's device thread; a failure is explained there too
+        (the removal check asks the reader, a device call of its own)."""
+        try:
+            out: T = self._run(fn)
+        except CkrError as exc:
+            code = exc.code
+            raise self._run(lambda: self._owner.explain(code, what, offered)) from None
+        return out
+
     # --- RsaOps (negotiate.py) ---
     def _decrypt(self, ciphertext: bytes, mech: Mech, refusable: bool) -> bytes:
         key = self._key()
@@ -142,7 +156,8 @@ class P11Key(KeyHandle):
                 raise MechanismRefused() from None
             if self._owner.profile.is_padding_outcome(exc.code):
                 raise DecryptFailed() from None
-            raise to_error(exc.code, f"decrypting with {self.label!r}") from None
+            code, what = exc.code, f"decrypting with {self.label!r}"
+            raise self._run(lambda: self._owner.explain(code, what)) from None
         return out
 
     def oaep(self, ciphertext: bytes, hash_name: str, mgf_hash_name: str,
@@ -174,8 +189,8 @@ class P11Key(KeyHandle):
         if self._owner.profile.decryption_key_signs:
             return True
         if self._can_sign is None:
-            got = guard(lambda: self._owner.session().get(self._key(), [ck.CKA_SIGN]),
-                        "reading CKA_SIGN")
+            got = self._device(lambda: self._owner.session().get(self._key(), [ck.CKA_SIGN]),
+                               "reading CKA_SIGN")
             self._can_sign = bool(got[ck.CKA_SIGN])
         return self._can_sign
 
@@ -191,13 +206,11 @@ class P11Key(KeyHandle):
             if mech is None:
                 raise MechanismUnsupported(f"RSA PKCS#1 v1.5 with {algorithm.name}",
                                            list(templates.RSA_SIGN))
-            return bytes(guard(lambda: self._run(
-                lambda: session.sign(self._key(), Mech(mech), data)), what,
-                sorted(self.mechanisms)))
+            return bytes(self._device(lambda: session.sign(self._key(), Mech(mech), data),
+                                      what, sorted(self.mechanisms)))
         value = digest(data, algorithm)
-        rs = bytes(guard(lambda: self._run(
-            lambda: session.sign(self._key(), Mech(ck.CKM_ECDSA), value)), what,
-            sorted(self.mechanisms)))
+        rs = bytes(self._device(lambda: session.sign(self._key(), Mech(ck.CKM_ECDSA), value),
+                                what, sorted(self.mechanisms)))
         return ecdsa_der(rs)
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
@@ -219,6 +232,4 @@ class P11Key(KeyHandle):
             finally:
                 session.destroy(secret)
 
-        z: bytes = guard(lambda: self._run(derive), f"ECDH with {self.label!r}",
-                         sorted(self.mechanisms))
-        return z
+        return self._device(derive, f"ECDH with {self.label!r}", sorted(self.mechanisms))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenkeys.drivers.negotiate import SHA1_ONLY, OaepParams
-from tokenkeys.drivers.p11.ckr import CKR, PADDING_OUTCOME
+from tokenkeys.drivers.p11.ckr import CKR, MAYBE_REMOVED, PADDING_OUTCOME
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class Profile:
     # CKRs beyond ckr.PADDING_OUTCOME this device answers a bad padding with. Only
     # here: on other devices such a code is a device failure, not a damaged bid.
     padding_codes: frozenset[int] = frozenset()
+    # Answers that may mean "pulled out of its reader": on these (a decryption's
+    # padding outcome excepted) the token asks the reader whether the device is still
+    # there, and says "removed" when it is not. Empty for a device that cannot leave.
+    removal_codes: frozenset[int] = MAYBE_REMOVED
+    # One certificate per key that a second write does not replace (OpenPGP: DO 7F21;
+    # OpenSC answers CKR_GENERAL_ERROR): the old one is removed first.
+    remove_certificate_first: bool = False
 
     def is_padding_outcome(self, code: int) -> bool:
         """Does this answer to a decryption the device performed speak of the
@@ -47,11 +54,13 @@ OPENPGP = Profile(
     # C_DestroyObject "succeeds" but a new process still sees the key.
     can_delete=False, reread_after_keygen=True, wrong_pin_not_logged_in=True,
     can_store_chain=False,  # one cardholder certificate DO (7F21)
+    remove_certificate_first=True,
 )
 SOFTHSM2 = Profile(
     "SoftHSM2", oaep=SHA1_ONLY,  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
     # 2.6.1 answers every bad RSA block (v1.5 or OAEP, even a short one) this way.
     padding_codes=frozenset({CKR["CKR_GENERAL_ERROR"]}),
+    removal_codes=frozenset(),  # files on disk: never pulled out
 )
 
 # (manufacturer, model or "" for any model) -> profile.

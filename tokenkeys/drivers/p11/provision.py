@@ -11,7 +11,7 @@ import functools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
@@ -20,18 +20,22 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey, UnusableKey
 from tokenkeys.drivers.p11 import ck, templates
-from tokenkeys.drivers.p11.ckr import CkrError, ckr_errors, to_error
+from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.keys import read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile
 from tokenkeys.errors import (
     DeviceError,
+    DeviceRemoved,
     KeyExists,
     MechanismUnsupported,
     PinMissing,
+    TokenKeysError,
+    TokenNotFound,
     UsageError,
 )
 from tokenkeys.types import KeySpec
+from tokenkeys.uri import parse_pkcs11
 
 T = TypeVar("T")
 # The reread helper needs no secret: it must not inherit one.
@@ -43,6 +47,7 @@ KEY_CLASSES = (ck.CKO_CERTIFICATE, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY)
 class Target(Protocol):
     port: Port
     module: str
+    uri: str
     slot: SlotToken
     profile: Profile
     known_public: dict[bytes, PublicKey]
@@ -58,6 +63,11 @@ class Target(Protocol):
     def reinitialise(self) -> None: ...
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle: ...
+
+    def explain(self, code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysError: ...
+
+    def device_errors(self, what: str, offered: Sequence[str] = ()
+                      ) -> contextlib.AbstractContextManager[None]: ...
 
 
 def child_environment() -> dict[str, str]:
@@ -132,29 +142,52 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     _check_offered(token, spec, mech.mechanism)
     what = f"generating {spec.algorithm.value} key {spec.label!r}"
 
+    made: list[Any] = []
+
     def run() -> tuple[Any, Any]:
         try:
             pair: tuple[Any, Any] = token.session().generate_key_pair(mech, public_t, private_t)
         except CkrError as exc:
-            raise to_error(exc.code, what, offered(token)) from None
+            raise token.explain(exc.code, what, offered(token)) from None
+        made.extend(pair)
         return pair
 
-    if profile.keygen_needs_so:
-        pub, priv = token.as_so(run)
-    else:
-        try:
-            pub, priv = run()
-        except PinMissing:  # CKR_USER_NOT_LOGGED_IN: the card wants the SO (admin) PIN
+    with _removed_after_keygen(token, made, key_id, spec.label):
+        if profile.keygen_needs_so:
             pub, priv = token.as_so(run)
+        else:
+            try:
+                pub, priv = run()
+            except PinMissing:  # CKR_USER_NOT_LOGGED_IN: the card wants the SO (admin) PIN
+                pub, priv = token.as_so(run)
+        try:
+            public = _read_new_public(token, pub, key_id)
+            if slot_id is None:
+                key_id = _rename_to_sha1(token, pub, priv, public)
+        except BaseException:
+            destroy_quietly(token, pub, priv)
+            raise
+        token.known_public[key_id] = public
+        return token.find_key(key_id=key_id)
+
+
+@contextlib.contextmanager
+def _removed_after_keygen(token: Target, made: list[Any], key_id: bytes,
+                          label: str) -> Iterator[None]:
+    """A device gone once the pair exists (`made`) is DeviceRemoved naming the new key:
+    a card's fixed slot keeps it (the SO login back to the user, the re-read, failed)."""
     try:
-        public = _read_new_public(token, pub, key_id)
-        if slot_id is None:
-            key_id = _rename_to_sha1(token, pub, priv, public)
-    except BaseException:
-        destroy_quietly(token, pub, priv)
-        raise
-    token.known_public[key_id] = public
-    return token.find_key(key_id=key_id)
+        yield
+    except TokenNotFound as exc:
+        if not made:
+            raise
+        fixed = token.profile.keygen_slot is not None
+        uri = parse_pkcs11(token.uri).with_object(None if fixed else label, key_id)
+        where = f", key slot {key_id.hex()}" if fixed else ""
+        raise DeviceRemoved(
+            f"the key pair was generated on {token.slot.label!r} (serial {token.slot.serial}"
+            f"{where}), but the device was gone before tokenkeys could finish ({exc})",
+            created=str(uri)) from None
 
 
 def _read_new_public(token: Target, pub: Any, key_id: bytes) -> PublicKey:
@@ -180,7 +213,7 @@ def _rename_to_sha1(token: Target, pub: Any, priv: Any, public: PublicKey) -> by
         token.session().set(obj, {ck.CKA_ID: new_id})
 
     for obj in (pub, priv):
-        with ckr_errors("setting the key id"):
+        with token.device_errors("setting the key id"):
             token.writing(functools.partial(set_id, obj))
     return new_id
 
@@ -203,22 +236,47 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
         raise MechanismUnsupported("storing an issuer chain on this card",
                                    ["one certificate per key"])
     old = token.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key.id})
-    objects = [templates.certificate(key.label, key.id, certificate)] + [
-        templates.certificate(f"{key.label}{CHAIN_MARK}{i:02d}", key.id, c)
-        for i, c in enumerate(chain, 1)]
+    wanted = [(key.label, certificate)] + [
+        (f"{key.label}{CHAIN_MARK}{i:02d}", c) for i, c in enumerate(chain, 1)]
+    if _stored_already(token, old, [c for _, c in wanted]):
+        key.certificate = certificate  # nothing to write (a card refuses a second one)
+        return
+    objects = [templates.certificate(label, key.id, c) for label, c in wanted]
+    what = f"storing the certificate of {key.label!r}"
+
+    first = old if token.profile.remove_certificate_first else []
 
     def write() -> None:
-        for tpl in objects:
-            with ckr_errors(f"storing the certificate of {key.label!r}",
-                            ["one certificate per key"]):
-                token.session().create(tpl)
-        for obj in old:
-            # A card with one certificate slot replaced it already.
+        for obj in first:  # the card keeps one and refuses a second
+            with token.device_errors(f"removing the old certificate of {key.label!r}"):
+                token.session().destroy(obj)
+        try:
+            for tpl in objects:
+                with token.device_errors(what, ["one certificate per key"]):
+                    token.session().create(tpl)
+        except TokenKeysError as exc:
+            if first:
+                exc.args = (f"{exc}; the old certificate was removed from the card first: "
+                            "run the command again to store the new one",)
+            raise
+        for obj in [] if first else old:
             with contextlib.suppress(CkrError):
                 token.session().destroy(obj)
 
     token.writing(write)
     key.certificate = certificate
+
+
+def _stored_already(token: Target, old: list[Any], wanted: list[x509.Certificate]) -> bool:
+    """Whether the certificate objects of the key hold exactly `wanted` (leaf, chain)."""
+    if len(old) != len(wanted):
+        return False
+    values = []
+    for obj in old:
+        with token.device_errors("reading a certificate"):
+            values.append(bytes(token.session().get(obj, [ck.CKA_VALUE])[ck.CKA_VALUE] or b""))
+    return sorted(values) == sorted(
+        c.public_bytes(serialization.Encoding.DER) for c in wanted)
 
 
 def set_label(token: Target, key: KeyHandle, label: str) -> None:
@@ -235,7 +293,7 @@ def set_label(token: Target, key: KeyHandle, label: str) -> None:
             for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id}):
                 new = renamed(token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")
                 if new is not None:
-                    with ckr_errors(f"renaming {key.label!r}"):
+                    with token.device_errors(f"renaming {key.label!r}"):
                         token.session().set(obj, {ck.CKA_LABEL: new})
 
     token.writing(write)
@@ -250,7 +308,7 @@ def provisional_objects(token: Target) -> list[UnusableKey]:
     found = []
     for cls, kind in kinds.items():
         for obj in token.find({ck.CKA_CLASS: cls}):
-            with ckr_errors("reading object labels"):
+            with token.device_errors("reading object labels"):
                 a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID])
             label = a[ck.CKA_LABEL] or ""
             if label.startswith(PROVISIONAL):
@@ -273,7 +331,7 @@ def _blank(token: Target) -> list[tuple[Any, str]]:
     found = []
     for cls, material in _MATERIAL.items():
         for obj in token.find({ck.CKA_CLASS: cls}):
-            with ckr_errors("reading objects"):
+            with token.device_errors("reading objects"):
                 a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID, *material])
             if not any(a.values()):
                 found.append((obj, kinds[cls]))
@@ -287,7 +345,7 @@ def blank_objects(token: Target) -> list[UnusableKey]:
 def destroy_blank(token: Target) -> None:
     def destroy() -> None:
         for obj, _ in _blank(token):
-            with ckr_errors("deleting a half-written object"):
+            with token.device_errors("deleting a half-written object"):
                 token.session().destroy(obj)
 
     token.writing(destroy)
@@ -301,7 +359,7 @@ def destroy_provisional(token: Target, label: str) -> None:
     def destroy() -> None:
         for cls in KEY_CLASSES:
             for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_LABEL: label}):
-                with ckr_errors(f"deleting {label!r}"):
+                with token.device_errors(f"deleting {label!r}"):
                     token.session().destroy(obj)
 
     token.writing(destroy)
@@ -325,7 +383,7 @@ def delete(token: Target, key: KeyHandle) -> None:
         for query in queries:
             for cls in KEY_CLASSES:
                 for obj in token.find({ck.CKA_CLASS: cls, **query}):
-                    with ckr_errors(f"deleting {key.label!r}"):
+                    with token.device_errors(f"deleting {key.label!r}"):
                         token.session().destroy(obj)
 
     token.writing(destroy)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -19,17 +20,19 @@ from tokenkeys.config import Config
 from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, UnusableKey, lookup_terms, the_one
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.drivers.p11 import ck, discovery, provision, share
-from tokenkeys.drivers.p11.ckr import CKR, CkrError, ckr_errors, to_error
+from tokenkeys.drivers.p11.ckr import CKR, REMOVED, CkrError, ckr_errors, to_error
 from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile, profile_for
 from tokenkeys.drivers.p11.provision import CHAIN_MARK
 from tokenkeys.drivers.pkcs11_tables import tries_left
 from tokenkeys.errors import (
+    DeviceRemoved,
     KeyNotFound,
     PinIncorrect,
     PinLocked,
     PinMissing,
+    TokenKeysError,
     TokenNotFound,
     UsageError,
 )
@@ -40,6 +43,9 @@ from tokenkeys.uri import Pkcs11Uri
 T = TypeVar("T")
 _WRONG_PIN = CKR["CKR_PIN_INCORRECT"]
 _NOT_LOGGED_IN = CKR["CKR_USER_NOT_LOGGED_IN"]
+# How long the reader may take to notice a card pulled out (pcscd polls its readers).
+GONE_WAIT_S = 1.0
+GONE_POLL_S = 0.1
 
 
 class P11Token(Token):
@@ -102,6 +108,35 @@ class P11Token(Token):
             st = self.port.token(self.slot.slot)
         return discovery.token_info(st, self.module)
 
+    # --- errors ------------------------------------------------------------
+    def explain(self, code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysError:
+        """The error tree's error for `code`: DeviceRemoved when the profile says the
+        answer may mean a pulled card and the reader no longer shows it."""
+        if code in self.profile.removal_codes and self._gone():
+            return DeviceRemoved(f"{what}: {REMOVED}")
+        return to_error(code, what, offered)
+
+    @contextlib.contextmanager
+    def device_errors(self, what: str, offered: Sequence[str] = ()) -> Iterator[None]:
+        """ckr_errors, with a pulled card named as such (explain)."""
+        try:
+            yield
+        except CkrError as exc:
+            raise self.explain(exc.code, what, offered) from None
+
+    def _gone(self) -> bool:
+        """Whether this token's slot shows no token, within GONE_WAIT_S."""
+        deadline = time.monotonic() + GONE_WAIT_S
+        while True:
+            try:
+                if self.slot.slot not in self.port.slots():
+                    return True
+            except CkrError:
+                return False  # the module cannot say: name the original error
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(GONE_POLL_S)
+
     def _flags(self) -> int:
         with ckr_errors("reading the token"):
             return self.port.token(self.slot.slot).flags
@@ -134,7 +169,7 @@ class P11Token(Token):
             raise PinIncorrect(tries_left(flags) or self.profile.tries_hint)
         if code == CKR["CKR_PIN_LOCKED"]:
             raise PinLocked(who)
-        raise to_error(code, f"login to {self.slot.label!r}")
+        raise self.explain(code, f"login to {self.slot.label!r}")
 
     def login(self, pin_source: PinSource) -> None:
         """User login, once. PIN pad when the source gives no PIN and the reader has one."""

@@ -1,0 +1,111 @@
+"""Python time per small envelope, with a software key so that no device time is in it.
+
+    .venv/bin/python tests/benchmarks/bench_per_envelope.py [--n 300] [--rounds 5]
+
+N envelopes of 4 KB (AES-256-GCM, ECDH P-256) opened one after the other in one thread
+through opening_files.open_one, in interleaved rounds:
+- as shipped: outputs published in groups (one syncfs per group, opening_files.Publisher);
+- one fsync per output, as before group commit;
+- one fsync per output and the BER reader's buffer at 1 MB whatever the file (the
+  previous main);
+- the key agreement and AES-GCM alone (cryptography, no parsing, no file): the floor.
+Prints ms per envelope (min / median / max over rounds) and each row less the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF  # noqa: E402
+
+from tests.cli.share_support import PIN, soft_store  # noqa: E402
+from tokenkeys.config import Config  # noqa: E402
+from tokenkeys.drivers import open_token  # noqa: E402
+from tokenkeys.envelope import SealOptions, seal  # noqa: E402
+from tokenkeys.envelope import open as envelope_open  # noqa: E402
+from tokenkeys.files import CommitGroup  # noqa: E402
+from tokenkeys.services import opening_batch  # noqa: E402
+from tokenkeys.services.opening_files import Publisher, open_one  # noqa: E402
+from tokenkeys.types import Secret, given_pin  # noqa: E402
+
+
+def floor(n: int, plain: bytes) -> float:
+    """ECDH + X9.63 KDF + AES-256-GCM over the same size, n times: seconds."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    peer = ec.generate_private_key(ec.SECP256R1()).public_key()
+    nonce = b"\0" * 12
+    sealed = AESGCM(b"k" * 32).encrypt(nonce, plain, None)
+    start = time.perf_counter()
+    for _ in range(n):
+        shared = key.exchange(ec.ECDH(), peer)
+        X963KDF(hashes.SHA256(), 32, None).derive(shared)
+        AESGCM(b"k" * 32).decrypt(nonce, sealed, None)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tk-bench-env-"))
+    uri = soft_store(work / "ks", ("K", "ec-p256", False))
+    plain = b"offre " * 700  # about 4 KB
+    (work / "plain").write_bytes(plain)
+    bids = work / "bids"
+    bids.mkdir()
+    times: dict[str, list[float]] = {"as shipped": [], "fsync per output": [],
+                                     "fsync per output, 1 MB reader buffer": [],
+                                     "floor: ECDH + KDF + AES-GCM only": []}
+    shipped = (envelope_open.READ_BLOCK, envelope_open.MIN_READ_BLOCK)
+    with open_token(uri, Config()) as token:
+        token.login(given_pin(Secret(PIN)))
+        keys = token.list_keys()
+        cert = keys[0].certificate
+        assert cert is not None
+        for i in range(args.n):
+            seal(work / "plain", bids / f"bid-{i:04d}.p7m", [cert], SealOptions())
+        inputs = opening_batch.collect_inputs([bids])
+        for r in range(args.rounds):
+            for kind in times:
+                if kind.startswith("floor"):
+                    times[kind].append(floor(args.n, plain) / args.n)
+                    continue
+                envelope_open.MIN_READ_BLOCK = (envelope_open.READ_BLOCK if "1 MB" in kind
+                                                else shipped[1])
+                out = work / f"{r}-{list(times).index(kind)}"
+                out.mkdir()
+                pairs = opening_batch.plan(inputs, out)
+                start = time.perf_counter()
+                if kind == "as shipped":
+                    publisher = Publisher(CommitGroup(), lambda _result: None)
+                    for src, dst in pairs:
+                        publisher.take(open_one(src, dst, keys, publisher.group))
+                    publisher.publish()
+                else:
+                    for src, dst in pairs:
+                        open_one(src, dst, keys)
+                times[kind].append((time.perf_counter() - start) / args.n)
+        envelope_open.MIN_READ_BLOCK = shipped[1]
+    base = statistics.median(times["floor: ECDH + KDF + AES-GCM only"])
+    print(f"| one thread, {args.n} x 4 KB, {args.rounds} rounds | ms per envelope "
+          "(min / median / max) | median less the floor |\n|---|---|---|")
+    for kind, values in times.items():
+        ms = [v * 1000 for v in values]
+        print(f"| {kind} | {min(ms):.3f} / {statistics.median(ms):.3f} / {max(ms):.3f} | "
+              f"{(statistics.median(values) - base) * 1000:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""`tokenkeys assistant [OPTIONS]`, `assistant pairings list|revoke`, `assistant demo-platform`.
+
+The assistant itself (tokenkeys.assistant) is imported only when it runs: Starlette and
+uvicorn cost nothing to the other commands."""
+
+from __future__ import annotations
+
+import click
+
+from tokenkeys.cli.context import App, pass_app
+from tokenkeys.services.pairings import PairingStore
+
+
+@click.group("assistant", invoke_without_command=True)
+@click.option("--host", default=None, metavar="ADDRESS",
+              help="Loopback address to listen on: 127.0.0.1 (default) or ::1.")
+@click.option("--port", type=int, default=None, help="Port (default 8765).")
+@click.option("--origin", "origins", multiple=True, metavar="URL",
+              help="A platform origin allowed to call the assistant (repeat it).")
+@click.option("--console", is_flag=True,
+              help="Ask for approvals and the PIN on this terminal too.")
+@click.option("--open", "open_window", is_flag=True,
+              help="Open the assistant's window in the web browser.")
+@click.option("--max-body", type=int, default=None, metavar="BYTES",
+              help="Largest envelope accepted.")
+@click.option("--concurrency", type=int, default=None, help="Requests handled at once.")
+@click.option("--idle-timeout", type=float, default=None, metavar="SECONDS",
+              help="Seconds without a byte from a page before its request is dropped.")
+@click.option("--approval-timeout", type=float, default=None, metavar="SECONDS",
+              help="Seconds the user has to approve an operation.")
+@click.pass_context
+def assistant_group(ctx: click.Context, host: str | None, port: int | None,
+                    origins: tuple[str, ...], console: bool, open_window: bool,
+                    max_body: int | None, concurrency: int | None, idle_timeout: float | None,
+                    approval_timeout: float | None) -> None:
+    """Run the local assistant the platform's web pages talk to (Ctrl-C stops it).
+
+    It listens on 127.0.0.1 only, answers the platform origins allowed in the
+    configuration ([assistant] origins) or with --origin, and asks for your
+    approval and the PIN in its own window (or here with --console) before any key
+    is used."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tokenkeys.assistant import server, settings
+
+    app = ctx.find_object(App)
+    assert app is not None
+    chosen = settings.merge(settings.from_config(app.config.source), host=host, port=port,
+                            origins=list(origins), console=console or None,
+                            max_body=max_body, concurrency=concurrency,
+                            idle_timeout=idle_timeout, approval_timeout=approval_timeout)
+    server.serve(chosen, app.config, open_window=open_window)
+
+
+@assistant_group.group("pairings")
+def pairings_group() -> None:
+    """The platform origins paired with the assistant."""
+
+
+@pairings_group.command("list")
+@pass_app
+def pairings_list(app: App) -> None:
+    """Every paired origin (the tokens themselves are never kept, only their hashes)."""
+    rows = PairingStore().list()
+    app.emit({"pairings": [p.to_json() for p in rows]},
+             lambda: app.table(None, ["origin", "token id", "paired at"],
+                               [(p.origin, p.to_json()["token_id"], p.created_at)
+                                for p in rows]) if rows else app.say("no paired origins"))
+
+
+@pairings_group.command("revoke")
+@click.argument("origin")
+@pass_app
+def pairings_revoke(app: App, origin: str) -> None:
+    """Revoke ORIGIN's pairing: its pages must pair again."""
+    from tokenkeys.assistant.settings import normalize_origin
+
+    gone = PairingStore().revoke(normalize_origin(origin))
+    app.emit({"revoked": gone.to_json()},
+             lambda: app.say(f"revoked the pairing of {gone.origin}"))
+
+
+@assistant_group.command("demo-platform")
+@click.option("--port", type=int, default=None, help="Port (default 8766).")
+@click.option("--assistant", "assistant_url", default=None, metavar="URL",
+              help="The assistant's address (default http://127.0.0.1:8765).")
+def demo_platform(port: int | None, assistant_url: str | None) -> None:
+    """Serve a demo of the platform's pages on another loopback origin."""
+    from tokenkeys.assistant import demo
+
+    demo.serve(port=port, assistant_url=assistant_url)

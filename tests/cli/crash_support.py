@@ -87,26 +87,77 @@ class Proc:
     def wait(self) -> int:
         return self._popen.wait(timeout=120) if self._popen else self._spawned.wait()
 
+    def alive(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None
+        try:
+            os.kill(self.pid, 0)  # the fork server reaps its children at once
+        except ProcessLookupError:
+            return False
+        return True
+
     def err(self) -> str:
         return "" if self._popen else Path(self._spawned.err).read_text()
 
 
+def token_dir(softhsm_dir: Path, label: str) -> Path:
+    """The directory where SoftHSM2 keeps the token `label` (its token.object holds the
+    label padded to 32 bytes)."""
+    padded = label.ljust(32).encode()
+    found = [d for d in (softhsm_dir / "tokens").iterdir()
+             if (d / "token.object").exists() and padded in (d / "token.object").read_bytes()]
+    assert len(found) == 1, (label, found)
+    return found[0]
+
+
+def _stamp(directory: Path) -> int:
+    return os.stat(directory).st_mtime_ns
+
+
+def _first_write(directory: Path, proc: Proc, before: int, deadline: float) -> bool:
+    """Wait until an object file is created or removed in `directory` (its mtime moves):
+    True; False when the process ended first or the deadline passed."""
+    while time.monotonic() < deadline:
+        if _stamp(directory) != before:
+            return True
+        if not proc.alive():
+            return False
+        time.sleep(0.0005)
+    return False
+
+
 def run_and_kill(server: ForkServer | None, args: list[str], env: dict[str, str],
-                 delay: float) -> tuple[int, float]:
-    """Start the CLI, SIGKILL it after `delay` seconds (unless it ended first): its exit
-    code (-9 when the kill ended it) and how long it lived."""
+                 delay: float, watch: Path | None = None) -> tuple[int, str]:
+    """Start the CLI, SIGKILL it after `delay` seconds (counted from the first object
+    it creates in the token directory `watch`, if given) unless it ended first: its
+    exit code (-9 when the kill ended it) and its standard error."""
     began = time.monotonic()
+    before = _stamp(watch) if watch is not None else 0
     proc = Proc(server, args, env)
+    if watch is not None:
+        _first_write(watch, proc, before, began + 60)
     time.sleep(delay)
     with contextlib.suppress(ProcessLookupError):  # it ended first (and was reaped)
         os.kill(proc.pid, signal.SIGKILL)
-    return proc.wait(), time.monotonic() - began
+    return proc.wait(), proc.err()
 
 
-def timed(server: ForkServer | None, args: list[str], env: dict[str, str]) -> float:
-    """How long one uninterrupted run takes, now (it must succeed)."""
+@dataclass(frozen=True)
+class Timing:
+    whole: float  # start to exit
+    writing: float  # first object created in the token directory to exit
+
+
+def timed(server: ForkServer | None, args: list[str], env: dict[str, str],
+          watch: Path) -> Timing:
+    """How long one uninterrupted run takes, now (it must succeed), and how long it
+    spends from its first object created on the token `watch` to its end."""
     began = time.monotonic()
+    before = _stamp(watch)
     proc = Proc(server, args, env)
+    assert _first_write(watch, proc, before, began + 60), "the run wrote nothing"
+    wrote = time.monotonic()
     code = proc.wait()
     assert code == 0, proc.err()
-    return time.monotonic() - began
+    end = time.monotonic()
+    return Timing(end - began, end - wrote)

@@ -1,13 +1,16 @@
 """What an interrupted run left on a token: finished, or removed (`key cleanup`, reruns).
 
-A run that makes a key (`key generate`, `key renew`, `share copy`) keeps every object
-it creates under a provisional label (keygen.provisional_label) until the registry
-has recorded the key; only then does it give the key its name. So the registry
-decides, after any kill:
-- a provisional key the registry records at its location (this token and its
-  CKA_ID) was committed: it is *finished*, given the name its label was made for;
+A run that makes a key (`key generate`, `key renew`, `share copy`) creates every
+object under a provisional label (keygen.provisional_label); the private key takes
+its name just before the registry records the key, the public key and certificates
+just after (Token.label_public_objects). So the registry decides, after any kill:
+- a key the registry records at its location (this token and its CKA_ID) that still
+  has provisional objects was committed: it is *finished* (its public key and
+  certificates take the name; one lost is rebuilt from the certificate the registry
+  keeps). Its private key is never deleted nor renamed;
 - every other provisional object (a key pair, a lone public or private key, a
-  certificate) was never recorded: it is *removed*.
+  certificate), and a private key already named whose other objects are still
+  provisional, was never recorded: it is *removed*.
 Objects under any other label are never touched, except objects that hold nothing at
 all (no label, no id, no key or certificate value): what a process killed inside the
 device's own object creation leaves, listed and removed as "half-written".
@@ -15,26 +18,36 @@ device's own object creation leaves, listed and removed as "half-written".
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, Token, UnusableKey
-from tokenkeys.errors import KeyNotFound
-from tokenkeys.services.keygen import designation_lock, intended_name
+from cryptography import x509
+
+from tokenkeys.drivers.base import (
+    PROVISIONAL,
+    KeyHandle,
+    Token,
+    UnusableKey,
+    provisional_stem,
+)
+from tokenkeys.errors import KeyNotFound, MultipleKeysFound
+from tokenkeys.services.keygen import (
+    designation_lock,
+    intended_name,
+    remove_unrecorded,
+    unfinished,
+)
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only by the commands that use the registry
     from tokenkeys.registry import KeyRow, Registry
 
 HALF_WRITTEN = "(half-written objects)"
-# A provisional label, and what a certificate chain adds after it ("/chain-01").
-_STEM = re.compile(re.escape(PROVISIONAL) + r".*:[0-9a-f]{8}", re.DOTALL)
 
 
 def stem(label: str) -> str:
     """The provisional label of the run that made the object (chain suffix dropped)."""
-    match = _STEM.match(label)
-    return match.group(0) if match else label
+    return provisional_stem(label) or label
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,19 @@ def rows_here(registry: Registry, token: Token) -> dict[str, list[KeyRow]]:
     return found
 
 
+def recorder(registry: Registry, token: Token) -> Callable[[bytes], bool]:
+    """keygen.Recorded for this registry: does it record the CKA_ID at `token`?"""
+    return lambda key_id: key_id.hex() in rows_here(registry, token)
+
+
+def _named_private(token: Token, key_id: bytes, name: str | None) -> bool:
+    """Whether the private key `key_id` already has the name its run meant."""
+    try:
+        return name is not None and token.find_key(key_id=key_id).label == name
+    except (KeyNotFound, MultipleKeysFound):
+        return False
+
+
 def survey(registry: Registry, token: Token) -> list[Leftover]:
     """Every provisional object on the (logged-in) token, grouped by run, each with
     what the registry records of it. Changes nothing."""
@@ -75,10 +101,13 @@ def survey(registry: Registry, token: Token) -> list[Leftover]:
         groups.setdefault(stem(obj.label), []).append(obj)
     out = []
     for label, objects in sorted(groups.items()):
+        name = intended_name(label)
+        kinds = [o.reason for o in objects]
+        kinds += ["private key" for key_id in {o.id for o in objects}
+                  if _named_private(token, key_id, name)]
         ids = tuple(sorted({o.id.hex() for o in objects}))
         rows = [r for i in ids for r in here.get(i, [])]
-        out.append(Leftover(label, ids, tuple(sorted(o.reason for o in objects)),
-                            intended_name(label),
+        out.append(Leftover(label, ids, tuple(sorted(kinds)), name,
                             tuple(sorted({f"{r.service}/{r.designation}" for r in rows}))))
     blank = token.blank_objects()
     if blank:
@@ -86,12 +115,16 @@ def survey(registry: Registry, token: Token) -> list[Leftover]:
     return out
 
 
-def finish(token: Token, key: KeyHandle) -> KeyHandle:
-    """Give a recorded provisional key the name its label was made for (a key already
-    named is returned as it is). The caller has checked that the registry records it."""
-    name = intended_name(stem(key.label))
+def finish(token: Token, key: KeyHandle, certificate: x509.Certificate | None = None
+           ) -> KeyHandle:
+    """Give a recorded key's provisional objects the name their run meant (the
+    private key is not touched); a lost certificate is rebuilt from `certificate`
+    (what the registry keeps). The caller has checked that the registry records it."""
+    names = sorted(n for lbl in unfinished(token, key.id)
+                   if (n := intended_name(stem(lbl))) is not None)
+    name = names[0] if names else (None if key.label.startswith(PROVISIONAL) else key.label)
     if name is not None:
-        token.set_label(key, name)
+        token.label_public_objects(key, name, certificate)
     return key
 
 
@@ -106,14 +139,17 @@ def settle(registry: Registry, token: Token, found: list[Leftover]) -> list[Left
             if any(i in here for i in leftover.ids):
                 for key_id in (i for i in leftover.ids if i in here):
                     try:
-                        finish(token, token.find_key(key_id=bytes.fromhex(key_id)))
+                        key = token.find_key(key_id=bytes.fromhex(key_id))
                     except KeyNotFound:
-                        continue  # its objects are gone: nothing of it to name
+                        continue  # its private key is gone: nothing of it to name
+                    finish(token, key, here[key_id][0].certificate)
                 done.append(leftover)
             elif leftover.label == HALF_WRITTEN:
                 token.destroy_blank()
                 done.append(leftover)
             elif not leftover.recorded_as:
+                for key_id in leftover.ids:
+                    remove_unrecorded(token, bytes.fromhex(key_id))
                 for label in sorted({o.label for o in token.provisional_objects()
                                      if stem(o.label) == leftover.label}):
                     token.destroy_provisional(label)
@@ -122,26 +158,17 @@ def settle(registry: Registry, token: Token, found: list[Leftover]) -> list[Left
 
 
 def recorded_key(token: Token, row: KeyRow) -> KeyHandle | None:
-    """The key `row` locates on `token`, if it is still provisional (its run was killed
-    after the registry recorded it): finished now. None when no provisional key of it
-    is there (the key is complete, or elsewhere)."""
+    """The key `row` locates on `token`, if a run killed after the registry recorded
+    it left some of its objects provisional: finished now. None when no such key is
+    there (the key is complete, or elsewhere)."""
     for loc in row.located_on(token.uri):
-        try:
-            key = token.find_key(key_id=bytes.fromhex(loc.ckaid))
-        except KeyNotFound:
-            continue
-        if key.label.startswith(PROVISIONAL):
-            with designation_lock(token):
-                return finish(token, key)
+        key_id = bytes.fromhex(loc.ckaid)
+        with designation_lock(token):
+            if not unfinished(token, key_id):
+                continue
+            try:
+                key = token.find_key(key_id=key_id)
+            except KeyNotFound:
+                continue
+            return finish(token, key, row.certificate)
     return None
-
-
-def discard_unrecorded(registry: Registry, token: Token, key_id: bytes) -> bool:
-    """Remove the provisional objects with `key_id` that the registry does not record
-    on `token` (a copy killed before its commit); True if there were any."""
-    left = [o for o in token.provisional_objects() if o.id == key_id]
-    if not left or key_id.hex() in rows_here(registry, token):
-        return False
-    for label in sorted({o.label for o in left}):
-        token.destroy_provisional(label)
-    return True

@@ -24,12 +24,7 @@ from tokenkeys.errors import KeyExists
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.services import interrupted, key_certs, keygen, token_keys
 from tokenkeys.services.key_certs import next_steps
-from tokenkeys.services.keys import (
-    check_free,
-    discard_unrecorded,
-    facts_for,
-    record_certified,
-)
+from tokenkeys.services.keys import check_free, facts_for, record_certified
 from tokenkeys.services.token_keys import KeyRecord
 from tokenkeys.types import Algorithm
 
@@ -131,7 +126,7 @@ def _generate(registry: Registry, service: str, token: Token, name: str, *, cn: 
     record = token_keys.generate_key(token, name, cn=cn, algorithm=algorithm, days=days,
                                      shareable=shareable, replace=replace, self_sign=self_sign,
                                      commit=commit,
-                                     undo=lambda key: discard_unrecorded(registry, token, key))
+                                     recorded=interrupted.recorder(registry, token))
     where = "" if slot is None or record.designation == name else (
         f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
         "the registry knows it by its designation)")
@@ -156,7 +151,7 @@ def list_token(registry: Registry, token: Token, *, include_all: bool = False
         rows = known.get(pin, [])
         here = [r for r in rows
                 if any(loc.ckaid == record.id for loc in r.located_on(token.uri))]
-        if token_keys.is_provisional(key) and not (here or include_all):
+        if token_keys.is_unfinished(key) and not (here or include_all):
             continue
         if here and record.designation not in {r.designation for r in rows}:
             record = dataclasses.replace(record, designation=here[0].designation)

@@ -58,19 +58,6 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
                     "of the registry")
 
 
-def discard_unrecorded(registry: Registry, token: Token, key: KeyHandle) -> None:
-    """Delete a new key whose run failed before the end of its registry commit, unless
-    the registry recorded it after all (the answer was lost): that one stays, for the
-    rerun or `key cleanup` to name. When the registry cannot tell, it stays too (still
-    provisional: `key cleanup` decides later)."""
-    try:
-        rows = recorded(registry, key)
-    except TokenKeysError:
-        return
-    if not any(loc.ckaid == key.id.hex() for r in rows for loc in r.located_on(token.uri)):
-        token.delete(key)
-
-
 def recorded(registry: Registry, key: KeyHandle) -> list[KeyRow]:
     """The live registry rows of the key pair, in every service."""
     pin = keyalg.public_key_sha256(key.public_key)
@@ -221,7 +208,7 @@ def renew(registry: Registry, service: str, token: Token, old: KeyRow, *,
 
     token_keys.generate_key(token, new_name, cn=cn, algorithm=alg, days=days,
                             shareable=old.shareable, commit=commit,
-                            undo=lambda key: discard_unrecorded(registry, token, key))
+                            recorded=interrupted.recorder(registry, token))
     return rows[0]
 
 

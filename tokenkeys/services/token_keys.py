@@ -28,7 +28,7 @@ from tokenkeys.errors import (
 )
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate, next_steps
-from tokenkeys.services.keygen import fixed_slot, generate_named
+from tokenkeys.services.keygen import Recorded, fixed_slot, generate_named
 from tokenkeys.services.signing import self_signed
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
@@ -104,7 +104,7 @@ def generate_key(
     self_sign: bool | None = None,
     replace: bool = False,
     commit: Callable[[KeyHandle], object] | None = None,
-    undo: Callable[[KeyHandle], None] | None = None,
+    recorded: Recorded | None = None,
 ) -> KeyRecord:
     """Generate a key pair on the token with a self-signed certificate signed there.
 
@@ -112,10 +112,10 @@ def generate_key(
     (the default) self-signs where the key can sign and otherwise keeps the key
     awaiting a certificate. On a card with a fixed key slot (OpenPGP: 02) the key
     goes there, under the SO PIN where the card needs it; an occupied slot is
-    refused unless `replace`. Requires login. `commit(key)` records the key while
-    it still has its provisional label (keygen.generate_named); on any failure
-    before its end, the new objects are destroyed (not a card's slot), or handed
-    to `undo`.
+    refused unless `replace`. Requires login. `commit(key)` records the key once
+    its private key has its name, before the other objects take it
+    (keygen.generate_named); on any failure before its end, the new objects are
+    destroyed (not a card's slot), unless `recorded` says the registry has them.
     """
     if not name.strip():
         raise UsageError("the key name (designation) must not be empty")
@@ -126,7 +126,7 @@ def generate_key(
         key = generate_named(
             token, name, algorithm,
             lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
-            shareable=shareable, replace=replace, commit=commit, undo=undo)
+            shareable=shareable, replace=replace, commit=commit, recorded=recorded)
     except DeviceRemoved as exc:
         if exc.created is None:
             raise
@@ -170,14 +170,16 @@ def key_inventory(token: Token, *, include_all: bool = False
     keys, unusable = token.inventory()
     now = datetime.now(UTC)
     mechanisms = token.mechanisms()
-    shown = [k for k in keys if include_all or not is_provisional(k)]
+    shown = [k for k in keys if include_all or not is_unfinished(k)]
     bad = [describe_unusable(b) for b in unusable]
     if include_all:
-        seen = {(k.label, k.id) for k in keys} | {(b.label, b.id) for b in unusable}
+        # Objects of a listed key (provisional or unfinished) are not listed again.
+        listed = {k.id for k in keys}
+        seen = {(b.label, b.id) for b in unusable}
         bad += [describe_unusable(UnusableKey(o.label, o.id, f"leftover of an interrupted run "
                                               f"({o.reason}); see key cleanup"))
                 for o in token.provisional_objects() + token.blank_objects()
-                if (o.label, o.id) not in seen]
+                if o.id not in listed and (o.label, o.id) not in seen]
     return [(k, describe(k, now, mechanisms)) for k in shown], bad
 
 
@@ -185,6 +187,12 @@ def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
     """Usable keys, then unusable objects with the reason (see key_inventory)."""
     usable, unusable = key_inventory(token, include_all=include_all)
     return [r for _, r in usable] + unusable
+
+
+def is_unfinished(key: KeyHandle) -> bool:
+    """A key a run is still making, or left: provisional, or its private key already
+    named but some of its objects still provisional."""
+    return is_provisional(key) or key.unfinished
 
 
 def leftovers(token: Token) -> list[KeyHandle]:

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey, UnusableKey
+from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.keys import read_public_key
@@ -298,71 +298,6 @@ def set_label(token: Target, key: KeyHandle, label: str) -> None:
 
     token.writing(write)
     key.label = label
-
-
-def provisional_objects(token: Target) -> list[UnusableKey]:
-    """Objects of every key class under a provisional label: what an interrupted run
-    left, even a lone public key, private key or certificate."""
-    kinds = {ck.CKO_PRIVATE_KEY: "private key", ck.CKO_PUBLIC_KEY: "public key",
-             ck.CKO_CERTIFICATE: "certificate"}
-    found = []
-    for cls, kind in kinds.items():
-        for obj in token.find({ck.CKA_CLASS: cls}):
-            with token.device_errors("reading object labels"):
-                a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID])
-            label = a[ck.CKA_LABEL] or ""
-            if label.startswith(PROVISIONAL):
-                found.append(UnusableKey(label=label, id=a[ck.CKA_ID] or b"", reason=kind))
-    return found
-
-
-_MATERIAL = {ck.CKO_PRIVATE_KEY: (ck.CKA_MODULUS, ck.CKA_EC_PARAMS),
-             ck.CKO_PUBLIC_KEY: (ck.CKA_MODULUS, ck.CKA_EC_POINT),
-             ck.CKO_CERTIFICATE: (ck.CKA_VALUE,)}
-
-
-def _blank(token: Target) -> list[tuple[Any, str]]:
-    """Key-class objects with no label, no id and no key or certificate value: what a
-    process killed inside C_GenerateKeyPair or C_CreateObject leaves (SoftHSM2 writes
-    the defaults first, then the template). They hold nothing anyone could use."""
-    kinds = {ck.CKO_PRIVATE_KEY: "half-written private key",
-             ck.CKO_PUBLIC_KEY: "half-written public key",
-             ck.CKO_CERTIFICATE: "half-written certificate"}
-    found = []
-    for cls, material in _MATERIAL.items():
-        for obj in token.find({ck.CKA_CLASS: cls}):
-            with token.device_errors("reading objects"):
-                a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID, *material])
-            if not any(a.values()):
-                found.append((obj, kinds[cls]))
-    return found
-
-
-def blank_objects(token: Target) -> list[UnusableKey]:
-    return [UnusableKey(label="", id=b"", reason=kind) for _, kind in _blank(token)]
-
-
-def destroy_blank(token: Target) -> None:
-    def destroy() -> None:
-        for obj, _ in _blank(token):
-            with token.device_errors("deleting a half-written object"):
-                token.session().destroy(obj)
-
-    token.writing(destroy)
-
-
-def destroy_provisional(token: Target, label: str) -> None:
-    """Destroy every key-class object labelled `label`, which must be provisional."""
-    if not label.startswith(PROVISIONAL):
-        raise UsageError(f"{label!r} is not a provisional label: nothing destroyed")
-
-    def destroy() -> None:
-        for cls in KEY_CLASSES:
-            for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_LABEL: label}):
-                with token.device_errors(f"deleting {label!r}"):
-                    token.session().destroy(obj)
-
-    token.writing(destroy)
 
 
 def delete(token: Target, key: KeyHandle) -> None:

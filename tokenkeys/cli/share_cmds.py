@@ -20,6 +20,7 @@ from tokenkeys.cli.context import (
 from tokenkeys.cli.registry_opts import service_name, service_option
 from tokenkeys.errors import UsageError
 from tokenkeys.services import share, token_keys
+from tokenkeys.services import share_copy as copying
 from tokenkeys.types import PinSource
 
 
@@ -28,6 +29,12 @@ def audit_hook(app: App, service: str | None) -> share.AuditHook:
 
     return share.registry_recorder(lambda: open_registry(app.config),
                                    service_name(app, service))
+
+
+def locator(app: App) -> copying.Locator:
+    from tokenkeys.services.access import open_registry
+
+    return copying.registry_locator(lambda: open_registry(app.config))
 
 
 def _done(app: App, result: share.ShareResult, text: str) -> None:
@@ -122,7 +129,7 @@ def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, sha
     with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as src, \
             opened(app, to_token, target_pins) as dst:
-        result = share.copy_key(src, name_or_uri, dst, shareable=shareable,
-                                audit=audit_hook(app, service))
+        result = copying.copy_key(src, name_or_uri, dst, shareable=shareable,
+                                     audit=audit_hook(app, service), locates=locator(app))
     _done(app, result, f"copied key {result.key.designation!r} to {result.key.uri} "
                        "(test decryption passed; transport keys destroyed)")

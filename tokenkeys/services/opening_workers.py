@@ -8,6 +8,7 @@ published together (one sync) before its results come back.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,16 +50,23 @@ _worker_error: TokenKeysError | None = None
 _worker_stop: Any = None  # a multiprocessing Event: set at the first device failure
 
 
-def _worker_init(uri: str, config: Config, pin_queue: Any, stop: Any, start: Any) -> None:
+def _worker_init(uri: str, config: Config, pin_queue: Any, pin_ready: Any, stop: Any,
+                 start: Any) -> None:
     # An initializer that raises makes Pool respawn workers forever: keep the
     # error and report it on every file instead.
     global _worker_token, _worker_keys, _worker_error, _worker_stop
     _worker_stop = stop
     # Started before the parent's login: wait for the PIN it read (through the pipe,
-    # never argv). None: the parent opens the batch alone after all.
-    pins: PinSource | None = pin_queue.get()
-    if pins is None:
+    # never argv), and leave if the parent dies first (killed during its login).
+    parent = os.getppid()
+    while not pin_ready.wait(0.2):
+        if os.getppid() != parent:
+            os._exit(0)
+    if pin_queue.empty():  # a worker the pool started again after one died: no PIN left
+        _worker_error = DeviceError("a worker process restarted during the batch; "
+                                    "run the command again")
         return
+    pins: PinSource = pin_queue.get()
     # One worker at a time: SoftHSM2 rewrites its token file at C_Login, and a
     # process loading the token meanwhile reads it half-written (no token, or
     # "user PIN not initialised").
@@ -118,15 +126,17 @@ class Workers:
         # spawn: a forked child would inherit the parent's initialised PKCS#11 library.
         ctx = multiprocessing.get_context("spawn")
         self.jobs = jobs
-        self._pins = ctx.SimpleQueue()
+        self._pins, self._pin_ready = ctx.SimpleQueue(), ctx.Event()
         self._stop, start = ctx.Event(), ctx.Lock()
         self._pool = ctx.Pool(jobs, initializer=_worker_init,
-                              initargs=(token_uri, config, self._pins, self._stop, start))
+                              initargs=(token_uri, config, self._pins, self._pin_ready,
+                                        self._stop, start))
 
     def run(self, pairs: Sequence[tuple[Path, Path]], pins: PinSource,
             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
         for _ in range(self.jobs):
             self._pins.put(pins)
+        self._pin_ready.set()
         chunk = max(1, min(16, len(pairs) // (self.jobs * 8)))
         results = []
         chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]

@@ -9,6 +9,8 @@ unrecorded leftover. After the registry commit, the public key and the certifica
 take the name by new copies, each provisional original destroyed once its copy is
 complete (label_public_objects): whatever moment a kill strikes, each object exists
 complete under one label or the other, and running the step again finishes it.
+A device whose store changes an attribute atomically (Profile.relabel_in_place: the
+TPM's SQLite store) renames them in place instead.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def label_public_objects(token: Target, key: KeyHandle, label: str,
                 if stem is None:
                     continue
                 new = label + old[len(stem):]
+                if token.profile.relabel_in_place:
+                    with token.device_errors(f"giving {old!r} the name {label!r}"):
+                        token.session().set(original, {ck.CKA_LABEL: new})
+                    continue
                 want = _value(token, cls, original)
                 copies = token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id, ck.CKA_LABEL: new})
                 done = [any(want) and _value(token, cls, c) == want for c in copies]

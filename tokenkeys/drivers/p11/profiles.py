@@ -41,6 +41,10 @@ class Profile:
     # One certificate per key that a second write does not replace (OpenPGP: DO 7F21;
     # OpenSC answers CKR_GENERAL_ERROR): the old one is removed first.
     remove_certificate_first: bool = False
+    # The store changes an attribute atomically (tpm2-pkcs11: SQLite), so a key's
+    # public objects are renamed in place after the registry commit. Else they are
+    # copied then the originals destroyed (SoftHSM2 rewrites object files in place).
+    relabel_in_place: bool = False
     # Hash-and-sign mechanisms the device lists but that do not work: signing
     # negotiation (negotiate_sign.py) hashes in software instead. Empty unless measured.
     sign_avoid: frozenset[str] = frozenset()
@@ -76,6 +80,9 @@ TPM2 = Profile(
     # hash itself: another MGF1 hash answers CKR_GENERAL_ERROR and leaves swtpm in
     # failure mode. Those go to raw RSA and software decoding.
     oaep=frozenset((h, h, False) for h in ("sha1", "sha256", "sha384", "sha512")),
+    # Its objects live in an SQLite store. A public key or certificate made with
+    # C_CreateObject comes back as a second key with the same CKA_ID: rename in place.
+    relabel_in_place=True,
 )
 # opencryptoki 3.8 software token: no quirk either. It lacks CKM_SHA256_RSA_PKCS (it
 # says so, so negotiation signs a DigestInfo through CKM_RSA_PKCS) and EC.

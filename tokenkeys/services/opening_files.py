@@ -36,7 +36,7 @@ NOT_STARTED = "not-started"
 # few syncs for small bids, and no bid waits long to be reported.
 PUBLISH_EVERY = 32
 PUBLISH_BYTES = 64 << 20
-PUBLISH_SECONDS = 0.5
+PUBLISH_SECONDS = 0.1
 
 
 def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:

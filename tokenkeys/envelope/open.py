@@ -6,7 +6,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -27,7 +27,7 @@ from tokenkeys.envelope.ber import (
     Header,
     decode_oid,
 )
-from tokenkeys.envelope.cek import recover_cek
+from tokenkeys.envelope.cek import content_keys
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.identity_view import IdentityView
@@ -189,24 +189,63 @@ def open_envelope(
     check_target(dst_path, overwrite)
     views = [IdentityView.of(_as_identity(i, x)) for i, x in enumerate(identities)]
     with AtomicOutput(dst_path, overwrite, group=group) as out:
-        opened: list[Opened] = []
-        aad: bytes | None = None
-        for _ in range(2):
-            try:
-                with _malformed_input():
-                    result = _decrypt(src, out, views, aad, opened)
-                break
-            except _NeedAad as need:
-                aad = need.aad
-                out.truncate()
-        else:  # pragma: no cover - the second pass always has the AAD
-            raise EnvelopeMalformed("authAttrs could not be authenticated")
+        result = _open_checked(src, out, views)
         out.commit()
     return result
 
 
+@dataclass
+class _Trial:
+    """One open_envelope's passes over the file: the candidate content keys (found
+    once: no second device call or PIN use on a re-run), the one in use, the AAD
+    once found, and whether the content is CBC (no authentication tag)."""
+
+    keys: list[Opened] = field(default_factory=list)
+    index: int = 0
+    aad: bytes | None = None
+    cbc: bool = False
+
+
+def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
+                  views: list[IdentityView]) -> OpenResult:
+    """Pass over the content with each candidate key (cek.content_keys; nearly always
+    one) until one checks out: a GCM tag settles it; CBC padding passes by chance 1
+    time in 256, so with several candidates exactly one may pass (then it is run
+    again, the output of the others being gone). Each pass streams: memory stays
+    constant, time is one pass per candidate at most (plus that re-run)."""
+    t = _Trial()
+    passed: list[int] = []
+    last: OpenResult | None = None
+    rerun = False
+    while True:
+        try:
+            with _malformed_input():
+                result = _decrypt(src, out, views, t)
+            if not t.cbc or len(t.keys) == 1 or rerun:
+                return result
+            passed.append(t.index)
+            last = result
+        except _NeedAad as need:  # authAttrs come after the content: once more with them
+            t.aad = need.aad
+            out.truncate()
+            continue
+        except EnvelopeIntegrity:
+            if len(t.keys) <= 1:
+                raise
+        if t.index + 1 < len(t.keys):
+            t.index += 1
+            out.truncate()
+            continue
+        if len(passed) != 1:
+            raise EnvelopeIntegrity(_INTEGRITY)
+        if passed == [t.index] and last is not None:
+            return last
+        t.index, rerun = passed[0], True
+        out.truncate()
+
+
 def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[IdentityView],
-             aad: bytes | None, opened: list[Opened]) -> OpenResult:
+             t: _Trial) -> OpenResult:
     with _open_src(src) as raw_file:
         f = _Digesting(raw_file)
         size = os.fstat(f.fileno()).st_size
@@ -215,10 +254,11 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         # was a fifth of the batch's Python time per envelope.
         head = _read_head(BerReader(source, min(READ_BLOCK, max(MIN_READ_BLOCK, size))))
         eci, cipher = _read_content_cipher(head)
-        if not opened:  # on the AAD re-run the content key is reused: no second PIN use
-            opened.append(recover_cek(head.recipients, views, cipher.key_len))
-        o = opened[0]
-        total = _decrypt_content(head, eci, cipher, o.cek, aad, out, size_hint=size)
+        if not t.keys:
+            t.keys = content_keys(head.recipients, views, cipher.key_len)
+            t.cbc = cipher.mode == "cbc"
+        o = t.keys[t.index]
+        total = _decrypt_content(head, eci, cipher, o.cek, t.aad, out, size_hint=size)
         _read_to_the_end(head)
         if not o.genuine:
             # The random key of the v1.5 countermeasure went through the same

@@ -25,6 +25,18 @@ _SUPPORTED = ("RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wra
 _Pair = tuple[int, int]  # (recipient index, identity index)
 
 
+@dataclass
+class KeyTrial:
+    """One open's passes over the file (open.py): the candidate content keys (found
+    once: no second device call or PIN use on a re-run), the one in use, the AAD
+    once found, and whether the content is CBC (no authentication tag)."""
+
+    keys: list[Opened] = field(default_factory=list)
+    index: int = 0
+    aad: bytes | None = None
+    cbc: bool = False
+
+
 def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len: int) -> Opened:
     """The first content key to try (content_keys)."""
     return content_keys(recipients, views, cek_len)[0]

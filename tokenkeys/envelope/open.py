@@ -6,7 +6,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -27,12 +27,12 @@ from tokenkeys.envelope.ber import (
     Header,
     decode_oid,
 )
-from tokenkeys.envelope.cek import content_keys
+from tokenkeys.envelope.cek import KeyTrial, content_keys
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.identity_view import IdentityView
 from tokenkeys.envelope.recipient_frame import read_recipient_infos
-from tokenkeys.envelope.recipients import Opened, Recipient, parse_recipient_infos
+from tokenkeys.envelope.recipients import Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 from tokenkeys.files import AtomicOutput, CommitGroup, check_target
 
@@ -194,18 +194,6 @@ def open_envelope(
     return result
 
 
-@dataclass
-class _Trial:
-    """One open_envelope's passes over the file: the candidate content keys (found
-    once: no second device call or PIN use on a re-run), the one in use, the AAD
-    once found, and whether the content is CBC (no authentication tag)."""
-
-    keys: list[Opened] = field(default_factory=list)
-    index: int = 0
-    aad: bytes | None = None
-    cbc: bool = False
-
-
 def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
                   views: list[IdentityView]) -> OpenResult:
     """Pass over the content with each candidate key (cek.content_keys; nearly always
@@ -213,7 +201,7 @@ def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
     time in 256, so with several candidates exactly one may pass (then it is run
     again, the output of the others being gone). Each pass streams: memory stays
     constant, time is one pass per candidate at most (plus that re-run)."""
-    t = _Trial()
+    t = KeyTrial()
     passed: list[int] = []
     last: OpenResult | None = None
     rerun = False
@@ -245,7 +233,7 @@ def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
 
 
 def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[IdentityView],
-             t: _Trial) -> OpenResult:
+             t: KeyTrial) -> OpenResult:
     with _open_src(src) as raw_file:
         f = _Digesting(raw_file)
         size = os.fstat(f.fileno()).st_size

@@ -8,7 +8,8 @@ token (pkcsslotd; skipped, with the reason, when it cannot run or its token is
 not the tests' own), the software keystore and, with --card, the emulated
 OpenPGP card (tests/smartcard/scard.sh, the machine-wide smartcard lock). Each
 gets an RSA-2048 key (`tokenkeys key generate`; on the card, pkcs11-tool in
-slot 02 with a certificate from a throw-away CA). N envelopes of 4 KB
+slot 02 with a certificate from a throw-away CA, imported with `tokenkeys key
+import-cert`). N envelopes of 4 KB
 (AuthEnvelopedData AES-256-GCM) are sealed ONCE to every device's certificate
 (one RecipientInfo per device): the same files are opened on each device.
 Two sets: RSA-OAEP SHA-256 (the card opens v1.5 only: not in this set) and
@@ -146,7 +147,8 @@ def devices(base: Path, card: bool) -> Iterator[list[Device]]:
 
 @contextlib.contextmanager
 def emulated_card(base: Path) -> Iterator[Device]:
-    """The emulated OpenPGP card: a key in slot 02, a certificate from a throw-away CA."""
+    """The emulated OpenPGP card: a key in slot 02, a certificate from a throw-away CA
+    imported onto the card (`tokenkeys key import-cert`)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -179,6 +181,10 @@ def emulated_card(base: Path) -> Iterator[Device]:
                 .not_valid_after(now + timedelta(days=1)).sign(ca, hashes.SHA256()))
             (base / "card.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
             uri = f"pkcs11:token=OpenPGP%20card%20(User%20PIN)?module-path={CARD_MODULE}"
+            # Onto the card, as a user does: the key then names its own recipient (a
+            # certificate-less key has to try every v1.5 block of its size).
+            key_uri = uri.replace("?", ";id=%02?")
+            tk(env, "key", "import-cert", key_uri, base / "card.pem", "--token", uri)
             yield Device("OpenPGP card (emulated)", uri, env, base / "card.pem",
                          kinds=("pkcs1v15",))
         finally:

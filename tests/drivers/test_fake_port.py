@@ -8,6 +8,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -285,12 +286,47 @@ def test_labelled_oaep_envelope_opens_with_a_device_key(rsa_key: object,
     assert rsa_key.last_decrypt == "RSA_PKCS_OAEP"  # type: ignore[attr-defined]
 
 
-def test_general_error_is_a_padding_answer_on_softhsm2_only() -> None:
+def test_general_error_is_a_padding_answer_on_softhsm2_and_the_openpgp_card_only() -> None:
     general = CKR["CKR_GENERAL_ERROR"]
     assert profile_for("SoftHSM project", "SoftHSM v2").is_padding_outcome(general)
+    # The card's answer (6F00) to a block it cannot decrypt; also a removal code, so
+    # it counts only while the reader shows the card (next tests).
+    assert OPENPGP.is_padding_outcome(general) and general in OPENPGP.removal_codes
+    assert not GENERIC.is_padding_outcome(general)
     for row in (GENERIC, OPENPGP):
-        assert not row.is_padding_outcome(general)
         assert row.is_padding_outcome(CKR["CKR_ENCRYPTED_DATA_INVALID"])
+
+
+def test_an_ambiguous_padding_answer_is_a_damaged_block_only_while_the_card_is_in(
+        token: P11Token, device: FakeDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A padding code that may also mean a pulled card (OpenPGP: CKR_GENERAL_ERROR):
+    the uniform DecryptFailed while the reader shows the card, a removal once not."""
+    token.profile = replace(GENERIC, padding_codes=frozenset({CKR["CKR_GENERAL_ERROR"]}))
+    token_keys.generate_key(token, "bid", algorithm=Algorithm.RSA2048)
+    key = token.find_key(label="bid")
+    assert isinstance(key.public_key, rsa.RSAPublicKey)
+    ct = key.public_key.encrypt(b"k" * 32, padding.PKCS1v15())
+    device.failures["decrypt"] = ("CKR_GENERAL_ERROR", 0)
+    with pytest.raises(DecryptFailed):
+        key.decrypt(ct, padding.PKCS1v15())
+    monkeypatch.setattr(token.port, "slots", lambda: [])  # the reader shows no card now
+    with pytest.raises(DeviceRemoved, match="the card was removed from its reader"):
+        key.decrypt(ct, padding.PKCS1v15())
+
+
+def test_a_block_not_below_the_modulus_never_reaches_the_device(rsa_key: object,
+                                                               device: FakeDevice) -> None:
+    """Another recipient's block (or a damaged one) whose value is not below this
+    key's modulus: the emulated card answers it 6F00 (CKR_GENERAL_ERROR). The
+    negotiator refuses it from public facts, without a device call."""
+    public = rsa_key.public_key  # type: ignore[attr-defined]
+    assert isinstance(public, rsa.RSAPublicKey)
+    n = public.public_numbers().n
+    device.failures["decrypt"] = ("CKR_GENERAL_ERROR", 0)
+    for value in (n, n + 1, (1 << 2048) - 1):
+        with pytest.raises(DecryptFailed):
+            rsa_key.decrypt(value.to_bytes(256, "big"), padding.PKCS1v15())  # type: ignore[attr-defined]
+    assert "decrypt" not in device.calls
 
 
 @pytest.mark.parametrize("softhsm2", [False, True])

@@ -166,6 +166,7 @@ class RsaNegotiator:
     key_bytes: int
     # OAEP parameters known to work on the device; None means "try, fall back on refusal".
     known_oaep: frozenset[OaepParams] | None = None
+    modulus: int = 0  # the key's n; 0: unknown (only the length is checked)
     _plans: dict[OaepSpec, Decrypt] = field(default_factory=dict)
     _refused: set[OaepParams] = field(default_factory=set)
 
@@ -229,8 +230,13 @@ class RsaNegotiator:
         return decrypt
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
-        if len(ciphertext) != self.key_bytes:
-            # Wrong length is a damaged recipient, reported like any other failure.
+        if len(ciphertext) != self.key_bytes or (
+                self.modulus and int.from_bytes(ciphertext, "big") >= self.modulus):
+            # Not a ciphertext of this key (another recipient's block, or damaged):
+            # reported like any other failure, without a device call. Public facts
+            # only, so nothing about the padding leaks. A card sent such a block
+            # answers a device-level error (emulated OpenPGP card: 6F00, which OpenSC
+            # 0.23 reports as CKR_GENERAL_ERROR).
             raise DecryptFailed()
         return self.plan(padding)[1](ciphertext)
 
@@ -243,4 +249,5 @@ def negotiator_for(
     if not isinstance(public_key, rsa.RSAPublicKey):
         return None
     return RsaNegotiator(ops=ops, mechanisms=mechanisms,
-                         key_bytes=(public_key.key_size + 7) // 8, known_oaep=known_oaep)
+                         key_bytes=(public_key.key_size + 7) // 8, known_oaep=known_oaep,
+                         modulus=public_key.public_numbers().n)

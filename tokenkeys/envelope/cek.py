@@ -25,14 +25,41 @@ _SUPPORTED = ("RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wra
 _Pair = tuple[int, int]  # (recipient index, identity index)
 
 
+@dataclass
+class KeyTrial:
+    """One open's passes over the file (open.py): the candidate content keys (found
+    once: no second device call or PIN use on a re-run), the one in use, the AAD
+    once found, and whether the content is CBC (no authentication tag)."""
+
+    keys: list[Opened] = field(default_factory=list)
+    index: int = 0
+    aad: bytes | None = None
+    cbc: bool = False
+
+
 def recover_cek(recipients: list[Recipient], views: list[IdentityView], cek_len: int) -> Opened:
-    """Try matching identities first, then (only where a miss is detectable) the others."""
+    """The first content key to try (content_keys)."""
+    return content_keys(recipients, views, cek_len)[0]
+
+
+def content_keys(recipients: list[Recipient], views: list[IdentityView],
+                 cek_len: int) -> list[Opened]:
+    """The content keys to try, in order; the content's own check picks (open.py).
+
+    Matching identities first, then (only where a miss is detectable) the others:
+    one key. Else certificate-less RSA identities on v1.5 recipients: every candidate
+    block is decrypted, and each key-sized result is a candidate (a wrong key's block
+    can give one: a device with implicit rejection, 1 time in about 250); none gives
+    the countermeasure's random key.
+    """
     search = _Search(recipients, views, cek_len)
-    for step in (search.named_identities, search.detectable_misses,
-                 search.certificate_less_v15):
+    for step in (search.named_identities, search.detectable_misses):
         opened = step()
         if opened is not None:
-            return opened
+            return [opened]
+    found = search.certificate_less_v15()
+    if found:
+        return found
     raise search.failure()
 
 
@@ -83,13 +110,16 @@ class _Search:
                 continue
         return None
 
-    def certificate_less_v15(self) -> Opened | None:
-        """3. Certificate-less RSA identities on v1.5 recipients (the countermeasure
-        applies: a wrong key shows only as an integrity error of the content)."""
-        for pair, r, v in self._pairs():
-            if isinstance(r, KeyTransRecipient) and pair not in self.tried and r.weak_match(v):
-                return self._attempt(pair, r, v)
-        return None
+    def certificate_less_v15(self) -> list[Opened]:
+        """3. Certificate-less RSA identities on v1.5 recipients: nothing names the
+        identity's own, so every candidate is decrypted (one device call each; the
+        key's certificate on the device makes it one in all). The countermeasure
+        applies: with no key-sized result, the first attempt's random key, which
+        shows only as an integrity error of the content."""
+        attempts = [self._attempt(pair, r, v) for pair, r, v in self._pairs()
+                    if isinstance(r, KeyTransRecipient) and pair not in self.tried
+                    and r.weak_match(v)]
+        return [o for o in attempts if o.genuine] or attempts[:1]
 
     def failure(self) -> TokenKeysError:
         """Why nothing opened: a named identity that failed, else an unsupported

@@ -1,7 +1,8 @@
 """The one PKCS#11 key handle, over the port, for both bindings.
 
 Decrypt failures are sorted once: an answer about the ciphertext (the token profile's
-is_padding_outcome) is the uniform DecryptFailed the v1.5 countermeasure hides; a
+is_padding_outcome, from a device still in its reader) is the uniform DecryptFailed the
+v1.5 countermeasure hides; a
 refused mechanism makes the negotiator fall back; anything else (removal, lost
 session, key gone, CKR_DEVICE_ERROR) is raised as what it is.
 """
@@ -43,6 +44,8 @@ class KeyOwner(Protocol):
     def private_by_id(self, key_id: bytes) -> Any: ...
 
     def explain(self, code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysError: ...
+
+    def removed(self, code: int) -> bool: ...
 
 
 class Unusable(Exception):
@@ -156,9 +159,13 @@ class P11Key(KeyHandle):
         except CkrError as exc:
             if refusable and exc.code in REFUSALS:
                 raise MechanismRefused() from None
-            if self._owner.profile.is_padding_outcome(exc.code):
-                raise DecryptFailed() from None
             code, what = exc.code, f"decrypting with {self.label!r}"
+            # A padding answer that may also mean a pulled card (OpenPGP card: 6F00 is
+            # CKR_GENERAL_ERROR) speaks of the ciphertext only once the reader still
+            # shows the card: never hide a removal as a damaged bid.
+            if self._owner.profile.is_padding_outcome(code) and not self._run(
+                    lambda: self._owner.removed(code)):
+                raise DecryptFailed() from None
             raise self._run(lambda: self._owner.explain(code, what)) from None
         return out
 

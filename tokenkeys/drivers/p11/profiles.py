@@ -32,10 +32,11 @@ class Profile:
     wrong_pin_not_logged_in: bool = False
     can_store_chain: bool = True  # extra CKO_CERTIFICATE objects are possible
     # CKRs beyond ckr.PADDING_OUTCOME this device answers a bad padding with. Only
-    # here: on other devices such a code is a device failure, not a damaged bid.
+    # here: on other devices such a code is a device failure, not a damaged bid. One
+    # that is also in removal_codes counts only while the reader shows the device.
     padding_codes: frozenset[int] = frozenset()
     # Answers that may mean "pulled out of its reader": on these (a decryption's
-    # padding outcome excepted) the token asks the reader whether the device is still
+    # padding answer included) the token asks the reader whether the device is still
     # there, and says "removed" when it is not. Empty for a device that cannot leave.
     removal_codes: frozenset[int] = MAYBE_REMOVED
     # One certificate per key that a second write does not replace (OpenPGP: DO 7F21;
@@ -64,6 +65,10 @@ OPENPGP = Profile(
     can_delete=False, reread_after_keygen=True, wrong_pin_not_logged_in=True,
     can_store_chain=False,  # one cardholder certificate DO (7F21)
     remove_certificate_first=True,
+    # A block the card cannot decrypt (the emulated card: one not below the modulus)
+    # is answered 6F00, which OpenSC 0.23 reports as CKR_GENERAL_ERROR. A pulled card
+    # can answer that too: it is a padding answer only while the reader shows the card.
+    padding_codes=frozenset({CKR["CKR_GENERAL_ERROR"]}),
 )
 SOFTHSM2 = Profile(
     "SoftHSM2", device_class=SOFTWARE, oaep=SHA1_ONLY,  # SHA-2 OAEP: CKR_ARGUMENTS_BAD
@@ -83,10 +88,12 @@ TPM2 = Profile(
     # Its objects live in an SQLite store. A public key or certificate made with
     # C_CreateObject comes back as a second key with the same CKA_ID: rename in place.
     relabel_in_place=True,
+    removal_codes=frozenset(),  # a chip on the board (or swtpm): never pulled out
 )
 # opencryptoki 3.8 software token: no quirk either. It lacks CKM_SHA256_RSA_PKCS (it
 # says so, so negotiation signs a DigestInfo through CKM_RSA_PKCS) and EC.
-OPENCRYPTOKI_SW = Profile("opencryptoki software token", device_class=SOFTWARE)
+OPENCRYPTOKI_SW = Profile("opencryptoki software token", device_class=SOFTWARE,
+                          removal_codes=frozenset())
 
 # (manufacturer, model or "" for any model) -> profile.
 PROFILES: dict[tuple[str, str], Profile] = {

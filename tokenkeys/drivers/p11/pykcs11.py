@@ -38,6 +38,11 @@ def call(fn: Callable[[], T]) -> T:
         raise CkrError(int(exc.value)) from None
 
 
+def _check(rv: int) -> None:
+    if rv != CKR["CKR_OK"]:
+        raise CkrError(int(rv))
+
+
 def _load(real: str) -> Any:
     lib = PyKCS11.PyKCS11Lib()
     try:
@@ -115,7 +120,25 @@ class PyKcs11Session:
         call(lambda: self._s.destroyObject(obj))
 
     def decrypt(self, key: Obj, mech: Mech, data: bytes) -> bytes:
-        return bytes(call(lambda: self._s.decrypt(key, data, _mech(mech))))
+        """C_DecryptInit, then ONE C_Decrypt into a buffer as long as the input (an RSA
+        plaintext never is longer). PyKCS11's Session.decrypt asks for the length
+        first: on a card that decrypts twice, and OpenSC 0.23 leaves the operation
+        active when that length query fails, so every later C_DecryptInit of the
+        session answers CKR_OPERATION_ACTIVE. A call with a buffer ends it."""
+        low, session = self._s.lib, self._s.session
+
+        def run() -> bytes:
+            _check(low.C_DecryptInit(session, _mech(mech).to_native(), key))
+            out = PyKCS11.ckbytelist(bytes(len(data)))
+            rv = low.C_Decrypt(session, PyKCS11.ckbytelist(data), out)
+            if rv == CKR["CKR_BUFFER_TOO_SMALL"]:  # not RSA: ask the length (ends it)
+                out = PyKCS11.ckbytelist()
+                _check(low.C_Decrypt(session, PyKCS11.ckbytelist(data), out))
+                rv = low.C_Decrypt(session, PyKCS11.ckbytelist(data), out)
+            _check(rv)
+            return bytes(out)
+
+        return call(run)
 
     def sign(self, key: Obj, mech: Mech, data: bytes) -> bytes:
         return bytes(call(lambda: self._s.sign(key, data, _mech(mech))))

@@ -121,9 +121,14 @@ class P11Token(leftovers.LeftoverMethods, Token):
     def explain(self, code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysError:
         """The error tree's error for `code`: DeviceRemoved when the profile says the
         answer may mean a pulled card and the reader no longer shows it."""
-        if code in self.profile.removal_codes and self._gone():
+        if self.removed(code):
             return DeviceRemoved(f"{what}: {REMOVED}")
         return to_error(code, what, offered)
+
+    def removed(self, code: int) -> bool:
+        """Was this answer a pull? Only for the profile's ambiguous codes, and only
+        when the reader no longer shows the device (a check of up to GONE_WAIT_S)."""
+        return code in self.profile.removal_codes and self._gone()
 
     @contextlib.contextmanager
     def device_errors(self, what: str, offered: Sequence[str] = ()) -> Iterator[None]:

@@ -117,7 +117,7 @@ def parse_pkcs11(uri: str) -> Pkcs11Uri:
     if not uri.lower().startswith("pkcs11:"):
         raise UsageError(f"not a PKCS#11 URI: {uri!r}")
     body = uri[len("pkcs11:") :]
-    path, _, query = body.partition("?")
+    path, _sep, query = body.partition("?")
     attrs: dict[str, str] = {}
     key_id: bytes | None = None
     for item in filter(None, path.split(";")):
@@ -139,7 +139,7 @@ def parse_pkcs11(uri: str) -> Pkcs11Uri:
             raise UsageError(f"unknown PKCS#11 URI attribute {name!r}")
     queries: dict[str, str] = {}
     for item in filter(None, query.split("&")):
-        name, _, value = item.partition("=")
+        name, _sep, value = item.partition("=")
         name = name.lower()
         if name in SECRET_ATTRS:
             raise SecretInUri()

@@ -116,7 +116,7 @@ def caller(request: Request) -> str:
     """The request's origin (the guard checked it), when its bearer token is that
     origin's pairing; NotPaired otherwise."""
     origin = request.headers["origin"]
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _sep, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise NotPaired("this page is not paired with the assistant: pair it first (the "
                         "assistant shows a code to type in the page)")

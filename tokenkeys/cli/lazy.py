@@ -21,7 +21,7 @@ class LazyCommand:
     summary: str  # the command's get_short_help_str(), untruncated
 
     def load(self) -> click.Command:
-        module, _, attribute = self.target.partition(":")
+        module, _sep, attribute = self.target.partition(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command), self.target
         return command

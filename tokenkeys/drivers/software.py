@@ -342,7 +342,7 @@ class SoftwareToken(Token):
         return SoftwareKeyHandle(self, record, path)
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
-        _, what = lookup_terms(label, key_id)
+        _terms, what = lookup_terms(label, key_id)
         found = [
             (path, rec) for path, rec in self._records()
             if (label is None or rec["label"] == label)

@@ -191,7 +191,7 @@ def open_envelope(
     with AtomicOutput(dst_path, overwrite, group=group) as out:
         opened: list[Opened] = []
         aad: bytes | None = None
-        for _ in range(2):
+        for _attempt in range(2):
             try:
                 with _malformed_input():
                     result = _decrypt(src, out, views, aad, opened)

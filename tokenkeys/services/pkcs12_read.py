@@ -114,7 +114,7 @@ def pkcs12_kdf(hash_name: str, passphrase: Secret, salt: bytes, purpose: int,
     out = b""
     while True:
         a: bytes = new(bytes([purpose]) * v + i_block).digest()
-        for _ in range(iterations - 1):
+        for _round in range(iterations - 1):
             a = new(a).digest()
         out += a
         if len(out) >= size:
@@ -329,7 +329,7 @@ def _take(opened: Opened, bag: Any, passphrase: Secret, where: str) -> None:
         alg = value["encryption_algorithm"]
         pkcs8 = _decrypt(alg, value["encrypted_data"].native, passphrase, "key", where)
         try:
-            _ = a1keys.PrivateKeyInfo.load(pkcs8, strict=True)["private_key_algorithm"].native
+            _algorithm = a1keys.PrivateKeyInfo.load(pkcs8, strict=True)["private_key_algorithm"].native
         except Exception:
             raise (_damaged(where) if opened.has_mac else _wrong(where)) from None
         name_, count = _describe(alg)

@@ -190,7 +190,7 @@ def _parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     if not mine:
         raise CertificateRefused(f"the certificate in {where} does not belong to its private key; "
                           "nothing was imported")
-    leaf, _, leaf_name = mine[0]
+    leaf, _key, leaf_name = mine[0]
     others = [c for c, _, _ in certs if c is not leaf]
     chain = linked_chain(leaf, others)
     warnings = _warnings(opened, where, len(others) - len(chain))

@@ -74,7 +74,7 @@ def _oaep(hash_name: str) -> Mech:
 
 def _aes_value_key(token: P11Token, value: bytes) -> Any:
     """A session AES key with a value this process chose (export/import only)."""
-    _, tpl = templates.aes_key(8 * len(value), value=value)
+    _attrs, tpl = templates.aes_key(8 * len(value), value=value)
     return _call(token, lambda: token.session().create(tpl), "creating an ephemeral AES key")
 
 
@@ -239,11 +239,11 @@ def _transport_objects(token: P11Token, transport: TransportKey) -> tuple[Any, A
 
 def unwrap_transported(token: P11Token, transport: TransportKey, wrapped: WrappedKey, *,
                        label: str, shareable: bool) -> KeyHandle:
-    _, transport_private = _transport_objects(token, transport)
+    _public, transport_private = _transport_objects(token, transport)
     if wrapped.public_key is None:
         raise UsageError("the wrapped key does not say its public key")
     public = wrapped.public_key
-    _, aes_t = templates.aes_key(256, for_unwrap=True)
+    _attrs, aes_t = templates.aes_key(256, for_unwrap=True)
     if wrapped.oaep_hash not in templates.OAEP_HASH:
         raise UsageError(f"unknown OAEP hash {wrapped.oaep_hash!r}")
     aes = _call(token, lambda: token.session().unwrap(

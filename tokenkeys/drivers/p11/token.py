@@ -311,7 +311,7 @@ class P11Token(Token):
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
         """Requires login for private operations; before login keys are found by their
         public key or certificate, and the private key is looked up on first use."""
-        _, what = lookup_terms(label, key_id)
+        _terms, what = lookup_terms(label, key_id)
         tpl: Template = {ck.CKA_LABEL: label} if label is not None else {}
         if key_id is not None:
             tpl[ck.CKA_ID] = key_id

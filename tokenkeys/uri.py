@@ -168,7 +168,7 @@ class SoftUri:
 def parse_soft(uri: str) -> SoftUri:
     if not uri.startswith("soft:") or len(uri) == len("soft:"):
         raise UsageError(f"not a software keystore URI (soft:DIRECTORY): {uri!r}")
-    directory, _, name = uri[len("soft:") :].partition("#")
+    directory, _sep, name = uri[len("soft:") :].partition("#")
     if not directory:
         raise UsageError(f"software keystore URI without a directory: {uri!r}")
     return SoftUri(directory=directory, name=name or None)

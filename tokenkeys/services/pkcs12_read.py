@@ -329,7 +329,8 @@ def _take(opened: Opened, bag: Any, passphrase: Secret, where: str) -> None:
         alg = value["encryption_algorithm"]
         pkcs8 = _decrypt(alg, value["encrypted_data"].native, passphrase, "key", where)
         try:
-            _algorithm = a1keys.PrivateKeyInfo.load(pkcs8, strict=True)["private_key_algorithm"].native
+            info = a1keys.PrivateKeyInfo.load(pkcs8, strict=True)
+            _algorithm = info["private_key_algorithm"].native  # parsing it checks the key
         except Exception:
             raise (_damaged(where) if opened.has_mac else _wrong(where)) from None
         name_, count = _describe(alg)

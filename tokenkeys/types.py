@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.files import MAX_PIN_FILE, read_limited
+from tokenkeys.i18n import _
 
 
 class Secret:
@@ -47,7 +48,8 @@ class Algorithm(enum.StrEnum):
             return cls(text.lower())
         except ValueError:
             choices = ", ".join(a.value for a in cls)
-            raise UsageError(f"unsupported algorithm {text!r} (choose one of: {choices})") from None
+            raise UsageError(_("unsupported algorithm {text!r} (choose one of: {choices})")
+                             .format(text=text, choices=choices)) from None
 
 
 DEFAULT_ALGORITHM = Algorithm.RSA3072
@@ -106,7 +108,7 @@ class PinSource:
         if self.value is not None:
             return self.value
         if self.pinpad and self.file is not None:
-            raise UsageError("--pinpad and --pin-file exclude each other: choose one")
+            raise UsageError(_("--pinpad and --pin-file exclude each other: choose one"))
         if self.pinpad:
             return None
         if self.file is not None:
@@ -117,7 +119,8 @@ class PinSource:
         if self.interactive:
             typed = getpass.getpass(f"{self.what}: ")
             if not typed:
-                raise UsageError(f"empty {self.what}: nothing was sent to the token")
+                raise UsageError(_("empty {what}: nothing was sent to the token")
+                                 .format(what=self.what))
             return Secret(typed)
         raise PinMissing(f"{self.what} ({self.env_var})")
 
@@ -126,11 +129,11 @@ class PinSource:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"PIN file {path} is not UTF-8 text") from None
+            raise UsageError(_("PIN file {path} is not UTF-8 text").format(path=path)) from None
         line = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
         if not line:
-            raise UsageError(f"PIN file {path} has an empty first line: nothing was sent "
-                             "to the token")
+            raise UsageError(_("PIN file {path} has an empty first line: nothing was sent to "
+                               "the token").format(path=path))
         return line
 
 

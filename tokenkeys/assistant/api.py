@@ -20,6 +20,7 @@ from tokenkeys.assistant.state import (
     text_field,
 )
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 from tokenkeys.services import consultations, service_keys
 from tokenkeys.services.access import open_registry
 from tokenkeys.services.opening_session import is_default, known_token, tokens
@@ -91,7 +92,7 @@ async def key_generate(request: Request) -> Response:
                                 or DEFAULT_ALGORITHM.value)
     backup = data.get("backup", False)
     if not isinstance(backup, bool):
-        raise UsageError("the field 'backup' must be true or false")
+        raise UsageError(_("the field 'backup' must be true or false"))
     service = _service(request, data)
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
@@ -118,8 +119,8 @@ async def key_certificate(request: Request) -> Response:
     pem = data.get("certificate_pem")
     chain = data.get("chain_pem")
     if not isinstance(pem, str) or (chain is not None and not isinstance(chain, str)):
-        raise UsageError("the field 'certificate_pem' (and 'chain_pem', when given) must be "
-                         "PEM text")
+        raise UsageError(_("the field 'certificate_pem' (and 'chain_pem', when given) must "
+                           "be PEM text"))
     service = _service(request, data)
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))

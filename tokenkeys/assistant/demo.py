@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from tokenkeys.assistant.settings import DEFAULT_PORT, DEMO_PORT, check_bind
+from tokenkeys.i18n import _
 
 STATIC = Path(__file__).with_name("static")
 PAGES = {"/admin": "demo-admin.html", "/opening": "demo-opening.html",
@@ -48,6 +49,7 @@ def serve(*, port: int | None = None, assistant_url: str | None = None, host: st
     port = port or DEMO_PORT
     check_bind(host)
     url = assistant_url or f"http://127.0.0.1:{DEFAULT_PORT}"
-    print(f"The demo platform is at http://{host}:{port}/admin; start the assistant with "
-          f"--origin http://{host}:{port}", file=sys.stderr, flush=True)
+    print(_("The demo platform is at http://{host}:{port}/admin; start the assistant with "
+            "--origin http://{host}:{port}").format(host=host, port=port),
+          file=sys.stderr, flush=True)
     uvicorn.run(build(url), host=host, port=port, log_level="warning")

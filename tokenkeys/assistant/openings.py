@@ -23,6 +23,7 @@ from tokenkeys.assistant import problems, texts
 from tokenkeys.assistant.state import Assistant, assistant_of, caller, int_field, json_body, run
 from tokenkeys.assistant.state import text_field as field
 from tokenkeys.errors import SessionOver
+from tokenkeys.i18n import _
 from tokenkeys.services.opening_files import DEVICE_FAILURES, FileResult, error_class
 from tokenkeys.services.opening_session import OpeningSession, known_token
 
@@ -87,7 +88,8 @@ async def envelope(request: Request) -> Response:
     a = assistant_of(request)
     session = _session(a, request, caller(request))
     if session.over:
-        raise SessionOver("this opening session is over (count or time limit): start a new one")
+        raise SessionOver(_("this opening session is over (count or time limit): start a new "
+                            "one"))
     spool = a.workdir / f"{uuid.uuid4().hex}.p7m"
     try:
         await _spool(request, spool)

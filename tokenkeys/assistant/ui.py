@@ -16,6 +16,7 @@ from starlette.routing import Route
 from tokenkeys.assistant.state import assistant_of, json_body, run
 from tokenkeys.assistant.state import text_field as field
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 
 STATIC = Path(__file__).with_name("static")
 FILES = {"/ui": ("ui.html", "text/html; charset=utf-8"),
@@ -53,7 +54,7 @@ async def answer(request: Request) -> Response:
     approve = data.get("approve")
     pin = data.get("pin")
     if not isinstance(approve, bool) or (pin is not None and not isinstance(pin, str)):
-        raise UsageError("'approve' must be true or false and 'pin' text")
+        raise UsageError(_("'approve' must be true or false and 'pin' text"))
     a.consent.answer(field(data, "id") or "", approve, pin)
     return JSONResponse({"answered": True})
 

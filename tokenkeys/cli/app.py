@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tokenkeys.config import Config
+from tokenkeys.i18n import _
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -98,15 +99,15 @@ class App:
 
     def note(self, message: str) -> None:
         """Something the user should know that is not an error, on stderr."""
-        click.echo(f"tokenkeys: note: {visible(message)}", err=True)
+        click.echo(_("tokenkeys: note: {message}").format(message=visible(message)), err=True)
 
     def warn(self, message: str) -> None:
         """A warning on stderr; names in it may come from a file: shown, never obeyed."""
-        click.echo(f"warning: {visible(message)}", err=True)
+        click.echo(_("warning: {message}").format(message=visible(message)), err=True)
 
     def fail(self, message: str) -> None:
         """An error line on stderr, in the same form as main's error report."""
-        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
+        click.echo(_("tokenkeys: error: {message}").format(message=visible(message)), err=True)
 
     @property
     def interactive(self) -> bool:

@@ -16,6 +16,7 @@ from tokenkeys.cli.app import FILE_PATH, App, visible
 from tokenkeys.cli.lazy import LazyCommand, LazyGroup
 from tokenkeys.config import load_config
 from tokenkeys.errors import TokenKeysError
+from tokenkeys.i18n import N_, _
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -50,19 +51,19 @@ COMMANDS = {
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS,
-             context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.option("--debug", is_flag=True, help="Show debug logs and tracebacks.")
+             context_settings={"help_option_names": ["-h", "--help"]}, help=N_(
+    "tokenkeys: key pairs for sealed bids, kept inside PKCS#11 devices."))
+@click.option("--json", "as_json", is_flag=True, help=N_("Print one JSON document on stdout."))
+@click.option("--debug", is_flag=True, help=N_("Show debug logs and tracebacks."))
 @click.option(
     "--config",
     "config_path",
     type=FILE_PATH,
-    help="Configuration file (default: TOKENKEYS_CONFIG or the user config dir).",
+    help=N_("Configuration file (default: TOKENKEYS_CONFIG or the user config dir)."),
 )
 @click.version_option(__version__, prog_name="tokenkeys")
 @click.pass_context
 def cli(ctx: click.Context, as_json: bool, debug: bool, config_path: Path | None) -> None:
-    """tokenkeys: key pairs for sealed bids, kept inside PKCS#11 devices."""
     if debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     ctx.obj = App(json=as_json, debug=debug, config=load_config(config_path))
@@ -78,7 +79,7 @@ def _report(as_json: bool, kind: str, message: str, code: int,
         click.echo(json.dumps({"ok": False, "error": error}, indent=2))
     else:
         # Messages quote file names and certificate fields: never let them drive the terminal.
-        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
+        click.echo(_("tokenkeys: error: {message}").format(message=visible(message)), err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
 from tokenkeys import keyalg
 from tokenkeys.errors import KeyNotFound, MultipleKeysFound, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -96,7 +97,7 @@ class UnusableKey:
 def lookup_terms(label: str | None, key_id: bytes | None) -> tuple[dict[str, object], str]:
     """find_key's search attributes, and how to name them in a message."""
     if label is None and key_id is None:
-        raise UsageError("find_key needs a label or an id")
+        raise UsageError(_("find_key needs a label or an id"))
     query: dict[str, object] = {}
     if label is not None:
         query["label"] = label
@@ -109,9 +110,10 @@ def lookup_terms(label: str | None, key_id: bytes | None) -> tuple[dict[str, obj
 def the_one(found: Sequence[T], what: str, where: str) -> T:
     """The single match: KeyNotFound or MultipleKeysFound otherwise, never None."""
     if not found:
-        raise KeyNotFound(f"no key with {what} on {where}")
+        raise KeyNotFound(_("no key with {what} on {where}").format(what=what, where=where))
     if len(found) > 1:
-        raise MultipleKeysFound(f"{len(found)} keys with {what} on {where}: use the id")
+        raise MultipleKeysFound(_("{count} keys with {what} on {where}: use the id")
+                                .format(count=len(found), what=what, where=where))
     return found[0]
 
 

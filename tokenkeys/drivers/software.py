@@ -46,6 +46,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import write_atomic
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
@@ -99,9 +100,10 @@ def check_pin_strength(pin: Secret) -> None:
     value = pin.reveal()
     if len(value) < MIN_PIN_LENGTH or len(set(value)) < MIN_PIN_DISTINCT:
         raise UsageError(
-            f"a software keystore PIN needs at least {MIN_PIN_LENGTH} characters, "
-            f"{MIN_PIN_DISTINCT} of them different: it has no try counter, so a short "
-            "PIN falls to offline guessing (see docs/drivers.md)")
+            _("a software keystore PIN needs at least {MIN_PIN_LENGTH} characters, "
+              "{MIN_PIN_DISTINCT} of them different: it has no try counter, so a short PIN "
+              "falls to offline guessing (see docs/drivers.md)")
+            .format(MIN_PIN_LENGTH=MIN_PIN_LENGTH, MIN_PIN_DISTINCT=MIN_PIN_DISTINCT))
 
 
 def _seal_master(pin: Secret, master: bytes) -> dict[str, Any]:
@@ -131,7 +133,7 @@ class SoftwareKeyHandle(KeyHandle):
         self.extractable = bool(record["extractable"])
         public = serialization.load_pem_public_key(record["public_key"].encode("ascii"))
         if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise DeviceError(f"{path}: unsupported public key type")
+            raise DeviceError(_("{path}: unsupported public key type").format(path=path))
         self.public_key = public
         cert_path = path.with_name(f"{record['id']}.crt.pem")
         self.certificate = (
@@ -156,14 +158,15 @@ class SoftwareKeyHandle(KeyHandle):
                 raise PinIncorrect(_NOT_ACCEPTED) from None
             loaded = serialization.load_der_private_key(der, password=None)
             if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-                raise DeviceError(f"{self._path}: unsupported private key type")
+                raise DeviceError(_("{path}: unsupported private key type")
+                                  .format(path=self._path))
             self._private = loaded
         return self._private
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         key = self.private_key()
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise UsageError(f"key {self.label!r} is not an RSA key")
+            raise UsageError(_("key {label!r} is not an RSA key").format(label=self.label))
         return key.decrypt(ciphertext, padding)
 
     def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
@@ -175,7 +178,7 @@ class SoftwareKeyHandle(KeyHandle):
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         key = self.private_key()
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise UsageError(f"key {self.label!r} is not an EC key")
+            raise UsageError(_("key {label!r} is not an EC key").format(label=self.label))
         return key.exchange(ec.ECDH(), peer_public)
 
 
@@ -190,8 +193,8 @@ class SoftwareToken(Token):
         meta = directory / "keystore.json"
         if not meta.is_file():
             raise TokenNotFound(
-                f"no software keystore at {directory} (create it with: tokenkeys token init "
-                f"--token soft:{directory} --label LABEL)"
+                _("no software keystore at {directory} (create it with: tokenkeys token init "
+                  "--token soft:{directory} --label LABEL)").format(directory=directory)
             )
         self._meta = json.loads(meta.read_text(encoding="utf-8"))
 
@@ -205,7 +208,8 @@ class SoftwareToken(Token):
         directory = directory.expanduser().resolve()
         meta = directory / "keystore.json"
         if meta.exists():
-            raise KeyExists(f"a software keystore already exists at {directory}")
+            raise KeyExists(_("a software keystore already exists at {directory}")
+                            .format(directory=directory))
         check_pin_strength(pin)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         record = {"format": FORMAT_V2, "label": label,
@@ -228,7 +232,7 @@ class SoftwareToken(Token):
     def login(self, pin_source: PinSource) -> None:
         pin = pin_source.read()
         if pin is None:
-            raise UsageError("the software keystore has no PIN pad")
+            raise UsageError(_("the software keystore has no PIN pad"))
         self._master = self._open_master(pin)
         self._pin = pin
 
@@ -250,7 +254,7 @@ class SoftwareToken(Token):
 
     def require_master(self) -> bytes:
         if self._master is None:
-            raise UsageError("log in to the software keystore first")
+            raise UsageError(_("log in to the software keystore first"))
         return self._master
 
     def change_pin(self, new_pin: Secret) -> None:
@@ -287,7 +291,7 @@ class SoftwareToken(Token):
 
     def require_pin(self) -> Secret:
         if self._pin is None:
-            raise UsageError("log in to the software keystore first")
+            raise UsageError(_("log in to the software keystore first"))
         return self._pin
 
     def _records(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -301,7 +305,8 @@ class SoftwareToken(Token):
     def generate_keypair(self, spec: KeySpec) -> KeyHandle:
         self.require_pin()
         if any(rec["label"] == spec.label for _, rec in self._records()):
-            raise KeyExists(f"a key named {spec.label!r} already exists in {self.uri}")
+            raise KeyExists(_("a key named {label!r} already exists in {uri}")
+                            .format(label=spec.label, uri=self.uri))
         alg = keyalg.info(spec.algorithm)
         private: PrivateKey
         if alg.curve is None:
@@ -358,7 +363,7 @@ class SoftwareToken(Token):
                           chain: Sequence[x509.Certificate] = ()) -> None:
         """CertificateStore: `<id>.crt.pem`, and the issuers in `<id>.chain.pem`."""
         if not keyalg.same_key(certificate.public_key(), key.public_key):
-            raise UsageError(f"the certificate is not for key {key.label!r}")
+            raise UsageError(_("the certificate is not for key {label!r}").format(label=key.label))
         stem = self.directory / key.id.hex()
         pem = serialization.Encoding.PEM
         chain_path = stem.with_name(f"{stem.name}.chain.pem")
@@ -386,7 +391,7 @@ class SoftwareToken(Token):
         stem = key.id.hex()
         key_path = self.directory / f"{stem}.key.json"
         if not key_path.exists():
-            raise KeyNotFound(f"no key {key.label!r} in {self.uri}")
+            raise KeyNotFound(_("no key {label!r} in {uri}").format(label=key.label, uri=self.uri))
         (self.directory / f"{stem}.crt.pem").unlink(missing_ok=True)
         (self.directory / f"{stem}.chain.pem").unlink(missing_ok=True)
         key_path.unlink()

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.identity_view import IdentityView, format_name
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import OaepPadding
 
 
@@ -254,9 +255,9 @@ def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
     except TokenKeysError:
         raise
     except Exception:
-        raise EnvelopeMalformed("malformed RecipientInfos") from None
+        raise EnvelopeMalformed(_("malformed RecipientInfos")) from None
     if not out:
-        raise EnvelopeMalformed("envelope has no recipients")
+        raise EnvelopeMalformed(_("envelope has no recipients"))
     return out
 
 
@@ -328,7 +329,7 @@ def _parse_kari(kari: cms.KeyAgreeRecipientInfo) -> list[Recipient]:
         out.append(KeyAgreeRecipient(rid, encrypted_key, agreement) if agreement is not None
                    else UnsupportedRecipient("kari", reason, rid))
     if not out:
-        raise EnvelopeMalformed("key agreement recipient info lists no keys")
+        raise EnvelopeMalformed(_("key agreement recipient info lists no keys"))
     return out
 
 
@@ -352,8 +353,8 @@ def _ecdh_agreement(kari: cms.KeyAgreeRecipientInfo) -> EcdhAgreement:
 
 def _ephemeral_point(okey: cms.OriginatorPublicKey) -> bytes:
     if okey["algorithm"]["algorithm"].dotted != alg.EC_PUBLIC_KEY:
-        raise EnvelopeMalformed("originator key is not an EC public key")
+        raise EnvelopeMalformed(_("originator key is not an EC public key"))
     bits = okey["public_key"].contents
     if not bits or bits[0] != 0:
-        raise EnvelopeMalformed("malformed originator public key")
+        raise EnvelopeMalformed(_("malformed originator public key"))
     return bytes(bits[1:])

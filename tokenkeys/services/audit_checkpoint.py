@@ -35,6 +35,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import prepare_output, read_limited, write_atomic
+from tokenkeys.i18n import _
 from tokenkeys.registry import AuditRow, Registry, parse_location
 from tokenkeys.registry.audit import actor, now_text
 from tokenkeys.services.access import open_registry
@@ -111,10 +112,10 @@ def read_head(config: Config) -> Head:
         state = registry.audit_state()
     if not verdict.ok or not state.consistent:
         problem = verdict.problems[0] if verdict.problems else "the log changed while read"
-        raise AuditChainBroken(f"audit chain broken: {problem}; no checkpoint was taken "
-                               "(it would vouch for the damage)")
+        raise AuditChainBroken(_("audit chain broken: {problem}; no checkpoint was taken (it "
+                                 "would vouch for the damage)").format(problem=problem))
     if state.last is None or state.first_hash is None:
-        raise UsageError("the audit log is empty: there is nothing to checkpoint yet")
+        raise UsageError(_("the audit log is empty: there is nothing to checkpoint yet"))
     seq, head_at, digest = state.last
     return Head(seq, digest, head_at, state.first_hash, at,
                 parse_location(config.registry).display)
@@ -137,8 +138,9 @@ def write_checkpoint(config: Config, token: Token, key_name: str, head: Head, ou
     key = token.find_key(label=key_name)
     cert = key.certificate
     if cert is None:
-        raise UsageError(f"key {key_name!r} has no certificate: a checkpoint carries its "
-                         "signer's certificate (use a CA, `tokenkeys ca create`)")
+        raise UsageError(_("key {key_name!r} has no certificate: a checkpoint carries its "
+                           "signer's certificate (use a CA, `tokenkeys ca create`)")
+                         .format(key_name=key_name))
     cp = Checkpoint(head, actor(), socket.gethostname(), cert, str(output))
     signer, digest = signer_for(key)
     signed = (pkcs7.PKCS7SignatureBuilder().set_data(_payload(cp))
@@ -165,7 +167,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 def load_checkpoint_bytes(data: bytes, source: str) -> Checkpoint:
     content, signer = verify_signed_data(data, source)
-    bad = FileMalformed(f"{source} is not a tokenkeys audit checkpoint")
+    bad = FileMalformed(_("{source} is not a tokenkeys audit checkpoint").format(source=source))
     try:
         doc = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -188,7 +190,8 @@ def _parse_time(text: str, source: str) -> datetime:
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
-        raise FileMalformed(f"{source} is not a tokenkeys audit checkpoint") from None
+        raise FileMalformed(_("{source} is not a tokenkeys audit checkpoint")
+                            .format(source=source)) from None
 
 
 # -- trusting and verifying --------------------------------------------------------
@@ -198,7 +201,8 @@ def read_trust(path: Path) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise UsageError(f"trust file {path} holds no PEM certificate") from None
+        raise UsageError(
+            _("trust file {path} holds no PEM certificate").format(path=path)) from None
 
 
 def check_trust(cp: Checkpoint, anchors: list[x509.Certificate]) -> str | None:
@@ -229,9 +233,9 @@ def _trust_path(config: Config, trust: Path | None) -> Path:
         return trust
     if config.audit_trust:
         return Path(config.audit_trust).expanduser()
-    raise UsageError("a checkpoint is only as good as its signer: give --trust CERT.pem "
-                     "(the certificate of the CA or key that signs checkpoints, from "
-                     "`tokenkeys ca export-cert`), or set audit_trust in the configuration")
+    raise UsageError(_("a checkpoint is only as good as its signer: give --trust CERT.pem "
+                       "(the certificate of the CA or key that signs checkpoints, from "
+                       "`tokenkeys ca export-cert`), or set audit_trust in the configuration"))
 
 
 def verify(config: Config, checkpoints: list[Path], trust: Path | None = None

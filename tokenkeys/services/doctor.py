@@ -23,6 +23,7 @@ from tokenkeys import keyalg
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, list_modules, list_tokens, open_token
 from tokenkeys.errors import ModuleNotFound, PinError, TokenKeysError, TokenNotFound
+from tokenkeys.i18n import _
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.services.audit_checkpoint import checkpoint_age
@@ -82,9 +83,10 @@ class Logins:
             if COUNT_LOW in info.flags:
                 # The next wrong PIN may be the last but one; doctor runs unattended.
                 raise PinError(
-                    f"{describe_card(info)} reports a low PIN try count: doctor does not "
-                    "spend a try of TOKENKEYS_PIN on it; log in once with the right PIN "
-                    "(e.g. `tokenkeys key list --token URI`), which resets the count")
+                    _("{info} reports a low PIN try count: doctor does not spend a try of "
+                      "TOKENKEYS_PIN on it; log in once with the right PIN (e.g. `tokenkeys "
+                      "key list --token URI`), which resets the count")
+                    .format(info=describe_card(info)))
             login(token, PinSource(interactive=False))  # locked, final try: refused there
         except TokenKeysError as exc:
             self.failed[card] = exc

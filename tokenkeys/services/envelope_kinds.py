@@ -25,6 +25,7 @@ from tokenkeys import keyalg
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import PolicyRefused, TokenKeysError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeyType
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up time)
@@ -60,14 +61,16 @@ def choose_key_transport(recipients: Sequence[tuple[str, Sequence[str]]],
     if wanted is not None:
         unable = [name for name, kinds in rsa_keys if wanted not in kinds]
         if unable:
-            raise PolicyRefused(f"key transport {wanted} cannot be opened by "
-                                f"{', '.join(unable)}; leave --key-transport out to choose")
+            raise PolicyRefused(_("key transport {wanted} cannot be opened by {unable}; "
+                                  "leave --key-transport out to choose")
+                                .format(wanted=wanted, unable=', '.join(unable)))
         return wanted
     for transport in TRANSPORT_PREFERENCE:
         if all(transport in kinds for _, kinds in rsa_keys):
             return transport
     names = ", ".join(f"{n} ({'/'.join(sorted(k)) or 'nothing'})" for n, k in rsa_keys)
-    raise PolicyRefused(f"no key transport is openable by every recipient: {names}")
+    raise PolicyRefused(_("no key transport is openable by every recipient: {names}")
+                        .format(names=names))
 
 
 # Device mechanisms that open OAEP (on the device, or raw RSA plus software decoding).

@@ -23,6 +23,7 @@ from cryptography import x509
 from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, SoAdministration, require
 from tokenkeys.errors import KeyExists, KeyNotFound, TokenKeysError, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import Algorithm, KeySpec
 
 
@@ -52,7 +53,8 @@ def generate_named(token: Token, name: str, algorithm: Algorithm,
     """Generate a key pair named `name` with the certificate `certify` makes for it
     (None: the key awaits one from a CA). Requires login."""
     if name.startswith(PROVISIONAL):
-        raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
+        raise UsageError(_("a designation may not start with {PROVISIONAL!r}")
+                         .format(PROVISIONAL=PROVISIONAL))
     store = require(token, CertificateStore, "storing certificates")
     slot = fixed_slot(token)
     with designation_lock(token):
@@ -61,7 +63,8 @@ def generate_named(token: Token, name: str, algorithm: Algorithm,
         except KeyNotFound:
             pass
         else:
-            raise KeyExists(f"a key named {name!r} already exists on this token")
+            raise KeyExists(_("a key named {name!r} already exists on this token")
+                            .format(name=name))
         # A card with a fixed key slot names the key itself: no provisional label.
         label = name if slot is not None else f"{PROVISIONAL}{name}:{secrets.token_hex(4)}"
         key = token.generate_keypair(KeySpec(label=label, algorithm=algorithm,

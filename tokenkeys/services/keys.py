@@ -26,6 +26,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.registry import KeyFacts, KeyRow, Registry
 from tokenkeys.registry.repo import Removal
 from tokenkeys.services import token_keys
@@ -53,8 +54,8 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
         registry.key(service, designation)
     except KeyNotFound:
         return
-    raise KeyExists(f"a key named {designation!r} already exists in service {service!r} "
-                    "of the registry")
+    raise KeyExists(_("a key named {designation!r} already exists in service {service!r} of "
+                      "the registry").format(designation=designation, service=service))
 
 
 def record_generated(registry: Registry, service: str, token: Token, record_id: str, *,
@@ -113,8 +114,10 @@ def resolve(token: Token, name_or_uri: str, *, service: str,
                 continue
             if keyalg.public_key_sha256(handle.public_key) == row.public_key_sha256:
                 return handle
-        raise KeyNotFound(f"key {name_or_uri!r} of service {service!r} is not on this token "
-                          f"({token.uri})") from None
+        raise KeyNotFound(_("key {name_or_uri!r} of service {service!r} is not on this token "
+                            "({uri})")
+                          .format(name_or_uri=name_or_uri, service=service,
+                                  uri=token.uri)) from None
 
 
 def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
@@ -122,7 +125,7 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
     """Reference a key pair that already exists on the token (made elsewhere)."""
     key = token_keys.resolve_key(token, name_or_uri)
     if not key.label:
-        raise UsageError("the key has no label on the token: give it one to adopt it")
+        raise UsageError(_("the key has no label on the token: give it one to adopt it"))
     check_free(registry, service, key.label)
     store: CertificateStore | None = None
     had = key.certificate
@@ -130,20 +133,22 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
         check_subject_text(cert)
         if not keyalg.same_key(cert.public_key(), key.public_key):
             raise CertificateRefused(
-                f"the certificate given ({cert.subject.rfc4514_string()}) holds another "
-                f"public key than key {key.label!r} on the token: refused")
+                _("the certificate given ({rfc4514_string}) holds another public key than "
+                  "key {label!r} on the token: refused")
+                .format(rfc4514_string=cert.subject.rfc4514_string(), label=key.label))
         if key.certificate is None or key.certificate != cert:
             store = require(token, CertificateStore, "storing certificates")
             key.certificate = cert
     elif key.certificate is None:
         if self_sign_days is None:
-            raise KeyNotFound(f"key {key.label!r} has no certificate on the token: give "
-                              "--cert FILE, or --self-sign to make one on the device")
+            raise KeyNotFound(_("key {label!r} has no certificate on the token: give --cert "
+                                "FILE, or --self-sign to make one on the device")
+                              .format(label=key.label))
         store = require(token, CertificateStore, "storing certificates")
         key.certificate = self_signed(key, key.label, self_sign_days)
     elif not keyalg.same_key(key.certificate.public_key(), key.public_key):
-        raise CertificateRefused(f"the certificate stored with key {key.label!r} holds "
-                                  "another public key: refused")
+        raise CertificateRefused(_("the certificate stored with key {label!r} holds another "
+                                   "public key: refused").format(label=key.label))
     # The registry first: the token changes only once the registry has agreed.
     try:
         row = registry.add_key(service, facts_for(token, key, backup=backup), "adopt")
@@ -204,15 +209,15 @@ def _deletion_guard(label: str, unregistered: bool) -> Callable[[Removal], None]
     def guard(removal: Removal) -> None:
         if not removal.known and not unregistered:
             raise PolicyRefused(
-                f"key {label!r} is not in the registry, which therefore cannot vouch that no "
-                "consultation needs it (is TOKENKEYS_REGISTRY the entity's registry?); give "
-                "--unregistered to delete it anyway")
+                _("key {label!r} is not in the registry, which therefore cannot vouch that "
+                  "no consultation needs it (is TOKENKEYS_REGISTRY the entity's registry?); "
+                  "give --unregistered to delete it anyway").format(label=label))
         if removal.bound_to and not removal.remaining:
             refs = ", ".join(removal.bound_to)
             raise PolicyRefused(
-                f"key {label!r} is bound to consultations not yet closed ({refs}), as "
-                "their key or a recorded backup key, and this is its last copy: their bids "
-                "can only be opened with it. Close them first")
+                _("key {label!r} is bound to consultations not yet closed ({refs}), as their "
+                  "key or a recorded backup key, and this is its last copy: their bids can "
+                  "only be opened with it. Close them first").format(label=label, refs=refs))
     return guard
 
 

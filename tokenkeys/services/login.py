@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from tokenkeys.drivers.base import Token
 from tokenkeys.errors import PinFinalTry, PinLocked
+from tokenkeys.i18n import _
 from tokenkeys.types import PinSource, Secret, TokenInfo, given_pin
 
 FINAL_TRY = "user-pin-final-try"
@@ -44,7 +45,7 @@ def describe_card(info: TokenInfo) -> str:
 def check_before_login(info: TokenInfo, origin: str, *, allow_final_try: bool = False) -> None:
     """Raise before any PIN is sent: PinLocked, or PinFinalTry for an unattended PIN."""
     if LOCKED in info.flags:
-        raise PinLocked("user PIN", how=UNLOCK_HOW)
+        raise PinLocked(_("user PIN"), how=UNLOCK_HOW)
     if FINAL_TRY in info.flags and origin in ("env", "file") and not allow_final_try:
         where = "TOKENKEYS_PIN" if origin == "env" else "the PIN file"
         raise PinFinalTry(where, describe_card(info))

@@ -21,6 +21,7 @@ from tokenkeys.config import Config
 from tokenkeys.envelope import SealOptions, named_by_issuer, seal
 from tokenkeys.errors import PolicyRefused, UsageError
 from tokenkeys.files import check_regular, prepare_output
+from tokenkeys.i18n import _
 from tokenkeys.services import key_certs
 
 
@@ -52,8 +53,9 @@ def check_validity(certs: Sequence[x509.Certificate], *, allow_expired: bool,
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         if not start <= now <= end:
             raise PolicyRefused(
-                f"recipient {cert.subject.rfc4514_string()} is not valid now "
-                f"(valid {start:%Y-%m-%d} to {end:%Y-%m-%d}); --allow-expired overrides")
+                _("recipient {rfc4514_string} is not valid now (valid {start:%Y-%m-%d} to "
+                  "{end:%Y-%m-%d}); --allow-expired overrides")
+                .format(rfc4514_string=cert.subject.rfc4514_string(), start=start, end=end))
 
 
 def recipients_of(config: Config, *, certificates: Sequence[Path], consultation: str | None,
@@ -61,7 +63,7 @@ def recipients_of(config: Config, *, certificates: Sequence[Path], consultation:
                   ) -> tuple[list[x509.Certificate], str | None]:
     """The recipient certificates, and the key transport a consultation imposes."""
     if bool(certificates) == bool(consultation):
-        raise UsageError("give --recipient CERT... or --consultation REF (one of them)")
+        raise UsageError(_("give --recipient CERT... or --consultation REF (one of them)"))
     if consultation:
         from tokenkeys.services import consultations
         from tokenkeys.services.access import open_registry

@@ -48,6 +48,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12, AtomicOutput, read_limited
+from tokenkeys.i18n import _
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
 from tokenkeys.services.token_keys import KeyRecord, describe, resolve_key
@@ -68,11 +69,11 @@ def read_passphrase(*, new: bool, interactive: bool) -> Secret:
         return Secret(value)
     if not interactive:
         raise PassphraseMissing()
-    first = getpass.getpass("PKCS#12 passphrase: ")
+    first = getpass.getpass(_("PKCS#12 passphrase: "))
     if new:
-        again = getpass.getpass("PKCS#12 passphrase (again): ")
+        again = getpass.getpass(_("PKCS#12 passphrase (again): "))
         if not hmac.compare_digest(first.encode("utf-8"), again.encode("utf-8")):
-            raise UsageError("the two passphrases typed differ; nothing was written")
+            raise UsageError(_("the two passphrases typed differ; nothing was written"))
     return Secret(first)
 
 
@@ -151,7 +152,8 @@ def _shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Cert
     if not key.extractable:
         raise NotExtractable(key.label)
     if key.certificate is None:
-        raise KeyNotFound(f"key {key.label!r} has no certificate: store one before sharing it")
+        raise KeyNotFound(_("key {label!r} has no certificate: store one before sharing it")
+                          .format(label=key.label))
     return key, key.certificate
 
 
@@ -166,7 +168,8 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
     key, cert = _shareable_key(token, name_or_uri)
     exporter = require(token, KeyExport, "exporting a private key")
     if not force and (output.exists() or output.is_symlink()):
-        raise OutputExists(f"{output} already exists (use --force to replace it)")
+        raise OutputExists(_("{output} already exists (use --force to replace it)")
+                           .format(output=output))
     secret = passphrase()
     p12.check_strength(secret, key.label)
     chain = _chain(token, key)
@@ -175,7 +178,8 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
         private = serialization.load_der_private_key(bytes(pkcs8), password=None)
         if not isinstance(private, p12.PrivateKey) or not keyalg.same_key(
                 private.public_key(), key.public_key):
-            raise CertificateRefused(f"the exported key does not match key {key.label!r}")
+            raise CertificateRefused(_("the exported key does not match key {label!r}")
+                                     .format(label=key.label))
         data = p12.build(private, cert, chain, key.label, secret, legacy=legacy)
     finally:
         wipe(pkcs8)
@@ -199,12 +203,14 @@ def _refuse_present(token: Token, label: str, public_key: PublicKey, where: str)
     except KeyNotFound:
         pass
     else:
-        raise KeyExists(f"a key named {label!r} already exists on {where}")
+        raise KeyExists(_("a key named {label!r} already exists on {where}")
+                        .format(label=label, where=where))
     try:
         other = token.find_key(key_id=keyalg.key_id(public_key))
     except KeyNotFound:
         return
-    raise KeyExists(f"this key is already on {where} as {other.label!r}")
+    raise KeyExists(_("this key is already on {where} as {label!r}")
+                    .format(where=where, label=other.label))
 
 
 def check_decryption(key: KeyHandle) -> None:
@@ -221,7 +227,8 @@ def check_decryption(key: KeyHandle) -> None:
         got = key.derive_ecdh(peer.public_key())
         expected = peer.exchange(ec.ECDH(), public)
     if not hmac.compare_digest(got, expected):
-        raise CertificateRefused(f"test decryption with key {key.label!r} gave a wrong result")
+        raise CertificateRefused(_("test decryption with key {label!r} gave a wrong result")
+                                 .format(label=key.label))
 
 
 def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
@@ -251,7 +258,7 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     failure the new objects are destroyed. Requires login.
     """
     if not name.strip():
-        raise UsageError("the key name (designation) must not be empty")
+        raise UsageError(_("the key name (designation) must not be empty"))
     importer = require(token, KeyImport, "importing a private key")
     data = read_limited(path, MAX_PKCS12, "PKCS#12 file")
     contents = p12.parse(data, passphrase(), str(path))
@@ -293,7 +300,8 @@ def _step(number: int) -> Iterator[None]:
     try:
         yield
     except MechanismUnsupported as exc:
-        raise MechanismUnsupported(f"device copy, step {STEPS[number]}: {exc.wanted}",
+        raise MechanismUnsupported(_("device copy, step {STEPS}: {wanted}")
+                                   .format(STEPS=STEPS[number], wanted=exc.wanted),
                                    exc.offered) from None
     except (KeyExists, PolicyRefused, UsageError):
         raise
@@ -301,7 +309,8 @@ def _step(number: int) -> Iterator[None]:
         outcome = ("the copy is in place; the transport key is a session object, gone when "
                    "the session ends" if number == len(STEPS) - 1
                    else "nothing was left on either token")
-        raise CopyFailed(f"device copy failed at step {STEPS[number]}: {exc}; {outcome}"
+        raise CopyFailed(_("device copy failed at step {STEPS}: {exc}; {outcome}")
+                         .format(STEPS=STEPS[number], exc=exc, outcome=outcome)
                          ) from None
 
 
@@ -314,7 +323,7 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
     both. A test decryption follows; transient keys are destroyed on both sides.
     """
     if source.uri == target.uri:
-        raise UsageError("--token and --to-token name the same token")
+        raise UsageError(_("--token and --to-token name the same token"))
     key, cert = _shareable_key(source, name_or_uri)
     # mypy cannot pass a Protocol as type[C] (python/mypy#4717): hence the ignores.
     sender = require(source, KeyTransport,

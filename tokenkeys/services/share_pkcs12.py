@@ -31,6 +31,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12
+from tokenkeys.i18n import _
 from tokenkeys.services import pkcs12_read as p12read
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.types import Secret
@@ -75,9 +76,10 @@ def check_strength(passphrase: Secret, designation: str) -> None:
         problem = "it contains the key's name"
     if problem:
         raise PassphraseWeak(
-            f"passphrase refused: {problem}. Anyone who copies the file can try passphrases "
-            f"offline, so use at least {MIN_LENGTH} characters, {MIN_DISTINCT} of them "
-            "different, not the key's name (four or more unrelated words work well)"
+            _("passphrase refused: {problem}. Anyone who copies the file can try passphrases "
+              "offline, so use at least {MIN_LENGTH} characters, {MIN_DISTINCT} of them "
+              "different, not the key's name (four or more unrelated words work well)")
+            .format(problem=problem, MIN_LENGTH=MIN_LENGTH, MIN_DISTINCT=MIN_DISTINCT)
         )
 
 
@@ -137,30 +139,33 @@ def _private_key(der: bytes, where: str) -> PrivateKey:
                 else "explicit parameters")
         bits = info.bit_size if kind == "rsa" else 0
     except Exception:  # asn1crypto raises ValueError, TypeError, KeyError... on bad input
-        raise FileMalformed(f"{where} holds a damaged private key") from None
+        raise FileMalformed(_("{where} holds a damaged private key").format(where=where)) from None
     names = {"rsassa_pss": "RSA-PSS", "dsa": "DSA", "ed25519": "Ed25519", "ed448": "Ed448",
              "x25519": "X25519", "x448": "X448"}
     if kind == "ec":
         if name not in keyalg.CURVES:
-            raise UsageError(f"the key in {where} is on curve {name}: tokenkeys keeps RSA "
-                             "(2048 bits or more) and EC P-256/P-384 keys")
+            raise UsageError(_("the key in {where} is on curve {name}: tokenkeys keeps RSA "
+                               "(2048 bits or more) and EC P-256/P-384 keys")
+                             .format(where=where, name=name))
     elif kind != "rsa":
         shown = names.get(kind, str(kind))
-        raise UsageError(f"the key in {where} is {shown}: tokenkeys keeps RSA (2048 bits or "
-                         "more) and EC P-256/P-384 keys")
+        raise UsageError(_("the key in {where} is {shown}: tokenkeys keeps RSA (2048 bits or "
+                           "more) and EC P-256/P-384 keys").format(where=where, shown=shown))
     elif bits > MAX_RSA_BITS:
-        raise UsageError(f"the key in {where} is RSA-{bits}: tokenkeys keeps RSA (2048 bits "
-                         f"or more, up to {MAX_RSA_BITS}) and EC P-256/P-384 keys")
+        raise UsageError(_("the key in {where} is RSA-{bits}: tokenkeys keeps RSA (2048 bits "
+                           "or more, up to {MAX_RSA_BITS}) and EC P-256/P-384 keys")
+                         .format(where=where, bits=bits, MAX_RSA_BITS=MAX_RSA_BITS))
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise FileMalformed(f"{where} holds a damaged private key") from None
+        raise FileMalformed(_("{where} holds a damaged private key").format(where=where)) from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError(f"the key in {where} is {type(key).__name__}: tokenkeys keeps RSA "
-                         "(2048 bits or more) and EC P-256/P-384 keys")
+        raise UsageError(_("the key in {where} is {name__}: tokenkeys keeps RSA (2048 bits "
+                           "or more) and EC P-256/P-384 keys")
+                         .format(where=where, name__=type(key).__name__))
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < keyalg.MIN_RSA_BITS:
-        raise UsageError(f"the key in {where} is RSA-{key.key_size}: below 2048 bits it is "
-                         "too weak to protect bids")
+        raise UsageError(_("the key in {where} is RSA-{key_size}: below 2048 bits it is too "
+                           "weak to protect bids").format(where=where, key_size=key.key_size))
     return key
 
 
@@ -169,27 +174,30 @@ def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     Java, NSS or Bouncy Castle made (pkcs12_read: every count bounded first). Runs the
     derivations in a worker thread so that Ctrl-C stops them at once."""
     if len(data) > MAX_FILE:
-        raise FileMalformed(f"{where} is larger than {MAX_FILE} bytes: not a key file")
+        raise FileMalformed(_("{where} is larger than {MAX_FILE} bytes: not a key file")
+                            .format(where=where, MAX_FILE=MAX_FILE))
     return p12read.interruptibly(lambda: _parse(data, passphrase, where))
 
 
 def _parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     opened = p12read.read(data, passphrase, where)
     if opened.key is None:
-        raise FileMalformed(f"{where} holds no private key (only certificates?)")
+        raise FileMalformed(_("{where} holds no private key (only certificates?)")
+                            .format(where=where))
     key = _private_key(opened.key, where)
     certs: list[tuple[x509.Certificate, bytes | None, str | None]] = []
     for der, key_id, name in opened.certificates:
         try:
             certs.append((x509.load_der_x509_certificate(der), key_id, name))
         except ValueError:
-            raise FileMalformed(f"{where} holds a damaged certificate") from None
+            raise FileMalformed(
+                _("{where} holds a damaged certificate").format(where=where)) from None
     if not certs:
-        raise FileMalformed(f"{where} holds no certificate for its key")
+        raise FileMalformed(_("{where} holds no certificate for its key").format(where=where))
     mine = [c for c in certs if keyalg.same_key(c[0].public_key(), key.public_key())]
     if not mine:
-        raise CertificateRefused(f"the certificate in {where} does not belong to its private key; "
-                          "nothing was imported")
+        raise CertificateRefused(_("the certificate in {where} does not belong to its "
+                                   "private key; nothing was imported").format(where=where))
     leaf, _key, leaf_name = mine[0]
     others = [c for c, _, _ in certs if c is not leaf]
     chain = linked_chain(leaf, others)

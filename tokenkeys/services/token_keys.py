@@ -25,6 +25,7 @@ from tokenkeys.errors import (
     MechanismUnsupported,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate, next_steps
 from tokenkeys.services.keygen import fixed_slot, generate_named
@@ -112,17 +113,18 @@ def generate_key(
     generation, the new objects are destroyed (not a card's slot).
     """
     if not name.strip():
-        raise UsageError("the key name (designation) must not be empty")
+        raise UsageError(_("the key name (designation) must not be empty"))
     if not 1 <= days <= keyalg.MAX_DAYS:
-        raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
+        raise UsageError(_("--days must be between 1 and {MAX_DAYS}, not {days}")
+                         .format(MAX_DAYS=keyalg.MAX_DAYS, days=days))
     check_common_name(cn or name)
     mechanisms = token.mechanisms()
     if not algorithm.is_rsa and "EC_KEY_PAIR_GEN" in mechanisms \
             and "ECDH1_DERIVE" not in mechanisms:
         # It could sign (a CA key can: `ca create`), but never open a bid.
         raise MechanismUnsupported(
-            f"an {algorithm.value} encryption key (opening ECDH envelopes needs "
-            "CKM_ECDH1_DERIVE)", ["RSA keys (--algorithm rsa2048 or rsa3072)"])
+            _("an {value} encryption key (opening ECDH envelopes needs CKM_ECDH1_DERIVE)")
+            .format(value=algorithm.value), ["RSA keys (--algorithm rsa2048 or rsa3072)"])
     try:
         key = generate_named(
             token, name, algorithm,
@@ -190,7 +192,8 @@ def cleanup(token: Token, keys: list[KeyHandle]) -> list[KeyRecord]:
     done = []
     for key in keys:
         if not is_provisional(key):
-            raise UsageError(f"key {key.label!r} is not a leftover: not deleted")
+            raise UsageError(_("key {label!r} is not a leftover: not deleted")
+                             .format(label=key.label))
         done.append(describe(key))
         token.delete(key)
     return done
@@ -202,7 +205,8 @@ def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:
         parsed = parse(name_or_uri)
         if isinstance(parsed, SoftUri):
             if not parsed.name:
-                raise UsageError(f"the URI names no key (soft:DIR#NAME): {name_or_uri}")
+                raise UsageError(_("the URI names no key (soft:DIR#NAME): {name_or_uri}")
+                                 .format(name_or_uri=name_or_uri))
             return token.find_key(label=parsed.name)
         return _find_by_pkcs11_uri(token, parsed)
     return token.find_key(label=name_or_uri)
@@ -210,7 +214,7 @@ def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:
 
 def _find_by_pkcs11_uri(token: Token, uri: Pkcs11Uri) -> KeyHandle:
     if uri.object is None and uri.id is None:
-        raise UsageError(f"the URI names no key (add object= or id=): {uri}")
+        raise UsageError(_("the URI names no key (add object= or id=): {uri}").format(uri=uri))
     return token.find_key(label=uri.object, key_id=uri.id)
 
 

@@ -21,6 +21,7 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.types import Secret, TokenInfo
 
 LABEL_LEN = 32
@@ -40,7 +41,8 @@ def _device_error(exc: CkrError, what: str) -> DeviceError:
 def check_label(label: str) -> None:
     raw = label.encode("utf-8")
     if not raw or len(raw) > LABEL_LEN:
-        raise UsageError(f"token label must be 1-{LABEL_LEN} bytes of UTF-8: {label!r}")
+        raise UsageError(_("token label must be 1-{LABEL_LEN} bytes of UTF-8: {label!r}")
+                         .format(LABEL_LEN=LABEL_LEN, label=label))
 
 
 def check_pin_policy(st: SlotToken, so_pin: Secret, user_pin: Secret) -> None:
@@ -50,9 +52,11 @@ def check_pin_policy(st: SlotToken, so_pin: Secret, user_pin: Secret) -> None:
         n = len(pin.reveal().encode("utf-8"))
         if n < low:
             raise UsageError(
-                f"the {what} is too short: this token needs {low} to {high} characters")
+                _("the {what} is too short: this token needs {low} to {high} characters")
+                .format(what=what, low=low, high=high))
         if n > high:
-            raise UsageError(f"the {what} is too long: this token needs {low} to {high} characters")
+            raise UsageError(_("the {what} is too long: this token needs {low} to {high} "
+                               "characters").format(what=what, low=low, high=high))
 
 
 def _tokens(port: Port) -> list[SlotToken]:
@@ -81,16 +85,18 @@ def init_token(module: str, label: str, so_pin: Secret, user_pin: Secret,
     port = discovery.port_for(module, discovery.PYKCS11)
     try:
         if find_token_slot(port, label) is not None:
-            raise PolicyRefused(f"a token labelled {label!r} already exists in {module}: "
-                                "labels name tokens, so they must be unique")
+            raise PolicyRefused(_("a token labelled {label!r} already exists in {module}: "
+                                  "labels name tokens, so they must be unique")
+                                .format(label=label, module=module))
         tokens = {st.slot: st for st in _tokens(port)}
         if slot is not None and slot in tokens and tokens[slot].flags & ck.CKF_TOKEN_INITIALIZED:
-            raise PolicyRefused(f"token {tokens[slot].label!r} in slot {slot} is already "
-                                "initialised; re-initialising would erase every key on it")
+            raise PolicyRefused(_("token {label!r} in slot {slot} is already initialised; "
+                                  "re-initialising would erase every key on it")
+                                .format(label=tokens[slot].label, slot=slot))
         if slot is None:
             free = [s for s, st in tokens.items() if not st.flags & ck.CKF_TOKEN_INITIALIZED]
             if not free:
-                raise TokenNotFound(f"no uninitialised token in {module}")
+                raise TokenNotFound(_("no uninitialised token in {module}").format(module=module))
             slot = free[0]
         if slot in tokens:
             check_pin_policy(tokens[slot], so_pin, user_pin)
@@ -100,7 +106,8 @@ def init_token(module: str, label: str, so_pin: Secret, user_pin: Secret,
             raise _device_error(exc, f"cannot initialise token {label!r}") from None
         new_slot = find_token_slot(port, label)
         if new_slot is None:
-            raise DeviceError(f"token {label!r} not visible after initialisation")
+            raise DeviceError(_("token {label!r} not visible after initialisation")
+                              .format(label=label))
         session = port.open_session(new_slot, rw=True)
         try:
             session.login(so_pin.reveal(), so=True)
@@ -135,14 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.if_missing:
             slot = find_token_slot(discovery.port_for(args.module, discovery.PYKCS11), args.label)
             if slot is not None:
-                print(f"token {args.label!r} exists (slot {slot}); left alone")
+                print(_("token {label!r} exists (slot {slot}); left alone")
+                      .format(label=args.label, slot=slot))
                 return 0
         info = init_token(args.module, args.label, _env_secret("TOKENKEYS_SO_PIN"),
                           _env_secret("TOKENKEYS_PIN"), args.slot)
     except TokenKeysError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {exc}").format(exc=exc), file=sys.stderr)
         return exc.exit_code
-    print(f"token {info.label!r} initialised (serial {info.serial}, slot {info.slot})")
+    print(_("token {label!r} initialised (serial {serial}, slot {slot})")
+          .format(label=info.label, serial=info.serial, slot=info.slot))
     return 0
 
 

@@ -20,6 +20,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     TokenNotFound,
 )
+from tokenkeys.i18n import _
 
 T = TypeVar("T")
 
@@ -174,7 +175,7 @@ def to_error(code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysErro
     if cls is PinLocked:
         return PinLocked()
     if cls is PinMissing:
-        return PinMissing("user login (call login first)")
+        return PinMissing(_("user login (call login first)"))
     if cls is MechanismUnsupported:
         return MechanismUnsupported(f"{what} ({ckr_name(code)})", offered)
     return cls(f"{what}: {reason or ckr_name(code)}")

@@ -17,6 +17,7 @@ from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.port import Port, SlotToken
 from tokenkeys.drivers.pkcs11_tables import token_flag_words
 from tokenkeys.errors import ModuleNotFound, TokenNotFound, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import TokenInfo
 from tokenkeys.uri import Pkcs11Uri
 
@@ -42,7 +43,8 @@ def binding_for(module: str, config: Config) -> str:
 def port_for(module: str, binding: str) -> Port:
     """The port of `module` through `binding`, one per process."""
     if binding not in BINDINGS:
-        raise UsageError(f"unknown PKCS#11 binding {binding!r} (choose one of {BINDINGS})")
+        raise UsageError(_("unknown PKCS#11 binding {binding!r} (choose one of {BINDINGS})")
+                         .format(binding=binding, BINDINGS=BINDINGS))
     key = (os.path.realpath(module), binding)
     port = _PORTS.get(key)
     if port is None:
@@ -119,8 +121,8 @@ def pick(ports: list[Port], uri: Pkcs11Uri, seen: list[str] | None = None
     distinct = {(os.path.realpath(p.module), t.serial) for p, t in hits}
     if len(distinct) > 1:
         names = ", ".join(f"{t.label!r} serial {t.serial}" for _, t in hits)
-        raise UsageError(f"several tokens match {describe(uri)} ({names}): "
-                         "add serial= or module-path=")
+        raise UsageError(_("several tokens match {uri} ({names}): add serial= or module-path=")
+                         .format(uri=describe(uri), names=names))
     return hits[0] if hits else None
 
 
@@ -129,7 +131,8 @@ def card_wait_seconds() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{WAIT_ENV} must be a number of seconds, not {text!r}") from None
+        raise UsageError(_("{WAIT_ENV} must be a number of seconds, not {text!r}")
+                         .format(WAIT_ENV=WAIT_ENV, text=text)) from None
     return max(0.0, value)
 
 
@@ -212,8 +215,8 @@ def wait_for_card(config: Config, timeout: float) -> None:
             with contextlib.suppress(ModuleNotFound):
                 ports.append(port_for(module, binding_for(module, config)))
     if not ports:
-        raise TokenNotFound("no smartcard module found (install OpenSC, or list the card's "
-                            "module in card_modules of the configuration)")
+        raise TokenNotFound(_("no smartcard module found (install OpenSC, or list the card's "
+                              "module in card_modules of the configuration)"))
     # wait_for scans at once, and returns None at once when timeout is 0.
     if wait_for(ports, Pkcs11Uri(), timeout) is None:
         raise TokenNotFound(not_found(ports, "any card", timeout, [], config))

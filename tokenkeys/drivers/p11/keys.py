@@ -27,6 +27,7 @@ from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
 from tokenkeys.drivers.p11.profiles import Profile
 from tokenkeys.drivers.pkcs11_tables import ec_point_of, ecdsa_der
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeyType
 from tokenkeys.uri import Pkcs11Uri
 
@@ -183,7 +184,8 @@ class P11Key(KeyHandle):
     # --- KeyHandle ---
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         if self._negotiator is None:
-            raise UsageError(f"key {self.label!r} is not an RSA key: it cannot decrypt")
+            raise UsageError(_("key {label!r} is not an RSA key: it cannot decrypt")
+                             .format(label=self.label))
         return self._negotiator.decrypt(ciphertext, padding)
 
     def can_sign(self) -> bool:
@@ -199,7 +201,8 @@ class P11Key(KeyHandle):
     def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
         if not self.can_sign():
             raise MechanismUnsupported(
-                f"signing with key {self.label!r} (id {self.id.hex()}, CKA_SIGN false)",
+                _("signing with key {label!r} (id {hex}, CKA_SIGN false)")
+                .format(label=self.label, hex=self.id.hex()),
                 ["decrypt" if self.key_type is KeyType.RSA else "derive"])
         plan = sign_plan(self.key_type, algorithm.name, self.mechanisms,
                          self._owner.profile.sign_avoid)
@@ -214,12 +217,13 @@ class P11Key(KeyHandle):
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
-            raise UsageError(f"key {self.label!r} is not an EC key: no ECDH")
+            raise UsageError(_("key {label!r} is not an EC key: no ECDH").format(label=self.label))
         if peer_public.curve.name != self.public_key.curve.name:
-            raise UsageError(f"peer key is on {peer_public.curve.name}, "
-                             f"key {self.label!r} on {self.public_key.curve.name}")
+            raise UsageError(_("peer key is on {name}, key {label!r} on {name2}")
+                             .format(name=peer_public.curve.name, label=self.label,
+                                     name2=self.public_key.curve.name))
         if "ECDH1_DERIVE" not in self.mechanisms:
-            raise MechanismUnsupported("ECDH (CKM_ECDH1_DERIVE)", sorted(self.mechanisms))
+            raise MechanismUnsupported(_("ECDH (CKM_ECDH1_DERIVE)"), sorted(self.mechanisms))
         mech = Mech(ck.CKM_ECDH1_DERIVE, ecdh_point=ec_point_of(peer_public))
         template = templates.ecdh_secret((self.public_key.curve.key_size + 7) // 8)
         session = self._owner.session()

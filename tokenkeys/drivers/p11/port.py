@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tokenkeys.errors import ModuleNotFound
+from tokenkeys.i18n import _
 
 T = TypeVar("T")
 Template = dict[int, Any]
@@ -132,6 +133,6 @@ def load_once(cache: dict[str, T], module: str, load: Callable[[str], T]) -> T:
     lib = cache.get(real)
     if lib is None:
         if not os.path.isfile(real):
-            raise ModuleNotFound(f"PKCS#11 module not found: {module}")
+            raise ModuleNotFound(_("PKCS#11 module not found: {module}").format(module=module))
         lib = cache[real] = load(real)
     return lib

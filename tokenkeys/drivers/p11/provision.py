@@ -34,6 +34,7 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec
 from tokenkeys.uri import parse_pkcs11
 
@@ -86,10 +87,11 @@ def read_public_key_fresh(token: Target, key_id: bytes) -> PublicKey:
     )
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"re-reading the new public key failed: {reason}")
+        raise DeviceError(_("re-reading the new public key failed: {reason}")
+                          .format(reason=reason))
     key = serialization.load_der_public_key(bytes.fromhex(done.stdout.strip()))
     if not isinstance(key, PublicKey):
-        raise MechanismUnsupported("this key type", ["RSA", "EC"])
+        raise MechanismUnsupported(_("this key type"), ["RSA", "EC"])
     return key
 
 
@@ -108,7 +110,8 @@ def _check_offered(token: Target, spec: KeySpec, mech: int) -> None:
     # Some modules give EC sizes in bytes or 0: check RSA only.
     if info is None or (spec.algorithm.is_rsa and info.max_key_size
                         and not info.min_key_size <= bits <= info.max_key_size):
-        raise MechanismUnsupported(f"{spec.algorithm.value} key generation", offered(token))
+        raise MechanismUnsupported(
+            _("{algorithm} key generation").format(algorithm=spec.algorithm.value), offered(token))
 
 
 def _label_taken(token: Target, label: str) -> bool:
@@ -120,27 +123,29 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     """Generate a key pair; CKA_ID = SHA-1 of the public key unless the profile fixes it."""
     profile = token.profile
     if profile.keygen_slot is not None and spec.shareable:
-        raise UsageError("keys generated on this card never leave it: --shareable is refused")
+        raise UsageError(_("keys generated on this card never leave it: --shareable is refused"))
     if spec.shareable and "AES_KEY_WRAP_PAD" not in token.mechanisms():
         # Sharing wraps the key out under CKM_AES_KEY_WRAP_PAD (share.py); without it
         # an extractable key is only a weaker one (the TPM refuses them anyway).
-        raise MechanismUnsupported("--shareable (a key is shared wrapped under "
-                                   "CKM_AES_KEY_WRAP_PAD)", ["non-shareable keys"])
+        raise MechanismUnsupported(_("--shareable (a key is shared wrapped under "
+                                     "CKM_AES_KEY_WRAP_PAD)"), ["non-shareable keys"])
     if _label_taken(token, spec.label):
-        raise KeyExists(f"a key or certificate labelled {spec.label!r} already exists")
+        raise KeyExists(_("a key or certificate labelled {label!r} already exists")
+                        .format(label=spec.label))
     slot_id = profile.keygen_slot
     occupied = slot_id is not None and bool(
         token.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: slot_id}))
     if occupied and not spec.replace:
         # A bound consultation key must never be overwritten by mistake.
-        raise KeyExists(f"token {token.slot.label!r} already holds a key in slot "
-                        f"{(slot_id or b'').hex()}: use --replace to overwrite it on purpose")
+        raise KeyExists(_("token {label!r} already holds a key in slot {hex}: use --replace "
+                          "to overwrite it on purpose")
+                        .format(label=token.slot.label, hex=(slot_id or b'').hex()))
     if occupied and not profile.can_delete:
         # OpenSC refuses to generate over an existing key id (SC_ERROR_NON_UNIQUE_ID)
         # and cannot delete one on this card: say so before anything is sent.
         raise MechanismUnsupported(
-            f"overwriting the key in slot {(slot_id or b'').hex()} of this card through "
-            "PKCS#11 (card left unchanged)",
+            _("overwriting the key in slot {hex} of this card through PKCS#11 (card left "
+              "unchanged)").format(hex=(slot_id or b'').hex()),
             ["openpgp-tool --erase (erases every key and resets both PINs to the "
              "factory values), then key generate"])
     key_id = slot_id or os.urandom(20)
@@ -196,8 +201,9 @@ def _removed_after_keygen(token: Target, made: list[Any], key_id: bytes,
         uri = parse_pkcs11(token.uri).with_object(None if fixed else label, key_id)
         where = f", key slot {key_id.hex()}" if fixed else ""
         raise DeviceRemoved(
-            f"the key pair was generated on {token.slot.label!r} (serial {token.slot.serial}"
-            f"{where}), but the device was gone before tokenkeys could finish ({exc})",
+            _("the key pair was generated on {label!r} (serial {serial}{where}), but the "
+              "device was gone before tokenkeys could finish ({exc})")
+            .format(label=token.slot.label, serial=token.slot.serial, where=where, exc=exc),
             created=str(uri)) from None
 
 
@@ -242,9 +248,9 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
     """The certificate (and issuers, as extra certificate objects with the key's
     CKA_ID labelled LABEL/chain-NN) replace the old ones; new objects first."""
     if not keyalg.same_key(certificate.public_key(), key.public_key):
-        raise UsageError(f"the certificate is not for key {key.label!r}")
+        raise UsageError(_("the certificate is not for key {label!r}").format(label=key.label))
     if chain and not token.profile.can_store_chain:
-        raise MechanismUnsupported("storing an issuer chain on this card",
+        raise MechanismUnsupported(_("storing an issuer chain on this card"),
                                    ["one certificate per key"])
     old = token.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key.id})
     wanted = [(key.label, certificate)] + [
@@ -307,10 +313,11 @@ def set_label(token: Target, key: KeyHandle, label: str) -> None:
 def delete(token: Target, key: KeyHandle) -> None:
     """Certificates, public and private key with the key's CKA_ID, if the device allows it."""
     if not key.id:
-        raise UsageError(f"key {key.label!r} has no CKA_ID")
+        raise UsageError(_("key {label!r} has no CKA_ID").format(label=key.label))
     if not token.profile.can_delete:
         raise MechanismUnsupported(
-            f"deleting key {key.label!r} through PKCS#11 on this card (card left unchanged)",
+            _("deleting key {label!r} through PKCS#11 on this card (card left unchanged)")
+            .format(label=key.label),
             ["openpgp-tool --del-key 2", "openpgp-tool --erase"])
 
     queries: list[Template] = [{ck.CKA_ID: key.id}]

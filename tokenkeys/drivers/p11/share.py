@@ -47,6 +47,7 @@ from tokenkeys.errors import (
     PolicyRefused,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.types import KeyType
 
 if TYPE_CHECKING:
@@ -87,8 +88,9 @@ def _private_object(token: P11Token, key: KeyHandle) -> Any:
                          f"reading key {key.label!r}")
     if trusted_only.get(ck.CKA_WRAP_WITH_TRUSTED):
         raise PolicyRefused(
-            f"key {key.label!r} may be wrapped only under keys the security officer marked "
-            "trusted (CKA_WRAP_WITH_TRUSTED): tokenkeys cannot export or copy it")
+            _("key {label!r} may be wrapped only under keys the security officer marked "
+              "trusted (CKA_WRAP_WITH_TRUSTED): tokenkeys cannot export or copy it")
+            .format(label=key.label))
     return private
 
 
@@ -112,7 +114,8 @@ def _refuse_present(token: P11Token, label: str, key_id: bytes) -> None:
                        ({ck.CKA_ID: key_id}, "this key is already")):
         for cls in (ck.CKO_PRIVATE_KEY, ck.CKO_PUBLIC_KEY):
             if token.find({ck.CKA_CLASS: cls, **query}):
-                raise KeyExists(f"{why} on token {token.slot.label!r}")
+                raise KeyExists(_("{why} on token {label!r}")
+                                .format(why=why, label=token.slot.label))
 
 
 def _key_templates(public: PublicKey, label: str, key_id: bytes,
@@ -127,7 +130,8 @@ def _key_templates(public: PublicKey, label: str, key_id: bytes,
     else:
         curve = keyalg.CURVES.get(public.curve.name)
         if curve is None:
-            raise UsageError(f"EC curve {public.curve.name} is not one tokenkeys keeps")
+            raise UsageError(_("EC curve {name} is not one tokenkeys keeps")
+                             .format(name=public.curve.name))
         # The private key's curve comes from the PKCS#8 (SoftHSM2: CKA_EC_PARAMS in an
         # unwrap template is CKR_ATTRIBUTE_READ_ONLY).
         pub[ck.CKA_EC_PARAMS] = curve.params
@@ -161,7 +165,7 @@ def import_private_key(token: P11Token, pkcs8: bytes | bytearray, *, label: str,
     _need(token, "AES_KEY_WRAP_PAD")
     private = serialization.load_der_private_key(bytes(pkcs8), password=None)
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError("only RSA and EC keys can be imported")
+        raise UsageError(_("only RSA and EC keys can be imported"))
     value = bytearray(secrets.token_bytes(32))
     wrapped = wrap_pkcs8(bytes(value), pkcs8)
     aes = None
@@ -193,7 +197,7 @@ def create_transport_key(token: P11Token) -> TransportKey:
     try:
         public = guard(lambda: read_public_key(token.session(), pub), "reading the transport key")
         if not isinstance(public, rsa.RSAPublicKey):
-            raise DeviceError("the transport public key cannot be read")
+            raise DeviceError(_("the transport public key cannot be read"))
     except BaseException:
         destroy_quietly(token, priv, pub)
         raise
@@ -233,7 +237,7 @@ def wrap_for_transport(token: P11Token, key: KeyHandle,
 def _transport_objects(token: P11Token, transport: TransportKey) -> tuple[Any, Any]:
     handle = transport.handle
     if not (isinstance(handle, tuple) and len(handle) == 3 and handle[0] is token):
-        raise UsageError("this transport key was not made by this token")
+        raise UsageError(_("this transport key was not made by this token"))
     return handle[1], handle[2]
 
 
@@ -241,11 +245,11 @@ def unwrap_transported(token: P11Token, transport: TransportKey, wrapped: Wrappe
                        label: str, shareable: bool) -> KeyHandle:
     _public, transport_private = _transport_objects(token, transport)
     if wrapped.public_key is None:
-        raise UsageError("the wrapped key does not say its public key")
+        raise UsageError(_("the wrapped key does not say its public key"))
     public = wrapped.public_key
     _attrs, aes_t = templates.aes_key(256, for_unwrap=True)
     if wrapped.oaep_hash not in templates.OAEP_HASH:
-        raise UsageError(f"unknown OAEP hash {wrapped.oaep_hash!r}")
+        raise UsageError(_("unknown OAEP hash {oaep_hash!r}").format(oaep_hash=wrapped.oaep_hash))
     aes = _call(token, lambda: token.session().unwrap(
         transport_private, _oaep(wrapped.oaep_hash), wrapped.wrapped_aes, aes_t),
         "unwrapping the AES key with the transport key")

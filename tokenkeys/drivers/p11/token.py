@@ -36,6 +36,7 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import same_key
 from tokenkeys.types import KeySpec, PinSource, TokenInfo, given_pin, so_pin_source
 from tokenkeys.uri import Pkcs11Uri
@@ -92,7 +93,7 @@ class P11Token(Token):
 
     def session(self) -> Session:
         if self._session is None:
-            raise UsageError(f"token {self.slot.label!r} is closed")
+            raise UsageError(_("token {label!r} is closed").format(label=self.slot.label))
         return self._session
 
     def close(self) -> None:
@@ -147,7 +148,7 @@ class P11Token(Token):
         who = "SO PIN" if so else "PIN"
         pin = source.read()
         if pin is None and not self.slot.flags & ck.CKF_PROTECTED_AUTHENTICATION_PATH:
-            raise PinMissing(f"{source.what} (the token has no PIN pad)")
+            raise PinMissing(_("{what} (the token has no PIN pad)").format(what=source.what))
         try:
             self.session().login(None if pin is None else pin.reveal(), so)
         except CkrError as exc:
@@ -159,10 +160,11 @@ class P11Token(Token):
         if code == CKR["CKR_USER_ALREADY_LOGGED_IN"]:
             return  # another Token of this process logged this token in
         if code == CKR["CKR_PIN_LEN_RANGE"]:
-            raise UsageError(f"{who} length is outside the token's range (no try used)")
+            raise UsageError(_("{who} length is outside the token's range (no try used)")
+                             .format(who=who))
         if code == _WRONG_PIN or (code == _NOT_LOGGED_IN and self.profile.wrong_pin_not_logged_in):
             if so:
-                raise PinIncorrect("SO PIN incorrect; the token keeps its own count")
+                raise PinIncorrect(_("SO PIN incorrect; the token keeps its own count"))
             flags = self._flags()
             if flags & ck.CKF_USER_PIN_LOCKED:
                 raise PinLocked()
@@ -216,7 +218,8 @@ class P11Token(Token):
         again = [s for s in discovery.scan(self.port)
                  if s.serial == self.slot.serial and s.label == self.slot.label]
         if not again:
-            raise TokenNotFound(f"token {self.slot.label!r} serial {self.slot.serial} is gone")
+            raise TokenNotFound(_("token {label!r} serial {serial} is gone")
+                                .format(label=self.slot.label, serial=self.slot.serial))
         self.slot = again[0]
         self._session = self._open_session()
         if user is not None:
@@ -246,11 +249,12 @@ class P11Token(Token):
         if len(found) == 1:
             return found[0]
         if not self._logged_in:
-            raise PinMissing("user PIN (log in to use the private key)")
+            raise PinMissing(_("user PIN (log in to use the private key)"))
         if found:
-            raise KeyNotFound(f"{len(found)} private keys with id {key_id.hex()}: "
-                              "tokenkeys will not guess")
-        raise KeyNotFound(f"no private key with id {key_id.hex()} on {self.slot.label!r}")
+            raise KeyNotFound(_("{count} private keys with id {hex}: tokenkeys will not guess")
+                              .format(count=len(found), hex=key_id.hex()))
+        raise KeyNotFound(_("no private key with id {hex} on {label!r}")
+                          .format(hex=key_id.hex(), label=self.slot.label))
 
     def certificates(self, key_id: bytes) -> list[tuple[str, x509.Certificate]]:
         """(label, certificate) of every readable certificate object with `key_id`."""
@@ -319,7 +323,8 @@ class P11Token(Token):
         try:
             return self._handle(anchor)
         except Unusable as exc:
-            raise KeyNotFound(f"the key with {what} cannot be used: {exc}") from None
+            raise KeyNotFound(_("the key with {what} cannot be used: {exc}")
+                              .format(what=what, exc=exc)) from None
 
     def inventory(self) -> tuple[list[KeyHandle], list[UnusableKey]]:
         """Usable handles, and what tokenkeys cannot use, in one scan (device errors

@@ -9,6 +9,7 @@
     audit_checkpoints = "/mnt/offsite/checkpoints"    # where checkpoints are kept (doctor)
     audit_checkpoint_days = 7                     # doctor: newest checkpoint at most this old
     audit_trust = "/etc/tokenkeys/audit-ca.pem"   # audit verify --checkpoint: signer anchor
+    lang = "fr"                                   # messages in French (else LC_ALL, LANG...)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Config:
     audit_checkpoints: str | None = None
     audit_checkpoint_days: int = 7
     audit_trust: str | None = None
+    lang: str | None = None  # "fr" or "en"; None: from the environment (tokenkeys.i18n)
 
     @property
     def default_module(self) -> str | None:
@@ -95,7 +97,9 @@ def load_config(path: Path | None = None) -> Config:
             if value is not None and not isinstance(value, str):
                 raise UsageError(_("{path}: {name} must be a string").format(path=path, name=name))
         checkpoints, trust = data.get("audit_checkpoints"), data.get("audit_trust")
-        for name, value in (("audit_checkpoints", checkpoints), ("audit_trust", trust)):
+        lang = data.get("lang")
+        for name, value in (("audit_checkpoints", checkpoints), ("audit_trust", trust),
+                            ("lang", lang)):
             if value is not None and not isinstance(value, str):
                 raise UsageError(_("{path}: {name} must be a string").format(path=path, name=name))
         days = data.get("audit_checkpoint_days", Config.audit_checkpoint_days)
@@ -113,6 +117,7 @@ def load_config(path: Path | None = None) -> Config:
             audit_checkpoints=checkpoints,
             audit_checkpoint_days=days,
             audit_trust=trust,
+            lang=lang,
         )
     if registry_env:
         config = replace(config, registry=registry_env)

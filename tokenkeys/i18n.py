@@ -142,6 +142,11 @@ def N_(message: str) -> str:
     return message
 
 
+def Nn_(singular: str, plural: str) -> tuple[str, str]:
+    """Marks a plural pair for the catalog; ngettext() translates it where it is shown."""
+    return singular, plural
+
+
 def format_date(value: object) -> str:
     """A date (or datetime) for people: 6 December 2026, 6 décembre 2026."""
     from datetime import datetime

@@ -43,7 +43,7 @@ async def pairing_start(request: Request) -> Response:
     origin = request.headers["origin"]
     await json_body(request)
     code = a.desk.start(origin)
-    a.announce(texts.PAIRING_CODE.format(origin=origin, code=code))
+    a.announce(_(texts.PAIRING_CODE).format(origin=origin, code=code))
     return JSONResponse({"started": True, "digits": len(code),
                          "expires_in": round(a.desk.lifetime)})
 
@@ -98,7 +98,7 @@ async def key_generate(request: Request) -> Response:
                                               text_field(data, "token", required=False)))
     await run(lambda: service_keys.check_free(a.config, service, name))
     a.check_token_free(token_uri)
-    template = texts.APPROVE_GENERATE_BACKUP if backup else texts.APPROVE_GENERATE
+    template = _(texts.APPROVE_GENERATE_BACKUP) if backup else _(texts.APPROVE_GENERATE)
     text = template.format(origin=origin, name=name, algorithm=algorithm.value, days=days,
                            token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
@@ -125,7 +125,7 @@ async def key_certificate(request: Request) -> Response:
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
     a.check_token_free(token_uri)
-    text = texts.APPROVE_CERTIFY.format(origin=origin, name=name,
+    text = _(texts.APPROVE_CERTIFY).format(origin=origin, name=name,
                                         token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
     pin = await run(lambda: a.consent.ask(origin=origin, operation="certify", text=text,

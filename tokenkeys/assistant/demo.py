@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from tokenkeys.assistant import pages
 from tokenkeys.assistant.settings import DEFAULT_PORT, DEMO_PORT, check_bind
 from tokenkeys.i18n import _
 
@@ -30,11 +31,14 @@ KINDS = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": 
 def build(assistant_url: str) -> Any:
     async def page(request: Request) -> Response:
         name = PAGES[request.url.path]
-        body = (STATIC / name).read_text(encoding="utf-8")
+        if name.endswith(".css"):
+            body = (STATIC / name).read_text(encoding="utf-8")
+        else:
+            body = pages.render(name, pages.language_of_request(request.headers))
         if name.endswith(".html"):
             body = body.replace("{{assistant}}", assistant_url)
         return Response(body, media_type=KINDS[Path(name).suffix],
-                        headers={"cache-control": "no-store"})
+                        headers={"cache-control": "no-store", "vary": "accept-language"})
 
     async def home(_request: Request) -> Response:
         return RedirectResponse("/admin")

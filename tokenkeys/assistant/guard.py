@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokenkeys.assistant import problems
 from tokenkeys.assistant.settings import Settings
 from tokenkeys.errors import AccessRefused, LimitExceeded, TokenKeysError
-from tokenkeys.i18n import _
+from tokenkeys.i18n import _, accepted, language
 
 CLIENT_HEADER = "x-tokenkeys-client"
 SECRET_HEADER = "x-tokenkeys-secret"
@@ -59,6 +59,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Messages (refusals, errors, approvals) in the language the browser asks for.
+        with language(accepted(Headers(scope=scope).get("accept-language"))):
+            await self._guarded(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         cors = origin if origin in self.settings.origins else None

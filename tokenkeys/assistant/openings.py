@@ -46,7 +46,7 @@ async def start(request: Request) -> Response:
         a.config, a.lane, origin=origin, service=service, consultation=reference,
         token_uri=token_uri, limit=count, seconds=minutes * 60, workdir=a.workdir))
     try:
-        text = texts.APPROVE_OPEN.format(origin=origin, count=count, reference=reference,
+        text = _(texts.APPROVE_OPEN).format(origin=origin, count=count, reference=reference,
                                          key=session.bound.key.designation, minutes=minutes)
         needs_pin = await run(lambda: a.needs_pin(token_uri))
         pin = await run(lambda: a.consent.ask(origin=origin, operation="open", text=text,

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from tokenkeys.assistant import pages
 from tokenkeys.assistant.state import assistant_of, json_body, run
 from tokenkeys.assistant.state import text_field as field
 from tokenkeys.errors import UsageError
@@ -26,7 +27,10 @@ FILES = {"/ui": ("ui.html", "text/html; charset=utf-8"),
 
 async def page(request: Request) -> Response:
     name, kind = FILES[request.url.path]
-    return Response((STATIC / name).read_bytes(), media_type=kind)
+    if name.endswith(".css"):
+        return Response((STATIC / name).read_bytes(), media_type=kind)
+    return Response(pages.render(name, pages.language_of_request(request.headers)),
+                    media_type=kind, headers={"vary": "accept-language"})
 
 
 async def home(_request: Request) -> Response:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from tokenkeys.i18n import N_, _, ngettext
+from tokenkeys.i18n import N_, Nn_, _, ngettext
 
 # Click's own user-facing sentences (click calls gettext on them): listed here so that
 # they are extracted into tokenkeys' catalog. Click's modules look them up through
@@ -43,12 +43,10 @@ CLICK_TEXTS = (
     N_("{name} {filename!r} is not writable."), N_("{name} {filename!r} is not executable."),
 )
 CLICK_PLURALS = (
-    ngettext("Got unexpected extra argument ({args})",
-             "Got unexpected extra arguments ({args})", 0),
-    ngettext("Did you mean {possibility}?", "(Did you mean one of: {possibilities}?)", 0),
-    ngettext("Option {name!r} requires an argument.",
-             "Option {name!r} requires {nargs} arguments.", 0),
-    ngettext("{value!r} is not {choice}.", "{value!r} is not one of {choices}.", 0),
+    Nn_("Got unexpected extra argument ({args})", "Got unexpected extra arguments ({args})"),
+    Nn_("Did you mean {possibility}?", "(Did you mean one of: {possibilities}?)"),
+    Nn_("Option {name!r} requires an argument.", "Option {name!r} requires {nargs} arguments."),
+    Nn_("{value!r} is not {choice}.", "{value!r} is not one of {choices}."),
 )
 
 

@@ -78,7 +78,7 @@ class PinIncorrect(PinError):
 class PinLocked(PinError):
     def __init__(self, what: str = "PIN", how: str | None = None) -> None:
         super().__init__(_("{what} is locked: {how}").format(
-            what=_(what), how=how or _("the security officer must unblock it")))
+            what=_(what), how=_(how) if how else _("the security officer must unblock it")))
 
 
 class PinFinalTry(PinError):

@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 
@@ -147,18 +148,22 @@ def Nn_(singular: str, plural: str) -> tuple[str, str]:
     return singular, plural
 
 
-def format_date(value: object) -> str:
-    """A date (or datetime) for people: 6 December 2026, 6 décembre 2026."""
-    from datetime import datetime
-
+def format_date(value: date | datetime) -> str:
+    """A date for people: 2026-12-06 in English (as before), 6 décembre 2026 in French."""
+    day = value.date() if isinstance(value, datetime) else value
+    lang = current_language()
+    if lang == "en":
+        return day.isoformat()
     from babel.dates import format_date as babel_date
 
-    day = value.date() if isinstance(value, datetime) else value
-    return str(babel_date(day, format="long", locale=current_language()))  # type: ignore[arg-type]
+    return str(babel_date(day, format="long", locale=lang))
 
 
 def format_number(value: int | float) -> str:
-    """A number for people: 1,234 in English, 1 234 in French."""
+    """A number for people: 1234 in English (as before), 1 234 in French."""
+    lang = current_language()
+    if lang == "en":
+        return str(value)
     from babel.numbers import format_decimal
 
-    return str(format_decimal(value, locale=current_language()))
+    return str(format_decimal(value, locale=lang))

@@ -110,8 +110,9 @@ def from_config(source: Path | None) -> Settings:
     return merge(Settings(), source, **data)
 
 
-def merge(base: Settings, source: Path | str = "the command line", **given: Any) -> Settings:
+def merge(base: Settings, source: Path | str | None = None, **given: Any) -> Settings:
     """`base` with the values given (None means not given); origins are added."""
+    source = _("the command line") if source is None else source
     changes: dict[str, Any] = {}
     for name, value in given.items():
         if value is None:

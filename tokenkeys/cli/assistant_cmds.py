@@ -66,7 +66,7 @@ def pairings_group() -> None:
 def pairings_list(app: App) -> None:
     rows = PairingStore().list()
     app.emit({"pairings": [p.to_json() for p in rows]},
-             lambda: app.table(None, ["origin", "token id", "paired at"],
+             lambda: app.table(None, [N_("origin"), N_("token id"), N_("paired at")],
                                [(p.origin, p.to_json()["token_id"], p.created_at)
                                 for p in rows]) if rows else app.say(_("no paired origins")))
 

@@ -21,7 +21,7 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.cli.translated import Group
-from tokenkeys.i18n import N_, _
+from tokenkeys.i18n import N_, _, format_date
 from tokenkeys.services import ca as ca_service
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
@@ -30,8 +30,8 @@ def _show(app: App, records: list[ca_service.CaRecord]) -> None:
     if not records:
         app.say(_("no CA on this token (create one with `tokenkeys ca create`)"))
         return
-    app.table(None, ["name", "subject", "algorithm", "not after", "SHA-256"],
-              [(r.name, r.subject, r.algorithm, f"{r.not_after:%Y-%m-%d}", r.sha256[:16])
+    app.table(None, [N_("name"), N_("subject"), N_("algorithm"), N_("not after"), "SHA-256"],
+              [(r.name, r.subject, r.algorithm, format_date(r.not_after), r.sha256[:16])
                for r in records])
 
 

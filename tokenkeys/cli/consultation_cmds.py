@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from tokenkeys.cli.app import word
 from tokenkeys.cli.context import FILE_PATH, App, check_output, force_option, pass_app
 from tokenkeys.cli.registry_opts import (
     registry,
@@ -30,9 +31,10 @@ def _show(app: App, rows: list[Consultation]) -> None:
     if not rows:
         app.say(_("no consultations"))
         return
-    app.table(None, ["reference", "status", "closes", "key", "key expires", "backup keys"], [
-        (c.reference, c.status, c.closes_at or "-", c.key.designation,
-         c.key.not_after, ", ".join(b.designation for b in c.backups) or "none")
+    app.table(None, [N_("reference"), N_("status"), N_("closes"), N_("key"), N_("key expires"),
+                     N_("backup keys")], [
+        (c.reference, word(c.status), c.closes_at or "-", c.key.designation,
+         c.key.not_after, ", ".join(b.designation for b in c.backups) or word("none"))
         for c in rows])
 
 

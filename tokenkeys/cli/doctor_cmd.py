@@ -33,7 +33,8 @@ def doctor(ctx: click.Context, app: App, days: int, tokens: tuple[str, ...]) -> 
         report = checks.run(app.config, reg, days=days, tokens=tokens)
 
     def human() -> None:
-        app.say("modules: " + (", ".join(report.modules) if report.modules else "none found"))
+        app.say(_("modules: {modules}").format(
+            modules=", ".join(report.modules) if report.modules else _("none found")))
         if not report.tokens:
             app.say(_("tokens: none found"))
         for rep in report.tokens:
@@ -46,7 +47,7 @@ def doctor(ctx: click.Context, app: App, days: int, tokens: tuple[str, ...]) -> 
                 app.say(_("  error: {error}").format(error=rep.error))
                 continue
             for mech, present in rep.mechanisms.items():
-                app.say(f"  {'ok ' if present else 'no '} {mech:22} {checks.RELEVANT[mech]}")
+                app.say(f"  {'ok ' if present else 'no '} {mech:22} {_(checks.RELEVANT[mech])}")
             for name, kinds in rep.opens.items():
                 app.say(_("  key {name!r} opens: {value}")
                         .format(name=name, value=', '.join(kinds) or 'nothing on this device'))

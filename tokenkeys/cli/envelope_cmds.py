@@ -9,6 +9,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import keyalg
+from tokenkeys.cli.app import word
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -23,7 +24,7 @@ from tokenkeys.cli.registry_opts import service_name, service_option
 from tokenkeys.cli.translated import Command
 from tokenkeys.drivers import token_uri
 from tokenkeys.errors import BatchIncomplete
-from tokenkeys.i18n import N_, _
+from tokenkeys.i18n import N_, _, format_number, ngettext
 from tokenkeys.services import opening_batch
 
 FULL_TABLE = 50
@@ -128,12 +129,16 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         shown = results if len(results) <= FULL_TABLE else [
             r for r in results if r.status == "failed"]
         if shown:
-            app.table(None, ["envelope", "status", "recipient", "bytes", "error"],
-                      [(Path(r.input).name, r.status, r.recipient, r.bytes, r.error or r.reason)
+            app.table(None, [N_("envelope"), N_("status"), N_("recipient"), N_("bytes"),
+                             N_("error")],
+                      [(Path(r.input).name, word(r.status), r.recipient,
+                        None if r.bytes is None else format_number(r.bytes), r.error or r.reason)
                        for r in shown])
-        app.say(_("{counts} opened, {counts2} skipped, {counts3} failed")
-                .format(counts=counts['opened'], counts2=counts['skipped'],
-                        counts3=counts['failed']))
+        app.say(ngettext("{opened} envelope opened, {skipped} skipped, {failed} failed",
+                         "{opened} envelopes opened, {skipped} skipped, {failed} failed",
+                         counts["opened"])
+                .format(opened=counts["opened"], skipped=counts["skipped"],
+                        failed=counts["failed"]))
 
     app.emit(document, human)
     if single is not None and single.status == "failed":

@@ -115,10 +115,12 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
                                      backup=backup, allow_any_usage=allow_any_usage)
     record = done.record
     imported = done.imported
-    what = (f"the certificate of {record.designation!r} is already on the card or token, "
-            "nothing was written to it" if imported.already
-            else f"replaced the certificate of {record.designation!r}" if imported.replaced
-            else f"stored a certificate for {record.designation!r}")
+    what = (_("the certificate of {designation!r} is already on the card or token, nothing "
+              "was written to it").format(designation=record.designation) if imported.already
+            else _("replaced the certificate of {designation!r}")
+                 .format(designation=record.designation) if imported.replaced
+            else _("stored a certificate for {designation!r}")
+                 .format(designation=record.designation))
     app.emit({"key": record.to_json(), "replaced": imported.replaced,
               "already": imported.already, "chain": imported.chain_kept},
              lambda: app.say(_("{what} ({cn}, not after {not_after:%Y-%m-%d}); chain: "

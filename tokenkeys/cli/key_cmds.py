@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from tokenkeys.cli.app import word
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -25,7 +26,7 @@ from tokenkeys.cli.context import (
 from tokenkeys.cli.registry_opts import open_registry, registry, service_name, service_option
 from tokenkeys.cli.translated import Group
 from tokenkeys.errors import UsageError
-from tokenkeys.i18n import N_, _
+from tokenkeys.i18n import N_, _, format_date
 from tokenkeys.services import token_keys
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 
@@ -38,9 +39,9 @@ def _show_rows(app: App, rows: list[KeyRow]) -> None:
     if not rows:
         app.say(_("no keys in this service"))
         return
-    app.table(None, ["designation", "algorithm", "not after", "backup", "open consultations",
-                     "deleted"],
-              [(r.designation, r.algorithm, r.not_after, "yes" if r.backup else "no",
+    app.table(None, [N_("designation"), N_("algorithm"), N_("not after"), N_("backup"),
+                     N_("open consultations"), N_("deleted")],
+              [(r.designation, r.algorithm, r.not_after, word("yes" if r.backup else "no"),
                 ", ".join(r.open_consultations) or "-", r.deleted_at or "-")
                for r in rows])
 
@@ -53,13 +54,13 @@ def _show(app: App, records: list[token_keys.KeyRecord],
     facts = extra or [{} for _ in records]
     app.table(
         None,
-        ["designation", "CN", "algorithm", "id", "not after", "status", "extractable", "opens",
-         "backup", "open consultations"],
+        [N_("designation"), "CN", N_("algorithm"), "id", N_("not after"), N_("status"),
+         N_("extractable"), N_("opens"), N_("backup"), N_("open consultations")],
         [
             (r.designation, r.cn, r.algorithm, r.id[:16],
-             r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", r.status,
-             "yes" if r.extractable else "no", ", ".join(r.opens) or "-",
-             "yes" if x.get("backup") else "no",
+             format_date(r.not_after) if r.not_after else "-", word(r.status),
+             word("yes" if r.extractable else "no"), ", ".join(r.opens) or "-",
+             word("yes" if x.get("backup") else "no"),
              ", ".join(x.get("open_consultations", [])) or "-")  # type: ignore[arg-type]
             for r, x in zip(records, facts, strict=True)
         ],

@@ -46,7 +46,7 @@ def registry_migrate(app: App) -> None:
     document = {"registry": where, "from": before, "to": after}
     app.emit(document, lambda: app.say(
         f"registry {where}: schema {before or 'empty'} -> {after}" if before != after
-        else f"registry {where}: schema {after} is current"))
+        else _("registry {where}: schema {after} is current").format(where=where, after=after)))
 
 
 @click.group("audit", cls=Group, help=N_(
@@ -128,7 +128,8 @@ def audit_show(app: App, last: int | None, event: str | None, service: str | Non
         rows = reg.audit_rows(limit=last, event=event, service=service)
 
     def human() -> None:
-        app.table(None, ["#", "at", "actor", "event", "service", "subject", "details"],
+        app.table(None, ["#", N_("at"), N_("actor"), N_("event"), N_("service"), N_("subject"),
+                         N_("details")],
                   [(r.seq, r.at, r.actor, r.event, r.service, r.subject, r.details)
                    for r in rows])
 

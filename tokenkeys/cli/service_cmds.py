@@ -23,8 +23,8 @@ def service_list(app: App) -> None:
     with registry(app) as reg:
         rows = reg.services()
     app.emit({"services": [r.to_json() for r in rows]}, lambda: app.table(
-        None, ["service", "created", "by"], [(r.name, r.created_at, r.created_by)
-                                             for r in rows]))
+        None, [N_("service"), N_("created"), N_("by")],
+        [(r.name, r.created_at, r.created_by) for r in rows]))
 
 
 @service_group.command("create", help=N_(

@@ -73,8 +73,10 @@ def share_export(app: App, name_or_uri: str, output: Path, legacy: bool, force: 
             tok, name_or_uri, output,
             lambda: share.read_passphrase(new=True, interactive=app.interactive),
             legacy=legacy, force=force, audit=audit_hook(app, service))
-    _done(app, result, f"exported key {result.key.designation!r} to {output} "
-                       f"({result.protection}); give the passphrase by another channel")
+    _done(app, result, _("exported key {designation!r} to {output} ({protection}); give the "
+                         "passphrase by another channel")
+                       .format(designation=result.key.designation, output=output,
+                               protection=result.protection))
 
 
 @share_group.command("import", help=N_(
@@ -99,8 +101,9 @@ def share_import(app: App, file: Path, token: str | None, name: str, shareable: 
             tok, file, lambda: share.read_passphrase(new=False, interactive=app.interactive),
             name=name, shareable=shareable, allow_any_usage=allow_any_usage,
             audit=audit_hook(app, service))
-    kind = "extractable (wrapped only)" if shareable else "non-extractable"
-    _done(app, result, f"imported key {name!r} ({kind}) onto {result.key.uri}")
+    kind = _("extractable (wrapped only)") if shareable else "non-extractable"
+    _done(app, result, _("imported key {name!r} ({kind}) onto {uri}")
+                       .format(name=name, kind=kind, uri=result.key.uri))
 
 
 @share_group.command("copy", help=N_(
@@ -120,11 +123,12 @@ def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, sha
                to_pin_file: Path | None, service: str | None, pin_file: Path | None,
                pinpad: bool) -> None:
     target_pins = PinSource(env_var="TOKENKEYS_TO_PIN", file=to_pin_file,
-                            what="target token user PIN", interactive=app.interactive)
+                            what=_("target token user PIN"), interactive=app.interactive)
     with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as src, \
             opened(app, to_token, target_pins) as dst:
         result = share.copy_key(src, name_or_uri, dst, shareable=shareable,
                                 audit=audit_hook(app, service))
-    _done(app, result, f"copied key {result.key.designation!r} to {result.key.uri} "
-                       "(test decryption passed; transport keys destroyed)")
+    _done(app, result, _("copied key {designation!r} to {uri} (test decryption passed; "
+                         "transport keys destroyed)")
+                       .format(designation=result.key.designation, uri=result.key.uri))

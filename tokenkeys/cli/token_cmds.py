@@ -57,7 +57,8 @@ def token_list(app: App) -> None:
             return
         app.table(
             None,
-            ["label", "manufacturer", "model", "serial", "slot", "login / PIN flags"],
+            [N_("label"), N_("manufacturer"), N_("model"), N_("serial"), N_("slot"),
+             N_("login / PIN flags")],
             [(i.label, i.manufacturer, i.model, i.serial, i.slot, ", ".join(_pin_flags(i)))
              for i in infos],
         )
@@ -121,7 +122,7 @@ def token_change_pin(app: App, uri: str, pin_file: Path | None, pinpad: bool) ->
         raise UsageError(_("change-pin works on software keystores (soft:DIR); change a "
                            "device's PIN with its vendor's tool"))
     with opened(app, uri, user_pin(app, pin_file, pinpad)) as keystore:
-        require(keystore, PinChange, "changing the PIN").change_pin(
+        require(keystore, PinChange, _("changing the PIN")).change_pin(
             _new_pin(app, PinSource(env_var="TOKENKEYS_NEW_PIN")))
         info = keystore.info()
     app.emit({"token": token_json(info)},

@@ -106,7 +106,7 @@ def _plain_oaep_spec(padding: OAEP) -> OaepSpec:
     """cryptography shows a plain OAEP's hash; its MGF1 and label can only be
     compared, so one with a label must come as an OaepPadding."""
     mgf_name = next((name for name, mgf in _MGF1_CANDIDATES if padding.mgf == mgf),
-                    "an unknown mask generation")
+                    _("an unknown mask generation"))
     if padding not in (OAEP(padding.mgf, padding.algorithm, None),
                        OAEP(padding.mgf, padding.algorithm, b"")):
         raise UsageError(_("an OAEP label reaches a device only in an OaepPadding "
@@ -157,7 +157,7 @@ class RsaNegotiator:
             desc = "device RSA_X_509 + software OAEP"
         else:
             wanted = f"RSA-OAEP {spec.hash_name}/MGF1-{spec.mgf_hash_name}" + (
-                " with label" if spec.label else "")
+                _(" with label") if spec.label else "")
             raise MechanismUnsupported(wanted, self.offered())
         self._plans[spec] = fn
         return desc, fn

@@ -46,7 +46,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import write_atomic
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _
 from tokenkeys.types import KeySpec, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
@@ -63,7 +63,7 @@ MECHANISMS = frozenset(
     {"RSA_PKCS", "RSA_PKCS_OAEP", "RSA_X_509", "SHA256_RSA_PKCS", "ECDSA", "ECDH1_DERIVE"}
 )
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-_NOT_ACCEPTED = "the software keystore has no try counter; the PIN is not accepted"
+_NOT_ACCEPTED = N_("the software keystore has no try counter; the PIN is not accepted")
 
 
 def _b64(data: bytes) -> str:
@@ -223,7 +223,7 @@ class SoftwareToken(Token):
 
     def info(self) -> TokenInfo:
         return TokenInfo(
-            label=str(self._meta["label"]), manufacturer="tokenkeys", model="software keystore",
+            label=str(self._meta["label"]), manufacturer="tokenkeys", model=_("software keystore"),
             serial=hashlib.sha256(str(self.directory).encode()).hexdigest()[:16],
             module="(software)", slot=0, flags=("login-required", "token-initialized"),
             uri=self.uri,

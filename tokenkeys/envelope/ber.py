@@ -81,7 +81,8 @@ class Header:
 
     def describe(self) -> str:
         cls = {0: "universal", 1: "application", 2: "context", 3: "private"}[self.tag_class]
-        return f"{cls} tag {self.tag} at offset {self.start}"
+        return (_("{cls} tag {tag} at offset {start}")
+                .format(cls=cls, tag=self.tag, start=self.start))
 
 
 class BerReader:

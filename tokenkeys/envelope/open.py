@@ -35,10 +35,10 @@ from tokenkeys.envelope.recipient_frame import read_recipient_infos
 from tokenkeys.envelope.recipients import Opened, Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 from tokenkeys.files import AtomicOutput, CommitGroup, check_target
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _
 
 _T = TypeVar("_T")
-_INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"
+_INTEGRITY = N_("content integrity check failed (damaged envelope or wrong key)")
 # Output is gathered in one reused buffer and written in large slices.
 _OUT_CAP = 4 << 20
 # The BER reader's buffer: 1 MB for large envelopes, the file's size for small ones.
@@ -89,7 +89,7 @@ class _NeedAad(Exception):
     """Internal: authAttrs were found after the content; decrypt again with them as AAD."""
 
     def __init__(self, aad: bytes) -> None:
-        super().__init__("authAttrs present")
+        super().__init__(_("authAttrs present"))
         self.aad = aad
 
 
@@ -228,7 +228,7 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
             # The random key of the v1.5 countermeasure went through the same
             # decryption and checks; fail only now, with the same error as a bad
             # tag or padding, so CBC's 1-in-256 "valid" padding never releases junk.
-            raise EnvelopeIntegrity(_INTEGRITY)
+            raise EnvelopeIntegrity(_(_INTEGRITY))
         digest = f.hexdigest()
     return OpenResult(
         recipient=f"{o.recipient.rid_text()} via {o.view.label}",
@@ -294,11 +294,11 @@ def _check_gcm_tag(r: BerReader, body: Header, dec: Any, tag_len: int,
     if not r.at_end(body):
         _skip_optional(r, 2, "unauthAttrs")
     if len(mac) != tag_len:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     try:
         dec.finalize_with_tag(mac)
     except InvalidTag:
-        raise EnvelopeIntegrity(_INTEGRITY) from None
+        raise EnvelopeIntegrity(_(_INTEGRITY)) from None
 
 
 def _after_auth_attrs(r: BerReader, aad: bytes | None) -> Header:
@@ -374,7 +374,7 @@ def _stream(r: BerReader, content: Header, dec: Any, out: AtomicOutput, *,
         out.write(mv[:fill])
         return total + fill, b""
     if fill < 16:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     out.write(mv[: fill - 16])
     return total + fill, bytes(mv[fill - 16 : fill])
 
@@ -383,12 +383,12 @@ def _check_cbc_tail(dec: Any, last: bytes) -> int:
     """Check PKCS#7 padding of the last block; returns the padding length."""
     try:
         if dec.finalize():
-            raise EnvelopeIntegrity(_INTEGRITY)
+            raise EnvelopeIntegrity(_(_INTEGRITY))
     except ValueError:  # ciphertext not a whole number of blocks
-        raise EnvelopeIntegrity(_INTEGRITY) from None
+        raise EnvelopeIntegrity(_(_INTEGRITY)) from None
     if len(last) != 16:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     pad = last[-1]
     if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     return pad

@@ -142,7 +142,7 @@ def _check_public_key(public: object) -> PublicKey:
 
 def read_request(path: Path) -> Request:
     """The request file `ca issue` takes (see load_request)."""
-    data = read_limited(path, MAX_REQUEST, "certificate request")
+    data = read_limited(path, MAX_REQUEST, _("certificate request"))
     return load_request(data, str(path))
 
 

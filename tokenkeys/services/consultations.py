@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys.envelope import recipient_ids
 from tokenkeys.errors import BindingMismatch, PolicyRefused, UsageError
 from tokenkeys.files import write_atomic
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _, ngettext
 from tokenkeys.registry import Consultation, KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.registry.bindings import binding_problems
 from tokenkeys.services.envelope_kinds import choose_key_transport
 
-NO_BACKUP_WARNING = ("no valid backup key in this service: bids of this consultation will "
-                     "depend on one key only")
+NO_BACKUP_WARNING = (N_("no valid backup key in this service: bids of this consultation will "
+                        "depend on one key only"))
 
 
 def parse_closing(text: str | None) -> str | None:
@@ -93,7 +93,7 @@ def create(registry: Registry, service: str, reference: str, key: str, *,
                   "--backup`) or give --no-backup to accept that bids depend on one key only")
                 .format(service=service))
         if not backups:
-            warnings.append(NO_BACKUP_WARNING)
+            warnings.append(_(NO_BACKUP_WARNING))
 
     made = registry.create_consultation(service, reference, key, title=title,
                                         closes_at=closes_at, check=check,
@@ -108,11 +108,14 @@ def load_for_use(registry: Registry, service: str, reference: str) -> Consultati
     found = registry.consultation(service, reference)
     problems = binding_problems(found)
     if problems:
+        problem = problems[0]
+        if len(problems) > 1:
+            problem = ngettext("{text} (and {count} more)", "{text} (and {count} more)",
+                               len(problems) - 1).format(text=problem, count=len(problems) - 1)
         raise BindingMismatch(
-            f"consultation {reference!r} (service {service!r}) cannot be used: "
-            f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
-                                else "")
-            + "; the registry was changed outside tokenkeys: run `tokenkeys audit verify`")
+            _("consultation {reference!r} (service {service!r}) cannot be used: {problem}; the "
+              "registry was changed outside tokenkeys: run `tokenkeys audit verify`")
+            .format(reference=reference, service=service, problem=problem))
     return found
 
 
@@ -159,8 +162,9 @@ def check_envelope(consultation: Consultation, path: Path) -> None:
             missing.append(cert)
     strangers = len(rids) - known
     if strangers or missing:
-        why = (f"{strangers} recipient(s) are not its key or its backup keys" if strangers
-               else f"{len(missing)} of its keys are not recipients")
+        why = (_("{strangers} recipient(s) are not its key or its backup keys")
+               .format(strangers=strangers) if strangers
+               else _("{count} of its keys are not recipients").format(count=len(missing)))
         raise PolicyRefused(_("{name!r} is not sealed to consultation {reference!r}: {why}; "
                               "nothing was opened")
                             .format(name=path.name, reference=consultation.reference, why=why))

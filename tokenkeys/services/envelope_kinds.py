@@ -86,10 +86,11 @@ def explain(message: str, offered: Iterable[str]) -> str:
     """A MechanismUnsupported message with the fix, when OAEP meets a v1.5-only device."""
     offered = set(offered)
     if "OAEP" in message and not offered & OAEP_MECHANISMS and "RSA_PKCS" in offered:
-        return (f"{message}: this device opens PKCS#1 v1.5 envelopes only, and this one was "
-                "sealed with RSA-OAEP; ask for it sealed again with PKCS#1 v1.5 (`tokenkeys "
-                "seal --key-transport pkcs1v15`, or `openssl cms -encrypt`, whose default it "
-                "is), or open it on a device that offers OAEP")
+        return (_("{message}: this device opens PKCS#1 v1.5 envelopes only, and this one was "
+                  "sealed with RSA-OAEP; ask for it sealed again with PKCS#1 v1.5 "
+                  "(`tokenkeys seal --key-transport pkcs1v15`, or `openssl cms -encrypt`, "
+                  "whose default it is), or open it on a device that offers OAEP")
+                .format(message=message))
     return message
 
 

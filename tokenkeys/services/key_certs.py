@@ -47,10 +47,10 @@ def next_steps(name: str) -> str:
     """What to do with a key that has no certificate yet (`name`: its label or URI)."""
     ref = shlex.quote(name)
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40] or "key"
-    return (f"export its public key (`tokenkeys key export-public {ref} -o {stem}.pub.pem`) "
-            f"or, if it can sign, a request (`tokenkeys key csr {ref} -o {stem}.csr`); have "
-            f"the CA issue the certificate (`tokenkeys ca issue`), then "
-            f"`tokenkeys key import-cert {ref} CERT.pem`")
+    return (_("export its public key (`tokenkeys key export-public {ref} -o {stem}.pub.pem`) "
+              "or, if it can sign, a request (`tokenkeys key csr {ref} -o {stem}.csr`); have "
+              "the CA issue the certificate (`tokenkeys ca issue`), then `tokenkeys key "
+              "import-cert {ref} CERT.pem`").format(ref=ref, stem=stem))
 
 
 def awaiting_certificate(key: KeyHandle) -> KeyNotFound:
@@ -183,7 +183,7 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     rest = check_certificate(key, cert, chain, allow_any_usage=allow_any_usage)
     already = key.certificate == cert  # the driver writes nothing then (a card refuses)
     replaced = key.certificate is not None and not already
-    store = require(token, CertificateStore, "storing certificates")
+    store = require(token, CertificateStore, _("storing certificates"))
     if not rest:
         store.store_certificate(key, cert)
         return Imported(replaced, "none", already)
@@ -208,4 +208,4 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
         raise UsageError(_("the certificate was stored with the key, but its chain could not "
                            "be written to {path}: {strerror}")
                          .format(path=path, strerror=exc.strerror)) from None
-    return Imported(replaced, f"beside the key: {path}", already)
+    return Imported(replaced, _("beside the key: {path}").format(path=path), already)

@@ -20,6 +20,7 @@ from cryptography import x509
 
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, Token
+from tokenkeys.i18n import _
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.services import key_certs, keygen, token_keys
 from tokenkeys.services.key_certs import next_steps
@@ -92,16 +93,17 @@ def _generate(registry: Registry, service: str, token: Token, name: str, *, cn: 
               announce: Callable[[str], None] | None) -> Generated:
     slot = keygen.fixed_slot(token)
     if slot is not None and announce is not None:
-        announce(f"this card puts a new key into its fixed key slot {slot.hex()}")
+        announce(_("this card puts a new key into its fixed key slot {hex}")
+                 .format(hex=slot.hex()))
     record = token_keys.generate_key(token, name, cn=cn, algorithm=algorithm, days=days,
                                      shareable=shareable, replace=replace, self_sign=self_sign)
     row = record_generated(registry, service, token, record.id, name=name, backup=backup)
     where = "" if slot is None or record.designation == name else (
-        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
-        "the registry knows it by its designation)")
+        _(" (in the card's key slot {hex}; the card names it {designation!r}, the registry "
+          "knows it by its designation)").format(hex=slot.hex(), designation=record.designation))
     note = None if record.status != token_keys.AWAITING else (
-        f"key {name!r}{where} has no certificate yet"
-        + ("" if self_sign is False else " (it cannot sign, so it cannot certify itself)")
+        _("key {name!r}{where} has no certificate yet").format(name=name, where=where)
+        + ("" if self_sign is False else _(" (it cannot sign, so it cannot certify itself)"))
         + f". Next: {next_steps(name)}")
     return Generated(dataclasses.replace(record, designation=name), row,
                      slot.hex() if slot is not None else None, note)

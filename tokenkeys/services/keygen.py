@@ -55,7 +55,7 @@ def generate_named(token: Token, name: str, algorithm: Algorithm,
     if name.startswith(PROVISIONAL):
         raise UsageError(_("a designation may not start with {PROVISIONAL!r}")
                          .format(PROVISIONAL=PROVISIONAL))
-    store = require(token, CertificateStore, "storing certificates")
+    store = require(token, CertificateStore, _("storing certificates"))
     slot = fixed_slot(token)
     with designation_lock(token):
         try:

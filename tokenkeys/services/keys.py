@@ -137,14 +137,14 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
                   "key {label!r} on the token: refused")
                 .format(rfc4514_string=cert.subject.rfc4514_string(), label=key.label))
         if key.certificate is None or key.certificate != cert:
-            store = require(token, CertificateStore, "storing certificates")
+            store = require(token, CertificateStore, _("storing certificates"))
             key.certificate = cert
     elif key.certificate is None:
         if self_sign_days is None:
             raise KeyNotFound(_("key {label!r} has no certificate on the token: give --cert "
                                 "FILE, or --self-sign to make one on the device")
                               .format(label=key.label))
-        store = require(token, CertificateStore, "storing certificates")
+        store = require(token, CertificateStore, _("storing certificates"))
         key.certificate = self_signed(key, key.label, self_sign_days)
     elif not keyalg.same_key(key.certificate.public_key(), key.public_key):
         raise CertificateRefused(_("the certificate stored with key {label!r} holds another "

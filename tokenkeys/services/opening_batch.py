@@ -68,7 +68,8 @@ def collect(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
             files = [p for p in entries if p.is_file()]
             outputs = {output_name(p) for p in files if output_name(p) != p.name}
             out.extend(p for p in files if p.name not in outputs)
-            skipped.extend(FileResult.skipped(p, None, f"not a regular file ({file_kind(p)})")
+            skipped.extend(FileResult.skipped(p, None, _("not a regular file ({p})")
+                                                       .format(p=file_kind(p)))
                            for p in entries if not p.is_file())
         elif path.is_file():
             out.append(path)
@@ -93,7 +94,8 @@ def check_outdir(outdir: Path) -> None:
         raise UsageError(_("cannot create output directory {outdir}: {probe} is a {probe2}")
                          .format(outdir=outdir, probe=probe, probe2=file_kind(probe)))
     if not os.access(probe, os.W_OK | os.X_OK):
-        what = "is not writable" if probe == outdir else f"cannot be created in {probe}"
+        what = (_("is not writable") if probe == outdir
+                else _("cannot be created in {probe}").format(probe=probe))
         raise UsageError(_("output directory {outdir} {what} (permission denied)")
                          .format(outdir=outdir, what=what))
 

@@ -192,12 +192,12 @@ class PairingDesk:
                     self._pending.pop(origin, None)
                     self._refuse_if_locked(origin)
                 if pending is None or pending.expires <= time.monotonic():
-                    message = (f"no pairing was started for this origin, or its code "
-                               f"expired; {left} attempt(s) left before pairing is locked "
-                               "for this origin")
+                    message = (_("no pairing was started for this origin, or its code "
+                                 "expired; {left} attempt(s) left before pairing is locked "
+                                 "for this origin").format(left=left))
                 else:
-                    message = (f"the pairing code is wrong; {left} attempt(s) left before "
-                               "pairing is locked for this origin")
+                    message = (_("the pairing code is wrong; {left} attempt(s) left before "
+                                 "pairing is locked for this origin").format(left=left))
                 raise PairingRefused(message, attempts_left=left)
             del self._pending[origin]
             self._wrong.pop(origin, None)

@@ -73,7 +73,7 @@ def recipients_of(config: Config, *, certificates: Sequence[Path], consultation:
         return (consultations.certificates(bound),
                 consultations.seal_transport(bound, key_transport))
     return ([c for path in certificates
-             for c in key_certs.load_certificates(path, "recipient certificate")],
+             for c in key_certs.load_certificates(path, _("recipient certificate"))],
             key_transport)
 
 
@@ -87,7 +87,7 @@ def seal_file(config: Config, input_path: Path, output: Path, *,
     (streaming, constant memory); nothing is written when a rule refuses."""
     from tokenkeys.services.envelope_kinds import key_transports_for
 
-    check_regular(input_path, "input file")  # streamed, any size: never a FIFO or device
+    check_regular(input_path, _("input file"))  # streamed, any size: never a FIFO or device
     certs, key_transport = recipients_of(config, certificates=certificates,
                                          consultation=consultation, service=service,
                                          key_transport=key_transport)
@@ -102,11 +102,13 @@ def seal_file(config: Config, input_path: Path, output: Path, *,
                           use_ski=use_ski, pem=pem, allow_any_usage=allow_any_usage,
                           transports=chosen)
     size = seal(input_path, output, certs, options, overwrite=force)
-    notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
+    notes = [_("recipient {who} has no subject key identifier: named by issuer and serial")
+             .format(who=who)
              for who in named_by_issuer(certs, options)]
-    notes += [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
-              "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport "
-              "overrides" for c, t in zip(certs, chosen, strict=True) if t == keyalg.PKCS1V15]
+    notes += [_("recipient {rfc4514_string}: its key opens PKCS#1 v1.5 only (its device has "
+                "no OAEP), so it is sealed with pkcs1v15; --key-transport overrides")
+              .format(rfc4514_string=c.subject.rfc4514_string())
+              for c, t in zip(certs, chosen, strict=True) if t == keyalg.PKCS1V15]
     transports = tuple(t or options.key_transport
                        if isinstance(c.public_key(), rsa.RSAPublicKey) else "ecdh"
                        for c, t in zip(certs, chosen, strict=True))

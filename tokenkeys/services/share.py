@@ -48,7 +48,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12, AtomicOutput, read_limited
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
 from tokenkeys.services.token_keys import KeyRecord, describe, resolve_key
@@ -166,7 +166,7 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
     process's memory while it is re-encrypted. Requires login.
     """
     key, cert = _shareable_key(token, name_or_uri)
-    exporter = require(token, KeyExport, "exporting a private key")
+    exporter = require(token, KeyExport, _("exporting a private key"))
     if not force and (output.exists() or output.is_symlink()):
         raise OutputExists(_("{output} already exists (use --force to replace it)")
                            .format(output=output))
@@ -191,7 +191,7 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
         out.commit()
     # Returned, not logged: the CLI shows them once, escaped (logging's last-resort
     # handler would print them a second time, raw).
-    warnings = (p12.LEGACY_WARNING,) if legacy else ()
+    warnings = (_(p12.LEGACY_WARNING),) if legacy else ()
     return ShareResult(describe(key), "export", output,
                        f"{p12.LEGACY if legacy else p12.MODERN}, {p12.ITERATIONS} iterations",
                        len(chain), token.uri, warnings)
@@ -259,7 +259,7 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     """
     if not name.strip():
         raise UsageError(_("the key name (designation) must not be empty"))
-    importer = require(token, KeyImport, "importing a private key")
+    importer = require(token, KeyImport, _("importing a private key"))
     data = read_limited(path, MAX_PKCS12, "PKCS#12 file")
     contents = p12.parse(data, passphrase(), str(path))
     # The same checks as `key import-cert`, before anything reaches the token.
@@ -285,12 +285,12 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
 
 
 STEPS = (
-    "1/5 create the transport key pair on the target",
-    "2/5 wrap the key on the source (AES key wrap, then RSA-OAEP)",
-    "3/5 unwrap the key on the target",
-    "4/5 store the certificate on the target",
-    "5/5 test decryption on the target",
-    "destroy the transport key pair on the target",
+    N_("1/5 create the transport key pair on the target"),
+    N_("2/5 wrap the key on the source (AES key wrap, then RSA-OAEP)"),
+    N_("3/5 unwrap the key on the target"),
+    N_("4/5 store the certificate on the target"),
+    N_("5/5 test decryption on the target"),
+    N_("destroy the transport key pair on the target"),
 )
 
 
@@ -300,17 +300,17 @@ def _step(number: int) -> Iterator[None]:
     try:
         yield
     except MechanismUnsupported as exc:
-        raise MechanismUnsupported(_("device copy, step {STEPS}: {wanted}")
-                                   .format(STEPS=STEPS[number], wanted=exc.wanted),
+        raise MechanismUnsupported(_("device copy, step {step}: {wanted}")
+                                   .format(step=_(STEPS[number]), wanted=exc.wanted),
                                    exc.offered) from None
     except (KeyExists, PolicyRefused, UsageError):
         raise
     except TokenKeysError as exc:
-        outcome = ("the copy is in place; the transport key is a session object, gone when "
-                   "the session ends" if number == len(STEPS) - 1
-                   else "nothing was left on either token")
-        raise CopyFailed(_("device copy failed at step {STEPS}: {exc}; {outcome}")
-                         .format(STEPS=STEPS[number], exc=exc, outcome=outcome)
+        outcome = (_("the copy is in place; the transport key is a session object, gone when "
+                     "the session ends") if number == len(STEPS) - 1
+                   else _("nothing was left on either token"))
+        raise CopyFailed(_("device copy failed at step {step}: {exc}; {outcome}")
+                         .format(step=_(STEPS[number]), exc=exc, outcome=outcome)
                          ) from None
 
 
@@ -327,9 +327,9 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
     key, cert = _shareable_key(source, name_or_uri)
     # mypy cannot pass a Protocol as type[C] (python/mypy#4717): hence the ignores.
     sender = require(source, KeyTransport,
-                     "wrapping a key for transport (source token)")
+                     _("wrapping a key for transport (source token)"))
     receiver = require(target, KeyTransport,
-                       "receiving a wrapped key (target token)")
+                       _("receiving a wrapped key (target token)"))
     _refuse_present(target, key.label, key.public_key, target.uri)
     chain = _chain(source, key)
     with _step(0):

@@ -31,7 +31,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _
 from tokenkeys.services import pkcs12_read as p12read
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.types import Secret
@@ -46,8 +46,8 @@ MAX_FILE = MAX_PKCS12
 MODERN = "AES-256-CBC, PBKDF2-HMAC-SHA256, MAC HMAC-SHA256"
 LEGACY = "TripleDES-CBC (pbeWithSHA1And3-KeyTripleDES), MAC HMAC-SHA1"
 LEGACY_WARNING = (
-    "--legacy: TripleDES and SHA-1 are weak; use this file only for systems that cannot "
-    "read AES-256 PKCS#12 files, and delete it once imported"
+    N_("--legacy: TripleDES and SHA-1 are weak; use this file only for systems that cannot "
+       "read AES-256 PKCS#12 files, and delete it once imported")
 )
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -69,11 +69,11 @@ def check_strength(passphrase: Secret, designation: str) -> None:
     text = passphrase.reveal()
     problem = None
     if len(text) < MIN_LENGTH:
-        problem = f"it has fewer than {MIN_LENGTH} characters"
+        problem = _("it has fewer than {count} characters").format(count=MIN_LENGTH)
     elif len(set(text)) < MIN_DISTINCT:
-        problem = f"it has fewer than {MIN_DISTINCT} different characters"
+        problem = _("it has fewer than {count} different characters").format(count=MIN_DISTINCT)
     elif len(designation) >= 4 and designation.casefold() in text.casefold():
-        problem = "it contains the key's name"
+        problem = _("it contains the key's name")
     if problem:
         raise PassphraseWeak(
             _("passphrase refused: {problem}. Anyone who copies the file can try passphrases "
@@ -136,7 +136,7 @@ def _private_key(der: bytes, where: str) -> PrivateKey:
         kind = info["private_key_algorithm"]["algorithm"].native
         curve = info["private_key_algorithm"]["parameters"] if kind == "ec" else None
         name = (curve.chosen.native if curve is not None and curve.name == "named"
-                else "explicit parameters")
+                else _("explicit parameters"))
         bits = info.bit_size if kind == "rsa" else 0
     except Exception:  # asn1crypto raises ValueError, TypeError, KeyError... on bad input
         raise FileMalformed(_("{where} holds a damaged private key").format(where=where)) from None
@@ -209,12 +209,13 @@ def _parse(data: bytes, passphrase: Secret, where: str) -> Contents:
 def _warnings(opened: p12read.Opened, where: str, dropped: int) -> tuple[str, ...]:
     out = []
     if not opened.has_mac:
-        out.append(f"{where} has no MAC: its integrity was not protected, so nothing proves "
-                   "it is the file that was made; import it only if it came to you by a "
-                   "channel you trust")
+        out.append(_("{where} has no MAC: its integrity was not protected, so nothing proves "
+                     "it is the file that was made; import it only if it came to you by a "
+                     "channel you trust").format(where=where))
     if dropped:
-        out.append(f"{dropped} certificate(s) in {where} do not link the key's certificate "
-                   f"towards a root (or exceed {MAX_CHAIN} issuers): not stored")
+        out.append(_("{dropped} certificate(s) in {where} do not link the key's certificate "
+                     "towards a root (or exceed {MAX_CHAIN} issuers): not stored")
+                   .format(dropped=dropped, where=where, MAX_CHAIN=MAX_CHAIN))
     weak = _weakness(opened, where)
     return (*out, *weak)
 
@@ -225,7 +226,7 @@ STRONG_ITERATIONS = 100_000
 def protection(opened: p12read.Opened) -> str:
     """How the file was protected: each part's encryption and count, then the MAC."""
     parts = [f"{p.what}: {p.name}, {p.iterations} iterations" for p in opened.protections]
-    return "; ".join(parts) if parts else "no encryption"
+    return "; ".join(parts) if parts else _("no encryption")
 
 
 def _weakness(opened: p12read.Opened, where: str) -> tuple[str, ...]:
@@ -233,14 +234,15 @@ def _weakness(opened: p12read.Opened, where: str) -> tuple[str, ...]:
     found = [p for p in opened.protections if p.what != "MAC"]
     reasons = []
     if any(p.legacy for p in found):
-        reasons.append("a legacy cipher")
+        reasons.append(_("a legacy cipher"))
     fewest = min((p.iterations for p in found), default=STRONG_ITERATIONS)
     if fewest < STRONG_ITERATIONS:
         reasons.append(f"only {fewest} iterations")
     if not reasons:
         return ()
-    return (f"{where} was weakly protected ({' and '.join(reasons)}): delete it once imported, "
-            "and make the next one with `share export` (AES-256, 600000 iterations)",)
+    return (_("{where} was weakly protected ({reasons}): delete it once imported, and make "
+              "the next one with `share export` (AES-256, 600000 iterations)")
+            .format(where=where, reasons=' and '.join(reasons)),)
 
 
 def linked_chain(leaf: x509.Certificate,

@@ -124,7 +124,7 @@ def generate_key(
         # It could sign (a CA key can: `ca create`), but never open a bid.
         raise MechanismUnsupported(
             _("an {value} encryption key (opening ECDH envelopes needs CKM_ECDH1_DERIVE)")
-            .format(value=algorithm.value), ["RSA keys (--algorithm rsa2048 or rsa3072)"])
+            .format(value=algorithm.value), [_("RSA keys (--algorithm rsa2048 or rsa3072)")])
     try:
         key = generate_named(
             token, name, algorithm,
@@ -143,11 +143,13 @@ def after_removal(created: str, name: str, kept: bool) -> str:
     """What is left to do with a key the device made before it was pulled out: one
     a card's fixed slot `kept` awaits its certificate, any other is a leftover."""
     if not kept:
-        return (f"Key {name!r} was not finished: insert the device, run `tokenkeys key "
-                "cleanup` to remove the unfinished key, then run the command again")
-    return (f"Key {name!r} was created, but its certificate is not stored yet and the "
-            f"registry does not know it. Next: insert the card again, then {next_steps(created)} "
-            "(`key import-cert` also records it in the registry)")
+        return (_("Key {name!r} was not finished: insert the device, run `tokenkeys key "
+                  "cleanup` to remove the unfinished key, then run the command again")
+                .format(name=name))
+    return (_("Key {name!r} was created, but its certificate is not stored yet and the "
+              "registry does not know it. Next: insert the card again, then {created} (`key "
+              "import-cert` also records it in the registry)")
+            .format(name=name, created=next_steps(created)))
 
 
 def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,

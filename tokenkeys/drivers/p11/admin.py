@@ -21,21 +21,23 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _
 from tokenkeys.types import Secret, TokenInfo
 
 LABEL_LEN = 32
 _MESSAGES = {
-    CKR["CKR_PIN_INCORRECT"]: "SO PIN incorrect",
-    CKR["CKR_PIN_LOCKED"]: "SO PIN locked",
-    CKR["CKR_PIN_LEN_RANGE"]: "PIN length out of the token's range",
-    CKR["CKR_SESSION_EXISTS"]: "the token has open sessions; close them first",
-    CKR["CKR_FUNCTION_NOT_SUPPORTED"]: "the token does not support initialisation",
+    CKR["CKR_PIN_INCORRECT"]: N_("SO PIN incorrect"),
+    CKR["CKR_PIN_LOCKED"]: N_("SO PIN locked"),
+    CKR["CKR_PIN_LEN_RANGE"]: N_("PIN length out of the token's range"),
+    CKR["CKR_SESSION_EXISTS"]: N_("the token has open sessions; close them first"),
+    CKR["CKR_FUNCTION_NOT_SUPPORTED"]: N_("the token does not support initialisation"),
 }
 
 
 def _device_error(exc: CkrError, what: str) -> DeviceError:
-    return DeviceError(f"{what}: {_MESSAGES.get(exc.code, str(exc))}")
+    reason = _MESSAGES.get(exc.code)
+    return DeviceError(_("{what}: {reason}").format(what=what,
+                                                    reason=_(reason) if reason else str(exc)))
 
 
 def check_label(label: str) -> None:
@@ -103,7 +105,8 @@ def init_token(module: str, label: str, so_pin: Secret, user_pin: Secret,
         try:
             port.init_token(slot, so_pin.reveal(), label)
         except CkrError as exc:
-            raise _device_error(exc, f"cannot initialise token {label!r}") from None
+            raise _device_error(
+                exc, _("cannot initialise token {label!r}").format(label=label)) from None
         new_slot = find_token_slot(port, label)
         if new_slot is None:
             raise DeviceError(_("token {label!r} not visible after initialisation")
@@ -114,12 +117,14 @@ def init_token(module: str, label: str, so_pin: Secret, user_pin: Secret,
             session.init_pin(user_pin.reveal())
             session.logout()
         except CkrError as exc:
-            raise _device_error(exc, f"cannot set the user PIN of {label!r}") from None
+            raise _device_error(
+                exc, _("cannot set the user PIN of {label!r}").format(label=label)) from None
         finally:
             session.close()
         return discovery.token_info(port.token(new_slot), module)
     except CkrError as exc:
-        raise _device_error(exc, f"token initialisation in {module} failed") from None
+        raise _device_error(exc, _("token initialisation in {module} failed")
+                                 .format(module=module)) from None
 
 
 def _env_secret(var: str) -> Secret:

@@ -90,7 +90,7 @@ def matches(st: SlotToken, uri: Pkcs11Uri) -> bool:
 
 def describe(uri: Pkcs11Uri) -> str:
     keys = ("token", "serial", "slot-id", "manufacturer", "model")
-    return ";".join(f"{k}={uri.attrs[k]}" for k in keys if k in uri.attrs) or "any token"
+    return ";".join(f"{k}={uri.attrs[k]}" for k in keys if k in uri.attrs) or _("any token")
 
 
 def token_uri(st: SlotToken, module: str) -> Pkcs11Uri:
@@ -193,17 +193,19 @@ def _readers(port: Port) -> int | None:
 def not_found(ports: list[Port], what: str, timeout: float, seen: list[str],
               config: Config) -> str:
     """Why nothing matched, in the words a card user needs: no reader, no card, other card."""
-    waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
+    waited = _(" after waiting {timeout:g} s").format(timeout=timeout) if timeout > 0 else ""
     cards = [p for p in ports if is_card_module(p.module, config)]
     if cards and len(cards) == len(ports) and not seen:
         readers = [_readers(p) for p in cards]
         if all(r == 0 for r in readers):
-            return (f"no card reader found{waited} (modules: "
-                    f"{', '.join(os.path.basename(p.module) for p in cards)}): plug the "
-                    "reader in and check that pcscd is running")
-        return (f"no card in the reader{waited} ({what}): insert the card, or wait for it "
-                "with --wait-card SECONDS")
-    return f"no token matches {what}{waited} (tokens present: {', '.join(seen) or 'none'})"
+            return (_("no card reader found{waited} (modules: {items}): plug the reader in "
+                      "and check that pcscd is running")
+                    .format(waited=waited,
+                            items=', '.join(os.path.basename(p.module) for p in cards)))
+        return (_("no card in the reader{waited} ({what}): insert the card, or wait for it "
+                  "with --wait-card SECONDS").format(waited=waited, what=what))
+    return (_("no token matches {what}{waited} (tokens present: {tokens})")
+            .format(what=what, waited=waited, tokens=", ".join(seen) or _("none")))
 
 
 def wait_for_card(config: Config, timeout: float) -> None:
@@ -219,7 +221,7 @@ def wait_for_card(config: Config, timeout: float) -> None:
                               "module in card_modules of the configuration)"))
     # wait_for scans at once, and returns None at once when timeout is 0.
     if wait_for(ports, Pkcs11Uri(), timeout) is None:
-        raise TokenNotFound(not_found(ports, "any card", timeout, [], config))
+        raise TokenNotFound(not_found(ports, _("any card"), timeout, [], config))
 
 
 def _refresh(ports: list[Port]) -> bool:

@@ -70,7 +70,7 @@ def read_public_key(session: Session, obj: Any) -> PublicKey | None:
         v = session.get(obj, [ck.CKA_MODULUS, ck.CKA_PUBLIC_EXPONENT])
         mod, exp = v[ck.CKA_MODULUS], v[ck.CKA_PUBLIC_EXPONENT]
         if not mod or not exp:
-            raise Unusable("RSA key without modulus or exponent")
+            raise Unusable(_("RSA key without modulus or exponent"))
         n, e = int.from_bytes(mod, "big"), int.from_bytes(exp, "big")
         declared = session.get(obj, [ck.CKA_MODULUS_BITS])[ck.CKA_MODULUS_BITS]
         if (declared and n.bit_length() != declared) or e.bit_length() > 33 or n < 3:
@@ -80,15 +80,17 @@ def read_public_key(session: Session, obj: Any) -> PublicKey | None:
         v = session.get(obj, [ck.CKA_EC_PARAMS, ck.CKA_EC_POINT])
         curve = keyalg.CURVE_BY_PARAMS.get(v[ck.CKA_EC_PARAMS] or b"")
         if curve is None:
-            raise Unusable(f"EC curve not supported (tokenkeys uses {', '.join(keyalg.CURVES)})")
+            raise Unusable(_("EC curve not supported (tokenkeys uses {CURVES})")
+                           .format(CURVES=', '.join(keyalg.CURVES)))
         if not v[ck.CKA_EC_POINT]:
-            raise Unusable("EC key without a public point")
+            raise Unusable(_("EC key without a public point"))
         try:
             return ec.EllipticCurvePublicKey.from_encoded_point(
                 curve.curve(), ec_point(v[ck.CKA_EC_POINT], curve.curve()))
         except ValueError:
             return None  # the same OpenSC 0.23 bug, for EC points
-    raise Unusable(f"key type {key_type!r} not supported (RSA and EC are)")
+    raise Unusable(_("key type {key_type!r} not supported (RSA and EC are)")
+                   .format(key_type=key_type))
 
 
 def _here(fn: Callable[[], Any]) -> Any:
@@ -159,7 +161,7 @@ class P11Key(KeyHandle):
                 raise MechanismRefused() from None
             if self._owner.profile.is_padding_outcome(exc.code):
                 raise DecryptFailed() from None
-            code, what = exc.code, f"decrypting with {self.label!r}"
+            code, what = exc.code, _("decrypting with {label!r}").format(label=self.label)
             raise self._run(lambda: self._owner.explain(code, what)) from None
         return out
 
@@ -210,7 +212,8 @@ class P11Key(KeyHandle):
         payload = plan.payload(data, algorithm)
         session = self._owner.session()
         sig = bytes(self._device(lambda: session.sign(self._key(), mech, payload),
-                                 f"signing with {self.label!r}", sorted(self.mechanisms)))
+                                 _("signing with {label!r}").format(label=self.label),
+                                 sorted(self.mechanisms)))
         self.last_sign = plan.path
         # PKCS#11 gives ECDSA as r||s, with or without hashing on the device.
         return sig if self.key_type is KeyType.RSA else ecdsa_der(sig)

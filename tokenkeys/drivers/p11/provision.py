@@ -86,7 +86,7 @@ def read_public_key_fresh(token: Target, key_id: bytes) -> PublicKey:
         capture_output=True, text=True, timeout=60, check=False, env=child_environment(),
     )
     if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        reason = (done.stderr.strip().splitlines() or [_("no output")])[-1]
         raise DeviceError(_("re-reading the new public key failed: {reason}")
                           .format(reason=reason))
     key = serialization.load_der_public_key(bytes.fromhex(done.stdout.strip()))
@@ -128,7 +128,7 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
         # Sharing wraps the key out under CKM_AES_KEY_WRAP_PAD (share.py); without it
         # an extractable key is only a weaker one (the TPM refuses them anyway).
         raise MechanismUnsupported(_("--shareable (a key is shared wrapped under "
-                                     "CKM_AES_KEY_WRAP_PAD)"), ["non-shareable keys"])
+                                     "CKM_AES_KEY_WRAP_PAD)"), [_("non-shareable keys")])
     if _label_taken(token, spec.label):
         raise KeyExists(_("a key or certificate labelled {label!r} already exists")
                         .format(label=spec.label))
@@ -146,8 +146,8 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
         raise MechanismUnsupported(
             _("overwriting the key in slot {hex} of this card through PKCS#11 (card left "
               "unchanged)").format(hex=(slot_id or b'').hex()),
-            ["openpgp-tool --erase (erases every key and resets both PINs to the "
-             "factory values), then key generate"])
+            [_("openpgp-tool --erase (erases every key and resets both PINs to the factory "
+               "values), then key generate")])
     key_id = slot_id or os.urandom(20)
     mech, public_t, private_t = templates.keygen(spec, key_id,
                                                  decrypt_only=profile.decrypt_only_usage)
@@ -199,7 +199,7 @@ def _removed_after_keygen(token: Target, made: list[Any], key_id: bytes,
             raise
         fixed = token.profile.keygen_slot is not None
         uri = parse_pkcs11(token.uri).with_object(None if fixed else label, key_id)
-        where = f", key slot {key_id.hex()}" if fixed else ""
+        where = _(", key slot {hex}").format(hex=key_id.hex()) if fixed else ""
         raise DeviceRemoved(
             _("the key pair was generated on {label!r} (serial {serial}{where}), but the "
               "device was gone before tokenkeys could finish ({exc})")
@@ -230,7 +230,7 @@ def _rename_to_sha1(token: Target, pub: Any, priv: Any, public: PublicKey) -> by
         token.session().set(obj, {ck.CKA_ID: new_id})
 
     for obj in (pub, priv):
-        with token.device_errors("setting the key id"):
+        with token.device_errors(_("setting the key id")):
             token.writing(functools.partial(set_id, obj))
     return new_id
 
@@ -251,7 +251,7 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
         raise UsageError(_("the certificate is not for key {label!r}").format(label=key.label))
     if chain and not token.profile.can_store_chain:
         raise MechanismUnsupported(_("storing an issuer chain on this card"),
-                                   ["one certificate per key"])
+                                   [_("one certificate per key")])
     old = token.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key.id})
     wanted = [(key.label, certificate)] + [
         (f"{key.label}{CHAIN_MARK}{i:02d}", c) for i, c in enumerate(chain, 1)]
@@ -259,22 +259,23 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
         key.certificate = certificate  # nothing to write (a card refuses a second one)
         return
     objects = [templates.certificate(label, key.id, c) for label, c in wanted]
-    what = f"storing the certificate of {key.label!r}"
+    what = _("storing the certificate of {label!r}").format(label=key.label)
 
     first = old if token.profile.remove_certificate_first else []
 
     def write() -> None:
         for obj in first:  # the card keeps one and refuses a second
-            with token.device_errors(f"removing the old certificate of {key.label!r}"):
+            with token.device_errors(_("removing the old certificate of {label!r}")
+                                     .format(label=key.label)):
                 token.session().destroy(obj)
         try:
             for tpl in objects:
-                with token.device_errors(what, ["one certificate per key"]):
+                with token.device_errors(what, [_("one certificate per key")]):
                     token.session().create(tpl)
         except TokenKeysError as exc:
             if first:
-                exc.args = (f"{exc}; the old certificate was removed from the card first: "
-                            "run the command again to store the new one",)
+                exc.args = (_("{exc}; the old certificate was removed from the card first: "
+                              "run the command again to store the new one").format(exc=exc),)
             raise
         for obj in [] if first else old:
             with contextlib.suppress(CkrError):

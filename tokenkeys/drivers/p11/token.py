@@ -67,7 +67,7 @@ class P11Token(Token):
         self._session: Session | None = self._open_session()
 
     def _open_session(self) -> Session:
-        what = f"opening token {self.slot.label!r}"
+        what = _("opening token {label!r}").format(label=self.slot.label)
         session = self._try_open_session(what)
         key = os.path.realpath(self.module)
         discovery.SESSIONS[key] = discovery.SESSIONS.get(key, 0) + 1
@@ -105,7 +105,7 @@ class P11Token(Token):
             discovery.SESSIONS[os.path.realpath(self.module)] -= 1
 
     def info(self) -> TokenInfo:
-        with ckr_errors("reading token information"):
+        with ckr_errors(_("reading token information")):
             st = self.port.token(self.slot.slot)
         return discovery.token_info(st, self.module)
 
@@ -139,7 +139,7 @@ class P11Token(Token):
             time.sleep(GONE_POLL_S)
 
     def _flags(self) -> int:
-        with ckr_errors("reading the token"):
+        with ckr_errors(_("reading the token")):
             return self.port.token(self.slot.slot).flags
 
     # --- login -------------------------------------------------------------
@@ -171,7 +171,7 @@ class P11Token(Token):
             raise PinIncorrect(tries_left(flags) or self.profile.tries_hint)
         if code == CKR["CKR_PIN_LOCKED"]:
             raise PinLocked(who)
-        raise self.explain(code, f"login to {self.slot.label!r}")
+        raise self.explain(code, _("login to {label!r}").format(label=self.slot.label))
 
     def login(self, pin_source: PinSource) -> None:
         """User login, once. PIN pad when the source gives no PIN and the reader has one."""
@@ -213,7 +213,7 @@ class P11Token(Token):
         """
         user = self._user_pins
         self.close()
-        with ckr_errors("re-initialising the module"):
+        with ckr_errors(_("re-initialising the module")):
             self.port.reinitialise()
         again = [s for s in discovery.scan(self.port)
                  if s.serial == self.slot.serial and s.label == self.slot.label]
@@ -236,12 +236,12 @@ class P11Token(Token):
     # --- objects -----------------------------------------------------------
     def mechanisms(self) -> frozenset[str]:
         if self._mechanisms is None:
-            with ckr_errors("listing mechanisms"):
+            with ckr_errors(_("listing mechanisms")):
                 self._mechanisms = self.port.mechanisms(self.slot.slot)
         return self._mechanisms
 
     def find(self, template: Template) -> list[Any]:
-        with ckr_errors("searching objects"):
+        with ckr_errors(_("searching objects")):
             return self.session().find(template)
 
     def private_by_id(self, key_id: bytes) -> Any:
@@ -270,19 +270,19 @@ class P11Token(Token):
         if key_id in self.known_public:
             return self.known_public[key_id]
         for obj in self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id}):
-            with ckr_errors("reading a public key"):
+            with ckr_errors(_("reading a public key")):
                 key = read_public_key(self.session(), obj)
             return key or provision.read_public_key_fresh(self, key_id)
         return None
 
     def _handle(self, obj: Any) -> P11Key:
         """A key handle from a private key, or (before login) a public key/certificate."""
-        with ckr_errors("reading key attributes"):
+        with ckr_errors(_("reading key attributes")):
             a = self.session().get(obj, [ck.CKA_CLASS, ck.CKA_ID, ck.CKA_LABEL,
                                          ck.CKA_EXTRACTABLE])
         key_id, label = a[ck.CKA_ID] or b"", a[ck.CKA_LABEL] or ""
         if not key_id:
-            raise Unusable("the object has no CKA_ID")
+            raise Unusable(_("the object has no CKA_ID"))
         is_private = a[ck.CKA_CLASS] == ck.CKO_PRIVATE_KEY
         public = self._public(key_id)
         # The emulated card answers every certificate slot with one 7F21: a
@@ -293,7 +293,7 @@ class P11Token(Token):
             cert_key = cert.public_key()
             public = cert_key if isinstance(cert_key, PublicKey) else None
         if public is None:
-            with ckr_errors("reading the key"):
+            with ckr_errors(_("reading the key")):
                 public = read_public_key(self.session(), obj)
         if public is None:
             public = provision.read_public_key_fresh(self, key_id)
@@ -335,7 +335,7 @@ class P11Token(Token):
             try:
                 good.append(self._handle(obj))
             except (Unusable, ValueError) as exc:
-                with ckr_errors("reading key attributes"):
+                with ckr_errors(_("reading key attributes")):
                     a = self.session().get(obj, [ck.CKA_ID, ck.CKA_LABEL])
                 bad.append(UnusableKey(label=a[ck.CKA_LABEL] or "", id=a[ck.CKA_ID] or b"",
                                        reason=str(exc) or type(exc).__name__))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.files import MAX_PIN_FILE, read_limited
-from tokenkeys.i18n import _
+from tokenkeys.i18n import N_, _
 
 
 class Secret:
@@ -99,7 +99,7 @@ class PinSource:
 
     env_var: str = "TOKENKEYS_PIN"
     file: Path | None = None
-    what: str = "user PIN"
+    what: str = N_("user PIN")  # English; shown through _()
     interactive: bool = field(default_factory=lambda: sys.stdin.isatty())
     pinpad: bool = False
     value: Secret | None = None
@@ -117,12 +117,12 @@ class PinSource:
         if value:
             return Secret(value)
         if self.interactive:
-            typed = getpass.getpass(f"{self.what}: ")
+            typed = getpass.getpass(_("{what}: ").format(what=_(self.what)))
             if not typed:
                 raise UsageError(_("empty {what}: nothing was sent to the token")
-                                 .format(what=self.what))
+                                 .format(what=_(self.what)))
             return Secret(typed)
-        raise PinMissing(f"{self.what} ({self.env_var})")
+        raise PinMissing(_("{what} ({env_var})").format(what=_(self.what), env_var=self.env_var))
 
     def _first_line(self, path: Path) -> str:
         data = read_limited(path, MAX_PIN_FILE, "PIN file")
@@ -143,4 +143,4 @@ def given_pin(value: Secret) -> PinSource:
 
 
 def so_pin_source() -> PinSource:
-    return PinSource(env_var="TOKENKEYS_SO_PIN", what="SO PIN")
+    return PinSource(env_var="TOKENKEYS_SO_PIN", what=N_("SO PIN"))

@@ -50,9 +50,10 @@ def _js(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)[1:-1].replace("<", "\\u003c")
 
 
-def extract(fileobj: IO[bytes], _keywords: Any, _comment_tags: Any, _options: Any
+def extract(fileobj: IO[bytes], keywords: Any, comment_tags: Any, options: Any
             ) -> Iterator[tuple[int, str, str, list[str]]]:
-    """Babel extraction method: each {{t:...}} mark of an HTML or JavaScript file."""
+    """Babel extraction method: each {{t:...}} mark of an HTML or JavaScript file
+    (Babel passes keywords, comment tags and options; marks need none of them)."""
     text = fileobj.read().decode("utf-8")
     for m in MARK.finditer(text):
         yield text.count("\n", 0, m.start()) + 1, "_", m.group(1), []

@@ -75,7 +75,7 @@ def _new_pin(app: App, source: PinSource) -> Secret:
     except PinMissing:
         if not app.interactive:
             raise
-    value = click.prompt(_("new {what}").format(what=source.what), hide_input=True,
+    value = click.prompt(_("new {what}").format(what=_(source.what)), hide_input=True,
                          confirmation_prompt=True)
     return Secret(str(value))
 

@@ -145,10 +145,10 @@ class P11Token(Token):
     # --- login -------------------------------------------------------------
     def _c_login(self, source: PinSource, so: bool) -> None:
         """C_Login; the PIN is revealed only for the call and never retried."""
-        who = "SO PIN" if so else "PIN"
+        who = _("SO PIN") if so else _("PIN")
         pin = source.read()
         if pin is None and not self.slot.flags & ck.CKF_PROTECTED_AUTHENTICATION_PATH:
-            raise PinMissing(_("{what} (the token has no PIN pad)").format(what=source.what))
+            raise PinMissing(_("{what} (the token has no PIN pad)").format(what=_(source.what)))
         try:
             self.session().login(None if pin is None else pin.reveal(), so)
         except CkrError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import grp
 import os
 import shutil
@@ -36,6 +37,7 @@ OCK_SLOT = 3  # the software token in Debian's opencryptoki.conf
 OCK_SO_PIN = "87654321"  # opencryptoki's factory SO PIN
 OCK_PID = Path("/var/run/pkcsslotd.pid")
 TEST_LABEL = "tokenkeys-test"
+MAX_CONNECTIONS = 100
 PIN = "123456"
 SO_PIN = "12345678"
 # The environment tpm2-pkcs11 needs, beside the TCTI and store set per TPM.
@@ -70,16 +72,37 @@ def _wait_for(check: object, what: str, timeout: float = 10.0) -> None:
     raise Unavailable(f"{what} did not come up within {timeout:.0f} s")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies
+    (prctl PR_SET_PDEATHSIG), even by SIGKILL, when no atexit runs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def _accepts(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    if proc.poll() is not None:
+        raise Unavailable(f"swtpm exited: {log.read_text().strip()}")
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port + 1)) == 0
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its parent has not reaped yet."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
 def _stop(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -121,26 +144,37 @@ def start_tpm(base: Path) -> Tpm:
     tpm = Tpm(base, port, {}, pids)
     atexit.register(tpm.stop)  # also when a worker ends without its session's teardown
     try:
-        subprocess.run(
+        # Children of this process, not daemons, each told to die with it: a worker
+        # killed before its teardown (a timeout, -x under xdist) leaves nothing behind.
+        swtpm = subprocess.Popen(
             ["swtpm", "socket", "--tpm2", "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
              "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1", "--tpmstate",
-             f"dir={state}", "--flags", "not-need-init,startup-clear", "--daemon",
-             "--pid", f"file={base / 'swtpm.pid'}"],
-            check=True, capture_output=True, text=True, timeout=20)
-        pids.append(int((base / "swtpm.pid").read_text().strip()))
+             f"dir={state}", "--flags", "not-need-init,startup-clear"],
+            stdout=subprocess.DEVNULL, stderr=(base / "swtpm.log").open("w"),
+            preexec_fn=_die_with_parent)
+        pids.append(swtpm.pid)
+        _wait_for(lambda: _accepts(port, swtpm, base / "swtpm.log"), "swtpm")
         bus = base / "bus"
         (base / "dbus.conf").write_text(_DBUS_CONF.format(bus=bus))
-        done = subprocess.run(
-            ["dbus-daemon", f"--config-file={base / 'dbus.conf'}", "--fork", "--print-pid"],
-            check=True, capture_output=True, text=True, timeout=20)
-        pids.append(int(done.stdout.split()[0]))
+        dbus = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={base / 'dbus.conf'}", "--nofork", "--print-pid"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            preexec_fn=_die_with_parent)
+        pids.append(dbus.pid)
+        assert dbus.stdout is not None
+        if not dbus.stdout.readline().strip():  # printed once it listens
+            raise Unavailable("dbus-daemon exited before listening")
         name = f"com.intel.tss2.Tabrmd.tk{port}"
         env = {"DBUS_SESSION_BUS_ADDRESS": f"unix:path={bus}"}
         abrmd = subprocess.Popen(
             ["tpm2-abrmd", "--session", f"--tcti=swtpm:host=127.0.0.1,port={port}",
-             f"--dbus-name={name}", "--allow-root", "--flush-all"],
+             f"--dbus-name={name}", "--allow-root", "--flush-all",
+             # tpm2-pkcs11 opens one connection per token on the TPM in every process
+             # that loads it: a session's tokens times `open --jobs` processes pass
+             # abrmd's default of 27 ("MAX_COMMANDS exceeded"). 100 is its ceiling.
+             f"--max-connections={MAX_CONNECTIONS}"],
             env={**os.environ, **env, **QUIET_TSS}, stdout=subprocess.DEVNULL,
-            stderr=(base / "abrmd.log").open("w"), start_new_session=True)
+            stderr=(base / "abrmd.log").open("w"), preexec_fn=_die_with_parent)
         pids.append(abrmd.pid)
         tpm.env = {**env, **QUIET_TSS,
                    "TPM2_PKCS11_TCTI": f"tabrmd:bus_type=session,bus_name={name}",
@@ -228,4 +262,6 @@ def start_opencryptoki() -> OpenCryptoki:
                               f"and /var/run): {done.stderr.strip() or done.returncode}")
         _wait_for(lambda: _running_slotd() is not None, "pkcsslotd")
         started = _running_slotd()
-    return OpenCryptoki(started)
+    ock = OpenCryptoki(started)
+    atexit.register(ock.stop)  # a daemon: it cannot be told to die with this process
+    return ock

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -38,6 +39,36 @@ def seal_with_openssl(cert: Path, out: Path, transport: str, data: bytes) -> Non
     out.write_bytes(openssl(*args, input=data))
 
 
+def open_every_claimed(tk: TK, uri: str, name: str, pem: Path, tmp: Path) -> list[str]:
+    """What `key list` says key `name` opens; each RSA kind of it checked by opening
+    an OpenSSL envelope made with it (OAEP with that hash, and v1.5), beside one
+    tokenkeys sealed, with `open --jobs 2`."""
+    [row] = [k for k in ok(tk("--json", "key", "list", "--token", uri)).json["keys"]
+             if k["designation"] == name]
+    opens = list(row["opens"])
+    inbox, outdir = tmp / "in", tmp / "out"
+    inbox.mkdir()
+    assert "pkcs1v15" in opens
+    claimed = [k for k in opens if k.startswith("oaep-")] + ["v1.5"]
+    for kind in claimed:
+        seal_with_openssl(pem, inbox / f"{kind}.p7m", kind, f"bid sealed with {kind}".encode())
+    (tmp / "plain.txt").write_bytes(b"sealed by tokenkeys")
+    ok(tk("seal", tmp / "plain.txt", "-o", inbox / "tokenkeys.p7m", "--recipient", pem))
+    ok(tk("open", inbox, "-o", outdir, "--token", uri, "--jobs", "2"))
+    for kind in claimed:
+        assert (outdir / kind).read_bytes() == f"bid sealed with {kind}".encode()
+    assert (outdir / "tokenkeys").read_bytes() == b"sealed by tokenkeys"
+    return opens
+
+
+def device_report(tk: TK, label: str, env: dict[str, str | None]) -> dict[str, Any]:
+    """doctor --json's device section for the token labelled `label`."""
+    run = tk("--json", "doctor", env={**env, "TOKENKEYS_PIN": None})
+    assert run.code in (0, 15), (run.code, run.err)
+    [mine] = [t for t in run.json["tokens"] if f"token={label};" in t["uri"]]
+    return dict(mine["device"])
+
+
 def run_smoke(tk: TK, uri: str, tmp: Path, *, ec: bool, wraps: bool) -> dict[str, object]:
     """generate, export-cert, seal, open (OpenSSL OAEP with every hash `key list` shows,
     and v1.5; --jobs 2), share where the device wraps, renew, guarded delete. Returns
@@ -57,24 +88,8 @@ def run_smoke(tk: TK, uri: str, tmp: Path, *, ec: bool, wraps: bool) -> dict[str
     if not ec:
         assert ec_run.code == 6 and "not supported by this device" in ec_run.json["error"][
             "message"]
-    [row] = [k for k in ok(tk("--json", "key", "list", "--token", uri)).json["keys"]
-             if k["designation"] == "BID"]
-    opens = list(row["opens"])
+    opens = open_every_claimed(tk, uri, "BID", pem, tmp)
     seen["opens"] = opens
-    # Every OAEP hash the listing claims opens an OpenSSL envelope made with it.
-    inbox, outdir = tmp / "in", tmp / "out"
-    inbox.mkdir()
-    claimed = [k for k in opens if k.startswith("oaep-")] + ["v1.5"]
-    assert "pkcs1v15" in opens
-    for kind in claimed:
-        seal_with_openssl(pem, inbox / f"{kind}.p7m", kind, f"bid sealed with {kind}".encode())
-    own = inbox / "tokenkeys.p7m"
-    (tmp / "plain.txt").write_bytes(b"sealed by tokenkeys")
-    ok(tk("seal", tmp / "plain.txt", "-o", own, "--recipient", pem))
-    ok(tk("open", inbox, "-o", outdir, "--token", uri, "--jobs", "2"))
-    for kind in claimed:
-        assert (outdir / kind).read_bytes() == f"bid sealed with {kind}".encode()
-    assert (outdir / "tokenkeys").read_bytes() == b"sealed by tokenkeys"
     # Sharing: where the device cannot wrap a key out, a clear refusal and nothing made.
     share = tk("share", "export", "BID", "--token", uri, "-o", tmp / "bid.p12")
     seen["share"] = share

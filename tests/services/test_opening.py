@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tokenkeys.config import Config
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import PinIncorrect, RegistryReadOnly, RegistryUnavailable
 from tokenkeys.registry import AuditRow, Registry
-from tokenkeys.services import opening, opening_batch
+from tokenkeys.services import access, consultations, opening, opening_batch
 from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import PinSource, Secret
 
@@ -156,7 +157,7 @@ def test_end_row_failure_never_hides_the_batch_error(config: Config, sealed: tup
     def refuse(*_args: Any, **_kwargs: Any) -> None:
         raise RegistryReadOnly("the registry is read-only now")
 
-    monkeypatch.setattr(opening.consultations, "record_opening", refuse)
+    monkeypatch.setattr(consultations, "record_opening", refuse)
     with pytest.raises(PinIncorrect) as raised:
         run(config, sealed, tmp_path / "out", "654321")
     assert "could not be recorded: RegistryReadOnly" in "".join(raised.value.__notes__)
@@ -185,3 +186,49 @@ def test_outputs_are_synced_in_groups_and_reported_once_visible(
     assert done.counts["opened"] == ENVELOPES
     data_syncs = [n for n in syncs if n]
     assert sum(data_syncs) == ENVELOPES and len(data_syncs) < ENVELOPES / 2, syncs
+
+
+def test_registry_opens_on_its_own_thread_while_the_token_is_found(
+        config: Config, softhsm: Any, sealed: tuple[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing SQLAlchemy and opening the registry (about 0.2 s) overlap finding the
+    token; the start row still comes before the PIN (the other tests here)."""
+    token_opened = threading.Event()
+    real_open_token, real_open_registry = opening_batch.open_token, access.open_registry
+    threads: list[str] = []
+
+    def open_token(*args: Any, **kwargs: Any) -> Any:
+        token_opened.set()
+        return real_open_token(*args, **kwargs)
+
+    def open_registry(cfg: Config) -> Registry:
+        threads.append(threading.current_thread().name)
+        assert token_opened.wait(10), "the token is only looked for once the registry is open"
+        return real_open_registry(cfg)
+
+    monkeypatch.setattr(opening_batch, "open_token", open_token)
+    monkeypatch.setattr(access, "open_registry", open_registry)
+    done = run(config, sealed, tmp_path / "out", softhsm.pin)
+    assert threads == ["tokenkeys-audit-start"] and done.counts["opened"] == ENVELOPES
+    assert [r.event for r in audit(config)] == ["open-start", "open"]
+
+
+def test_jobs_workers_start_before_the_login(config: Config, softhsm: Any,
+                                             sealed: tuple[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --jobs, the worker processes are already starting when the parent logs in
+    (their interpreter start overlaps it); they get the PIN only after that login."""
+    import multiprocessing
+
+    from tokenkeys.services import login as login_service
+
+    real_login, seen = login_service.login, []
+
+    def login(*args: Any, **kwargs: Any) -> Any:
+        seen.append(len(multiprocessing.active_children()))
+        return real_login(*args, **kwargs)
+
+    monkeypatch.setattr(login_service, "login", login)
+    done = run(config, sealed, tmp_path / "out", softhsm.pin, jobs=2)
+    assert seen == [2] and done.counts["opened"] == ENVELOPES
+    assert multiprocessing.active_children() == []

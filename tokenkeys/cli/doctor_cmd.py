@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from tokenkeys.cli.context import App, pass_app
@@ -9,6 +11,32 @@ from tokenkeys.cli.registry_opts import registry
 from tokenkeys.cli.translated import Command
 from tokenkeys.errors import DoctorProblems
 from tokenkeys.i18n import N_, _
+
+if TYPE_CHECKING:
+    from tokenkeys.services.device_caps import DeviceCaps
+
+
+def device_lines(app: App, device: DeviceCaps) -> None:
+    """The device's class and, per key type, what it can do (as measured)."""
+    app.say("  device class: {device_class}; {shares}".format(
+        device_class=device.device_class,
+        shares="shares keys (a --shareable key leaves wrapped)" if device.shares
+        else "does not share keys (no key wrapping)"))
+    for caps in device.key_types:
+        name = caps.key_type.value.upper()
+        if caps.sizes is None:
+            app.say(_("  {name}: no key generation").format(name=name))
+        else:
+            app.say(_("  {key_type}: generates {algorithms} ({low}-{high} bits)").format(
+                key_type=name,
+                algorithms=", ".join(caps.algorithms) or _("nothing tokenkeys makes"),
+                low=caps.sizes[0], high=caps.sizes[1]))
+        for kind, route in caps.opens.items():
+            app.say(_("    opens {kind} through {route}").format(kind=kind, route=route))
+        if not caps.opens:
+            app.say(_("    opens nothing on this device"))
+        app.say(_("    signs certificates through {route}").format(route=caps.signs)
+                if caps.signs else _("    signs nothing: its certificate comes from a CA"))
 
 
 @click.command(cls=Command, help=N_(
@@ -46,6 +74,8 @@ def doctor(ctx: click.Context, app: App, days: int, tokens: tuple[str, ...]) -> 
             if rep.error is not None:
                 app.say(_("  error: {error}").format(error=rep.error))
                 continue
+            if rep.device is not None:
+                device_lines(app, rep.device)
             for mech, present in rep.mechanisms.items():
                 app.say(f"  {'ok ' if present else 'no '} {mech:22} {_(checks.RELEVANT[mech])}")
             for name, kinds in rep.opens.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -29,6 +29,26 @@ PROVISIONAL = "tokenkeys-provisional:"
 T = TypeVar("T")
 # Runs one device call and returns its result (e.g. on a dedicated thread).
 Runner = Callable[[Callable[[], Any]], Any]
+# What doctor calls a device, by the kind of thing it is.
+HSM, TPM, SMARTCARD, SOFTWARE = "HSM", "TPM", "smartcard", "software"
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What a driver knows of its device, read from the module and its profile; the
+    rules saying what that lets tokenkeys do live in services/device_caps.py."""
+
+    device_class: str  # HSM, TPM, smartcard or software
+    mechanisms: frozenset[str]
+    # Key generation: (min, max) bits per key type, from the module's mechanism info
+    # (C_GetMechanismInfo); a key type without generation is absent.
+    key_sizes: dict[KeyType, tuple[int, int]] = field(default_factory=dict)
+    # (hash, MGF1 hash, label?) known to work in on-device OAEP; None: not known.
+    known_oaep: frozenset[tuple[str, str, bool]] | None = None
+    sign_avoid: frozenset[str] = frozenset()  # hash-and-sign mechanisms that do not work
+    decryption_key_signs: bool = True  # False: an OpenPGP card's decryption key
+    wraps: bool = False  # a shareable key can leave wrapped (share export, share copy)
+    in_software: bool = False  # tokenkeys holds the keys itself (the software keystore)
 
 
 @runtime_checkable
@@ -179,3 +199,8 @@ class Token(ABC):
     @abstractmethod
     def mechanisms(self) -> frozenset[str]:
         """Mechanism names (CKM_… without the prefix, e.g. 'RSA_PKCS_OAEP')."""
+
+    def facts(self) -> DeviceFacts:
+        """What the device is and offers (doctor, `key list`'s envelope kinds); a
+        driver that knows more than its mechanism names overrides this."""
+        return DeviceFacts(HSM, self.mechanisms())

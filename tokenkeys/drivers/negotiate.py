@@ -32,16 +32,21 @@ from cryptography.hazmat.primitives.asymmetric.padding import (
 from tokenkeys.drivers.oaep import HASHES, DecryptFailed, oaep_decode
 from tokenkeys.errors import MechanismUnsupported, UsageError
 from tokenkeys.i18n import _
-from tokenkeys.keyalg import OaepPadding
+from tokenkeys.keyalg import OAEP_TRANSPORTS, PKCS1V15, OaepPadding
 
 __all__ = [
+    "DEVICE_OAEP",
+    "DEVICE_PKCS1",
+    "RAW_OAEP",
     "DecryptFailed",
     "MechanismRefused",
     "OaepParams",
     "OaepSpec",
     "RsaNegotiator",
     "RsaOps",
+    "oaep_route",
     "oaep_spec",
+    "transport_routes",
 ]
 
 OAEP_MECH = "RSA_PKCS_OAEP"
@@ -55,6 +60,43 @@ SHA1_ONLY: frozenset[OaepParams] = frozenset({("sha1", "sha1", False)})
 # What a plain OAEP's MGF1 is compared with (cryptography keeps its hash private).
 _MGF1_CANDIDATES = tuple((h.name, MGF1(h)) for h in (
     hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()))
+
+
+# How plan() opens a key transport, as doctor shows it.
+DEVICE_OAEP = "device RSA_PKCS_OAEP"
+RAW_OAEP = "device RSA_X_509 + software OAEP"
+DEVICE_PKCS1 = "device RSA_PKCS"
+
+
+def oaep_route(mechanisms: frozenset[str], known_oaep: frozenset[OaepParams] | None,
+               params: OaepParams) -> str | None:
+    """Where plan() sends OAEP `params` first: on the device when it offers OAEP and
+    the profile does not rule these parameters out, else raw RSA plus software
+    decoding, else nowhere (None)."""
+    if OAEP_MECH in mechanisms and (known_oaep is None or params in known_oaep):
+        return DEVICE_OAEP
+    return RAW_OAEP if RAW_MECH in mechanisms else None
+
+
+def transport_routes(mechanisms: frozenset[str], known_oaep: frozenset[OaepParams] | None
+                     ) -> dict[str, str]:
+    """The key transports (keyalg names) plan() surely opens, each with its route: what
+    `key list` claims and doctor shows. A device OAEP no profile vouches for is tried
+    for any hash, but claimed for SHA-1 only (PKCS#11's default, the one every device
+    does), unless raw RSA backs it up."""
+    routes: dict[str, str] = {}
+    for kind, name in OAEP_TRANSPORTS.items():
+        route = oaep_route(mechanisms, known_oaep, (name, name, False))
+        if route == DEVICE_OAEP and known_oaep is None:
+            if RAW_MECH in mechanisms:
+                route = f"{DEVICE_OAEP}, else {RAW_OAEP.removeprefix('device ')}"
+            elif name != "sha1":
+                route = None
+        if route is not None:
+            routes[kind] = route
+    if PKCS1_MECH in mechanisms:
+        routes[PKCS1V15] = DEVICE_PKCS1
+    return routes
 
 
 class MechanismRefused(Exception):
@@ -130,9 +172,8 @@ class RsaNegotiator:
     _refused: set[OaepParams] = field(default_factory=set)
 
     def device_oaep_ok(self, params: OaepParams) -> bool:
-        if OAEP_MECH not in self.mechanisms or params in self._refused:
-            return False
-        return self.known_oaep is None or params in self.known_oaep
+        return params not in self._refused and oaep_route(
+            self.mechanisms, self.known_oaep, params) == DEVICE_OAEP
 
     def offered(self) -> list[str]:
         return [m for m in RSA_MECHS if m in self.mechanisms] or sorted(self.mechanisms)
@@ -142,7 +183,7 @@ class RsaNegotiator:
         if isinstance(padding, PKCS1v15):
             if PKCS1_MECH not in self.mechanisms:
                 raise MechanismUnsupported(_("RSA PKCS#1 v1.5 (CKM_RSA_PKCS)"), self.offered())
-            return "device RSA_PKCS", self.ops.pkcs1
+            return DEVICE_PKCS1, self.ops.pkcs1
         if not isinstance(padding, OAEP):
             raise UsageError(_("unsupported RSA padding {name}").format(name=padding.name))
         spec = oaep_spec(padding)
@@ -151,10 +192,10 @@ class RsaNegotiator:
             return "cached", cached
         if self.device_oaep_ok(spec.form):
             fn = self._device_oaep(spec)
-            desc = "device RSA_PKCS_OAEP"
+            desc = DEVICE_OAEP
         elif RAW_MECH in self.mechanisms:
             fn = self._raw_oaep(spec)
-            desc = "device RSA_X_509 + software OAEP"
+            desc = RAW_OAEP
         else:
             wanted = f"RSA-OAEP {spec.hash_name}/MGF1-{spec.mgf_hash_name}" + (
                 _(" with label") if spec.label else "")

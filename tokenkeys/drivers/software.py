@@ -34,7 +34,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, lookup_terms, the_one
+from tokenkeys.drivers.base import (
+    SOFTWARE,
+    DeviceFacts,
+    KeyHandle,
+    PublicKey,
+    Token,
+    lookup_terms,
+    the_one,
+)
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.errors import (
     DeviceError,
@@ -47,7 +55,7 @@ from tokenkeys.errors import (
 )
 from tokenkeys.files import write_atomic
 from tokenkeys.i18n import N_, _
-from tokenkeys.types import KeySpec, PinSource, Secret, TokenInfo
+from tokenkeys.types import KeySpec, KeyType, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
 FORMAT = "tokenkeys-softkey-v1"
@@ -62,6 +70,10 @@ MIN_PIN_DISTINCT = 4
 MECHANISMS = frozenset(
     {"RSA_PKCS", "RSA_PKCS_OAEP", "RSA_X_509", "SHA256_RSA_PKCS", "ECDSA", "ECDH1_DERIVE"}
 )
+# Keys in files, every operation in software: the sizes tokenkeys makes, any OAEP hash.
+FACTS = DeviceFacts(SOFTWARE, MECHANISMS, {t: (min(bits), max(bits)) for t, bits in (
+    (t, [a.bits for a in keyalg.ALGORITHMS.values() if a.key_type is t]) for t in KeyType)},
+    wraps=True, in_software=True)
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 _NOT_ACCEPTED = N_("the software keystore has no try counter; the PIN is not accepted")
 
@@ -398,6 +410,9 @@ class SoftwareToken(Token):
 
     def mechanisms(self) -> frozenset[str]:
         return MECHANISMS
+
+    def facts(self) -> DeviceFacts:
+        return FACTS
 
     # Sharing (KeyExport, KeyImport, KeyTransport): tokenkeys.drivers.software_share.
 

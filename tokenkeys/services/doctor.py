@@ -1,7 +1,10 @@
 """`tokenkeys doctor`: modules, tokens and what each can do, and the registry's health.
 
-Token reports say which mechanisms tokenkeys uses are offered and what each key can
-open (public objects, no PIN); with TOKENKEYS_PIN, which keys expire. TOKENKEYS_PIN
+Token reports give the device's class (HSM, TPM, smartcard, software) and what it can
+do as measured (services/device_caps.py: key sizes, the routes that open each
+envelope kind, the signing path, sharing), which mechanisms tokenkeys uses are
+offered, and what each key can open (public objects, no PIN); with TOKENKEYS_PIN,
+which keys expire. TOKENKEYS_PIN
 is sent only to a token doctor knows: one given (--token, or the configured default
 token) or one the registry records a key on; never to another token on the machine
 (somebody else's card), and never while the token's flags say the PIN's try count is
@@ -27,6 +30,7 @@ from tokenkeys.i18n import N_, _
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.services.audit_checkpoint import checkpoint_age
+from tokenkeys.services.device_caps import DeviceCaps, token_capabilities
 from tokenkeys.services.login import describe_card, login, pin_origin
 from tokenkeys.services.token_keys import KeyRecord, list_keys
 from tokenkeys.types import PinSource, TokenInfo
@@ -34,14 +38,14 @@ from tokenkeys.uri import same_token
 
 # What tokenkeys uses, and for what.
 RELEVANT = {
-    "RSA_PKCS_KEY_PAIR_GEN": "generate RSA keys",
-    "EC_KEY_PAIR_GEN": "generate EC keys",
+    "RSA_PKCS_KEY_PAIR_GEN": N_("generate RSA keys"),
+    "EC_KEY_PAIR_GEN": N_("generate EC keys"),
     "RSA_PKCS_OAEP": N_("open OAEP envelopes on the device"),
     "RSA_X_509": N_("open OAEP-SHA-2 envelopes (raw RSA + software decoding)"),
-    "RSA_PKCS": "open PKCS#1 v1.5 envelopes",
-    "ECDH1_DERIVE": "open ECDH envelopes",
-    "SHA256_RSA_PKCS": N_("sign certificates (RSA)"),
-    "ECDSA": N_("sign certificates (EC)"),
+    "RSA_PKCS": N_("open PKCS#1 v1.5 envelopes"),
+    "ECDH1_DERIVE": N_("open ECDH envelopes"),
+    "SHA256_RSA_PKCS": N_("sign certificates (RSA, hashing on the device)"),
+    "ECDSA": N_("sign certificates (EC, over a software hash)"),
     "AES_KEY_WRAP_PAD": N_("share keys between tokens"),
 }
 
@@ -179,10 +183,12 @@ def _check_token(uri: str, rows: list[tuple[KeyRow, str]], registry: Registry,
 
 @dataclass(frozen=True)
 class TokenReport:
-    """One token: the mechanisms tokenkeys uses, what each key opens, and (with a PIN)
-    the keys that are not valid; `error` when the token could not be read."""
+    """One token: its class and what it can do as measured (device_caps), the
+    mechanisms tokenkeys uses, what each key opens, and (with a PIN) the keys that are
+    not valid; `error` when the token could not be read."""
 
     info: TokenInfo
+    device: DeviceCaps | None = None
     mechanisms: dict[str, bool] = field(default_factory=dict)
     opens: dict[str, tuple[str, ...]] = field(default_factory=dict)
     not_valid: tuple[KeyRecord, ...] | None = None  # None: no PIN to look
@@ -194,6 +200,8 @@ class TokenReport:
         if self.error is not None:
             out["error"] = self.error
             return out
+        if self.device is not None:
+            out["device"] = self.device.to_json()
         out["mechanisms"] = self.mechanisms
         out["opens"] = {name: list(kinds) for name, kinds in self.opens.items()}
         out["keys"] = (self.no_login or _("set TOKENKEYS_PIN to check key expiry")
@@ -215,15 +223,17 @@ class DoctorReport:
 def check_token(info: TokenInfo, config: Config, logins: Logins) -> TokenReport:
     try:
         with open_token(info.uri, config) as tok:
+            device = token_capabilities(tok)
             mechs = tok.mechanisms()
             offered = {m: (m in mechs) for m in RELEVANT}
             if not logins.login(tok):
                 # Public objects only: no PIN needed to say what each key can open.
                 records = list_keys(tok)
-                return TokenReport(info, offered, {r.designation: r.opens for r in records},
-                                   no_login=_(UNKNOWN) if logins.pin_given() else None)
+                return TokenReport(info, device, offered,
+                                   {r.designation: r.opens for r in records},
+                                   no_login=UNKNOWN if logins.pin_given() else None)
             records = list_keys(tok)
-            return TokenReport(info, offered, {r.designation: r.opens for r in records},
+            return TokenReport(info, device, offered, {r.designation: r.opens for r in records},
                                tuple(r for r in records if r.status != "valid"))
     except TokenKeysError as exc:
         return TokenReport(info, error=str(exc))

@@ -1,10 +1,11 @@
 """Which envelope kinds a key can open, and what `seal` and `open` make of it.
 
-The kinds come from one table-like function (envelope_kinds: the key type and
-the device's mechanisms), shared by the registry, `seal --consultation` and the
-card helper. Device limits come through mechanisms(): an OpenPGP card offers
-RSA_PKCS only (v1.5 only); SoftHSM2 offers raw RSA, so tokenkeys decodes any OAEP
-hash in software; device OAEP alone is assumed SHA-1 only. The registry records
+The kinds come from one function (envelope_kinds: the key type and the device's
+facts, through the decryption negotiation's own rule, services/device_caps.py),
+shared by `key list`, the registry, `seal --consultation` and the card helper. An
+OpenPGP card offers RSA_PKCS only (v1.5 only); SoftHSM2 offers raw RSA, so
+tokenkeys decodes any OAEP hash in software; device OAEP that no profile vouches for
+is claimed for SHA-1 only; v1.5 needs CKM_RSA_PKCS itself. The registry records
 the kinds per key, with its certificate's fingerprint, so `seal` can choose
 PKCS#1 v1.5 for a recipient whose key is known to open PKCS#1 v1.5 only (an
 OpenPGP card).
@@ -23,9 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tokenkeys import keyalg
 from tokenkeys.config import APP, Config
-from tokenkeys.drivers.base import KeyHandle
+from tokenkeys.drivers.base import HSM, DeviceFacts, KeyHandle
 from tokenkeys.errors import PolicyRefused, TokenKeysError
 from tokenkeys.i18n import _
+from tokenkeys.services.device_caps import opens
 from tokenkeys.types import KeyType
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up time)
@@ -36,19 +38,13 @@ if TYPE_CHECKING:  # SQLAlchemy loads only when a registry is used (CLI start-up
 TRANSPORT_PREFERENCE = ("oaep-sha256", "oaep-sha384", "oaep-sha512", "oaep-sha1", "pkcs1v15")
 
 
-def envelope_kinds(key_type: KeyType | str, mechanisms: Iterable[str]) -> tuple[str, ...]:
-    """Key transports (RSA) or agreements (EC) an envelope may use for this key to open it."""
-    mechs = frozenset(mechanisms)
-    if KeyType(key_type) is KeyType.EC:
-        return ("ecdh",) if "ECDH1_DERIVE" in mechs else ()
-    kinds: list[str] = []
-    if "RSA_X_509" in mechs:
-        kinds.extend(keyalg.OAEP_TRANSPORTS)
-    elif "RSA_PKCS_OAEP" in mechs:
-        kinds.append("oaep-sha1")
-    if "RSA_PKCS" in mechs or "RSA_X_509" in mechs:
-        kinds.append(keyalg.PKCS1V15)
-    return tuple(kinds)
+def envelope_kinds(key_type: KeyType | str,
+                   device: DeviceFacts | Iterable[str]) -> tuple[str, ...]:
+    """Key transports (RSA) or agreements (EC) an envelope may use for this key to open
+    it: those the decryption negotiation surely opens on `device` (its facts, or bare
+    mechanism names: a device known by nothing else)."""
+    facts = device if isinstance(device, DeviceFacts) else DeviceFacts(HSM, frozenset(device))
+    return tuple(opens(key_type, facts))
 
 
 def choose_key_transport(recipients: Sequence[tuple[str, Sequence[str]]],
@@ -77,9 +73,9 @@ def choose_key_transport(recipients: Sequence[tuple[str, Sequence[str]]],
 OAEP_MECHANISMS = frozenset({"RSA_PKCS_OAEP", "RSA_X_509"})
 
 
-def kinds_for(key: KeyHandle, mechanisms: frozenset[str]) -> tuple[str, ...]:
-    """The envelope kinds `key` can open on a device offering `mechanisms`."""
-    return envelope_kinds(key.key_type, mechanisms)
+def kinds_for(key: KeyHandle, facts: DeviceFacts) -> tuple[str, ...]:
+    """The envelope kinds `key` can open on the device `facts` describe."""
+    return envelope_kinds(key.key_type, facts)
 
 
 def explain(message: str, offered: Iterable[str]) -> str:

@@ -148,6 +148,6 @@ def certify(registry: Registry, service: str, token: Token, key: KeyHandle,
     registry.service(service)
     imported = key_certs.import_certificate(token, key, cert, chain, chains_dir,
                                             allow_any_usage=allow_any_usage)
-    record = token_keys.describe(key, mechanisms=token.mechanisms())
+    record = token_keys.describe(key, device=token.facts())
     [row, *_] = record_certified(registry, service, token, key, backup=backup)
     return Certified(dataclasses.replace(record, designation=row.designation), imported, row)

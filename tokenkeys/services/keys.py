@@ -44,7 +44,7 @@ def facts_for(token: Token, key: KeyHandle, *, backup: bool = False,
         designation=designation or key.label, token_uri=token.uri, ckaid=key.id.hex(),
         public_key=key.public_key, certificate=key.certificate,
         algorithm=key.algorithm_name,
-        envelope_kinds=envelope_kinds(key.key_type, token.mechanisms()),
+        envelope_kinds=envelope_kinds(key.key_type, token.facts()),
         backup=backup, shareable=key.extractable, replaces_id=replaces_id)
 
 

@@ -1,13 +1,17 @@
 """Opening a batch of envelopes, audited from before the first decryption to its end.
 
-The order is the guarantee. The registry is opened and written first: an
-"open-start" row names the batch and every output it may write, before the PIN
-is read and before anything is decrypted. So a registry that cannot be written
-(read-only, full, a newer schema, not a database) stops the batch with nothing
-opened and no PIN spent, and a process killed at any moment leaves no output that
-no audit row names. The "open" row ends the batch: each envelope's digest, result
-and key; when the batch stops on an error (device failure, PIN, Ctrl-C), what
-finished, the error's type and how many were left.
+The order is the guarantee. An "open-start" row names the batch and every output
+it may write, before the PIN is read and before anything is decrypted. So a
+registry that cannot be written (read-only, full, a newer schema, not a database)
+stops the batch with nothing opened and no PIN spent, and a process killed at any
+moment leaves no output that no audit row names. The "open" row ends the batch:
+each envelope's digest, result and key; when the batch stops on an error (device
+failure, PIN, Ctrl-C), what finished, the error's type and how many were left.
+
+The registry's side (importing SQLAlchemy, about 0.2 s, opening the database, the
+consultation's checks, the start row) runs on its own thread while the main thread
+loads the PKCS#11 module and finds the token, whose C calls release the GIL; the
+batch waits for it before the login (AuditStart.ready).
 
 `tokenkeys open` and any other front end call open_envelopes.
 """
@@ -16,18 +20,22 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenkeys.config import Config
 from tokenkeys.i18n import _
-from tokenkeys.registry import Registry
-from tokenkeys.services import consultations, opening_batch
-from tokenkeys.services.access import open_registry
+from tokenkeys.services import opening_batch
 from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import PinSource
+
+if TYPE_CHECKING:  # the registry (SQLAlchemy) is imported on AuditStart's thread
+    from tokenkeys.registry import Registry
 
 STATUSES = ("opened", "skipped", "failed")
 log = logging.getLogger("tokenkeys.opening")
@@ -68,34 +76,81 @@ def open_envelopes(
     PIN is read; a batch that stops (device failure, PIN error, Ctrl-C) raises
     after its end row is written.
     """
+    opening_batch.check_outdir(outdir)  # a bad -o stops here, before any audit row
+    start = AuditStart(config, service, consultation, token_uri, outdir, pairs)
+    start.start()
+    done: list[FileResult] = []
+
+    def collect(result: FileResult) -> None:
+        done.append(result)
+        if on_result is not None:
+            on_result(result)
+
     # One registry for the whole batch: its connection is kept, no per-envelope write.
-    with open_registry(config) as registry:
-        if consultation is not None:
-            bound = consultations.load_for_use(registry, service, consultation)
-            for src, _dst in pairs:
-                consultations.check_envelope(bound, src)
-        opening_batch.check_outdir(outdir)  # a bad -o stops here, before any audit row
-        batch_id = uuid.uuid4().hex
-        record_start(registry, service, consultation, token_uri, batch_id, outdir, pairs)
-        done: list[FileResult] = []
-
-        def collect(result: FileResult) -> None:
-            done.append(result)
-            if on_result is not None:
-                on_result(result)
-
+    with start.stack:
         try:
             results = opening_batch.open_batch(pairs, outdir, token_uri, config, pins, jobs=jobs,
                                                on_result=collect, allow_final_try=allow_final_try,
-                                               announce=announce, wait=wait)
+                                               announce=announce, wait=wait,
+                                               before_login=start.ready)
         except BaseException as exc:
-            _record_stopped(registry, service, consultation, token_uri, batch_id,
+            start.join()
+            if start.error is not None:  # the registry's error first, as when it ran first
+                if start.error is exc:
+                    raise
+                raise start.error from None
+            _record_stopped(start.registry(), service, consultation, token_uri, start.batch_id,
                             [*done, *unopened], exc, len(pairs) - len(done))
             raise
         results += unopened
-        consultations.record_opening(registry, service, consultation, token_uri, results,
-                                     batch=batch_id)
-    return OpenedBatch(batch_id, tuple(results))
+        from tokenkeys.services import consultations
+
+        consultations.record_opening(start.registry(), service, consultation, token_uri,
+                                     results, batch=start.batch_id)
+    return OpenedBatch(start.batch_id, tuple(results))
+
+
+class AuditStart(threading.Thread):
+    """The registry's side of the start of a batch, on its own thread: open the
+    registry, check the consultation's binding and every envelope against it, write
+    the "open-start" row. ready() waits for it and raises what it raised; the batch
+    calls it before the PIN is read, so nothing is decrypted before the row exists."""
+
+    def __init__(self, config: Config, service: str, consultation: str | None,
+                 token_uri: str, outdir: Path, pairs: Sequence[tuple[Path, Path]]) -> None:
+        super().__init__(name="tokenkeys-audit-start", daemon=True)
+        self.config, self.service, self.consultation = config, service, consultation
+        self.token_uri, self.outdir, self.pairs = token_uri, outdir, pairs
+        self.batch_id = uuid.uuid4().hex
+        self.stack = ExitStack()  # closed by the caller, after the end row
+        self.error: BaseException | None = None
+        self._registry: Registry | None = None
+
+    def run(self) -> None:
+        try:
+            from tokenkeys.services import consultations
+            from tokenkeys.services.access import open_registry
+
+            registry = self.stack.enter_context(open_registry(self.config))
+            if self.consultation is not None:
+                bound = consultations.load_for_use(registry, self.service, self.consultation)
+                for src, _dst in self.pairs:
+                    consultations.check_envelope(bound, src)
+            record_start(registry, self.service, self.consultation, self.token_uri,
+                         self.batch_id, self.outdir, self.pairs)
+            self._registry = registry
+        except BaseException as exc:  # raised again on the caller's thread by ready()
+            self.error = exc
+
+    def ready(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def registry(self) -> Registry:
+        self.ready()
+        assert self._registry is not None
+        return self._registry
 
 
 def record_start(registry: Registry, service: str, reference: str | None, token_uri: str,
@@ -114,6 +169,8 @@ def _record_stopped(registry: Registry, service: str, reference: str | None, tok
                     batch_id: str, finished: Sequence[FileResult], exc: BaseException,
                     left: int) -> None:
     """The end row of a batch that raised; the batch's own error stays the one raised."""
+    from tokenkeys.services import consultations
+
     try:
         consultations.record_opening(registry, service, reference, token_uri, finished,
                                      batch=batch_id, error=type(exc).__name__, left=left)

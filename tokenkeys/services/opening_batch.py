@@ -138,9 +138,11 @@ def open_batch(
     allow_final_try: bool = False,
     announce: Callable[[str], None] | None = None,
     wait: float | None = None,
+    before_login: Callable[[], None] | None = None,
 ) -> list[FileResult]:
     """Open every pair into outdir. The PIN is read and checked once, before anything is written
-    (after the PIN flags: see services/login.py).
+    (after the PIN flags: see services/login.py). `before_login` runs once the token is
+    found, before its PIN is read (services.opening: the audit's start row).
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
@@ -149,16 +151,24 @@ def open_batch(
     check_outdir(outdir)
     if pins.pinpad and jobs > 1:
         raise UsageError(_("--jobs > 1 needs a PIN that can be reused; not with the PIN pad"))
-    with open_token(token_uri, config, wait=wait) as token:
-        pin = login_service.login(token, pins, allow_final_try=allow_final_try,
-                                  announce=announce)
-        keys = token.list_keys()
-        make_outdir(outdir)
-        if jobs > 1 and len(pairs) > 1 and pin is not None:
-            done = opening_workers.parallel(pairs, token_uri, config, given_pin(pin), jobs,
-                                            on_result)
-        else:
-            done = _pipelined(pairs, keys, on_result)
+    # The workers start now: their start overlaps finding the token and the login.
+    workers = (opening_workers.Workers(token_uri, config, jobs)
+               if jobs > 1 and len(pairs) > 1 else None)
+    try:
+        with open_token(token_uri, config, wait=wait) as token:
+            if before_login is not None:
+                before_login()
+            pin = login_service.login(token, pins, allow_final_try=allow_final_try,
+                                      announce=announce)
+            keys = token.list_keys()
+            make_outdir(outdir)
+            if workers is not None and pin is not None:
+                done = workers.run(pairs, given_pin(pin), on_result)
+            else:
+                done = _pipelined(pairs, keys, on_result)
+    finally:
+        if workers is not None:
+            workers.close()
     by_input = {r.input: r for r in done}
     return [by_input[str(src)] for src, _ in pairs]
 

@@ -49,11 +49,16 @@ _worker_error: TokenKeysError | None = None
 _worker_stop: Any = None  # a multiprocessing Event: set at the first device failure
 
 
-def _worker_init(uri: str, config: Config, pins: PinSource, stop: Any, start: Any) -> None:
+def _worker_init(uri: str, config: Config, pin_queue: Any, stop: Any, start: Any) -> None:
     # An initializer that raises makes Pool respawn workers forever: keep the
     # error and report it on every file instead.
     global _worker_token, _worker_keys, _worker_error, _worker_stop
     _worker_stop = stop
+    # Started before the parent's login: wait for the PIN it read (through the pipe,
+    # never argv). None: the parent opens the batch alone after all.
+    pins: PinSource | None = pin_queue.get()
+    if pins is None:
+        return
     # One worker at a time: SoftHSM2 rewrites its token file at C_Login, and a
     # process loading the token meanwhile reads it half-written (no token, or
     # "user PIN not initialised").
@@ -104,28 +109,40 @@ def _worker_open_one(src: Path, dst: Path, group: CommitGroup) -> FileResult:
                           error_type=type(exc).__name__, error=str(exc))
 
 
-def parallel(
-    pairs: Sequence[tuple[Path, Path]], token_uri: str, config: Config, pins: PinSource,
-    jobs: int, on_result: Callable[[FileResult], None] | None,
-) -> list[FileResult]:
-    # spawn: a forked child would inherit the parent's initialised PKCS#11 library.
-    ctx = multiprocessing.get_context("spawn")
-    chunk = max(1, min(16, len(pairs) // (jobs * 8)))
-    stop, start = ctx.Event(), ctx.Lock()
-    with ctx.Pool(jobs, initializer=_worker_init,
-                  initargs=(token_uri, config, pins, stop, start)) as pool:
+class Workers:
+    """--jobs N: the worker processes, started before the parent's login so that their
+    start (a new interpreter and its imports) overlaps it. Each waits for the PIN the
+    parent read, then opens the token and logs in, one worker at a time."""
+
+    def __init__(self, token_uri: str, config: Config, jobs: int) -> None:
+        # spawn: a forked child would inherit the parent's initialised PKCS#11 library.
+        ctx = multiprocessing.get_context("spawn")
+        self.jobs = jobs
+        self._pins = ctx.SimpleQueue()
+        self._stop, start = ctx.Event(), ctx.Lock()
+        self._pool = ctx.Pool(jobs, initializer=_worker_init,
+                              initargs=(token_uri, config, self._pins, self._stop, start))
+
+    def run(self, pairs: Sequence[tuple[Path, Path]], pins: PinSource,
+            on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
+        for _ in range(self.jobs):
+            self._pins.put(pins)
+        chunk = max(1, min(16, len(pairs) // (self.jobs * 8)))
         results = []
         chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]
-        for done in pool.imap_unordered(_worker_open, chunks):
+        for done in self._pool.imap_unordered(_worker_open, chunks):
             for result in done:
                 results.append(result)
                 if on_result is not None and result.status != NOT_STARTED:
                     on_result(result)
-    failure = next((r for r in results if r.status == NOT_STARTED and r.error), None)
-    if failure is not None:
-        finished = sum(r.status != NOT_STARTED for r in results)
-        exc = device_failure(failure.error_type or "", failure.error or "")
-        raise stopped(exc, finished, len(pairs))
-    return results
+        failure = next((r for r in results if r.status == NOT_STARTED and r.error), None)
+        if failure is not None:
+            finished = sum(r.status != NOT_STARTED for r in results)
+            exc = device_failure(failure.error_type or "", failure.error or "")
+            raise stopped(exc, finished, len(pairs))
+        return results
 
-
+    def close(self) -> None:
+        """Stop the workers, used or not (one still waiting for a PIN never gets one)."""
+        self._pool.terminate()
+        self._pool.join()

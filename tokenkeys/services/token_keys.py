@@ -19,7 +19,7 @@ from tokenkeys.certificates import (
     write_certificate,
 )
 from tokenkeys.drivers import base
-from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
+from tokenkeys.drivers.base import DeviceFacts, KeyHandle, Token, UnusableKey
 from tokenkeys.errors import (
     DeviceRemoved,
     MechanismUnsupported,
@@ -68,7 +68,7 @@ class KeyRecord:
 
 
 def describe(key: KeyHandle, now: datetime | None = None,
-             mechanisms: frozenset[str] | None = None) -> KeyRecord:
+             device: DeviceFacts | None = None) -> KeyRecord:
     cert = key.certificate
     return KeyRecord(
         designation=key.label,
@@ -79,7 +79,7 @@ def describe(key: KeyHandle, now: datetime | None = None,
         not_after=cert.not_valid_after_utc if cert else None,
         status=key_status(cert, now or datetime.now(UTC)) if cert else AWAITING,
         extractable=key.extractable,
-        opens=kinds_for(key, mechanisms) if mechanisms is not None else (),
+        opens=kinds_for(key, device) if device is not None else (),
     )
 
 
@@ -136,7 +136,7 @@ def generate_key(
         kept = fixed_slot(token) is not None  # a card's slot keeps it; else a leftover
         raise DeviceRemoved(f"{exc}. {after_removal(exc.created, name, kept)}",
                             exc.created) from None
-    return describe(key, mechanisms=token.mechanisms())
+    return describe(key, device=token.facts())
 
 
 def after_removal(created: str, name: str, kept: bool) -> str:
@@ -172,9 +172,9 @@ def key_inventory(token: Token, *, include_all: bool = False
     Provisional leftovers of an interrupted generation only with include_all."""
     keys, unusable = token.inventory()
     now = datetime.now(UTC)
-    mechanisms = token.mechanisms()
+    device = token.facts()
     shown = [k for k in keys if include_all or not is_provisional(k)]
-    return ([(k, describe(k, now, mechanisms)) for k in shown],
+    return ([(k, describe(k, now, device)) for k in shown],
             [describe_unusable(b) for b in unusable])
 
 

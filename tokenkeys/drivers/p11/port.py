@@ -8,13 +8,19 @@ otherwise, None when the device does not give it.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tokenkeys.errors import ModuleNotFound
 from tokenkeys.i18n import _
+
+log = logging.getLogger("tokenkeys.drivers")
 
 T = TypeVar("T")
 Template = dict[int, Any]
@@ -134,5 +140,29 @@ def load_once(cache: dict[str, T], module: str, load: Callable[[str], T]) -> T:
     if lib is None:
         if not os.path.isfile(real):
             raise ModuleNotFound(_("PKCS#11 module not found: {module}").format(module=module))
-        lib = cache[real] = load(real)
+        with native_stderr_logged(real):
+            lib = cache[real] = load(real)
     return lib
+
+
+@contextmanager
+def native_stderr_logged(module: str) -> Iterator[None]:
+    """What a module writes on stderr while it initialises goes to the debug log, not to
+    the user's terminal: tpm2-pkcs11 on a machine without a TPM prints a dozen TSS lines
+    at C_Initialize. tokenkeys says in one line what failed (ModuleNotFound...).
+    fd 2 is the process's: for these milliseconds, other threads' stderr goes there too."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                said = sink.read(64 << 10).decode("utf-8", "replace").strip()
+                if said:
+                    log.debug("%s wrote while initialising: %s", module, said)
+    finally:
+        os.close(saved)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokenkeys.drivers.base import HSM, SMARTCARD, SOFTWARE, TPM
 from tokenkeys.drivers.negotiate import SHA1_ONLY, OaepParams
 from tokenkeys.drivers.p11.ckr import CKR, MAYBE_REMOVED, PADDING_OUTCOME
 from tokenkeys.i18n import N_
-
-# What doctor calls a device, by the kind of thing it is.
-HSM, TPM, SMARTCARD, SOFTWARE = "HSM", "TPM", "smartcard", "software"
 
 
 @dataclass(frozen=True)

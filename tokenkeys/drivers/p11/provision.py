@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tokenkeys import keyalg
-from tokenkeys.drivers.base import PROVISIONAL, KeyHandle, PublicKey
+from tokenkeys.drivers.base import PROVISIONAL, DeviceFacts, KeyHandle, PublicKey
 from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.keys import read_public_key
@@ -35,7 +35,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.i18n import _
-from tokenkeys.types import KeySpec
+from tokenkeys.types import KeySpec, KeyType
 from tokenkeys.uri import parse_pkcs11
 
 T = TypeVar("T")
@@ -95,6 +95,26 @@ def read_public_key_fresh(token: Target, key_id: bytes) -> PublicKey:
     return key
 
 
+# What a key needs to leave a device wrapped (share.py): export and device-to-device.
+WRAP_MECHANISMS = frozenset({"AES_KEY_WRAP_PAD"})
+
+
+def device_facts(token: Target) -> DeviceFacts:
+    """The token's class and quirks (its profile) and what its module says it offers:
+    mechanisms, and key generation sizes from C_GetMechanismInfo."""
+    sizes: dict[KeyType, tuple[int, int]] = {}
+    for key_type, mech in templates.KEYGEN_MECH.items():
+        info = token.port.mechanism_info(token.slot.slot, mech)
+        if info is not None:
+            sizes[key_type] = (info.min_key_size, info.max_key_size)
+    profile, mechanisms = token.profile, token.mechanisms()
+    return DeviceFacts(
+        profile.device_class, mechanisms, sizes, profile.oaep, profile.sign_avoid,
+        decryption_key_signs=profile.decryption_key_signs,
+        # A card's fixed key slot never lets a key out (generate refuses --shareable).
+        wraps=profile.keygen_slot is None and mechanisms >= WRAP_MECHANISMS)
+
+
 def offered(token: Target) -> list[str]:
     out = []
     for name, mech in (("rsa", ck.CKM_RSA_PKCS_KEY_PAIR_GEN), ("ec", ck.CKM_EC_KEY_PAIR_GEN)):
@@ -124,7 +144,7 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     profile = token.profile
     if profile.keygen_slot is not None and spec.shareable:
         raise UsageError(_("keys generated on this card never leave it: --shareable is refused"))
-    if spec.shareable and "AES_KEY_WRAP_PAD" not in token.mechanisms():
+    if spec.shareable and not token.mechanisms() >= WRAP_MECHANISMS:
         # Sharing wraps the key out under CKM_AES_KEY_WRAP_PAD (share.py); without it
         # an extractable key is only a weaker one (the TPM refuses them anyway).
         raise MechanismUnsupported(_("--shareable (a key is shared wrapped under "

@@ -27,6 +27,11 @@ LABEL_LEN = 32  # CK_TOKEN_INFO.label: 32 blank-padded bytes; initToken does not
 _LIBS: dict[str, Any] = {}
 
 
+# PyKCS11 names 0x1040 by its PKCS#11 2.11 name; python-pkcs11 and the rest of
+# tokenkeys by the current one, so both bindings report the same set.
+_CANONICAL = {"ECDSA_KEY_PAIR_GEN": "EC_KEY_PAIR_GEN"}
+
+
 def call(fn: Callable[[], T]) -> T:
     try:
         return fn()
@@ -151,7 +156,8 @@ class PyKcs11Port:
 
     def mechanisms(self, slot: int) -> frozenset[str]:
         names = call(lambda: self._lib.getMechanismList(slot))
-        return frozenset(str(n).removeprefix("CKM_") for n in names)
+        return frozenset(_CANONICAL.get(n, n) for n in (str(n).removeprefix("CKM_")
+                                                        for n in names))
 
     def mechanism_info(self, slot: int, mechanism: int) -> MechInfo | None:
         try:

@@ -240,6 +240,8 @@ class P11Token(Token):
                 self._mechanisms = self.port.mechanisms(self.slot.slot)
         return self._mechanisms
 
+    facts = provision.device_facts  # Token.facts: the profile and the module's answers
+
     def find(self, template: Template) -> list[Any]:
         with ckr_errors(_("searching objects")):
             return self.session().find(template)

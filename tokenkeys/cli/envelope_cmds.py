@@ -134,8 +134,9 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
                       [(Path(r.input).name, word(r.status), r.recipient,
                         None if r.bytes is None else format_number(r.bytes), r.error or r.reason)
                        for r in shown])
-        app.say(ngettext("{opened} envelope opened, {skipped} skipped, {failed} failed",
-                         "{opened} envelopes opened, {skipped} skipped, {failed} failed",
+        # English says the same in both forms; French agrees "1 pli ouvert", "12 plis ouverts".
+        app.say(ngettext("{opened} opened, {skipped} skipped, {failed} failed",
+                         "{opened} opened, {skipped} skipped, {failed} failed",
                          counts["opened"])
                 .format(opened=counts["opened"], skipped=counts["skipped"],
                         failed=counts["failed"]))

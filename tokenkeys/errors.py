@@ -177,6 +177,11 @@ class BindingMismatch(PolicyRefused):
     has no creation row in the audit log: the registry was changed outside tokenkeys."""
 
 
+class AlreadyRenewed(PolicyRefused):
+    """Renewing a key the registry already records a live successor for: a second one
+    would put two (backup) keys in force where one was."""
+
+
 class OutputExists(TokenKeysError):
     exit_code = 10
 

@@ -60,7 +60,8 @@ def tk(env: dict[str, str], *args: str | Path) -> str:
     done = subprocess.run([sys.executable, "-m", "tokenkeys", *map(str, args)], env=env,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"tokenkeys {' '.join(map(str, args))}: {done.stderr.strip()}")
+        raise RuntimeError(f"tokenkeys {' '.join(map(str, args))} (exit {done.returncode}): "
+                           f"{done.stderr.strip() or done.stdout.strip()[-2000:]}")
     return done.stdout
 
 

@@ -47,7 +47,7 @@ def main(runs: int) -> None:
     from tokenkeys.drivers import open_token
     from tokenkeys.drivers.p11.admin import init_token
     from tokenkeys.drivers.software import SoftwareToken
-    from tokenkeys.services import share, token_keys
+    from tokenkeys.services import share, share_copy, token_keys
     from tokenkeys.types import Algorithm, Secret, given_pin
 
     pins = given_pin(Secret(PIN))
@@ -75,7 +75,7 @@ def main(runs: int) -> None:
         with open_token(f"pkcs11:token={label}?module-path={SOFTHSM}", Config()) as dst:
             dst.login(pins)
             start = time.perf_counter()
-            share.copy_key(src, "K", dst)
+            share_copy.copy_key(src, "K", dst)
             copies.append(time.perf_counter() - start)
 
     copies: list[float] = []

@@ -116,6 +116,22 @@ class Result:
     stderr: str
 
 
+class Spawned:
+    """A CLI process started by spawn(): its pid (to signal it) and its exit status."""
+
+    def __init__(self, pid: int, conn: socket.socket, reply: Any, out: Path, err: Path) -> None:
+        self.pid = pid
+        self._conn, self._reply, self.out, self.err = conn, reply, out, err
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        """The exit code (-9 after a SIGKILL), as subprocess reports it."""
+        if self.returncode is None:
+            self.returncode = int(self._reply.readline())
+            self._conn.close()
+        return self.returncode
+
+
 class ForkServer:
     """The client side: start() once, run() per command, stop() at the end."""
 
@@ -148,6 +164,22 @@ class ForkServer:
         settings (PYTHON*, locale), fixed in the server when it started."""
         names = {k for k in {*env, *self._start_env} if k.startswith(_STARTUP_VARS)}
         return all(env.get(k) == self._start_env.get(k) for k in names)
+
+    def spawn(self, args: list[str], env: dict[str, str], timeout: float = 120) -> Spawned:
+        """Start `tokenkeys ARGS` and return at once, with its pid (kill tests)."""
+        self._count += 1
+        base = self.workdir / f"call{self._count}"
+        out, err = Path(f"{base}.out"), Path(f"{base}.err")
+        out.touch()
+        err.touch()
+        request = {"args": args, "env": env, "cwd": os.getcwd(), "stdin": None,
+                   "stdout": str(out), "stderr": str(err)}
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(timeout)
+        conn.connect(self.socket_path)
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        reply = conn.makefile("r", encoding="utf-8")
+        return Spawned(int(reply.readline()), conn, reply, out, err)
 
     def run(self, args: list[str], env: dict[str, str], input: str | None,
             timeout: float) -> Result:

@@ -420,13 +420,22 @@ def test_general_error_stops_an_open_batch_as_a_device_error(
     assert len([p for p in out.iterdir() if p.name.startswith("bid-")]) == 3
 
 
-def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice) -> None:
+def test_cleanup_after_a_crash_while_renaming(token: P11Token, device: FakeDevice,
+                                              tmp_path: Path) -> None:
     """Killed between the two CKA_ID renames: the halves have two ids, one label."""
-    key = token.generate_keypair(KeySpec(f"{token_keys.PROVISIONAL}bid:1", Algorithm.EC_P256))
+    from tokenkeys.registry import Registry
+    from tokenkeys.services import interrupted
+
+    label = f"{token_keys.PROVISIONAL}bid:0badc0de"
+    key = token.generate_keypair(KeySpec(label, Algorithm.EC_P256))
     (priv,) = token.find({ck.CKA_CLASS: ck.CKO_PRIVATE_KEY})
     token.session().set(priv, {ck.CKA_ID: b"\x07" * 20})
     assert token_keys.list_keys(token) == []
     leftovers = token_keys.leftovers(token)
     assert [k.id for k in leftovers] == [b"\x07" * 20] and key.id != b"\x07" * 20
-    token_keys.cleanup(token, leftovers)
+    with Registry.open(str(tmp_path / "reg.sqlite")) as reg:
+        found = interrupted.survey(reg, token)
+        assert [(f.label, f.action, f.name) for f in found] == [(label, "remove", "bid")]
+        assert sorted(found[0].objects) == ["private key", "public key"]
+        interrupted.settle(reg, token, found)
     assert device.objects == {}

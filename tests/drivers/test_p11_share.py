@@ -20,7 +20,8 @@ from tokenkeys.drivers.p11.share import session_objects
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.errors import CopyFailed, KeyExists, NotExtractable, PolicyRefused, TokenKeysError
 from tokenkeys.keyalg import same_key
-from tokenkeys.services.share import check_decryption, copy_key
+from tokenkeys.services.share import check_decryption
+from tokenkeys.services.share_copy import copy_key
 from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm, KeySpec, PinSource
 from tokenkeys.uri import parse_pkcs11

@@ -10,7 +10,7 @@ import pytest
 from tests.cli.share_support import PASSPHRASE, PIN, soft_store
 from tokenkeys.drivers.software import SoftwareToken
 from tokenkeys.errors import PolicyRefused
-from tokenkeys.services import share
+from tokenkeys.services import share, share_copy
 from tokenkeys.types import Secret, given_pin
 
 
@@ -41,7 +41,7 @@ def test_events_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(PolicyRefused):
         share.import_pkcs12(dst, out, secret, name="K", audit=_refuse)
     with pytest.raises(PolicyRefused):
-        share.copy_key(src, "K", dst, audit=_refuse)
+        share_copy.copy_key(src, "K", dst, audit=_refuse)
     assert sorted(p.name for p in dst_dir.iterdir()) == before
 
     share.import_pkcs12(dst, out, secret, name="K", audit=events.append)

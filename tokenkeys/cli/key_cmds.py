@@ -131,8 +131,8 @@ def key_generate(app: App, token: str | None, name: str, cn: str | None, algorit
 @click.option("--registry", "from_registry", is_flag=True,
               help=N_("List the service's keys from the registry (no token needed)."))
 @click.option("--all", "include_all", is_flag=True,
-              help=N_("Also keys left under a provisional label by an interrupted generation; "
-                      "with --registry, deleted keys."))
+              help=N_("Also what interrupted runs left under a provisional label (key pairs, "
+                      "lone public keys, certificates); with --registry, deleted keys."))
 @service_option
 @wait_card_option
 @pin_options
@@ -155,24 +155,32 @@ def key_list(app: App, token: str | None, from_registry: bool, include_all: bool
 
 
 @key.command("cleanup", help=N_(
-    "Delete the leftovers of interrupted `key generate` runs (provisional labels)."))
+    "Finish or remove what interrupted runs left (provisional labels): a key the\n"
+    "registry recorded gets its name, every other leftover object is deleted."))
 @click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation."))
 @token_option
 @pin_options
 @pass_app
 def key_cleanup(app: App, yes: bool, token: str | None, pin_file: Path | None,
                 pinpad: bool) -> None:
-    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
-        found = token_keys.leftovers(tok)
-        if found and not yes:
+    from tokenkeys.services import interrupted
+
+    with opened(app, token, user_pin(app, pin_file, pinpad)) as tok, registry(app) as reg:
+        found = interrupted.survey(reg, tok)
+        removals = [f for f in found if f.action == "remove"]
+        if removals and not yes:
             if not app.interactive:
                 raise UsageError(_("refusing to delete without confirmation: add --yes"))
-            names = ", ".join(visible(k.label) for k in found)  # labels from the device
+            names = ", ".join(visible(f.label) for f in removals)  # labels from the device
             click.confirm(_("Delete {count} leftover key(s) ({names})?")
-                          .format(count=len(found), names=names), abort=True)
-        records = token_keys.cleanup(tok, found)
-    app.emit({"deleted": [r.to_json() for r in records]},
-             lambda: app.say(_("deleted {count} leftover key(s)").format(count=len(records))))
+                          .format(count=len(removals), names=names), abort=True)
+        done = interrupted.settle(reg, tok, found)
+    deleted = [f for f in done if f.action == "remove"]
+    finished = [f for f in done if f.action == "finish"]
+    app.emit({"deleted": [f.to_json() for f in deleted],
+              "finished": [f.to_json() for f in finished]},
+             lambda: app.say(_("deleted {count} leftover key(s); named {count2} recorded "
+                               "key(s)").format(count=len(deleted), count2=len(finished))))
 
 
 @key.command("export-cert", help=N_(

@@ -22,6 +22,7 @@ from tokenkeys.cli.translated import Group
 from tokenkeys.errors import UsageError
 from tokenkeys.i18n import N_, _
 from tokenkeys.services import share, token_keys
+from tokenkeys.services import share_copy as copying
 from tokenkeys.types import PinSource
 
 
@@ -30,6 +31,12 @@ def audit_hook(app: App, service: str | None) -> share.AuditHook:
 
     return share.registry_recorder(lambda: open_registry(app.config),
                                    service_name(app, service))
+
+
+def locator(app: App) -> copying.Locator:
+    from tokenkeys.services.access import open_registry
+
+    return copying.registry_locator(lambda: open_registry(app.config))
 
 
 def _done(app: App, result: share.ShareResult, text: str) -> None:
@@ -127,8 +134,8 @@ def share_copy(app: App, name_or_uri: str, token: str | None, to_token: str, sha
     with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as src, \
             opened(app, to_token, target_pins) as dst:
-        result = share.copy_key(src, name_or_uri, dst, shareable=shareable,
-                                audit=audit_hook(app, service))
+        result = copying.copy_key(src, name_or_uri, dst, shareable=shareable,
+                                     audit=audit_hook(app, service), locates=locator(app))
     _done(app, result, _("copied key {designation!r} to {uri} (test decryption passed; "
                          "transport keys destroyed)")
                        .format(designation=result.key.designation, uri=result.key.uri))

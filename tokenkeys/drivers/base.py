@@ -6,6 +6,7 @@ A KeyHandle satisfies tokenkeys.envelope.Identity.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,21 @@ from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-# Label prefix of a key pair while it is being generated (services.keygen.generate_named
-# gives the designation last): deleting such a key also removes objects under its label.
+# Label prefix of a key pair that a run is still making (generation, renewal, device copy):
+# PROVISIONAL + NAME + ":" + 8 hex digits (a chain certificate adds "/chain-NN"). The
+# private key takes NAME just before the registry records the key, the other objects
+# just after (services.interrupted); deleting such a key also removes objects under its
+# label.
 PROVISIONAL = "tokenkeys-provisional:"
+_STEM = re.compile(re.escape(PROVISIONAL) + r".*:[0-9a-f]{8}", re.DOTALL)
+
+
+def provisional_stem(label: str) -> str | None:
+    """The provisional label of the run that made an object (a chain suffix dropped);
+    None for any other label."""
+    match = _STEM.match(label)
+    return match.group(0) if match else None
+
 T = TypeVar("T")
 # Runs one device call and returns its result (e.g. on a dedicated thread).
 Runner = Callable[[Callable[[], Any]], Any]
@@ -67,6 +80,10 @@ class KeyHandle(ABC):
     public_key: PublicKey
     certificate: x509.Certificate | None
     extractable: bool
+    # Its private key has its name but another of its objects is still under a
+    # provisional label: a run is making it, or was killed doing so (drivers whose
+    # objects carry labels of their own set it when they list keys).
+    unfinished: bool = False
 
     @property
     @abstractmethod
@@ -195,6 +212,51 @@ class Token(ABC):
     @abstractmethod
     def delete(self, key: KeyHandle) -> None:
         """Delete the private key, public key and certificate of `key`."""
+
+    def label_private_key(self, key: KeyHandle, label: str) -> None:
+        """First step of naming a new key, before the registry records it: the private
+        key takes `label`. A driver whose set_label is one atomic write does nothing
+        here and names the whole key in label_public_objects. Requires login."""
+        return None
+
+    def label_public_objects(self, key: KeyHandle, label: str,
+                             certificate: x509.Certificate | None = None) -> None:
+        """Last step, after the registry has recorded the key: every other object
+        takes `label`, never by rewriting a recorded key's private key in place where
+        a kill could lose it; running it again after a kill finishes it, rebuilding a
+        lost public key (or certificate, from `certificate`). Requires login."""
+        self.set_label(key, label)
+
+    def discard_unfinished(self, key: KeyHandle) -> None:
+        """Delete a key an interrupted run left that no registry records, whatever
+        label its private key already has: the private key first. Requires login."""
+        self.delete(key)
+
+    def provisional_objects(self) -> list[UnusableKey]:
+        """Every object whose label starts with PROVISIONAL, whatever its class, even a
+        lone public key or certificate (reason: what it is). Requires login."""
+        return [UnusableKey(k.label, k.id, "key pair") for k in self.list_keys()
+                if k.label.startswith(PROVISIONAL)]
+
+    def destroy_provisional(self, label: str) -> None:
+        """Destroy every object labelled exactly `label`, a provisional label (anything
+        else is refused). Requires login."""
+        if not label.startswith(PROVISIONAL):
+            raise UsageError(_("{label!r} is not a provisional label: nothing destroyed")
+                             .format(label=label))
+        for key in self.list_keys():
+            if key.label == label:
+                self.delete(key)
+
+    def blank_objects(self) -> list[UnusableKey]:
+        """Objects with no label, no id and no value: what a process killed inside the
+        device's object creation leaves (reason: what it is). Requires login."""
+        return []
+
+    def destroy_blank(self) -> None:
+        """Destroy the objects blank_objects() lists. Requires login."""
+        for _blank in self.blank_objects():  # a driver that lists some destroys them
+            raise UsageError(_("this driver cannot destroy half-written objects"))
 
     @abstractmethod
     def mechanisms(self) -> frozenset[str]:

@@ -85,6 +85,11 @@ def _add_location(c: Connection, key_id: int, token_uri: str, ckaid: str) -> Non
                                  created_at=now_text(), created_by=audit_log.actor()))
 
 
+def _successors(c: Connection, key_id: int) -> list[KeyRow]:
+    return load_keys(c, key_query().where(ks.c.replaces_id == key_id,
+                                          ks.c.deleted_at.is_(None)).order_by(ks.c.id))
+
+
 class Registry:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -146,13 +151,19 @@ class Registry:
 
     # -- keys ---------------------------------------------------------------------
     def add_key(self, service: str, facts: KeyFacts, event: str,
-                details: Mapping[str, Any] | None = None) -> KeyRow:
+                details: Mapping[str, Any] | None = None, *,
+                successors_check: Callable[[Sequence[KeyRow]], None] | None = None
+                ) -> KeyRow:
         """Record a key generated, adopted, renewed or imported on a token (with its audit
         row). A designation the service already gives the same key pair gains a
-        location (one more copy); given to another key pair, it is refused."""
+        location (one more copy); given to another key pair, it is refused. A renewal
+        (facts.replaces_id) first shows `successors_check` the live rows that already
+        replace the same key, in the same transaction."""
 
         def run(c: Connection) -> KeyRow:
             sid = self._service_id(c, service)
+            if successors_check is not None and facts.replaces_id is not None:
+                successors_check(_successors(c, facts.replaces_id))
             existing = live_key(c, sid, facts.designation)
             if existing is not None and existing.public_key_sha256 != facts.public_key_sha256:
                 raise KeyExists(_("a key named {designation!r} already exists in service "
@@ -220,6 +231,10 @@ class Registry:
             return load_keys(c, query)
         # `default` may be created on the way: a write transaction then.
         return self.db.transaction(run, write=service == DEFAULT_SERVICE)
+
+    def successors(self, key_id: int) -> list[KeyRow]:
+        """The live rows that replace the key row `key_id` (its renewals)."""
+        return self.db.transaction(lambda c: _successors(c, key_id), write=False)
 
     def keys_by_fingerprint(self, fingerprint: str) -> list[KeyRow]:
         """Every registry row (any service, deleted too) for a certificate's SHA-256."""

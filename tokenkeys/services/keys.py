@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -19,6 +19,7 @@ from tokenkeys.certificates import check_subject_text
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.drivers.capabilities import CertificateStore, require
 from tokenkeys.errors import (
+    AlreadyRenewed,
     CertificateRefused,
     KeyExists,
     KeyNotFound,
@@ -29,7 +30,7 @@ from tokenkeys.errors import (
 from tokenkeys.i18n import _
 from tokenkeys.registry import KeyFacts, KeyRow, Registry
 from tokenkeys.registry.repo import Removal
-from tokenkeys.services import token_keys
+from tokenkeys.services import interrupted, token_keys
 from tokenkeys.services.envelope_kinds import envelope_kinds
 from tokenkeys.services.signing import self_signed
 from tokenkeys.types import Algorithm
@@ -56,21 +57,6 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
         return
     raise KeyExists(_("a key named {designation!r} already exists in service {service!r} of "
                       "the registry").format(designation=designation, service=service))
-
-
-def record_generated(registry: Registry, service: str, token: Token, record_id: str, *,
-                     name: str, backup: bool) -> KeyRow:
-    """Record a key `token_keys.generate_key` just made, under its designation `name` even
-    where the device keeps no label (a card: it awaits its certificate); on refusal,
-    destroy it again."""
-    key = token.find_key(key_id=bytes.fromhex(record_id))
-    try:
-        return registry.add_key(service, facts_for(token, key, backup=backup, designation=name),
-                                "generate")
-    except BaseException:
-        with contextlib.suppress(TokenKeysError):
-            token.delete(key)
-        raise
 
 
 def recorded(registry: Registry, key: KeyHandle) -> list[KeyRow]:
@@ -126,6 +112,10 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
     key = token_keys.resolve_key(token, name_or_uri)
     if not key.label:
         raise UsageError(_("the key has no label on the token: give it one to adopt it"))
+    if token_keys.is_provisional(key):
+        raise UsageError(_("key {label!r} is what an interrupted tokenkeys run left: run "
+                           "that command again, or `tokenkeys key cleanup`, instead of "
+                           "adopting it").format(label=key.label))
     check_free(registry, service, key.label)
     store: CertificateStore | None = None
     had = key.certificate
@@ -180,9 +170,30 @@ def renewal_name(old: str, registry: Registry, service: str, today: datetime) ->
         candidate = f"{base}-{today:%Y%m%d}-{n}"
 
 
+def _one_successor(old: KeyRow) -> Callable[[Sequence[KeyRow]], None]:
+    """The registry's check, inside its transaction: a key is renewed once (a second
+    successor would make two backup keys in force where one was)."""
+    def check(successors: Sequence[KeyRow]) -> None:
+        if successors:
+            raise AlreadyRenewed(
+                _("key {designation!r} was already renewed as {designation2!r}: renew "
+                  "{designation2!r} instead")
+                .format(designation=old.designation, designation2=successors[0].designation))
+    return check
+
+
 def renew(registry: Registry, service: str, token: Token, old: KeyRow, *,
           days: int | None, algorithm: Algorithm | None, name: str | None) -> KeyRow:
-    """A new key pair and certificate on the token; the old key stays, linked to it."""
+    """A new key pair and certificate on the token; the old key stays, linked to it.
+
+    A key already renewed is refused, naming its successor; unless that successor's
+    key on this token is still provisional (a renewal killed after the registry
+    recorded it): then this run finishes it and returns it."""
+    successors = registry.successors(old.id)
+    if successors:
+        if interrupted.recorded_key(token, successors[0]) is not None:
+            return successors[0]
+        _one_successor(old)(successors)
     new_name = name or renewal_name(old.designation, registry, service, datetime.now(UTC))
     check_free(registry, service, new_name)
     if days is None and old.not_before is not None and old.not_after is not None:
@@ -192,17 +203,19 @@ def renew(registry: Registry, service: str, token: Token, old: KeyRow, *,
     days = days or 365
     alg = algorithm or Algorithm.parse(old.algorithm)
     cn = new_name if old.cn in (None, old.designation) else old.cn
-    record = token_keys.generate_key(token, new_name, cn=cn, algorithm=alg, days=days,
-                                     shareable=old.shareable)
-    key = token.find_key(key_id=bytes.fromhex(record.id))
-    try:
-        return registry.add_key(
-            service, facts_for(token, key, backup=old.backup, replaces_id=old.id), "renew",
-            details={"replaces": old.designation, "replaces_fingerprint": old.fingerprint})
-    except BaseException:
-        with contextlib.suppress(TokenKeysError):
-            token.delete(key)
-        raise
+    rows: list[KeyRow] = []
+
+    def commit(key: KeyHandle) -> None:
+        rows.append(registry.add_key(
+            service, facts_for(token, key, backup=old.backup, replaces_id=old.id,
+                               designation=new_name), "renew",
+            details={"replaces": old.designation, "replaces_fingerprint": old.fingerprint},
+            successors_check=_one_successor(old)))
+
+    token_keys.generate_key(token, new_name, cn=cn, algorithm=alg, days=days,
+                            shareable=old.shareable, commit=commit,
+                            recorded=interrupted.recorder(registry, token))
+    return rows[0]
 
 
 def _deletion_guard(label: str, unregistered: bool) -> Callable[[Removal], None]:

@@ -1,4 +1,5 @@
-"""Sharing a key with the entity's agents: PKCS#12 export/import and device-to-device copy.
+"""Sharing a key with the entity's agents: PKCS#12 export and import (device-to-device
+copy: share_copy).
 
 Every function takes open, logged-in Tokens and reaches the drivers only through
 the capability protocols (KeyExport, KeyImport, KeyTransport, CertificateStore).
@@ -29,26 +30,22 @@ from tokenkeys.drivers.capabilities import (
     CertificateStore,
     KeyExport,
     KeyImport,
-    KeyTransport,
-    TransportKey,
     require,
 )
 from tokenkeys.drivers.keywrap import wipe
 from tokenkeys.errors import (
     CertificateRefused,
-    CopyFailed,
     KeyExists,
     KeyNotFound,
-    MechanismUnsupported,
     NotExtractable,
     OutputExists,
     PassphraseMissing,
-    PolicyRefused,
     TokenKeysError,
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12, AtomicOutput, read_limited
-from tokenkeys.i18n import N_, _
+from tokenkeys.i18n import _
+from tokenkeys.services import keygen
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
 from tokenkeys.services.token_keys import KeyRecord, describe, resolve_key
@@ -86,6 +83,7 @@ class ShareEvent:
     token: Token
     key: KeyHandle
     details: dict[str, object]
+    name: str | None = None  # the designation, where the key still has a provisional label
 
 
 AuditHook = Callable[[ShareEvent], None]
@@ -108,7 +106,7 @@ def registry_recorder(open_registry: Callable[[], Registry], service: str) -> Au
     def record(event: ShareEvent) -> None:
         from tokenkeys.services.keys import facts_for
 
-        facts = facts_for(event.token, event.key)
+        facts = facts_for(event.token, event.key, designation=event.name)
         with open_registry() as reg:
             if event.event != "share-export":
                 reg.add_key(service, facts, event.event, event.details)
@@ -143,11 +141,11 @@ class ShareResult:
         }
 
 
-def _chain(token: Token, key: KeyHandle) -> list[x509.Certificate]:
+def chain_of(token: Token, key: KeyHandle) -> list[x509.Certificate]:
     return token.certificate_chain(key) if isinstance(token, CertificateStore) else []
 
 
-def _shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Certificate]:
+def shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Certificate]:
     key = resolve_key(token, name_or_uri)
     if not key.extractable:
         raise NotExtractable(key.label)
@@ -165,14 +163,14 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
     The key leaves the device wrapped (KeyExport) and exists in clear only in this
     process's memory while it is re-encrypted. Requires login.
     """
-    key, cert = _shareable_key(token, name_or_uri)
+    key, cert = shareable_key(token, name_or_uri)
     exporter = require(token, KeyExport, _("exporting a private key"))
     if not force and (output.exists() or output.is_symlink()):
         raise OutputExists(_("{output} already exists (use --force to replace it)")
                            .format(output=output))
     secret = passphrase()
     p12.check_strength(secret, key.label)
-    chain = _chain(token, key)
+    chain = chain_of(token, key)
     pkcs8 = exporter.export_private_key(key)
     try:
         private = serialization.load_der_private_key(bytes(pkcs8), password=None)
@@ -197,7 +195,7 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
                        len(chain), token.uri, warnings)
 
 
-def _refuse_present(token: Token, label: str, public_key: PublicKey, where: str) -> None:
+def refuse_present(token: Token, label: str, public_key: PublicKey, where: str) -> None:
     try:
         token.find_key(label=label)
     except KeyNotFound:
@@ -231,7 +229,7 @@ def check_decryption(key: KeyHandle) -> None:
                                  .format(label=key.label))
 
 
-def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
+def store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
                        chain: list[x509.Certificate]) -> None:
     store = require(token, CertificateStore,
                     "storing a certificate")
@@ -239,13 +237,17 @@ def _store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
 
 
 @contextlib.contextmanager
-def _undo_on_failure(token: Token, key: KeyHandle) -> Iterator[None]:
-    """Destroy a newly created key if the block fails: nothing is left on the target."""
+def undo_on_failure(token: Token, key: KeyHandle,
+                    recorded: keygen.Recorded | None = None) -> Iterator[None]:
+    """Destroy a newly created key if the block fails: nothing is left on the target,
+    unless the registry recorded it after all (`recorded`: its answer was lost, or it
+    cannot tell): then it stays, for the rerun or `key cleanup` to finish."""
     try:
         yield
     except BaseException:
         with contextlib.suppress(TokenKeysError):
-            token.delete(key)
+            if recorded is None or not recorded(key.id):
+                token.discard_unfinished(key)
         raise
 
 
@@ -265,7 +267,7 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     # The same checks as `key import-cert`, before anything reaches the token.
     check_arriving(contents.certificate, contents.key.public_key(), name,
                    allow_any_usage=allow_any_usage)
-    _refuse_present(token, name, contents.key.public_key(), token.uri)
+    refuse_present(token, name, contents.key.public_key(), token.uri)
     pkcs8 = bytearray(contents.key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
@@ -273,8 +275,8 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
         key = importer.import_private_key(pkcs8, label=name, shareable=shareable)
     finally:
         wipe(pkcs8)
-    with _undo_on_failure(token, key):
-        _store_certificate(token, key, contents.certificate, list(contents.chain))
+    with undo_on_failure(token, key):
+        store_certificate(token, key, contents.certificate, list(contents.chain))
         check_decryption(key)
         record_share_event(audit, ShareEvent("share-import", token, key, {
             "ckaid": key.id.hex(), "token": token.uri, "file": str(path),
@@ -282,78 +284,3 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     stored = len(contents.chain) if isinstance(token, CertificateStore) else 0
     return ShareResult(describe(key), "import", path, contents.protection, stored, str(path),
                        contents.warnings)
-
-
-STEPS = (
-    N_("1/5 create the transport key pair on the target"),
-    N_("2/5 wrap the key on the source (AES key wrap, then RSA-OAEP)"),
-    N_("3/5 unwrap the key on the target"),
-    N_("4/5 store the certificate on the target"),
-    N_("5/5 test decryption on the target"),
-    N_("destroy the transport key pair on the target"),
-)
-
-
-@contextlib.contextmanager
-def _step(number: int) -> Iterator[None]:
-    """Name the step in whatever a device refused."""
-    try:
-        yield
-    except MechanismUnsupported as exc:
-        raise MechanismUnsupported(_("device copy, step {step}: {wanted}")
-                                   .format(step=_(STEPS[number]), wanted=exc.wanted),
-                                   exc.offered) from None
-    except (KeyExists, PolicyRefused, UsageError):
-        raise
-    except TokenKeysError as exc:
-        outcome = (_("the copy is in place; the transport key is a session object, gone when "
-                     "the session ends") if number == len(STEPS) - 1
-                   else _("nothing was left on either token"))
-        raise CopyFailed(_("device copy failed at step {step}: {exc}; {outcome}")
-                         .format(step=_(STEPS[number]), exc=exc, outcome=outcome)
-                         ) from None
-
-
-def copy_key(source: Token, name_or_uri: str, target: Token, *,
-             shareable: bool = False, audit: AuditHook | None = None) -> ShareResult:
-    """Copy a shareable key device to device; it is never in clear outside the devices.
-
-    The target makes a transient RSA key pair; the source wraps the key under an
-    ephemeral AES key and that key under the transport key; the target unwraps
-    both. A test decryption follows; transient keys are destroyed on both sides.
-    """
-    if source.uri == target.uri:
-        raise UsageError(_("--token and --to-token name the same token"))
-    key, cert = _shareable_key(source, name_or_uri)
-    # mypy cannot pass a Protocol as type[C] (python/mypy#4717): hence the ignores.
-    sender = require(source, KeyTransport,
-                     _("wrapping a key for transport (source token)"))
-    receiver = require(target, KeyTransport,
-                       _("receiving a wrapped key (target token)"))
-    _refuse_present(target, key.label, key.public_key, target.uri)
-    chain = _chain(source, key)
-    with _step(0):
-        transport: TransportKey = receiver.create_transport_key()
-    try:
-        with _step(1):
-            wrapped = sender.wrap_for_transport(key, transport.public_key)
-        with _step(2):
-            copy = receiver.unwrap_transported(transport, wrapped, label=key.label,
-                                               shareable=shareable)
-        with _undo_on_failure(target, copy):
-            with _step(3):
-                _store_certificate(target, copy, cert, chain)
-            with _step(4):
-                check_decryption(copy)
-            record_share_event(audit, ShareEvent("share-copy", target, copy, {
-                "ckaid": key.id.hex(), "from": source.uri, "to": target.uri,
-                "shareable": shareable}))
-    except BaseException:
-        with contextlib.suppress(TokenKeysError):  # the first failure is the one to report
-            receiver.destroy_transport_key(transport)
-        raise
-    with _step(5):
-        receiver.destroy_transport_key(transport)
-    stored = len(chain) if isinstance(target, CertificateStore) else 0
-    return ShareResult(describe(copy), "copy", None, None, stored, source.uri)
-

@@ -5,6 +5,7 @@ Every function takes an open Token; none knows which driver it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,14 +29,15 @@ from tokenkeys.errors import (
 from tokenkeys.i18n import _
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate, next_steps
-from tokenkeys.services.keygen import fixed_slot, generate_named
+from tokenkeys.services.keygen import Recorded, fixed_slot, generate_named
 from tokenkeys.services.signing import self_signed
 from tokenkeys.types import DEFAULT_ALGORITHM, Algorithm
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
 AWAITING = "awaiting certificate"
-# Label of a key pair while it is being generated: the designation is given last,
-# so a crash leaves a key that `key list --all` shows and `key cleanup` removes.
+# Label prefix of a key pair a run is still making: the designation is given once the
+# registry has recorded it, so a crash leaves objects that `key list --all` shows and
+# `key cleanup` finishes or removes (services.interrupted).
 PROVISIONAL = base.PROVISIONAL
 
 
@@ -102,6 +104,8 @@ def generate_key(
     shareable: bool = False,
     self_sign: bool | None = None,
     replace: bool = False,
+    commit: Callable[[KeyHandle], object] | None = None,
+    recorded: Recorded | None = None,
 ) -> KeyRecord:
     """Generate a key pair on the token with a self-signed certificate signed there.
 
@@ -109,8 +113,10 @@ def generate_key(
     (the default) self-signs where the key can sign and otherwise keeps the key
     awaiting a certificate. On a card with a fixed key slot (OpenPGP: 02) the key
     goes there, under the SO PIN where the card needs it; an occupied slot is
-    refused unless `replace`. Requires login. On any other failure after
-    generation, the new objects are destroyed (not a card's slot).
+    refused unless `replace`. Requires login. `commit(key)` records the key once
+    its private key has its name, before the other objects take it
+    (keygen.generate_named); on any failure before its end, the new objects are
+    destroyed (not a card's slot), unless `recorded` says the registry has them.
     """
     if not name.strip():
         raise UsageError(_("the key name (designation) must not be empty"))
@@ -129,7 +135,7 @@ def generate_key(
         key = generate_named(
             token, name, algorithm,
             lambda k: _self_signed_if_possible(k, cn or name, days, self_sign),
-            shareable=shareable, replace=replace)
+            shareable=shareable, replace=replace, commit=commit, recorded=recorded)
     except DeviceRemoved as exc:
         if exc.created is None:
             raise
@@ -169,13 +175,24 @@ def key_inventory(token: Token, *, include_all: bool = False
                   ) -> tuple[list[tuple[KeyHandle, KeyRecord]], list[KeyRecord]]:
     """Every usable key with what `key list` shows for it (including the envelope kinds),
     then the objects tokenkeys cannot use, with the reason: one scan of the device.
-    Provisional leftovers of an interrupted generation only with include_all."""
+    Provisional leftovers of an interrupted run only with include_all: usable key
+    pairs among the keys, lone objects (a public key without its private key...)
+    among the unusable ones."""
     keys, unusable = token.inventory()
     now = datetime.now(UTC)
     device = token.facts()
-    shown = [k for k in keys if include_all or not is_provisional(k)]
-    return ([(k, describe(k, now, device)) for k in shown],
-            [describe_unusable(b) for b in unusable])
+    shown = [k for k in keys if include_all or not is_unfinished(k)]
+    bad = [describe_unusable(b) for b in unusable]
+    if include_all:
+        # Objects of a listed key (provisional or unfinished) are not listed again.
+        listed = {k.id for k in keys}
+        seen = {(b.label, b.id) for b in unusable}
+        bad += [describe_unusable(UnusableKey(o.label, o.id, _("leftover of an interrupted run "
+                                                               "({reason}); see key cleanup")
+                                                             .format(reason=o.reason)))
+                for o in token.provisional_objects() + token.blank_objects()
+                if o.id not in listed and (o.label, o.id) not in seen]
+    return [(k, describe(k, now, device)) for k in shown], bad
 
 
 def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
@@ -184,21 +201,16 @@ def list_keys(token: Token, *, include_all: bool = False) -> list[KeyRecord]:
     return [r for _, r in usable] + unusable
 
 
+def is_unfinished(key: KeyHandle) -> bool:
+    """A key a run is still making, or left: provisional, or its private key already
+    named but some of its objects still provisional."""
+    return is_provisional(key) or key.unfinished
+
+
 def leftovers(token: Token) -> list[KeyHandle]:
-    """Keys an interrupted `key generate` left under a provisional label."""
+    """Usable key pairs under a provisional label (see services.interrupted for all
+    the objects an interrupted run left)."""
     return [k for k in token.list_keys() if is_provisional(k)]
-
-
-def cleanup(token: Token, keys: list[KeyHandle]) -> list[KeyRecord]:
-    """Delete the given leftovers. Requires login."""
-    done = []
-    for key in keys:
-        if not is_provisional(key):
-            raise UsageError(_("key {label!r} is not a leftover: not deleted")
-                             .format(label=key.label))
-        done.append(describe(key))
-        token.delete(key)
-    return done
 
 
 def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:

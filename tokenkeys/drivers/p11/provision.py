@@ -318,14 +318,21 @@ def _stored_already(token: Target, old: list[Any], wanted: list[x509.Certificate
 
 
 def set_label(token: Target, key: KeyHandle, label: str) -> None:
-    """Give every object of `key` the label `label` (the certificate last)."""
+    """Give every object of `key` the label `label`, the private key last: while it
+    keeps its old label the rename is not complete, and running it again finishes it
+    (an object already renamed keeps its name and chain suffix)."""
+    def renamed(old: str) -> str | None:
+        if old == label or old.startswith(label + CHAIN_MARK):
+            return None  # done by an earlier, interrupted rename
+        return label + old[len(key.label):] if old.startswith(key.label) else label
+
     def write() -> None:
-        for cls in (ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_CERTIFICATE):
+        for cls in (ck.CKO_CERTIFICATE, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY):
             for obj in token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id}):
-                old = token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or ""
-                new = label + old[len(key.label):] if old.startswith(key.label) else label
-                with token.device_errors(f"renaming {key.label!r}"):
-                    token.session().set(obj, {ck.CKA_LABEL: new})
+                new = renamed(token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")
+                if new is not None:
+                    with token.device_errors(f"renaming {key.label!r}"):
+                        token.session().set(obj, {ck.CKA_LABEL: new})
 
     token.writing(write)
     key.label = label

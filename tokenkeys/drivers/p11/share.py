@@ -20,7 +20,6 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from asn1crypto.core import OctetString
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -123,23 +122,8 @@ def _key_templates(public: PublicKey, label: str, key_id: bytes,
                    shareable: bool) -> tuple[Template, Template]:
     """(private, public) token templates for an arriving key pair."""
     kt = KeyType.RSA if isinstance(public, rsa.RSAPublicKey) else KeyType.EC
-    pub, private = templates.key_pair(kt, label, key_id, extractable=shareable)
-    if isinstance(public, rsa.RSAPublicKey):
-        numbers = public.public_numbers()
-        pub[ck.CKA_MODULUS] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
-        pub[ck.CKA_PUBLIC_EXPONENT] = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
-    else:
-        curve = keyalg.CURVES.get(public.curve.name)
-        if curve is None:
-            raise UsageError(_("EC curve {name} is not one tokenkeys keeps")
-                             .format(name=public.curve.name))
-        # The private key's curve comes from the PKCS#8 (SoftHSM2: CKA_EC_PARAMS in an
-        # unwrap template is CKR_ATTRIBUTE_READ_ONLY).
-        pub[ck.CKA_EC_PARAMS] = curve.params
-        point = public.public_bytes(serialization.Encoding.X962,
-                                    serialization.PublicFormat.UncompressedPoint)
-        pub[ck.CKA_EC_POINT] = OctetString(point).dump()  # DER, as the spec says
-    return private, pub
+    _, private = templates.key_pair(kt, label, key_id, extractable=shareable)
+    return private, templates.public_key(public, label, key_id)
 
 
 def _arrive(token: P11Token, public: PublicKey, label: str, shareable: bool,

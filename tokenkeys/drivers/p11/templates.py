@@ -5,12 +5,17 @@ Usage attributes are always explicit: SoftHSM defaults absent ones to true.
 
 from __future__ import annotations
 
+from asn1crypto.core import OctetString
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tokenkeys import keyalg
+from tokenkeys.drivers.base import PublicKey
 from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.port import Mech, Template
+from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType
 
 PRIVATE_USAGE: dict[KeyType, Template] = {
@@ -67,6 +72,29 @@ def key_pair(kt: KeyType, label: str, key_id: bytes, *, extractable: bool,
         ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: extractable, **priv_use,
     }
     return public, private
+
+
+def public_key(public: PublicKey, label: str, key_id: bytes, *, decrypt_only: bool = False
+               ) -> Template:
+    """A token public key object holding `public` (a key arriving, or one rebuilt)."""
+    kt = KeyType.RSA if isinstance(public, rsa.RSAPublicKey) else KeyType.EC
+    pub, _private = key_pair(kt, label, key_id, extractable=False, decrypt_only=decrypt_only)
+    if isinstance(public, rsa.RSAPublicKey):
+        numbers = public.public_numbers()
+        pub[ck.CKA_MODULUS] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+        pub[ck.CKA_PUBLIC_EXPONENT] = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+        return pub
+    curve = keyalg.CURVES.get(public.curve.name)
+    if curve is None:
+        raise UsageError(_("EC curve {name} is not one tokenkeys keeps")
+                         .format(name=public.curve.name))
+    # The private key's curve comes from the PKCS#8 (SoftHSM2: CKA_EC_PARAMS in an
+    # unwrap template is CKR_ATTRIBUTE_READ_ONLY): only the public key names it.
+    pub[ck.CKA_EC_PARAMS] = curve.params
+    point = public.public_bytes(serialization.Encoding.X962,
+                                serialization.PublicFormat.UncompressedPoint)
+    pub[ck.CKA_EC_POINT] = OctetString(point).dump()  # DER, as the spec says
+    return pub
 
 
 def certificate(label: str, key_id: bytes, cert: x509.Certificate) -> Template:

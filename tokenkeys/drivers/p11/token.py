@@ -17,9 +17,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tokenkeys.config import Config
-from tokenkeys.drivers.base import KeyHandle, PublicKey, Token, UnusableKey, lookup_terms, the_one
+from tokenkeys.drivers.base import (
+    PROVISIONAL,
+    KeyHandle,
+    PublicKey,
+    Token,
+    UnusableKey,
+    lookup_terms,
+    the_one,
+)
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
-from tokenkeys.drivers.p11 import ck, discovery, provision, share
+from tokenkeys.drivers.p11 import ck, discovery, leftovers, provision, share
 from tokenkeys.drivers.p11.ckr import CKR, REMOVED, CkrError, ckr_errors, to_error
 from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
@@ -49,8 +57,9 @@ GONE_WAIT_S = 1.0
 GONE_POLL_S = 0.1
 
 
-class P11Token(Token):
-    """A PKCS#11 token. Capabilities: CertificateStore, SoAdministration."""
+class P11Token(leftovers.LeftoverMethods, Token):
+    """A PKCS#11 token. Capabilities: CertificateStore, SoAdministration. Naming a new
+    key and what interrupted runs left: leftovers.LeftoverMethods."""
 
     def __init__(self, port: Port, st: SlotToken, so_pins: PinSource | None = None) -> None:
         self.port = port
@@ -289,7 +298,8 @@ class P11Token(Token):
         public = self._public(key_id)
         # The emulated card answers every certificate slot with one 7F21: a
         # certificate counts only if it is for this key.
-        certs = [c for lbl, c in self.certificates(key_id) if CHAIN_MARK not in lbl]
+        labelled = self.certificates(key_id)
+        certs = [c for lbl, c in labelled if CHAIN_MARK not in lbl]
         cert = next((c for c in certs if public is None or same_key(c.public_key(), public)), None)
         if public is None and cert is not None:
             cert_key = cert.public_key()
@@ -299,9 +309,20 @@ class P11Token(Token):
                 public = read_public_key(self.session(), obj)
         if public is None:
             public = provision.read_public_key_fresh(self, key_id)
-        return P11Key(self, obj if is_private else None, public, cert, key_id=key_id,
-                      label=label, extractable=bool(a[ck.CKA_EXTRACTABLE]) and is_private,
-                      token_uri=self._base_uri, mechanisms=self.mechanisms())
+        key = P11Key(self, obj if is_private else None, public, cert, key_id=key_id,
+                     label=label, extractable=bool(a[ck.CKA_EXTRACTABLE]) and is_private,
+                     token_uri=self._base_uri, mechanisms=self.mechanisms())
+        if not label.startswith(PROVISIONAL):
+            others = [lbl for lbl, _ in labelled] + self._public_labels(key_id)
+            key.unfinished = any(lbl.startswith(PROVISIONAL) for lbl in others)
+        return key
+
+    def _public_labels(self, key_id: bytes) -> list[str]:
+        out = []
+        for obj in self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id}):
+            with ckr_errors(_("reading key attributes")):
+                out.append(self.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")
+        return out
 
     def _anchors(self, query: Template) -> list[Any]:
         """Private keys; before login, public keys (then certificates) stand in."""

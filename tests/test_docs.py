@@ -42,7 +42,8 @@ from tokenkeys import errors
 from tokenkeys.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+DOC_FILES = [*sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "fr").glob("*.md")),
+             ROOT / "README.md"]
 _PREFIX = re.compile(r"^(?:\$ )?(?:[A-Z_][A-Z0-9_]*=\S* )*"
                      r"(?:tokenkeys|python3? -m tokenkeys|\.venv/bin/tokenkeys) ")
 _FIELD = "\x00"

@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from tokenkeys import keyalg
 from tokenkeys.errors import CertificateRefused, UsageError
 from tokenkeys.files import write_atomic
+from tokenkeys.i18n import _
 
 EXPIRING_DAYS = 30
 KeyStatus = Literal["valid", "expiring", "expired"]
@@ -118,14 +119,15 @@ def check_common_name(cn: str) -> str:
     """`cn`, once it fits a certificate: 1 to 64 characters, none of them a control
     character. Checked before any key is generated or anything signed."""
     if not cn.strip():
-        raise UsageError("the certificate's CN must not be empty")
+        raise UsageError(_("the certificate's CN must not be empty"))
     if len(cn) > MAX_CN:
-        raise UsageError(f"the CN {_shown(cn)} has {len(cn)} characters: a certificate's CN "
-                         f"holds at most {MAX_CN} (RFC 5280); give a shorter --cn (the CN "
-                         "is the key's --name when no --cn is given)")
+        raise UsageError(_("the CN {cn} has {count} characters: a certificate's CN holds at "
+                           "most {MAX_CN} (RFC 5280); give a shorter --cn (the CN is the "
+                           "key's --name when no --cn is given)")
+                         .format(cn=_shown(cn), count=len(cn), MAX_CN=MAX_CN))
     if any(unicodedata.category(ch) in _HIDDEN for ch in cn):
-        raise UsageError(f"the CN {_shown(cn)} holds control characters: a certificate's CN "
-                         "is printable text")
+        raise UsageError(_("the CN {cn} holds control characters: a certificate's CN is "
+                           "printable text").format(cn=_shown(cn)))
     return cn
 
 
@@ -144,19 +146,20 @@ def check_subject_text(cert: x509.Certificate) -> None:
             "tbs_certificate"]["subject"]
         values = [(a["type"].native, a["value"].native) for rdn in subject.chosen for a in rdn]
     except Exception:  # asn1crypto raises ValueError, TypeError... on odd input
-        raise CertificateRefused("the certificate's subject cannot be read: nothing was "
-                                 "changed") from None
+        raise CertificateRefused(_("the certificate's subject cannot be read: nothing was "
+                                   "changed")) from None
     for kind, value in values:
         text = value if isinstance(value, str) else str(value)
         limit = MAX_CN if kind == "common_name" else MAX_NAME_VALUE
         if len(text) > limit:
             raise CertificateRefused(
-                f"the certificate's subject {kind} has {len(text)} characters (at most "
-                f"{limit}): refused, nothing was changed")
+                _("the certificate's subject {kind} has {count} characters (at most "
+                  "{limit}): refused, nothing was changed")
+                .format(kind=kind, count=len(text), limit=limit))
         if any(unicodedata.category(ch) in _HIDDEN for ch in text):
             raise CertificateRefused(
-                f"the certificate's subject {kind} holds control characters: refused, "
-                "nothing was changed")
+                _("the certificate's subject {kind} holds control characters: refused, "
+                  "nothing was changed").format(kind=kind))
 
 
 def certificate_cn(cert: x509.Certificate) -> str | None:

@@ -9,6 +9,7 @@
     audit_checkpoints = "/mnt/offsite/checkpoints"    # where checkpoints are kept (doctor)
     audit_checkpoint_days = 7                     # doctor: newest checkpoint at most this old
     audit_trust = "/etc/tokenkeys/audit-ca.pem"   # audit verify --checkpoint: signer anchor
+    lang = "fr"                                   # messages in French (else LC_ALL, LANG...)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import platformdirs
 
 from tokenkeys.errors import UsageError
 from tokenkeys.files import MAX_CONFIG, read_limited
+from tokenkeys.i18n import _
 
 APP = "tokenkeys"
 
@@ -46,6 +48,7 @@ class Config:
     audit_checkpoints: str | None = None
     audit_checkpoint_days: int = 7
     audit_trust: str | None = None
+    lang: str | None = None  # "fr" or "en"; None: from the environment (tokenkeys.i18n)
 
     @property
     def default_module(self) -> str | None:
@@ -61,7 +64,7 @@ class Config:
 def _strings(data: dict[str, object], key: str, path: Path) -> tuple[str, ...]:
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UsageError(f"{path}: {key} must be a list of strings")
+        raise UsageError(_("{path}: {key} must be a list of strings").format(path=path, key=key))
     return tuple(str(v) for v in value)
 
 
@@ -75,31 +78,34 @@ def load_config(path: Path | None = None) -> Config:
     registry_env = os.environ.get("TOKENKEYS_REGISTRY")
     if not path.exists():
         if explicit:
-            raise UsageError(f"configuration file not found: {path}")
+            raise UsageError(_("configuration file not found: {path}").format(path=path))
         config = Config()
     else:
         try:
             text = read_limited(path, MAX_CONFIG, "configuration file").decode("utf-8")
             data = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read configuration {path}: {exc}") from None
+            raise UsageError(_("cannot read configuration {path}: {exc}")
+                             .format(path=path, exc=exc)) from None
         module = data.get("module")
         if module is not None and not isinstance(module, str):
-            raise UsageError(f"{path}: module must be a string")
+            raise UsageError(_("{path}: module must be a string").format(path=path))
         registry = data.get("registry")
         token = data.get("token")
         service = data.get("service")
         for name, value in (("registry", registry), ("token", token), ("service", service)):
             if value is not None and not isinstance(value, str):
-                raise UsageError(f"{path}: {name} must be a string")
+                raise UsageError(_("{path}: {name} must be a string").format(path=path, name=name))
         checkpoints, trust = data.get("audit_checkpoints"), data.get("audit_trust")
-        for name, value in (("audit_checkpoints", checkpoints), ("audit_trust", trust)):
+        lang = data.get("lang")
+        for name, value in (("audit_checkpoints", checkpoints), ("audit_trust", trust),
+                            ("lang", lang)):
             if value is not None and not isinstance(value, str):
-                raise UsageError(f"{path}: {name} must be a string")
+                raise UsageError(_("{path}: {name} must be a string").format(path=path, name=name))
         days = data.get("audit_checkpoint_days", Config.audit_checkpoint_days)
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            raise UsageError(f"{path}: audit_checkpoint_days must be a whole number of days, "
-                             "at least 1")
+            raise UsageError(_("{path}: audit_checkpoint_days must be a whole number of "
+                               "days, at least 1").format(path=path))
         config = Config(
             module=module,
             modules=_strings(data, "modules", path),
@@ -111,6 +117,7 @@ def load_config(path: Path | None = None) -> Config:
             audit_checkpoints=checkpoints,
             audit_checkpoint_days=days,
             audit_trust=trust,
+            lang=lang,
         )
     if registry_env:
         config = replace(config, registry=registry_env)

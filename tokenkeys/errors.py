@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tokenkeys.i18n import _, ngettext
+
 
 class TokenKeysError(Exception):
     """Root of every error tokenkeys raises on purpose."""
@@ -24,8 +26,8 @@ class UsageError(TokenKeysError):
 class SecretInUri(UsageError):
     def __init__(self) -> None:
         super().__init__(
-            "pin-value/pin-source in a URI is refused: secrets never go in URIs "
-            "(use TOKENKEYS_PIN, --pin-file or the prompt)"
+            _("pin-value/pin-source in a URI is refused: secrets never go in URIs "
+              "(use TOKENKEYS_PIN, --pin-file or the prompt)")
         )
 
 
@@ -60,19 +62,23 @@ class PinError(TokenKeysError):
 
 class PinIncorrect(PinError):
     def __init__(self, tries_left: str | int | None = None) -> None:
+        # tries_left stays the English words the driver gave (programs read it).
         self.tries_left = tries_left
         if tries_left is None:
-            hint = "the token does not say how many tries remain"
+            hint = _("the token does not say how many tries remain")
         elif isinstance(tries_left, int):
-            hint = f"{tries_left} tries left"
+            hint = ngettext("{count} try left", "{count} tries left",
+                            tries_left).format(count=tries_left)
         else:
-            hint = tries_left
-        super().__init__(f"PIN incorrect ({hint}); tokenkeys never retries a PIN by itself")
+            hint = _(tries_left)
+        super().__init__(_("PIN incorrect ({hint}); tokenkeys never retries a PIN by itself")
+                         .format(hint=hint))
 
 
 class PinLocked(PinError):
     def __init__(self, what: str = "PIN", how: str | None = None) -> None:
-        super().__init__(f"{what} is locked: {how or 'the security officer must unblock it'}")
+        super().__init__(_("{what} is locked: {how}").format(
+            what=_(what), how=_(how) if how else _("the security officer must unblock it")))
 
 
 class PinFinalTry(PinError):
@@ -80,16 +86,16 @@ class PinFinalTry(PinError):
 
     def __init__(self, origin: str, card: str) -> None:
         super().__init__(
-            f"{card} is at its final PIN try: a PIN from {origin} is refused without being "
-            "sent (a wrong one would lock the card); type it at the prompt, or add "
-            "--allow-final-try if you are sure of it")
+            _("{card} is at its final PIN try: a PIN from {origin} is refused without being "
+              "sent (a wrong one would lock the card); type it at the prompt, or add "
+              "--allow-final-try if you are sure of it").format(card=card, origin=_(origin)))
 
 
 class PinMissing(PinError):
     def __init__(self, what: str = "PIN") -> None:
         super().__init__(
-            f"no {what} available: set the environment variable, use --pin-file, "
-            "or run on a terminal to be prompted"
+            _("no {what} available: set the environment variable, use --pin-file, "
+              "or run on a terminal to be prompted").format(what=_(what))
         )
 
 
@@ -122,9 +128,12 @@ class MechanismUnsupported(TokenKeysError):
         # `by`: who lacks it. The envelope layer says "tokenkeys": no device is involved.
         self.wanted = wanted
         self.offered = tuple(offered)
-        offer = ", ".join(self.offered) if self.offered else "nothing usable"
-        verb = "offers" if by == "this device" else "supports"
-        super().__init__(f"{wanted} is not supported by {by} (it {verb}: {offer})")
+        offer = ", ".join(self.offered) if self.offered else _("nothing usable")
+        if by == "this device":
+            text = _("{wanted} is not supported by this device (it offers: {offered})")
+        else:
+            text = _("{wanted} is not supported by {by} (it supports: {offered})")
+        super().__init__(text.format(wanted=wanted, by=by, offered=offer))
 
 
 class EnvelopeError(TokenKeysError):
@@ -145,11 +154,18 @@ class NoMatchingRecipient(EnvelopeError):
     def __init__(self, tried: Sequence[str], recipients: Sequence[str] = ()) -> None:
         self.tried = tuple(tried)
         self.recipients = tuple(recipients)
-        tried_s = ", ".join(self.tried) if self.tried else "no identity"
-        shown = ", ".join(self.recipients[:3]) + (
-            f" and {len(self.recipients) - 3} more" if len(self.recipients) > 3 else "")
-        super().__init__(f"no recipient of this envelope matches the keys tried ({tried_s})"
-                         + (f"; it is addressed to: {shown}" if shown else ""))
+        tried_s = ", ".join(self.tried) if self.tried else _("no identity")
+        shown = ", ".join(self.recipients[:3])
+        if len(self.recipients) > 3:
+            more = len(self.recipients) - 3
+            shown = ngettext("{shown} and {count} more", "{shown} and {count} more",
+                             more).format(shown=shown, count=more)
+        if shown:
+            text = _("no recipient of this envelope matches the keys tried ({tried}); it is "
+                     "addressed to: {recipients}")
+        else:
+            text = _("no recipient of this envelope matches the keys tried ({tried})")
+        super().__init__(text.format(tried=tried_s, recipients=shown))
 
 
 class PolicyRefused(TokenKeysError):
@@ -251,8 +267,8 @@ class CopyFailed(DeviceError):
 class PassphraseMissing(PinError):
     def __init__(self) -> None:
         super().__init__(
-            "no PKCS#12 passphrase available: set TOKENKEYS_PASSPHRASE, "
-            "or run on a terminal to be prompted"
+            _("no PKCS#12 passphrase available: set TOKENKEYS_PASSPHRASE, "
+              "or run on a terminal to be prompted")
         )
 
 
@@ -261,10 +277,10 @@ class NotExtractable(PolicyRefused):
 
     def __init__(self, label: str) -> None:
         super().__init__(
-            f"key {label!r} is not extractable, by design: it was generated to never leave "
-            "its device. To share a key, generate it with `key generate --shareable` before "
-            "binding consultations to it; to survive the loss of a device, add backup keys "
-            "(`key generate --backup`), to which every bid is also sealed"
+            _("key {label!r} is not extractable, by design: it was generated to never leave "
+              "its device. To share a key, generate it with `key generate --shareable` before "
+              "binding consultations to it; to survive the loss of a device, add backup keys "
+              "(`key generate --backup`), to which every bid is also sealed").format(label=label)
         )
 
 

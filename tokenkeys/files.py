@@ -25,12 +25,14 @@ from pathlib import Path
 from types import TracebackType
 
 from tokenkeys.errors import OutputExists, UsageError
+from tokenkeys.i18n import _
 
 
 def check_target(path: Path, overwrite: bool) -> None:
     """Refuse an existing file (or a dangling symlink) unless overwrite: `--force`."""
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise OutputExists(f"{path} already exists (use --force to replace it)")
+        raise OutputExists(_("{path} already exists (use --force to replace it)")
+                           .format(path=path))
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
@@ -71,7 +73,8 @@ class AtomicOutput:
                 fd, self._tmp = tempfile.mkstemp(prefix=f".{self.dst.name}.", suffix=".part",
                                                  dir=self.dst.parent)
         except OSError as exc:
-            raise UsageError(f"cannot write next to {self.dst}: {exc.strerror}") from None
+            raise UsageError(_("cannot write next to {dst}: {strerror}")
+                             .format(dst=self.dst, strerror=exc.strerror)) from None
         self.file = io.FileIO(fd, "wb", closefd=True)
         self._open = True
         return self
@@ -132,7 +135,8 @@ class AtomicOutput:
         try:
             os.link(str(self.file.fileno()), self.dst, src_dir_fd=proc, follow_symlinks=True)
         except FileExistsError:
-            raise OutputExists(f"{self.dst} appeared while writing; left untouched") from None
+            raise OutputExists(_("{dst} appeared while writing; left untouched")
+                               .format(dst=self.dst)) from None
         finally:
             os.close(proc)
             self.file.close()
@@ -144,7 +148,8 @@ class AtomicOutput:
         try:
             os.link(tmp, self.dst)  # no-clobber, unlike rename
         except FileExistsError:
-            raise OutputExists(f"{self.dst} appeared while writing; left untouched") from None
+            raise OutputExists(_("{dst} appeared while writing; left untouched")
+                               .format(dst=self.dst)) from None
         except OSError:  # filesystem without hard links
             check_target(self.dst, False)
             os.replace(tmp, self.dst)
@@ -258,13 +263,16 @@ def prepare_output(path: Path, force: bool) -> None:
     is created if needed."""
     if path.is_symlink() or path.exists():
         if not force:
-            raise OutputExists(f"{path} already exists (use --force to replace it)")
+            raise OutputExists(_("{path} already exists (use --force to replace it)")
+                               .format(path=path))
         if not path.is_file() or path.is_symlink():
-            raise UsageError(f"{path} is not a regular file: --force replaces only files")
+            raise UsageError(_("{path} is not a regular file: --force replaces only files")
+                             .format(path=path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+        raise UsageError(_("cannot create directory {parent}: {strerror}")
+                         .format(parent=path.parent, strerror=exc.strerror)) from None
 
 
 # What each kind of input file may weigh: read_limited refuses more before reading.
@@ -291,10 +299,11 @@ def check_regular(path: Path, what: str) -> int:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise UsageError(_("cannot read {what} {path}: {strerror}")
+                         .format(what=what, path=path, strerror=exc.strerror)) from None
     if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{what} {path} is a {file_kind(st.st_mode)}, not a regular file: "
-                         "nothing was read")
+        raise UsageError(_("{what} {path} is a {st_mode}, not a regular file: nothing was read")
+                         .format(what=what, path=path, st_mode=file_kind(st.st_mode)))
     return st.st_size
 
 
@@ -303,22 +312,25 @@ def read_limited(path: Path, limit: int, what: str) -> bytes:
     before reading (kind and size checked first, and at most limit + 1 bytes read,
     should it grow meanwhile). The one reader of every file a user names."""
     size = check_regular(path, what)
-    too_big = UsageError(f"{what} {path} is larger than {limit} bytes, the most a {what} "
-                         "may be: nothing was read")
+    too_big = UsageError(_("{what} {path} is larger than {limit} bytes, the most a {what} "
+                           "may be: nothing was read").format(what=what, path=path, limit=limit))
     if size > limit:
         raise too_big
     try:
         # O_NONBLOCK: should the name become a FIFO after the check, open does not block.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise UsageError(_("cannot read {what} {path}: {strerror}")
+                         .format(what=what, path=path, strerror=exc.strerror)) from None
     with io.FileIO(fd, "rb", closefd=True) as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{what} {path} is not a regular file: nothing was read")
+            raise UsageError(_("{what} {path} is not a regular file: nothing was read")
+                             .format(what=what, path=path))
         try:
             data = f.read(limit + 1) or b""
         except OSError as exc:
-            raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+            raise UsageError(_("cannot read {what} {path}: {strerror}")
+                             .format(what=what, path=path, strerror=exc.strerror)) from None
     if len(data) > limit:
         raise too_big
     return data

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tokenkeys.errors import PinMissing, UsageError
 from tokenkeys.files import MAX_PIN_FILE, read_limited
+from tokenkeys.i18n import N_, _
 
 
 class Secret:
@@ -47,7 +48,8 @@ class Algorithm(enum.StrEnum):
             return cls(text.lower())
         except ValueError:
             choices = ", ".join(a.value for a in cls)
-            raise UsageError(f"unsupported algorithm {text!r} (choose one of: {choices})") from None
+            raise UsageError(_("unsupported algorithm {text!r} (choose one of: {choices})")
+                             .format(text=text, choices=choices)) from None
 
 
 DEFAULT_ALGORITHM = Algorithm.RSA3072
@@ -97,7 +99,7 @@ class PinSource:
 
     env_var: str = "TOKENKEYS_PIN"
     file: Path | None = None
-    what: str = "user PIN"
+    what: str = N_("user PIN")  # English; shown through _()
     interactive: bool = field(default_factory=lambda: sys.stdin.isatty())
     pinpad: bool = False
     value: Secret | None = None
@@ -106,7 +108,7 @@ class PinSource:
         if self.value is not None:
             return self.value
         if self.pinpad and self.file is not None:
-            raise UsageError("--pinpad and --pin-file exclude each other: choose one")
+            raise UsageError(_("--pinpad and --pin-file exclude each other: choose one"))
         if self.pinpad:
             return None
         if self.file is not None:
@@ -115,22 +117,23 @@ class PinSource:
         if value:
             return Secret(value)
         if self.interactive:
-            typed = getpass.getpass(f"{self.what}: ")
+            typed = getpass.getpass(_("{what}: ").format(what=_(self.what)))
             if not typed:
-                raise UsageError(f"empty {self.what}: nothing was sent to the token")
+                raise UsageError(_("empty {what}: nothing was sent to the token")
+                                 .format(what=_(self.what)))
             return Secret(typed)
-        raise PinMissing(f"{self.what} ({self.env_var})")
+        raise PinMissing(_("{what} ({env_var})").format(what=_(self.what), env_var=self.env_var))
 
     def _first_line(self, path: Path) -> str:
         data = read_limited(path, MAX_PIN_FILE, "PIN file")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"PIN file {path} is not UTF-8 text") from None
+            raise UsageError(_("PIN file {path} is not UTF-8 text").format(path=path)) from None
         line = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
         if not line:
-            raise UsageError(f"PIN file {path} has an empty first line: nothing was sent "
-                             "to the token")
+            raise UsageError(_("PIN file {path} has an empty first line: nothing was sent to "
+                               "the token").format(path=path))
         return line
 
 
@@ -140,4 +143,4 @@ def given_pin(value: Secret) -> PinSource:
 
 
 def so_pin_source() -> PinSource:
-    return PinSource(env_var="TOKENKEYS_SO_PIN", what="SO PIN")
+    return PinSource(env_var="TOKENKEYS_SO_PIN", what=N_("SO PIN"))

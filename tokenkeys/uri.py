@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote_to_bytes
 
 from tokenkeys.errors import SecretInUri, UsageError
+from tokenkeys.i18n import _
 
 PATH_ATTRS = (
     "library-description",
@@ -98,7 +99,7 @@ def _decode(value: str, uri: str) -> bytes:
     if "%" in value:
         for i, ch in enumerate(value):
             if ch == "%" and not _is_hex(value[i + 1 : i + 3]):
-                raise UsageError(f"bad percent-encoding in PKCS#11 URI: {uri!r}")
+                raise UsageError(_("bad percent-encoding in PKCS#11 URI: {uri!r}").format(uri=uri))
     return unquote_to_bytes(value)
 
 
@@ -110,14 +111,14 @@ def _text(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"PKCS#11 URI attribute {name} is not UTF-8") from None
+        raise UsageError(_("PKCS#11 URI attribute {name} is not UTF-8").format(name=name)) from None
 
 
 def parse_pkcs11(uri: str) -> Pkcs11Uri:
     if not uri.lower().startswith("pkcs11:"):
-        raise UsageError(f"not a PKCS#11 URI: {uri!r}")
+        raise UsageError(_("not a PKCS#11 URI: {uri!r}").format(uri=uri))
     body = uri[len("pkcs11:") :]
-    path, _, query = body.partition("?")
+    path, _sep, query = body.partition("?")
     attrs: dict[str, str] = {}
     key_id: bytes | None = None
     for item in filter(None, path.split(";")):
@@ -126,9 +127,10 @@ def parse_pkcs11(uri: str) -> Pkcs11Uri:
         if name in SECRET_ATTRS:
             raise SecretInUri()
         if not sep:
-            raise UsageError(f"PKCS#11 URI attribute without a value: {name!r}")
+            raise UsageError(_("PKCS#11 URI attribute without a value: {name!r}")
+                             .format(name=name))
         if name in attrs or (name == "id" and key_id is not None):
-            raise UsageError(f"PKCS#11 URI repeats the attribute {name!r}")
+            raise UsageError(_("PKCS#11 URI repeats the attribute {name!r}").format(name=name))
         raw = _decode(value, uri)
         if name == "id":
             key_id = raw
@@ -136,21 +138,22 @@ def parse_pkcs11(uri: str) -> Pkcs11Uri:
             # RFC 7512 2.3: vendor attributes look like "vendor-name"; keep them.
             attrs[name] = _text(raw, name)
         else:
-            raise UsageError(f"unknown PKCS#11 URI attribute {name!r}")
+            raise UsageError(_("unknown PKCS#11 URI attribute {name!r}").format(name=name))
     queries: dict[str, str] = {}
     for item in filter(None, query.split("&")):
-        name, _, value = item.partition("=")
+        name, _sep, value = item.partition("=")
         name = name.lower()
         if name in SECRET_ATTRS:
             raise SecretInUri()
         if name in QUERY_ATTRS or "-" in name:
             queries[name] = _text(_decode(value, uri), name)
         else:
-            raise UsageError(f"unknown PKCS#11 URI query attribute {name!r}")
+            raise UsageError(_("unknown PKCS#11 URI query attribute {name!r}").format(name=name))
     if "type" in attrs and attrs["type"] not in OBJECT_TYPES:
-        raise UsageError(f"unknown PKCS#11 object type {attrs['type']!r}")
+        raise UsageError(_("unknown PKCS#11 object type {attrs!r}").format(attrs=attrs['type']))
     if "slot-id" in attrs and not attrs["slot-id"].isdigit():
-        raise UsageError(f"slot-id must be a decimal number, not {attrs['slot-id']!r}")
+        raise UsageError(_("slot-id must be a decimal number, not {attrs!r}")
+                         .format(attrs=attrs['slot-id']))
     return Pkcs11Uri(attrs=attrs, id=key_id, query=queries)
 
 
@@ -167,10 +170,11 @@ class SoftUri:
 
 def parse_soft(uri: str) -> SoftUri:
     if not uri.startswith("soft:") or len(uri) == len("soft:"):
-        raise UsageError(f"not a software keystore URI (soft:DIRECTORY): {uri!r}")
-    directory, _, name = uri[len("soft:") :].partition("#")
+        raise UsageError(_("not a software keystore URI (soft:DIRECTORY): {uri!r}")
+                         .format(uri=uri))
+    directory, _sep, name = uri[len("soft:") :].partition("#")
     if not directory:
-        raise UsageError(f"software keystore URI without a directory: {uri!r}")
+        raise UsageError(_("software keystore URI without a directory: {uri!r}").format(uri=uri))
     return SoftUri(directory=directory, name=name or None)
 
 
@@ -179,7 +183,8 @@ def parse(uri: str) -> Pkcs11Uri | SoftUri:
         return parse_pkcs11(uri)
     if uri.startswith("soft:"):
         return parse_soft(uri)
-    raise UsageError(f"unknown key URI scheme in {uri!r} (expected pkcs11: or soft:)")
+    raise UsageError(_("unknown key URI scheme in {uri!r} (expected pkcs11: or soft:)")
+                     .format(uri=uri))
 
 
 def same_token(a: str, b: str) -> bool:

@@ -230,3 +230,47 @@ def test_the_demo_platform_drives_the_assistant_in_chromium(
         for shot in s.shots.glob("*.png"):
             if "assistant-pairing-code" in shot.name or "bids-opened" in shot.name:
                 shutil.copy(shot, Path(docs) / shot.name.split("-", 1)[1])
+
+
+def test_pages_follow_the_browsers_language(scene: Scene) -> None:
+    """A browser that asks for French (Chromium --lang=fr: Accept-Language: fr) gets the
+    demo platform's pages and the assistant's window in French, the strings of their
+    scripts included; the English browser of the tests above gets them in English."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1100,900", "--lang=fr"):
+        options.add_argument(arg)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "fr-FR,fr"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"{scene.platform_url}/admin")
+        state = driver.find_element(By.ID, "assistant-state")
+        # The script's own text: this new browser has not paired with the assistant.
+        WebDriverWait(driver, 20).until(lambda _d: state.get_attribute("data-state"))
+        assert state.text == ("L'assistant est lancé sur cet ordinateur ; appairez cette page "
+                              "avec lui pour l'utiliser.")
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "Plateforme de marchés publics de démonstration" in body
+        assert "Bi-clés personnels" in body and "Créer un bi-clé" in body
+        assert "Create a key pair" not in body
+        assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "fr"
+        driver.save_screenshot(str(scene.shots / "fr-admin.png"))
+        driver.get(scene.assistant.window_url)
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.ID, "state").text == "L'assistant est lancé et prêt.")
+        window = driver.find_element(By.TAG_NAME, "body").text
+        assert "Codes d'appairage" in window and "En attente de votre approbation" in window
+        assert "Pairing codes" not in window
+        driver.save_screenshot(str(scene.shots / "fr-assistant.png"))
+    finally:
+        driver.quit()
+    scene.driver.get(f"{scene.platform_url}/admin")
+    english = scene.driver.find_element(By.TAG_NAME, "body").text
+    assert "Demo procurement platform" in english and "Create a key pair" in english
+    assert "Créer un bi-clé" not in english

@@ -2,7 +2,8 @@
 every row alike:
 
 - `tokenkeys --help` against the floor of this stack
-  (`python -c "import click, cryptography.x509, rich"`), in CPU seconds;
+  (`python -c "import click, cryptography.x509, rich"`), in CPU seconds, in English and
+  in French (LANG=fr_FR.UTF-8: the catalog is loaded, help texts translated);
 - `tokenkeys key list` on a SoftHSM2 token with its registry against the same floor
   and `pkcs11-tool -O`, in wall seconds;
 - `tokenkeys audit verify`, which opens the registry;
@@ -30,8 +31,13 @@ from bench_raw_decrypt import SOFTHSM, _throwaway
 FLOOR = "import click, cryptography.x509, rich"
 
 
-def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+# Runs in another language than the others (LANG=C.UTF-8).
+LANGS = {"tokenkeys --help (French: LANG=fr_FR.UTF-8)": "fr_FR.UTF-8"}
+
+
+def run(args: list[str], env: dict[str, str], name: str = "") -> tuple[float, float]:
     """(wall, CPU) seconds of one run of `args`."""
+    env = {**env, "LANG": LANGS.get(name, "C.UTF-8")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(args, env=env, capture_output=True, check=True)
@@ -73,6 +79,7 @@ def main() -> None:
             "floor: python -c 'import click, cryptography.x509, rich'":
                 [sys.executable, "-c", FLOOR],
             "tokenkeys --help": [*tk, "--help"],
+            "tokenkeys --help (French: LANG=fr_FR.UTF-8)": [*tk, "--help"],
             "tokenkeys key list (SoftHSM2, registry)": [*tk, "key", "list"],
             "pkcs11-tool -O": ["pkcs11-tool", "--module", SOFTHSM, "--token-label",
                                token_label, "-O"],
@@ -81,11 +88,11 @@ def main() -> None:
         walls: dict[str, list[float]] = {name: [] for name in runs}
         cpus: dict[str, list[float]] = {name: [] for name in runs}
         exits: dict[bool, list[float]] = {False: [], True: []}
-        for args in runs.values():  # warm the caches once
-            run(args, env)
+        for name, args in runs.items():  # warm the caches once
+            run(args, env, name)
         for _ in range(n):
             for name, args in runs.items():
-                wall, cpu = run(args, env)
+                wall, cpu = run(args, env, name)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
             for freeze in exits:

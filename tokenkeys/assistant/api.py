@@ -20,6 +20,7 @@ from tokenkeys.assistant.state import (
     text_field,
 )
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 from tokenkeys.services import consultations, service_keys
 from tokenkeys.services.access import open_registry
 from tokenkeys.services.opening_session import is_default, known_token, tokens
@@ -42,7 +43,7 @@ async def pairing_start(request: Request) -> Response:
     origin = request.headers["origin"]
     await json_body(request)
     code = a.desk.start(origin)
-    a.announce(texts.PAIRING_CODE.format(origin=origin, code=code))
+    a.announce(_(texts.PAIRING_CODE).format(origin=origin, code=code))
     return JSONResponse({"started": True, "digits": len(code),
                          "expires_in": round(a.desk.lifetime)})
 
@@ -91,13 +92,13 @@ async def key_generate(request: Request) -> Response:
                                 or DEFAULT_ALGORITHM.value)
     backup = data.get("backup", False)
     if not isinstance(backup, bool):
-        raise UsageError("the field 'backup' must be true or false")
+        raise UsageError(_("the field 'backup' must be true or false"))
     service = _service(request, data)
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
     await run(lambda: service_keys.check_free(a.config, service, name))
     a.check_token_free(token_uri)
-    template = texts.APPROVE_GENERATE_BACKUP if backup else texts.APPROVE_GENERATE
+    template = _(texts.APPROVE_GENERATE_BACKUP) if backup else _(texts.APPROVE_GENERATE)
     text = template.format(origin=origin, name=name, algorithm=algorithm.value, days=days,
                            token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
@@ -118,13 +119,13 @@ async def key_certificate(request: Request) -> Response:
     pem = data.get("certificate_pem")
     chain = data.get("chain_pem")
     if not isinstance(pem, str) or (chain is not None and not isinstance(chain, str)):
-        raise UsageError("the field 'certificate_pem' (and 'chain_pem', when given) must be "
-                         "PEM text")
+        raise UsageError(_("the field 'certificate_pem' (and 'chain_pem', when given) must "
+                           "be PEM text"))
     service = _service(request, data)
     token_uri = await run(lambda: known_token(a.config, a.lane,
                                               text_field(data, "token", required=False)))
     a.check_token_free(token_uri)
-    text = texts.APPROVE_CERTIFY.format(origin=origin, name=name,
+    text = _(texts.APPROVE_CERTIFY).format(origin=origin, name=name,
                                         token=a.token_name(token_uri))
     needs_pin = await run(lambda: a.needs_pin(token_uri))
     pin = await run(lambda: a.consent.ask(origin=origin, operation="certify", text=text,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from tokenkeys.assistant import texts
 from tokenkeys.errors import ApprovalRefused, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import Secret
 
 
@@ -56,7 +57,7 @@ class Consent:
                            time.monotonic() + self.timeout)
         with self._changed:
             if self._closed:
-                raise ApprovalRefused(texts.SHUTTING_DOWN)
+                raise ApprovalRefused(_(texts.SHUTTING_DOWN))
             self._waiting[request.id] = request
             self._changed.notify_all()
         answered = request.done.wait(self.timeout)
@@ -64,9 +65,9 @@ class Consent:
             self._waiting.pop(request.id, None)
             self._changed.notify_all()
         if not answered:
-            raise ApprovalRefused(texts.TIMED_OUT.format(seconds=round(self.timeout)))
+            raise ApprovalRefused(_(texts.TIMED_OUT).format(seconds=round(self.timeout)))
         if not request.approved:
-            raise ApprovalRefused(texts.SHUTTING_DOWN if self._closed else texts.REFUSED)
+            raise ApprovalRefused(_(texts.SHUTTING_DOWN) if self._closed else _(texts.REFUSED))
         return request.pin
 
     def pending(self) -> list[Approval]:
@@ -77,9 +78,9 @@ class Consent:
         with self._mutex:
             request = self._waiting.get(request_id)
             if request is None or request.done.is_set():
-                raise UsageError(texts.UNKNOWN_REQUEST)
+                raise UsageError(_(texts.UNKNOWN_REQUEST))
             if approve and request.needs_pin and not pin:
-                raise UsageError(texts.NO_PIN)
+                raise UsageError(_(texts.NO_PIN))
             request.approved = approve
             request.pin = Secret(pin) if approve and pin else None
             request.done.set()
@@ -112,8 +113,8 @@ def console_loop(consent: Consent, stop: threading.Event) -> None:
         shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in request.text)
         print(shown, file=sys.stderr, flush=True)
         try:
-            yes = input(texts.CONSOLE_ASK).strip().lower() in ("y", "yes", "o", "oui")
-            pin = (getpass.getpass(texts.CONSOLE_PIN.format(token=request.token))
+            yes = input(_(texts.CONSOLE_ASK)).strip().lower() in ("y", "yes", "o", "oui")
+            pin = (getpass.getpass(_(texts.CONSOLE_PIN).format(token=request.token))
                    if yes and request.needs_pin else None)
             consent.answer(request.id, yes, pin)
         except (EOFError, UsageError):

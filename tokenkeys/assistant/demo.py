@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from tokenkeys.assistant import pages
 from tokenkeys.assistant.settings import DEFAULT_PORT, DEMO_PORT, check_bind
+from tokenkeys.i18n import _
 
 STATIC = Path(__file__).with_name("static")
 PAGES = {"/admin": "demo-admin.html", "/opening": "demo-opening.html",
@@ -29,11 +31,14 @@ KINDS = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": 
 def build(assistant_url: str) -> Any:
     async def page(request: Request) -> Response:
         name = PAGES[request.url.path]
-        body = (STATIC / name).read_text(encoding="utf-8")
+        if name.endswith(".css"):
+            body = (STATIC / name).read_text(encoding="utf-8")
+        else:
+            body = pages.render(name, pages.language_of_request(request.headers))
         if name.endswith(".html"):
             body = body.replace("{{assistant}}", assistant_url)
         return Response(body, media_type=KINDS[Path(name).suffix],
-                        headers={"cache-control": "no-store"})
+                        headers={"cache-control": "no-store", "vary": "accept-language"})
 
     async def home(_request: Request) -> Response:
         return RedirectResponse("/admin")
@@ -48,6 +53,7 @@ def serve(*, port: int | None = None, assistant_url: str | None = None, host: st
     port = port or DEMO_PORT
     check_bind(host)
     url = assistant_url or f"http://127.0.0.1:{DEFAULT_PORT}"
-    print(f"The demo platform is at http://{host}:{port}/admin; start the assistant with "
-          f"--origin http://{host}:{port}", file=sys.stderr, flush=True)
+    print(_("The demo platform is at http://{host}:{port}/admin; start the assistant with "
+            "--origin http://{host}:{port}").format(host=host, port=port),
+          file=sys.stderr, flush=True)
     uvicorn.run(build(url), host=host, port=port, log_level="warning")

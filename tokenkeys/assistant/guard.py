@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokenkeys.assistant import problems
 from tokenkeys.assistant.settings import Settings
 from tokenkeys.errors import AccessRefused, LimitExceeded, TokenKeysError
+from tokenkeys.i18n import _, accepted, language
 
 CLIENT_HEADER = "x-tokenkeys-client"
 SECRET_HEADER = "x-tokenkeys-secret"
@@ -58,6 +59,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Messages (refusals, errors, approvals) in the language the browser asks for.
+        with language(accepted(Headers(scope=scope).get("accept-language"))):
+            await self._guarded(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         cors = origin if origin in self.settings.origins else None
@@ -71,8 +77,9 @@ class Guard:
             await self._preflight(headers, cors)(scope, receive, send)
             return
         if self.in_flight >= self.settings.concurrency:
-            busy = LimitExceeded(f"the assistant is busy ({self.settings.concurrency} "
-                                 "requests at once): try again shortly")
+            busy = LimitExceeded(_("the assistant is busy ({concurrency} requests at once): "
+                                   "try again shortly")
+                                 .format(concurrency=self.settings.concurrency))
             await problems.response(busy, _cors(cors), status=503)(scope, receive, send)
             return
         limit = (self.settings.max_body if is_envelope_post(scope["method"], scope["path"])
@@ -91,45 +98,46 @@ class Guard:
     def _check(self, scope: Scope, headers: Headers, origin: str | None) -> None:
         host = headers.get("host", "")
         if host.lower() not in self.settings.own_hosts:
-            raise AccessRefused(f"Host {host!r} is not this assistant's address: refused (a "
-                                "page on another name may be a DNS rebinding attack)"
+            raise AccessRefused(_("Host {host!r} is not this assistant's address: refused (a "
+                                  "page on another name may be a DNS rebinding attack)")
+                                .format(host=host)
                                 )
         path, method = scope["path"], scope["method"]
         if path in UI_PAGES or path in PUBLIC:
             if method not in ("GET", "HEAD"):
-                raise AccessRefused("only GET is allowed here")
+                raise AccessRefused(_("only GET is allowed here"))
             if origin is not None and origin not in self.settings.own_origins | (
                     set(self.settings.origins) if path in PUBLIC else set()):
-                raise AccessRefused(f"origin {origin} may not load this")
+                raise AccessRefused(_("origin {origin} may not load this").format(origin=origin))
             return
         if path.startswith("/ui/api/"):
             self._check_ui(headers, origin, method)
             return
         if not path.startswith("/v1/"):
-            raise AccessRefused("no such address on the assistant")
+            raise AccessRefused(_("no such address on the assistant"))
         if origin is None:
-            raise AccessRefused("a request without an Origin header is refused: only the "
-                                "platform's web pages may call the assistant")
+            raise AccessRefused(_("a request without an Origin header is refused: only the "
+                                  "platform's web pages may call the assistant"))
         if origin not in self.settings.origins:
-            raise AccessRefused(f"origin {origin} is not on the assistant's list of platform "
-                                "origins")
+            raise AccessRefused(_("origin {origin} is not on the assistant's list of "
+                                  "platform origins").format(origin=origin))
         if method in ("GET", "HEAD", "OPTIONS"):
             return
         _check_not_simple(headers, is_envelope_post(method, path))
 
     def _check_ui(self, headers: Headers, origin: str | None, method: str) -> None:
         if method != "POST" or origin not in self.settings.own_origins:
-            raise AccessRefused("the assistant's own page is the only caller of this address")
+            raise AccessRefused(_("the assistant's own page is the only caller of this address"))
         if not hmac.compare_digest(headers.get(SECRET_HEADER, "").encode(),
                                    self.secret.encode()):
-            raise AccessRefused("this request does not carry the assistant's launch secret")
+            raise AccessRefused(_("this request does not carry the assistant's launch secret"))
         _check_not_simple(headers, False)
 
     def _preflight(self, headers: Headers, cors: str | None) -> Any:
         from starlette.responses import Response
 
         if cors is None:  # _check let it through: it was for a page or a UI address
-            return problems.response(AccessRefused("no preflight here"))
+            return problems.response(AccessRefused(_("no preflight here")))
         extra = {"access-control-allow-methods": ALLOWED_METHODS,
                  "access-control-allow-headers": ALLOWED_HEADERS,
                  "access-control-max-age": "600"}
@@ -147,8 +155,8 @@ class Guard:
                 with anyio.fail_after(idle):
                     message = await receive()
             except TimeoutError:
-                raise LimitExceeded(f"no data from the page for {idle:g} s: request "
-                                    "abandoned") from None
+                raise LimitExceeded(_("no data from the page for {idle:g} s: request abandoned")
+                                    .format(idle=idle)) from None
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise _too_large(limit)
@@ -167,8 +175,8 @@ class Guard:
 
 def _check_not_simple(headers: Headers, octets: bool) -> None:
     if headers.get(CLIENT_HEADER) != "1":
-        raise AccessRefused("a request that changes something needs the header "
-                            "X-Tokenkeys-Client: 1 (a plain HTML form cannot send it)")
+        raise AccessRefused(_("a request that changes something needs the header "
+                              "X-Tokenkeys-Client: 1 (a plain HTML form cannot send it)"))
     kind = headers.get("content-type", "").split(";")[0].strip().lower()
     wanted = "application/octet-stream" if octets else "application/json"
     if kind != wanted:
@@ -177,7 +185,8 @@ def _check_not_simple(headers: Headers, octets: bool) -> None:
 
 
 def _too_large(limit: int) -> LimitExceeded:
-    return LimitExceeded(f"the request body is over the assistant's limit of {limit} bytes"
+    return LimitExceeded(_("the request body is over the assistant's limit of {limit} bytes")
+                         .format(limit=limit)
                          )
 
 

@@ -23,6 +23,7 @@ from tokenkeys.assistant import problems, texts
 from tokenkeys.assistant.state import Assistant, assistant_of, caller, int_field, json_body, run
 from tokenkeys.assistant.state import text_field as field
 from tokenkeys.errors import SessionOver
+from tokenkeys.i18n import _
 from tokenkeys.services.opening_files import DEVICE_FAILURES, FileResult, error_class
 from tokenkeys.services.opening_session import OpeningSession, known_token
 
@@ -45,7 +46,7 @@ async def start(request: Request) -> Response:
         a.config, a.lane, origin=origin, service=service, consultation=reference,
         token_uri=token_uri, limit=count, seconds=minutes * 60, workdir=a.workdir))
     try:
-        text = texts.APPROVE_OPEN.format(origin=origin, count=count, reference=reference,
+        text = _(texts.APPROVE_OPEN).format(origin=origin, count=count, reference=reference,
                                          key=session.bound.key.designation, minutes=minutes)
         needs_pin = await run(lambda: a.needs_pin(token_uri))
         pin = await run(lambda: a.consent.ask(origin=origin, operation="open", text=text,
@@ -87,7 +88,8 @@ async def envelope(request: Request) -> Response:
     a = assistant_of(request)
     session = _session(a, request, caller(request))
     if session.over:
-        raise SessionOver("this opening session is over (count or time limit): start a new one")
+        raise SessionOver(_("this opening session is over (count or time limit): start a new "
+                            "one"))
     spool = a.workdir / f"{uuid.uuid4().hex}.p7m"
     try:
         await _spool(request, spool)

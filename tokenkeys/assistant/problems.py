@@ -8,6 +8,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from tokenkeys import errors
+from tokenkeys.i18n import _
 
 # Most specific first: the first class an error is an instance of gives the status.
 STATUS: tuple[tuple[type[errors.TokenKeysError], int], ...] = (
@@ -63,6 +64,6 @@ def response(exc: errors.TokenKeysError, headers: dict[str, str] | None = None,
 
 def internal(headers: dict[str, str] | None = None) -> JSONResponse:
     # The message of an unexpected exception is not shown: it could carry anything.
-    return JSONResponse(body("InternalError", "internal error in the assistant; see its "
-                             "console (run with --debug for details)"),
+    return JSONResponse(body("InternalError", _("internal error in the assistant; see its "
+                                                "console (run with --debug for details)")),
                         status_code=500, headers=headers)

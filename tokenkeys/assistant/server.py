@@ -27,6 +27,7 @@ from tokenkeys.assistant.settings import Settings, check_bind
 from tokenkeys.assistant.state import Assistant, run
 from tokenkeys.config import Config
 from tokenkeys.errors import TokenKeysError
+from tokenkeys.i18n import _
 
 log = logging.getLogger("tokenkeys.assistant")
 SWEEP_SECONDS = 2.0
@@ -92,9 +93,9 @@ def serve(settings: Settings, config: Config, *, open_window: bool = False) -> N
         print(text, file=sys.stderr, flush=True)
 
     app, assistant = build(settings, config, announce=say)
-    say(texts.STARTED.format(url=settings.base_url, window=assistant.window_url))
-    say(texts.ORIGINS.format(origins=", ".join(settings.origins)) if settings.origins
-        else texts.NO_ORIGINS)
+    say(_(texts.STARTED).format(url=settings.base_url, window=assistant.window_url))
+    say(_(texts.ORIGINS).format(origins=", ".join(settings.origins)) if settings.origins
+        else _(texts.NO_ORIGINS))
     if open_window:
         import webbrowser
 
@@ -108,4 +109,4 @@ def serve(settings: Settings, config: Config, *, open_window: bool = False) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _sig, _frame: None)
     server.run()
-    say(texts.STOPPED)
+    say(_(texts.STOPPED))

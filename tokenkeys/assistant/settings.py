@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 
 LOOPBACK = ("127.0.0.1", "::1")
 DEFAULT_PORT = 8765
@@ -71,8 +72,8 @@ def check_bind(host: str) -> str:
     except ValueError:
         address = None
     if address is None or str(address) not in LOOPBACK:
-        raise UsageError(f"the assistant listens on 127.0.0.1 or ::1 only, not on {host}: "
-                         "it must never be reachable from another machine")
+        raise UsageError(_("the assistant listens on 127.0.0.1 or ::1 only, not on {host}: "
+                           "it must never be reachable from another machine").format(host=host))
     return str(address)
 
 
@@ -81,8 +82,8 @@ def normalize_origin(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
             or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"{text!r} is not a web origin (scheme://host[:port], e.g. "
-                         "https://marches.example)")
+        raise UsageError(_("{text!r} is not a web origin (scheme://host[:port], e.g. "
+                           "https://marches.example)").format(text=text))
     host = parts.hostname.lower()
     host = f"[{host}]" if ":" in host else host
     default = {"http": 80, "https": 443}[parts.scheme]
@@ -102,27 +103,31 @@ def from_config(source: Path | None) -> Settings:
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8")).get("assistant", {})
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read configuration {source}: {exc}") from None
+        raise UsageError(_("cannot read configuration {source}: {exc}")
+                         .format(source=source, exc=exc)) from None
     if not isinstance(data, dict):
-        raise UsageError(f"{source}: [assistant] must be a table")
+        raise UsageError(_("{source}: [assistant] must be a table").format(source=source))
     return merge(Settings(), source, **data)
 
 
-def merge(base: Settings, source: Path | str = "the command line", **given: Any) -> Settings:
+def merge(base: Settings, source: Path | str | None = None, **given: Any) -> Settings:
     """`base` with the values given (None means not given); origins are added."""
+    source = _("the command line") if source is None else source
     changes: dict[str, Any] = {}
     for name, value in given.items():
         if value is None:
             continue
         if name == "origins":
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise UsageError(f"{source}: origins must be a list of strings")
+                raise UsageError(_("{source}: origins must be a list of strings")
+                                 .format(source=source))
             changes["origins"] = tuple(dict.fromkeys(
                 [*base.origins, *(normalize_origin(v) for v in value)]))
         elif name in _NUMBERS:
             kind = _NUMBERS[name]
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise UsageError(f"{source}: {name} must be a number above 0")
+                raise UsageError(_("{source}: {name} must be a number above 0")
+                                 .format(source=source, name=name))
             changes[name] = kind(value)
         elif name == "host":
             changes["host"] = check_bind(str(value))
@@ -131,5 +136,6 @@ def merge(base: Settings, source: Path | str = "the command line", **given: Any)
         elif name in ("pairings", "workdir"):
             changes[name] = Path(value)
         else:
-            raise UsageError(f"{source}: unknown assistant setting {name!r}")
+            raise UsageError(_("{source}: unknown assistant setting {name!r}")
+                             .format(source=source, name=name))
     return dataclasses.replace(base, **changes)

@@ -22,6 +22,7 @@ from tokenkeys.assistant.settings import Settings
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers import Token, open_token
 from tokenkeys.errors import NotPaired, PolicyRefused, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.services import login as login_service
 from tokenkeys.services.opening_session import DeviceLane, OpeningSession, tokens
 from tokenkeys.services.pairings import PairingDesk, PairingStore
@@ -86,8 +87,9 @@ class Assistant:
         with self.sessions_lock:
             busy = any(s.token_uri == token_uri and not s.over for s in self.sessions.values())
         if busy:
-            raise PolicyRefused(f"an opening session is using {self.token_name(token_uri)}: "
-                                "close it (or let it end) first")
+            raise PolicyRefused(_("an opening session is using {token_name}: close it (or "
+                                  "let it end) first")
+                                .format(token_name=self.token_name(token_uri)))
 
     @contextmanager
     def logged_in(self, token_uri: str, pins: PinSource) -> Iterator[Token]:
@@ -116,13 +118,13 @@ def caller(request: Request) -> str:
     """The request's origin (the guard checked it), when its bearer token is that
     origin's pairing; NotPaired otherwise."""
     origin = request.headers["origin"]
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _sep, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise NotPaired("this page is not paired with the assistant: pair it first (the "
-                        "assistant shows a code to type in the page)")
+        raise NotPaired(_("this page is not paired with the assistant: pair it first (the "
+                          "assistant shows a code to type in the page)"))
     if not assistant_of(request).store.check(origin, token.strip()):
-        raise NotPaired(f"this pairing is not valid for {origin} (revoked, or made for another "
-                        "origin): pair the page again")
+        raise NotPaired(_("this pairing is not valid for {origin} (revoked, or made for "
+                          "another origin): pair the page again").format(origin=origin))
     return origin
 
 
@@ -130,9 +132,9 @@ async def json_body(request: Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except ValueError:
-        raise UsageError("the request body is not JSON") from None
+        raise UsageError(_("the request body is not JSON")) from None
     if not isinstance(data, dict):
-        raise UsageError("the request body must be a JSON object")
+        raise UsageError(_("the request body must be a JSON object"))
     return data
 
 
@@ -141,21 +143,22 @@ def text_field(data: dict[str, Any], name: str, *, required: bool = True,
     value = data.get(name, default)
     if value is None:
         if required:
-            raise UsageError(f"the field {name!r} is required")
+            raise UsageError(_("the field {name!r} is required").format(name=name))
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
-        raise UsageError(f"the field {name!r} must be a non-empty text of at most 256 "
-                         "characters")
+        raise UsageError(_("the field {name!r} must be a non-empty text of at most 256 "
+                           "characters").format(name=name))
     if not value.isprintable():  # names reach the approval prompt and the console
-        raise UsageError(f"the field {name!r} must not contain control or invisible "
-                         "characters")
+        raise UsageError(_("the field {name!r} must not contain control or invisible "
+                           "characters").format(name=name))
     return value
 
 
 def int_field(data: dict[str, Any], name: str, default: int, *, low: int, high: int) -> int:
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise UsageError(f"the field {name!r} must be a whole number from {low} to {high}"
+        raise UsageError(_("the field {name!r} must be a whole number from {low} to {high}")
+                         .format(name=name, low=low, high=high)
                          )
     return value
 

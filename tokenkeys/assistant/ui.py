@@ -13,9 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from tokenkeys.assistant import pages
 from tokenkeys.assistant.state import assistant_of, json_body, run
 from tokenkeys.assistant.state import text_field as field
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 
 STATIC = Path(__file__).with_name("static")
 FILES = {"/ui": ("ui.html", "text/html; charset=utf-8"),
@@ -25,7 +27,10 @@ FILES = {"/ui": ("ui.html", "text/html; charset=utf-8"),
 
 async def page(request: Request) -> Response:
     name, kind = FILES[request.url.path]
-    return Response((STATIC / name).read_bytes(), media_type=kind)
+    if name.endswith(".css"):
+        return Response((STATIC / name).read_bytes(), media_type=kind)
+    return Response(pages.render(name, pages.language_of_request(request.headers)),
+                    media_type=kind, headers={"vary": "accept-language"})
 
 
 async def home(_request: Request) -> Response:
@@ -53,7 +58,7 @@ async def answer(request: Request) -> Response:
     approve = data.get("approve")
     pin = data.get("pin")
     if not isinstance(approve, bool) or (pin is not None and not isinstance(pin, str)):
-        raise UsageError("'approve' must be true or false and 'pin' text")
+        raise UsageError(_("'approve' must be true or false and 'pin' text"))
     a.consent.answer(field(data, "id") or "", approve, pin)
     return JSONResponse({"answered": True})
 

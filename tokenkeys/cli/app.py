@@ -17,11 +17,21 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tokenkeys.config import Config
+from tokenkeys.i18n import N_, _
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 FILE_PATH = click.Path(dir_okay=False, path_type=Path)  # a file, never a directory
+# The words tables show for a state (the JSON keeps them in English): word() says them.
+WORDS = (N_("valid"), N_("expiring"), N_("expires soon"), N_("expired"),
+         N_("awaiting certificate"), N_("certified"), N_("open"), N_("closed"),
+         N_("opened"), N_("skipped"), N_("failed"), N_("yes"), N_("no"), N_("none"))
+
+
+def word(value: object) -> str:
+    """A state word of a table in the user's language (program-made values only)."""
+    return _(value) if isinstance(value, str) and value in WORDS else str(value)
 # Control, format (bidi overrides, zero-width) and line/paragraph separators.
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
@@ -82,9 +92,10 @@ class App:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=title, show_lines=False)
+        # Titles and column names are English in the code (N_), shown translated.
+        table = Table(title=_(title) if title else None, show_lines=False)
         for col in columns:
-            table.add_column(col, overflow="fold")
+            table.add_column(_(col), overflow="fold")
         for row in rows:
             # Text cells are never parsed as markup; control characters are made visible.
             table.add_row(*(Text(visible("" if v is None else str(v))) for v in row))
@@ -98,15 +109,15 @@ class App:
 
     def note(self, message: str) -> None:
         """Something the user should know that is not an error, on stderr."""
-        click.echo(f"tokenkeys: note: {visible(message)}", err=True)
+        click.echo(_("tokenkeys: note: {message}").format(message=visible(message)), err=True)
 
     def warn(self, message: str) -> None:
         """A warning on stderr; names in it may come from a file: shown, never obeyed."""
-        click.echo(f"warning: {visible(message)}", err=True)
+        click.echo(_("warning: {message}").format(message=visible(message)), err=True)
 
     def fail(self, message: str) -> None:
         """An error line on stderr, in the same form as main's error report."""
-        click.echo(f"tokenkeys: error: {visible(message)}", err=True)
+        click.echo(_("tokenkeys: error: {message}").format(message=visible(message)), err=True)
 
     @property
     def interactive(self) -> bool:

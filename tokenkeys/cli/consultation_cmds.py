@@ -7,44 +7,49 @@ from typing import TYPE_CHECKING
 
 import click
 
+from tokenkeys.cli.app import word
 from tokenkeys.cli.context import FILE_PATH, App, check_output, force_option, pass_app
 from tokenkeys.cli.registry_opts import (
     registry,
     service_name,
     service_option,
 )
+from tokenkeys.cli.translated import Group
+from tokenkeys.i18n import N_, _
 
 if TYPE_CHECKING:
     from tokenkeys.registry import Consultation
 
 
-@click.group("consultation")
+@click.group("consultation", cls=Group, help=N_(
+    "Consultations (calls for tenders): each bound for good to one key pair."))
 def consultation_group() -> None:
-    """Consultations (calls for tenders): each bound for good to one key pair."""
+    pass
 
 
 def _show(app: App, rows: list[Consultation]) -> None:
     if not rows:
-        app.say("no consultations")
+        app.say(_("no consultations"))
         return
-    app.table(None, ["reference", "status", "closes", "key", "key expires", "backup keys"], [
-        (c.reference, c.status, c.closes_at or "-", c.key.designation,
-         c.key.not_after, ", ".join(b.designation for b in c.backups) or "none")
+    app.table(None, [N_("reference"), N_("status"), N_("closes"), N_("key"), N_("key expires"),
+                     N_("backup keys")], [
+        (c.reference, word(c.status), c.closes_at or "-", c.key.designation,
+         c.key.not_after, ", ".join(b.designation for b in c.backups) or word("none"))
         for c in rows])
 
 
-@consultation_group.command("create")
+@consultation_group.command("create", help=N_(
+    "Bind consultation REFERENCE to key NAME and the service's backup keys, for good."))
 @click.argument("reference")
-@click.option("--key", "key", required=True, metavar="NAME", help="The key to bind, for good.")
-@click.option("--closes", metavar="DATE", help="Closing date (YYYY-MM-DD or ISO time, UTC).")
-@click.option("--title", metavar="T", help="A title for the listing.")
+@click.option("--key", "key", required=True, metavar="NAME", help=N_("The key to bind, for good."))
+@click.option("--closes", metavar="DATE", help=N_("Closing date (YYYY-MM-DD or ISO time, UTC)."))
+@click.option("--title", metavar="T", help=N_("A title for the listing."))
 @click.option("--no-backup", is_flag=True,
-              help="Allow a service with no valid backup key (bids depend on one key).")
+              help=N_("Allow a service with no valid backup key (bids depend on one key)."))
 @service_option
 @pass_app
 def consultation_create(app: App, reference: str, key: str, closes: str | None,
                         title: str | None, no_backup: bool, service: str | None) -> None:
-    """Bind consultation REFERENCE to key NAME and the service's backup keys, for good."""
     from tokenkeys.services import consultations as policy
 
     with registry(app) as reg:
@@ -54,74 +59,78 @@ def consultation_create(app: App, reference: str, key: str, closes: str | None,
         app.warn(warning)
     c = made.consultation
     app.emit({"consultation": c.to_json(), "warnings": list(made.warnings)},
-             lambda: app.say(f"consultation {c.reference!r} bound to key "
-                             f"{c.key.designation!r}"
-                             f" and {len(c.backups)} backup key(s); this binding is final"))
+             lambda: app.say(_("consultation {reference!r} bound to key {designation!r} and "
+                               "{count} backup key(s); this binding is final")
+                             .format(reference=c.reference, designation=c.key.designation,
+                                     count=len(c.backups))))
 
 
-@consultation_group.command("close")
+@consultation_group.command("close", help=N_(
+    "Close a consultation: its keys may then be deleted."))
 @click.argument("reference")
 @service_option
 @pass_app
 def consultation_close(app: App, reference: str, service: str | None) -> None:
-    """Close a consultation: its keys may then be deleted."""
     with registry(app) as reg:
         c = reg.close_consultation(service_name(app, service), reference)
     app.emit({"consultation": c.to_json()},
-             lambda: app.say(f"consultation {c.reference!r} closed"))
+             lambda: app.say(_("consultation {reference!r} closed").format(reference=c.reference)))
 
 
-@consultation_group.command("list")
+@consultation_group.command("list", help=N_(
+    "Consultations of the service: status, bound key and its expiry."))
 @click.option("--status", type=click.Choice(["open", "closed"]))
 @service_option
 @pass_app
 def consultation_list(app: App, status: str | None, service: str | None) -> None:
-    """Consultations of the service: status, bound key and its expiry."""
     with registry(app) as reg:
         rows = reg.consultations(service_name(app, service), status)
     app.emit({"consultations": [c.to_json() for c in rows]}, lambda: _show(app, rows))
 
 
-@consultation_group.command("show")
+@consultation_group.command("show", help=N_(
+    "One consultation, with its bound key and recorded backup keys.\n"
+    "\n"
+    "Any disagreement with the public keys pinned at its creation is shown (and makes\n"
+    "`recipients`, `seal` and `open` refuse it)."))
 @click.argument("reference")
 @service_option
 @pass_app
 def consultation_show(app: App, reference: str, service: str | None) -> None:
-    """One consultation, with its bound key and recorded backup keys.
-
-    Any disagreement with the public keys pinned at its creation is shown (and makes
-    `recipients`, `seal` and `open` refuse it)."""
     from tokenkeys.services import consultations as policy
 
     with registry(app) as reg:
         c = reg.consultation(service_name(app, service), reference)
     problems = policy.problems(c)
     for problem in problems:
-        app.warn(f"consultation {c.reference!r}: {problem}")
+        app.warn(_("consultation {reference!r}: {problem}")
+                 .format(reference=c.reference, problem=problem))
 
     def human() -> None:
         _show(app, [c])
         if c.title:
-            app.say(f"title: {c.title}")
+            app.say(_("title: {title}").format(title=c.title))
         for role, k, pin in [("bound", c.key, c.key_pin)] + [
                 ("backup", b, p) for b, p in zip(c.backups, c.backup_pins, strict=True)]:
-            app.say(f"{role} {k.designation}: public key sha256 {pin}, certificate sha256 "
-                    f"{k.fingerprint or '-'}, until {k.not_after or '-'}, "
-                    f"opens {','.join(k.envelope_kinds)}")
+            app.say(_("{role} {designation}: public key sha256 {pin}, certificate sha256 "
+                      "{value}, until {value2}, opens {envelope_kinds}")
+                    .format(role=role, designation=k.designation, pin=pin,
+                            value=k.fingerprint or '-', value2=k.not_after or '-',
+                            envelope_kinds=','.join(k.envelope_kinds)))
 
     app.emit({"consultation": c.to_json(), "problems": problems}, human)
 
 
-@consultation_group.command("recipients")
+@consultation_group.command("recipients", help=N_(
+    "Write the bound key's and the recorded backup keys' certificates (PEM bundle)."))
 @click.argument("reference")
 @click.option("-o", "--output", type=FILE_PATH, required=True,
-              help="PEM bundle to write (for the platform).")
+              help=N_("PEM bundle to write (for the platform)."))
 @force_option
 @service_option
 @pass_app
 def consultation_recipients(app: App, reference: str, output: Path, force: bool,
                             service: str | None) -> None:
-    """Write the bound key's and the recorded backup keys' certificates (PEM bundle)."""
     check_output(output, force)
     from tokenkeys.services import consultations as policy
 
@@ -130,4 +139,5 @@ def consultation_recipients(app: App, reference: str, output: Path, force: bool,
 
     policy.write_bundle(c, output, force=force)
     app.emit({"output": str(output), "recipients": [k.fingerprint for k in c.recipients]},
-             lambda: app.say(f"wrote {len(c.recipients)} certificate(s) to {output}"))
+             lambda: app.say(_("wrote {count} certificate(s) to {output}")
+                             .format(count=len(c.recipients), output=output)))

@@ -16,6 +16,7 @@ from tokenkeys.cli.app import pass_app as pass_app
 from tokenkeys.cli.app import visible as visible
 from tokenkeys.drivers import Token, open_token, token_uri
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import N_, _
 from tokenkeys.services import login as login_service
 from tokenkeys.services import prepare_output
 from tokenkeys.types import Algorithm, PinSource
@@ -33,15 +34,15 @@ def pin_options(func: F) -> F:
     """--pin-file, --pinpad and --allow-final-try. The PIN never goes on the command line."""
     func = click.option(
         "--allow-final-try", is_flag=True, expose_value=False, callback=_allow_final_try,
-        help="Send a PIN from TOKENKEYS_PIN or --pin-file even at the card's final try.",
+        help=N_("Send a PIN from TOKENKEYS_PIN or --pin-file even at the card's final try."),
     )(func)
     func = click.option(
-        "--pinpad", is_flag=True, help="Enter the PIN on the reader's PIN pad."
+        "--pinpad", is_flag=True, help=N_("Enter the PIN on the reader's PIN pad.")
     )(func)
     func = click.option(
         "--pin-file",
         type=FILE_PATH,
-        help="Read the user PIN from this file (first line).",
+        help=N_("Read the user PIN from this file (first line)."),
     )(func)
     return func
 
@@ -57,7 +58,7 @@ def _wait_card(ctx: click.Context, _param: click.Parameter, value: float | None)
     app = ctx.find_object(App)
     if app is not None and value is not None:
         if value < 0:
-            raise click.BadParameter("must be 0 or more seconds", param_hint="--wait-card")
+            raise click.BadParameter(_("must be 0 or more seconds"), param_hint="--wait-card")
         app.wait_card = value
 
 
@@ -76,7 +77,7 @@ def token_option(func: F) -> F:
         "--token",
         "token",
         metavar="URI",
-        help="Token URI (pkcs11:token=… or soft:DIR). Default: TOKENKEYS_TOKEN or config.",
+        help=N_("Token URI (pkcs11:token=… or soft:DIR). Default: TOKENKEYS_TOKEN or config."),
     )(func)
 
 
@@ -98,11 +99,11 @@ def check_output(path: Path, force: bool) -> None:
 
 def force_option(func: F) -> F:
     """--force: the one way past check_output's refusal of an existing file."""
-    return click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")(func)
+    return click.option("--force", is_flag=True, help=N_("Replace OUTPUT if it exists."))(func)
 
 
 def der_option(func: F) -> F:
-    return click.option("--der", is_flag=True, help="DER instead of PEM.")(func)
+    return click.option("--der", is_flag=True, help=N_("DER instead of PEM."))(func)
 
 
 def algorithm_option(*, default: Algorithm | None = None,

@@ -9,6 +9,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import keyalg
+from tokenkeys.cli.app import word
 from tokenkeys.cli.context import (
     FILE_PATH,
     App,
@@ -20,8 +21,10 @@ from tokenkeys.cli.context import (
     wait_card_option,
 )
 from tokenkeys.cli.registry_opts import service_name, service_option
+from tokenkeys.cli.translated import Command
 from tokenkeys.drivers import token_uri
 from tokenkeys.errors import BatchIncomplete
+from tokenkeys.i18n import N_, _, format_number, ngettext
 from tokenkeys.services import opening_batch
 
 FULL_TABLE = 50
@@ -30,36 +33,37 @@ KEY_TRANSPORTS = (keyalg.DEFAULT_KEY_TRANSPORT,
                   *(t for t in keyalg.KEY_TRANSPORTS if t != keyalg.DEFAULT_KEY_TRANSPORT))
 
 
-@click.command("seal")
+@click.command("seal", cls=Command, help=N_(
+    "Seal INPUT to every recipient certificate (streaming, constant memory)."))
 @click.argument("input_path", metavar="INPUT", type=FILE_PATH)
 @click.option("-o", "--output", type=FILE_PATH, required=True)
 @click.option("--recipient", "recipients", multiple=True, metavar="CERT",
               type=FILE_PATH,
-              help="Recipient certificate (PEM, bundle or DER); repeat for backup keys.")
+              help=N_("Recipient certificate (PEM, bundle or DER); repeat for backup keys."))
 @click.option("--consultation", metavar="REF",
-              help="Seal to exactly this consultation's key and recorded backup keys.")
+              help=N_("Seal to exactly this consultation's key and recorded backup keys."))
 @service_option
-@click.option("--cbc", is_flag=True, help="EnvelopedData with AES-CBC instead of AES-GCM.")
+@click.option("--cbc", is_flag=True, help=N_("EnvelopedData with AES-CBC instead of AES-GCM."))
 @click.option("--key-bits", type=click.Choice(["128", "192", "256"]), default="256",
               show_default=True)
 @click.option("--key-transport", type=click.Choice(KEY_TRANSPORTS),
-              help="For RSA recipients [default: oaep-sha256, or pkcs1v15 for a recipient "
-                   "whose key is known to open PKCS#1 v1.5 only; with --consultation what "
-                   "every recipient key can open]; given, it applies to all.")
+              help=N_("For RSA recipients [default: oaep-sha256, or pkcs1v15 for a recipient "
+                      "whose key is known to open PKCS#1 v1.5 only; with --consultation what "
+                      "every recipient key can open]; given, it applies to all."))
 @click.option("--keyid", is_flag=True,
-              help="Name recipients by subject key identifier (issuer and serial for a "
-                   "certificate without one).")
-@click.option("--pem", is_flag=True, help="PEM armour instead of binary BER.")
-@click.option("--allow-expired", is_flag=True, help="Seal even to an expired certificate.")
+              help=N_("Name recipients by subject key identifier (issuer and serial for a "
+                      "certificate without one)."))
+@click.option("--pem", is_flag=True, help=N_("PEM armour instead of binary BER."))
+@click.option("--allow-expired", is_flag=True, help=N_("Seal even to an expired certificate."))
 @click.option("--allow-any-usage", is_flag=True,
-              help="Seal even when a certificate's keyUsage forbids key encipherment/agreement.")
+              help=N_("Seal even when a certificate's keyUsage forbids key "
+                      "encipherment/agreement."))
 @force_option
 @pass_app
 def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, ...],
              consultation: str | None, service: str | None, cbc: bool, key_bits: str,
              key_transport: str | None, keyid: bool, pem: bool, allow_expired: bool,
              allow_any_usage: bool, force: bool) -> None:
-    """Seal INPUT to every recipient certificate (streaming, constant memory)."""
     from tokenkeys.services import sealing  # the registry only for --consultation
 
     done = sealing.seal_file(
@@ -70,16 +74,22 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
     for note in done.notes:
         app.note(note)
     app.emit(done.to_json(), lambda: app.say(
-        f"sealed {done.size} bytes to {len(done.recipients)} recipient(s): {output}"))
+        _("sealed {size} bytes to {count} recipient(s): {output}")
+        .format(size=done.size, count=len(done.recipients), output=output)))
 
 
-@click.command("open")
+@click.command("open", cls=Command, help=N_(
+    "Open envelopes (files or directories) into OUTDIR with the keys on the token.\n"
+    "\n"
+    "The PIN is asked once. Outputs that already exist are skipped. Each batch is\n"
+    "recorded in the audit log: before the first decryption (every planned output),\n"
+    "then at its end (envelope digests, results, key used)."))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes, each with its own session.")
+              help=N_("Worker processes, each with its own session."))
 @click.option("--consultation", metavar="REF",
-              help="Refuse envelopes not sealed to this consultation's keys.")
+              help=N_("Refuse envelopes not sealed to this consultation's keys."))
 @service_option
 @token_option
 @wait_card_option
@@ -89,12 +99,6 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
 def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Path, jobs: int,
              consultation: str | None, service: str | None, token: str | None,
              pin_file: Path | None, pinpad: bool) -> None:
-    """Open envelopes (files or directories) into OUTDIR with the keys on the token.
-
-    The PIN is asked once. Outputs that already exist are skipped. Each batch is
-    recorded in the audit log: before the first decryption (every planned output),
-    then at its end (envelope digests, results, key used).
-    """
     from tokenkeys.services import opening  # SQLAlchemy: not for `--help`
 
     found, unopened = opening_batch.collect(inputs)
@@ -125,11 +129,17 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
         shown = results if len(results) <= FULL_TABLE else [
             r for r in results if r.status == "failed"]
         if shown:
-            app.table(None, ["envelope", "status", "recipient", "bytes", "error"],
-                      [(Path(r.input).name, r.status, r.recipient, r.bytes, r.error or r.reason)
+            app.table(None, [N_("envelope"), N_("status"), N_("recipient"), N_("bytes"),
+                             N_("error")],
+                      [(Path(r.input).name, word(r.status), r.recipient,
+                        None if r.bytes is None else format_number(r.bytes), r.error or r.reason)
                        for r in shown])
-        app.say(f"{counts['opened']} opened, {counts['skipped']} skipped, "
-                f"{counts['failed']} failed")
+        # English says the same in both forms; French agrees "1 pli ouvert", "12 plis ouverts".
+        app.say(ngettext("{opened} opened, {skipped} skipped, {failed} failed",
+                         "{opened} opened, {skipped} skipped, {failed} failed",
+                         counts["opened"])
+                .format(opened=counts["opened"], skipped=counts["skipped"],
+                        failed=counts["failed"]))
 
     app.emit(document, human)
     if single is not None and single.status == "failed":

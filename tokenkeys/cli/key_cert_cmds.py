@@ -22,6 +22,7 @@ from tokenkeys.cli.key_cmds import key
 from tokenkeys.cli.registry_opts import open_registry as reg_of
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.drivers import KeyHandle, Token
+from tokenkeys.i18n import N_, _
 from tokenkeys.services import key_certs, token_keys
 from tokenkeys.services.envelope_kinds import beside_registry
 
@@ -33,7 +34,8 @@ def _resolve(app: App, tok: Token, name_or_uri: str, service: str | None) -> Key
                               registry=lambda: reg_of(app))
 
 
-@key.command("export-public")
+@key.command("export-public", help=N_(
+    "Write the key's public key (SubjectPublicKeyInfo), for `ca issue`. No PIN needed."))
 @click.argument("name_or_uri")
 @click.option("-o", "--output", type=FILE_PATH, required=True)
 @der_option
@@ -43,19 +45,20 @@ def _resolve(app: App, tok: Token, name_or_uri: str, service: str | None) -> Key
 @pass_app
 def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force: bool,
                       token: str | None, service: str | None) -> None:
-    """Write the key's public key (SubjectPublicKeyInfo), for `ca issue`. No PIN needed."""
     check_output(output, force)  # before any PIN or device call
     with opened(app, token_keys.key_token_uri(name_or_uri) or token) as tok:
         handle = _resolve(app, tok, name_or_uri, service)
         key_certs.export_public(handle, output, der=der, force=force)
     app.emit({"key": name_or_uri, "output": str(output)},
-             lambda: app.say(f"wrote the public key of {name_or_uri!r} to {output}"))
+             lambda: app.say(_("wrote the public key of {name_or_uri!r} to {output}")
+                             .format(name_or_uri=name_or_uri, output=output)))
 
 
-@key.command("csr")
+@key.command("csr", help=N_(
+    "Write a PKCS#10 certificate request signed on the device (keys that can sign)."))
 @click.argument("name_or_uri")
 @click.option("-o", "--output", type=FILE_PATH, required=True)
-@click.option("--cn", help="Subject common name (default: the key's name).")
+@click.option("--cn", help=N_("Subject common name (default: the key's name)."))
 @force_option
 @token_option
 @service_option
@@ -64,7 +67,6 @@ def key_export_public(app: App, name_or_uri: str, output: Path, der: bool, force
 def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: bool,
             token: str | None, service: str | None, pin_file: Path | None,
             pinpad: bool) -> None:
-    """Write a PKCS#10 certificate request signed on the device (keys that can sign)."""
     check_output(output, force)  # before any PIN or device call
     with opened(app, token_keys.key_token_uri(name_or_uri) or token,
                 user_pin(app, pin_file, pinpad)) as tok:
@@ -73,18 +75,25 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
     key_certs.write_csr(csr, output, force=force)
     app.emit({"key": name_or_uri, "subject": csr.subject.rfc4514_string(),
               "output": str(output)},
-             lambda: app.say(f"wrote a certificate request for {name_or_uri!r} to {output}"))
+             lambda: app.say(_("wrote a certificate request for {name_or_uri!r} to {output}")
+                             .format(name_or_uri=name_or_uri, output=output)))
 
 
-@key.command("import-cert")
+@key.command("import-cert", help=N_(
+    "Store a CA-issued certificate with the key, replacing a self-signed one.\n"
+    "\n"
+    "Refused, and the device left unchanged, when the certificate is for\n"
+    "another key, has expired, or its key usage forbids encryption. A key the\n"
+    "registry does not know yet is recorded in the service (--service), as `key adopt`\n"
+    "would; a known one gets it as its current certificate, in every service."))
 @click.argument("name_or_uri")
 @click.argument("cert_path", metavar="CERT", type=FILE_PATH)
 @click.option("--chain", "chain_path", type=FILE_PATH,
-              help="The issuer certificates (PEM bundle), nearest first.")
+              help=N_("The issuer certificates (PEM bundle), nearest first."))
 @click.option("--backup", is_flag=True,
-              help="Record the key as a backup key, when the registry does not know it yet.")
+              help=N_("Record the key as a backup key, when the registry does not know it yet."))
 @click.option("--allow-any-usage", is_flag=True,
-              help="Store the certificate even when its keyUsage forbids encryption.")
+              help=N_("Store the certificate even when its keyUsage forbids encryption."))
 @token_option
 @service_option
 @pin_options
@@ -92,13 +101,6 @@ def key_csr(app: App, name_or_uri: str, output: Path, cn: str | None, force: boo
 def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Path | None,
                     backup: bool, allow_any_usage: bool, token: str | None,
                     service: str | None, pin_file: Path | None, pinpad: bool) -> None:
-    """Store a CA-issued certificate with the key, replacing a self-signed one.
-
-    Refused, and the device left unchanged, when the certificate is for
-    another key, has expired, or its key usage forbids encryption. A key the
-    registry does not know yet is recorded in the service (--service), as `key adopt`
-    would; a known one gets it as its current certificate, in every service.
-    """
     certs = key_certs.load_certificates(cert_path, "certificate")
     cert, extra = certs[0], certs[1:]
     chain = extra + (key_certs.load_certificates(chain_path, "chain") if chain_path else [])
@@ -113,11 +115,15 @@ def key_import_cert(app: App, name_or_uri: str, cert_path: Path, chain_path: Pat
                                      backup=backup, allow_any_usage=allow_any_usage)
     record = done.record
     imported = done.imported
-    what = (f"the certificate of {record.designation!r} is already on the card or token, "
-            "nothing was written to it" if imported.already
-            else f"replaced the certificate of {record.designation!r}" if imported.replaced
-            else f"stored a certificate for {record.designation!r}")
+    what = (_("the certificate of {designation!r} is already on the card or token, nothing "
+              "was written to it").format(designation=record.designation) if imported.already
+            else _("replaced the certificate of {designation!r}")
+                 .format(designation=record.designation) if imported.replaced
+            else _("stored a certificate for {designation!r}")
+                 .format(designation=record.designation))
     app.emit({"key": record.to_json(), "replaced": imported.replaced,
               "already": imported.already, "chain": imported.chain_kept},
-             lambda: app.say(f"{what} ({record.cn}, not after "
-                             f"{record.not_after:%Y-%m-%d}); chain: {imported.chain_kept}"))
+             lambda: app.say(_("{what} ({cn}, not after {not_after:%Y-%m-%d}); chain: "
+                               "{chain_kept}")
+                             .format(what=what, cn=record.cn, not_after=record.not_after,
+                                     chain_kept=imported.chain_kept)))

@@ -18,60 +18,63 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
+from tokenkeys.cli.translated import Command
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import N_, _
 from tokenkeys.services.key_certs import load_certificates
 from tokenkeys.types import Algorithm
 
 
-@click.command("adopt")
+@click.command("adopt", cls=Command, help=N_(
+    "Reference a key pair that already exists on a token (made elsewhere)."))
 @token_option
-@click.option("--name", required=True, help="The key's label on the token (or a key URI).")
+@click.option("--name", required=True, help=N_("The key's label on the token (or a key URI)."))
 @click.option("--cert", type=FILE_PATH,
-              help="Its certificate (PEM or DER), when the token has none; stored there.")
+              help=N_("Its certificate (PEM or DER), when the token has none; stored there."))
 @click.option("--self-sign", "self_sign_days", type=click.IntRange(1, keyalg.MAX_DAYS),
               metavar="DAYS",
-              help="No certificate anywhere: make a self-signed one on the device.")
-@click.option("--backup", is_flag=True, help="Record it as a backup key.")
+              help=N_("No certificate anywhere: make a self-signed one on the device."))
+@click.option("--backup", is_flag=True, help=N_("Record it as a backup key."))
 @service_option
 @pin_options
 @pass_app
 def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
               self_sign_days: int | None, backup: bool, service: str | None,
               pin_file: Path | None, pinpad: bool) -> None:
-    """Reference a key pair that already exists on a token (made elsewhere)."""
     from tokenkeys.services import keys as key_policy
 
     certificate = None
     if cert is not None:
         certs = load_certificates(cert, "certificate")
         if len(certs) != 1:
-            raise UsageError(f"{cert} holds {len(certs)} certificates: give exactly one")
+            raise UsageError(_("{cert} holds {count} certificates: give exactly one")
+                             .format(cert=cert, count=len(certs)))
         certificate = certs[0]
     svc = service_name(app, service)
     with registry(app) as reg, opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         row = key_policy.adopt(reg, svc, tok, name, cert=certificate,
                                self_sign_days=self_sign_days, backup=backup)
     app.emit({"key": row.to_json()}, lambda: app.say(
-        f"adopted key {row.designation!r} into service {svc!r} (sha256 {row.fingerprint})"))
+        _("adopted key {designation!r} into service {svc!r} (sha256 {fingerprint})")
+        .format(designation=row.designation, svc=svc, fingerprint=row.fingerprint)))
 
 
-@click.command("renew")
+@click.command("renew", cls=Command, help=N_(
+    "Make a new key pair replacing NAME, on the same token. The old key stays.\n"
+    "\n"
+    "A renewed backup key replaces the old one for new consultations only."))
 @click.argument("name")
 @token_option
-@click.option("--new-name", help="Designation of the new key (default: NAME-YYYYMMDD).")
+@click.option("--new-name", help=N_("Designation of the new key (default: NAME-YYYYMMDD)."))
 @click.option("--days", type=click.IntRange(1, keyalg.MAX_DAYS),
-              help="Validity in days (default: the old key's validity length).")
-@algorithm_option(help="Default: the old key's algorithm.")
+              help=N_("Validity in days (default: the old key's validity length)."))
+@algorithm_option(help=N_("Default: the old key's algorithm."))
 @service_option
 @pin_options
 @pass_app
 def key_renew(app: App, name: str, token: str | None, new_name: str | None, days: int | None,
               algorithm: Algorithm | None, service: str | None, pin_file: Path | None,
               pinpad: bool) -> None:
-    """Make a new key pair replacing NAME, on the same token. The old key stays.
-
-    A renewed backup key replaces the old one for new consultations only.
-    """
     from tokenkeys.services import keys as key_policy
 
     svc = service_name(app, service)
@@ -82,5 +85,7 @@ def key_renew(app: App, name: str, token: str | None, new_name: str | None, days
             row = key_policy.renew(reg, svc, tok, old, days=days, algorithm=algorithm,
                                    name=new_name)
     app.emit({"key": row.to_json(), "replaces": old.designation}, lambda: app.say(
-        f"renewed {old.designation!r} as {row.designation!r} (until {row.not_after}); "
-        f"{old.designation!r} stays for its consultations"))
+        _("renewed {designation!r} as {designation2!r} (until {not_after}); {designation!r} "
+          "stays for its consultations")
+        .format(designation=old.designation, designation2=row.designation,
+                not_after=row.not_after)))

@@ -14,20 +14,23 @@ from typing import Any
 
 import click
 
+from tokenkeys.cli.translated import Group
+from tokenkeys.i18n import _
+
 
 @dataclass(frozen=True)
 class LazyCommand:
     target: str  # "module:attribute"
-    summary: str  # the command's get_short_help_str(), untruncated
+    summary: str  # the command's get_short_help_str(), untruncated, in English
 
     def load(self) -> click.Command:
-        module, _, attribute = self.target.partition(":")
+        module, _sep, attribute = self.target.partition(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command), self.target
         return command
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     def __init__(self, *args: Any, lazy: Mapping[str, LazyCommand], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy)
@@ -55,7 +58,7 @@ class LazyGroup(click.Group):
                 rows.append((name, command.get_short_help_str(limit)))
             else:
                 # A bare command truncates the summary exactly as the real one would.
-                stand_in = click.Command(name, help=self.lazy[name].summary)
+                stand_in = click.Command(name, help=_(self.lazy[name].summary))
                 rows.append((name, stand_in.get_short_help_str(limit)))
-        with formatter.section("Commands"):
+        with formatter.section(_("Commands")):
             formatter.write_dl(rows)

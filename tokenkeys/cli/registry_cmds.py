@@ -18,7 +18,9 @@ from tokenkeys.cli.context import (
     user_pin,
 )
 from tokenkeys.cli.registry_opts import registry
+from tokenkeys.cli.translated import Group
 from tokenkeys.errors import AuditChainBroken
+from tokenkeys.i18n import N_, _
 
 # tokenkeys.registry.EVENTS, spelled out so `--help` does not import SQLAlchemy (tested).
 EVENT_CHOICES = ("adopt", "certificate", "checkpoint", "consultation-close",
@@ -27,15 +29,16 @@ EVENT_CHOICES = ("adopt", "certificate", "checkpoint", "consultation-close",
                  "share-import")
 
 
-@click.group("registry")
+@click.group("registry", cls=Group, help=N_(
+    "The registry database (SQLite file or shared PostgreSQL)."))
 def registry_group() -> None:
-    """The registry database (SQLite file or shared PostgreSQL)."""
+    pass
 
 
-@registry_group.command("migrate")
+@registry_group.command("migrate", help=N_(
+    "Bring the registry schema to this version (also done by itself on first use)."))
 @pass_app
 def registry_migrate(app: App) -> None:
-    """Bring the registry schema to this version (also done by itself on first use)."""
     from tokenkeys.services.access import migrate
 
     done = migrate(app.config)
@@ -43,25 +46,26 @@ def registry_migrate(app: App) -> None:
     document = {"registry": where, "from": before, "to": after}
     app.emit(document, lambda: app.say(
         f"registry {where}: schema {before or 'empty'} -> {after}" if before != after
-        else f"registry {where}: schema {after} is current"))
+        else _("registry {where}: schema {after} is current").format(where=where, after=after)))
 
 
-@click.group("audit")
+@click.group("audit", cls=Group, help=N_(
+    "The hash-chained audit log."))
 def audit_group() -> None:
-    """The hash-chained audit log."""
+    pass
 
 
-@audit_group.command("verify")
+@audit_group.command("verify", help=N_(
+    "Check the chain (any edited, deleted or reordered row), every consultation\n"
+    "against the public keys pinned at its creation, and each checkpoint given."))
 @click.option("--checkpoint", "checkpoints", multiple=True, type=FILE_PATH, metavar="FILE",
-              help="A checkpoint (`audit checkpoint`): the log must still match it and "
-                   "extend it. Repeatable.")
+              help=N_("A checkpoint (`audit checkpoint`): the log must still match it and "
+                      "extend it. Repeatable."))
 @click.option("--trust", type=FILE_PATH, metavar="CERT",
-              help="PEM certificates a checkpoint's signer must be, or be issued by "
-                   "(default: audit_trust in the configuration).")
+              help=N_("PEM certificates a checkpoint's signer must be, or be issued by "
+                      "(default: audit_trust in the configuration)."))
 @pass_app
 def audit_verify(app: App, checkpoints: tuple[Path, ...], trust: Path | None) -> None:
-    """Check the chain (any edited, deleted or reordered row), every consultation
-    against the public keys pinned at its creation, and each checkpoint given."""
     from tokenkeys.services import audit_checkpoint
 
     verdict = audit_checkpoint.verify(app.config, list(checkpoints), trust)
@@ -70,26 +74,26 @@ def audit_verify(app: App, checkpoints: tuple[Path, ...], trust: Path | None) ->
     shown = [cp.to_json() for cp in verdict.checkpoints]
 
     def human() -> None:
-        app.say(f"audit chain valid: {verdict.rows} rows")
+        app.say(_("audit chain valid: {rows} rows").format(rows=verdict.rows))
         for cp in shown:
-            app.say(f"checkpoint {cp['file']}: rows 1-{cp['rows']} unchanged since "
-                    f"{cp['at']}, signed by {cp['signer']}")
+            app.say(_("checkpoint {cp}: rows 1-{cp2} unchanged since {cp3}, signed by {cp4}")
+                    .format(cp=cp['file'], cp2=cp['rows'], cp3=cp['at'], cp4=cp['signer']))
 
     app.emit({"rows": verdict.rows, "valid": True, "checkpoints": shown}, human)
 
 
-@audit_group.command("checkpoint")
+@audit_group.command("checkpoint", help=N_(
+    "Sign the audit log's head (rows, last hash, time) on the token, into OUTPUT."))
 @token_option
 @click.option("--key", "key_name", required=True, metavar="NAME",
-              help="The signing key on the token: the entity's CA, or a key kept for this.")
+              help=N_("The signing key on the token: the entity's CA, or a key kept for this."))
 @click.option("-o", "--output", type=FILE_PATH, required=True,
-              help="The checkpoint file (keep it off the database server).")
+              help=N_("The checkpoint file (keep it off the database server)."))
 @force_option
 @pin_options
 @pass_app
 def audit_checkpoint_cmd(app: App, token: str | None, key_name: str, output: Path,
                          force: bool, pin_file: Path | None, pinpad: bool) -> None:
-    """Sign the audit log's head (rows, last hash, time) on the token, into OUTPUT."""
     from tokenkeys.services import audit_checkpoint
 
     check_output(output, force)  # before any PIN or device call
@@ -98,31 +102,34 @@ def audit_checkpoint_cmd(app: App, token: str | None, key_name: str, output: Pat
         taken = audit_checkpoint.write_checkpoint(app.config, tok, key_name, head, output,
                                                   force=force)
     if taken.record_error is not None:
-        app.warn(f"the checkpoint was written, but the registry did not record it "
-                 f"({taken.record_error}): doctor will not know of it")
+        app.warn(_("the checkpoint was written, but the registry did not record it "
+                   "({record_error}): doctor will not know of it")
+                 .format(record_error=taken.record_error))
     shown = taken.checkpoint.to_json()
 
     def human() -> None:
-        app.say(f"checkpoint of rows 1-{shown['rows']} (head {shown['head_hash'][:16]}) "
-                f"signed by {shown['signer']}: {output}")
-        app.say("keep it off the database server; verify with `tokenkeys audit verify "
-                "--checkpoint FILE --trust CERT`")
+        app.say(_("checkpoint of rows 1-{shown} (head {shown2}) signed by {shown3}: {output}")
+                .format(shown=shown['rows'], shown2=shown['head_hash'][:16],
+                        shown3=shown['signer'], output=output))
+        app.say(_("keep it off the database server; verify with `tokenkeys audit verify "
+                  "--checkpoint FILE --trust CERT`"))
 
     app.emit({"checkpoint": shown, "recorded": taken.record_error is None}, human)
 
 
-@audit_group.command("show")
-@click.option("--last", type=click.IntRange(1), help="Only the last N rows.")
+@audit_group.command("show", help=N_(
+    "List audit rows (oldest first)."))
+@click.option("--last", type=click.IntRange(1), help=N_("Only the last N rows."))
 @click.option("--event", type=click.Choice(EVENT_CHOICES))
-@click.option("--service", metavar="NAME", help="Only this service's rows.")
+@click.option("--service", metavar="NAME", help=N_("Only this service's rows."))
 @pass_app
 def audit_show(app: App, last: int | None, event: str | None, service: str | None) -> None:
-    """List audit rows (oldest first)."""
     with registry(app) as reg:
         rows = reg.audit_rows(limit=last, event=event, service=service)
 
     def human() -> None:
-        app.table(None, ["#", "at", "actor", "event", "service", "subject", "details"],
+        app.table(None, ["#", N_("at"), N_("actor"), N_("event"), N_("service"), N_("subject"),
+                         N_("details")],
                   [(r.seq, r.at, r.actor, r.event, r.service, r.subject, r.details)
                    for r in rows])
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from tokenkeys.cli.context import App
+from tokenkeys.i18n import N_
 
 if TYPE_CHECKING:
     from tokenkeys.registry import Registry
@@ -19,7 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def service_option(func: F) -> F:
     return click.option(
         "--service", "service", metavar="NAME",
-        help="The service (default: `service` in the configuration, else 'default').",
+        help=N_("The service (default: `service` in the configuration, else 'default')."),
     )(func)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from tokenkeys.config import Config
 from tokenkeys.drivers.base import KeyHandle, Token, UnusableKey
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import Secret, TokenInfo
 from tokenkeys.uri import Pkcs11Uri, SoftUri, parse
 
@@ -23,7 +24,8 @@ def token_uri(text: str | None, config: Config) -> str:
     """The token URI to use: the one given, else the configured default."""
     uri = text or config.default_token
     if not uri:
-        raise UsageError("no token given: use --token URI, TOKENKEYS_TOKEN, or `token` in config")
+        raise UsageError(_("no token given: use --token URI, TOKENKEYS_TOKEN, or `token` in "
+                           "config"))
     return uri
 
 

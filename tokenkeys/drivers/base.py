@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
 from tokenkeys import keyalg
 from tokenkeys.errors import KeyNotFound, MultipleKeysFound, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType, PinSource, TokenInfo
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -133,7 +134,7 @@ class UnusableKey:
 def lookup_terms(label: str | None, key_id: bytes | None) -> tuple[dict[str, object], str]:
     """find_key's search attributes, and how to name them in a message."""
     if label is None and key_id is None:
-        raise UsageError("find_key needs a label or an id")
+        raise UsageError(_("find_key needs a label or an id"))
     query: dict[str, object] = {}
     if label is not None:
         query["label"] = label
@@ -146,9 +147,10 @@ def lookup_terms(label: str | None, key_id: bytes | None) -> tuple[dict[str, obj
 def the_one(found: Sequence[T], what: str, where: str) -> T:
     """The single match: KeyNotFound or MultipleKeysFound otherwise, never None."""
     if not found:
-        raise KeyNotFound(f"no key with {what} on {where}")
+        raise KeyNotFound(_("no key with {what} on {where}").format(what=what, where=where))
     if len(found) > 1:
-        raise MultipleKeysFound(f"{len(found)} keys with {what} on {where}: use the id")
+        raise MultipleKeysFound(_("{count} keys with {what} on {where}: use the id")
+                                .format(count=len(found), what=what, where=where))
     return found[0]
 
 
@@ -240,7 +242,8 @@ class Token(ABC):
         """Destroy every object labelled exactly `label`, a provisional label (anything
         else is refused). Requires login."""
         if not label.startswith(PROVISIONAL):
-            raise UsageError(f"{label!r} is not a provisional label: nothing destroyed")
+            raise UsageError(_("{label!r} is not a provisional label: nothing destroyed")
+                             .format(label=label))
         for key in self.list_keys():
             if key.label == label:
                 self.delete(key)
@@ -252,8 +255,8 @@ class Token(ABC):
 
     def destroy_blank(self) -> None:
         """Destroy the objects blank_objects() lists. Requires login."""
-        for _ in self.blank_objects():  # a driver that lists some destroys them
-            raise UsageError("this driver cannot destroy half-written objects")
+        for _blank in self.blank_objects():  # a driver that lists some destroys them
+            raise UsageError(_("this driver cannot destroy half-written objects"))
 
     @abstractmethod
     def mechanisms(self) -> frozenset[str]:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from tokenkeys.errors import DeviceError, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import OAEP_HASHES
 
 # OAEP for transport: SHA-1 because SoftHSM2 wraps and unwraps with nothing else
@@ -29,20 +30,20 @@ def oaep(hash_name: str) -> padding.OAEP:
     try:
         algorithm = OAEP_HASHES[hash_name]()
     except KeyError:
-        raise UsageError(f"unknown OAEP hash {hash_name!r}") from None
+        raise UsageError(_("unknown OAEP hash {hash_name!r}").format(hash_name=hash_name)) from None
     return padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
 
 
 def der_length(data: bytes | bytearray) -> int:
     """Length of the DER element at the start of `data` (tag, length, value)."""
     if len(data) < 2:
-        raise DeviceError("unwrapped key is too short to be DER")
+        raise DeviceError(_("unwrapped key is too short to be DER"))
     first = data[1]
     if first < 0x80:
         return 2 + first
     count = first & 0x7F
     if count == 0 or count > 4 or len(data) < 2 + count:
-        raise DeviceError("unwrapped key has a bad DER length")
+        raise DeviceError(_("unwrapped key has a bad DER length"))
     return 2 + count + int.from_bytes(data[2:2 + count], "big")
 
 
@@ -50,9 +51,9 @@ def trim_der(data: bytearray) -> bytearray:
     """Drop the padding a device added after the PKCS#8 DER (in place, wiping it)."""
     end = der_length(data)
     if end > len(data):
-        raise DeviceError("unwrapped key is shorter than its DER length")
+        raise DeviceError(_("unwrapped key is shorter than its DER length"))
     if any(data[end:]):
-        raise DeviceError("unwrapped key has non-zero bytes after its DER")
+        raise DeviceError(_("unwrapped key has non-zero bytes after its DER"))
     del data[end:]
     return data
 
@@ -65,7 +66,7 @@ def unwrap_pkcs8(aes_key: bytes, wrapped: bytes) -> bytearray:
     try:
         return trim_der(bytearray(aes_key_unwrap_with_padding(aes_key, wrapped)))
     except InvalidUnwrap:
-        raise DeviceError("the wrapped key does not unwrap (integrity check failed)") from None
+        raise DeviceError(_("the wrapped key does not unwrap (integrity check failed)")) from None
 
 
 def wipe(buffer: bytearray) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tokenkeys.config import Config
 from tokenkeys.errors import ModuleNotFound, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.uri import Pkcs11Uri
 
 P11KIT_REGISTRY_DIRS = (Path("/usr/share/p11-kit/modules"), Path("/etc/pkcs11/modules"))
@@ -73,7 +74,7 @@ def p11kit_modules(dirs: Iterable[Path] = P11KIT_REGISTRY_DIRS) -> list[Register
 
 def check_module(path: str) -> str:
     if not os.path.isfile(path):
-        raise ModuleNotFound(f"PKCS#11 module not found: {path}")
+        raise ModuleNotFound(_("PKCS#11 module not found: {path}").format(path=path))
     return path
 
 
@@ -83,7 +84,8 @@ def _by_name(name: str) -> str:
         if name in (module.name, _short_name(module.path), os.path.basename(module.path)):
             return check_module(module.path)
     known = ", ".join(m.name for m in registered) or "none"
-    raise ModuleNotFound(f"no p11-kit module named {name!r} (registered: {known})")
+    raise ModuleNotFound(_("no p11-kit module named {name!r} (registered: {known})")
+                         .format(name=name, known=known))
 
 
 def explicit_module(uri: Pkcs11Uri, config: Config) -> str | None:
@@ -105,8 +107,8 @@ def candidate_modules(uri: Pkcs11Uri, config: Config) -> list[str]:
     found = [m.path for m in p11kit_modules() if os.path.isfile(m.path)]
     if not found:
         raise ModuleNotFound(
-            "no PKCS#11 module: give module-path in the URI, set TOKENKEYS_MODULE, "
-            "or register one with p11-kit"
+            _("no PKCS#11 module: give module-path in the URI, set TOKENKEYS_MODULE, or "
+              "register one with p11-kit")
         )
     return found
 
@@ -126,10 +128,11 @@ def resolve_module(
         return matching[0]
     if not matching:
         searched = ", ".join(candidates)
-        raise ModuleNotFound(f"no module holds the token asked for (searched {searched})")
+        raise ModuleNotFound(_("no module holds the token asked for (searched {searched})")
+                             .format(searched=searched))
     raise UsageError(
-        f"several PKCS#11 modules match ({', '.join(matching)}): add module-path to the URI "
-        "or set TOKENKEYS_MODULE"
+        _("several PKCS#11 modules match ({matching}): add module-path to the URI or set "
+          "TOKENKEYS_MODULE").format(matching=', '.join(matching))
     )
 
 

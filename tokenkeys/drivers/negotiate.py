@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import (
 
 from tokenkeys.drivers.oaep import HASHES, DecryptFailed, oaep_decode
 from tokenkeys.errors import MechanismUnsupported, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import OAEP_TRANSPORTS, PKCS1V15, OaepPadding
 
 __all__ = [
@@ -138,7 +139,8 @@ def oaep_spec(padding: OAEP) -> OaepSpec:
         spec = _plain_oaep_spec(padding)
     names = (spec.hash_name, spec.mgf_hash_name)
     if any(n not in HASHES for n in names):
-        raise MechanismUnsupported(f"OAEP with {'/'.join(names)}", sorted(HASHES))
+        raise MechanismUnsupported(_("OAEP with {names}").format(names="/".join(names)),
+                                   sorted(HASHES))
     return spec
 
 
@@ -146,11 +148,11 @@ def _plain_oaep_spec(padding: OAEP) -> OaepSpec:
     """cryptography shows a plain OAEP's hash; its MGF1 and label can only be
     compared, so one with a label must come as an OaepPadding."""
     mgf_name = next((name for name, mgf in _MGF1_CANDIDATES if padding.mgf == mgf),
-                    "an unknown mask generation")
+                    _("an unknown mask generation"))
     if padding not in (OAEP(padding.mgf, padding.algorithm, None),
                        OAEP(padding.mgf, padding.algorithm, b"")):
-        raise UsageError("an OAEP label reaches a device only in an OaepPadding "
-                         "(tokenkeys.envelope.identity): cryptography does not show it")
+        raise UsageError(_("an OAEP label reaches a device only in an OaepPadding "
+                           "(tokenkeys.envelope.identity): cryptography does not show it"))
     return OaepSpec(padding.algorithm.name, mgf_name)
 
 
@@ -181,10 +183,10 @@ class RsaNegotiator:
         """(description, callable) for this padding, cached."""
         if isinstance(padding, PKCS1v15):
             if PKCS1_MECH not in self.mechanisms:
-                raise MechanismUnsupported("RSA PKCS#1 v1.5 (CKM_RSA_PKCS)", self.offered())
+                raise MechanismUnsupported(_("RSA PKCS#1 v1.5 (CKM_RSA_PKCS)"), self.offered())
             return DEVICE_PKCS1, self.ops.pkcs1
         if not isinstance(padding, OAEP):
-            raise UsageError(f"unsupported RSA padding {padding.name}")
+            raise UsageError(_("unsupported RSA padding {name}").format(name=padding.name))
         spec = oaep_spec(padding)
         cached = self._plans.get(spec)
         if cached is not None:
@@ -197,7 +199,7 @@ class RsaNegotiator:
             desc = RAW_OAEP
         else:
             wanted = f"RSA-OAEP {spec.hash_name}/MGF1-{spec.mgf_hash_name}" + (
-                " with label" if spec.label else "")
+                _(" with label") if spec.label else "")
             raise MechanismUnsupported(wanted, self.offered())
         self._plans[spec] = fn
         return desc, fn

@@ -24,6 +24,7 @@ from asn1crypto.core import Null
 from cryptography.hazmat.primitives import hashes
 
 from tokenkeys.errors import MechanismUnsupported
+from tokenkeys.i18n import _
 from tokenkeys.types import KeyType
 
 RSA_RAW = "RSA_PKCS"
@@ -80,16 +81,18 @@ def sign_plan(key_type: KeyType, hash_name: str, mechanisms: frozenset[str],
     usable = mechanisms - avoid
     whole = HASH_AND_SIGN.get((key_type, hash_name))
     if whole is None:
-        raise MechanismUnsupported(f"signing with {hash_name}", sorted(
-            h for (kt, h) in HASH_AND_SIGN if kt is key_type))
+        raise MechanismUnsupported(
+            _("signing with {hash_name}").format(hash_name=hash_name),
+            sorted(h for (kt, h) in HASH_AND_SIGN if kt is key_type))
     if whole in usable:
         return SignPlan(key_type, hash_name, whole, prehash=False)
     raw = RSA_RAW if key_type is KeyType.RSA else EC_RAW
     if raw in usable:
         return SignPlan(key_type, hash_name, raw, prehash=True)
     offered = sorted(m for m in usable if m == raw or m in HASH_AND_SIGN.values())
-    raise MechanismUnsupported(f"{key_type.value.upper()} signing with {hash_name} "
-                               f"(CKM_{whole} or CKM_{raw})", offered or sorted(usable))
+    raise MechanismUnsupported(_("{upper} signing with {hash_name} (CKM_{whole} or CKM_{raw})")
+                               .format(upper=key_type.value.upper(), hash_name=hash_name,
+                                       whole=whole, raw=raw), offered or sorted(usable))
 
 
 def signing_path(key_type: KeyType, mechanisms: frozenset[str],

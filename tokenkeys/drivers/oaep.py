@@ -16,6 +16,7 @@ import hashlib
 import hmac
 
 from tokenkeys.errors import EnvelopeIntegrity
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import OAEP_OPEN_HASHES
 
 # cryptography hash names -> hashlib names (the same names).
@@ -26,7 +27,7 @@ class DecryptFailed(EnvelopeIntegrity):
     """RSA decryption of a recipient failed. Uniform: carries no detail."""
 
     def __init__(self) -> None:
-        super().__init__("RSA decryption failed: the envelope is damaged or not for this key")
+        super().__init__(_("RSA decryption failed: the envelope is damaged or not for this key"))
 
 
 def mgf1(seed: bytes, length: int, hash_name: str) -> bytes:

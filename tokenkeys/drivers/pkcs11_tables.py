@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from tokenkeys.i18n import N_
+
 # CK_TOKEN_INFO.flags -> the words `token list` / `info()` show.
 TOKEN_FLAGS: dict[int, str] = {
     0x00000001: "rng",
@@ -35,9 +37,9 @@ TOKEN_FLAGS: dict[int, str] = {
 
 # What PinIncorrect(tries_left) says, most severe first.
 PIN_TRIES_WORDS: tuple[tuple[str, str], ...] = (
-    ("user-pin-locked", "the PIN is now locked"),
-    ("user-pin-final-try", "final try"),
-    ("user-pin-count-low", "count low"),
+    ("user-pin-locked", N_("the PIN is now locked")),
+    ("user-pin-final-try", N_("final try")),
+    ("user-pin-count-low", N_("count low")),
 )
 
 

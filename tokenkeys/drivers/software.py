@@ -54,6 +54,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import write_atomic
+from tokenkeys.i18n import N_, _
 from tokenkeys.types import KeySpec, KeyType, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
@@ -74,7 +75,7 @@ FACTS = DeviceFacts(SOFTWARE, MECHANISMS, {t: (min(bits), max(bits)) for t, bits
     (t, [a.bits for a in keyalg.ALGORITHMS.values() if a.key_type is t]) for t in KeyType)},
     wraps=True, in_software=True)
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-_NOT_ACCEPTED = "the software keystore has no try counter; the PIN is not accepted"
+_NOT_ACCEPTED = N_("the software keystore has no try counter; the PIN is not accepted")
 
 
 def _b64(data: bytes) -> str:
@@ -111,9 +112,10 @@ def check_pin_strength(pin: Secret) -> None:
     value = pin.reveal()
     if len(value) < MIN_PIN_LENGTH or len(set(value)) < MIN_PIN_DISTINCT:
         raise UsageError(
-            f"a software keystore PIN needs at least {MIN_PIN_LENGTH} characters, "
-            f"{MIN_PIN_DISTINCT} of them different: it has no try counter, so a short "
-            "PIN falls to offline guessing (see docs/drivers.md)")
+            _("a software keystore PIN needs at least {MIN_PIN_LENGTH} characters, "
+              "{MIN_PIN_DISTINCT} of them different: it has no try counter, so a short PIN "
+              "falls to offline guessing (see docs/drivers.md)")
+            .format(MIN_PIN_LENGTH=MIN_PIN_LENGTH, MIN_PIN_DISTINCT=MIN_PIN_DISTINCT))
 
 
 def _seal_master(pin: Secret, master: bytes) -> dict[str, Any]:
@@ -143,7 +145,7 @@ class SoftwareKeyHandle(KeyHandle):
         self.extractable = bool(record["extractable"])
         public = serialization.load_pem_public_key(record["public_key"].encode("ascii"))
         if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            raise DeviceError(f"{path}: unsupported public key type")
+            raise DeviceError(_("{path}: unsupported public key type").format(path=path))
         self.public_key = public
         cert_path = path.with_name(f"{record['id']}.crt.pem")
         self.certificate = (
@@ -168,14 +170,15 @@ class SoftwareKeyHandle(KeyHandle):
                 raise PinIncorrect(_NOT_ACCEPTED) from None
             loaded = serialization.load_der_private_key(der, password=None)
             if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-                raise DeviceError(f"{self._path}: unsupported private key type")
+                raise DeviceError(_("{path}: unsupported private key type")
+                                  .format(path=self._path))
             self._private = loaded
         return self._private
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         key = self.private_key()
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise UsageError(f"key {self.label!r} is not an RSA key")
+            raise UsageError(_("key {label!r} is not an RSA key").format(label=self.label))
         return key.decrypt(ciphertext, padding)
 
     def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
@@ -187,7 +190,7 @@ class SoftwareKeyHandle(KeyHandle):
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         key = self.private_key()
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise UsageError(f"key {self.label!r} is not an EC key")
+            raise UsageError(_("key {label!r} is not an EC key").format(label=self.label))
         return key.exchange(ec.ECDH(), peer_public)
 
 
@@ -202,8 +205,8 @@ class SoftwareToken(Token):
         meta = directory / "keystore.json"
         if not meta.is_file():
             raise TokenNotFound(
-                f"no software keystore at {directory} (create it with: tokenkeys token init "
-                f"--token soft:{directory} --label LABEL)"
+                _("no software keystore at {directory} (create it with: tokenkeys token init "
+                  "--token soft:{directory} --label LABEL)").format(directory=directory)
             )
         self._meta = json.loads(meta.read_text(encoding="utf-8"))
 
@@ -217,7 +220,8 @@ class SoftwareToken(Token):
         directory = directory.expanduser().resolve()
         meta = directory / "keystore.json"
         if meta.exists():
-            raise KeyExists(f"a software keystore already exists at {directory}")
+            raise KeyExists(_("a software keystore already exists at {directory}")
+                            .format(directory=directory))
         check_pin_strength(pin)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         record = {"format": FORMAT_V2, "label": label,
@@ -231,7 +235,7 @@ class SoftwareToken(Token):
 
     def info(self) -> TokenInfo:
         return TokenInfo(
-            label=str(self._meta["label"]), manufacturer="tokenkeys", model="software keystore",
+            label=str(self._meta["label"]), manufacturer="tokenkeys", model=_("software keystore"),
             serial=hashlib.sha256(str(self.directory).encode()).hexdigest()[:16],
             module="(software)", slot=0, flags=("login-required", "token-initialized"),
             uri=self.uri,
@@ -240,7 +244,7 @@ class SoftwareToken(Token):
     def login(self, pin_source: PinSource) -> None:
         pin = pin_source.read()
         if pin is None:
-            raise UsageError("the software keystore has no PIN pad")
+            raise UsageError(_("the software keystore has no PIN pad"))
         self._master = self._open_master(pin)
         self._pin = pin
 
@@ -262,7 +266,7 @@ class SoftwareToken(Token):
 
     def require_master(self) -> bytes:
         if self._master is None:
-            raise UsageError("log in to the software keystore first")
+            raise UsageError(_("log in to the software keystore first"))
         return self._master
 
     def change_pin(self, new_pin: Secret) -> None:
@@ -299,7 +303,7 @@ class SoftwareToken(Token):
 
     def require_pin(self) -> Secret:
         if self._pin is None:
-            raise UsageError("log in to the software keystore first")
+            raise UsageError(_("log in to the software keystore first"))
         return self._pin
 
     def _records(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -313,7 +317,8 @@ class SoftwareToken(Token):
     def generate_keypair(self, spec: KeySpec) -> KeyHandle:
         self.require_pin()
         if any(rec["label"] == spec.label for _, rec in self._records()):
-            raise KeyExists(f"a key named {spec.label!r} already exists in {self.uri}")
+            raise KeyExists(_("a key named {label!r} already exists in {uri}")
+                            .format(label=spec.label, uri=self.uri))
         alg = keyalg.info(spec.algorithm)
         private: PrivateKey
         if alg.curve is None:
@@ -354,7 +359,7 @@ class SoftwareToken(Token):
         return SoftwareKeyHandle(self, record, path)
 
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
-        _, what = lookup_terms(label, key_id)
+        _terms, what = lookup_terms(label, key_id)
         found = [
             (path, rec) for path, rec in self._records()
             if (label is None or rec["label"] == label)
@@ -370,7 +375,7 @@ class SoftwareToken(Token):
                           chain: Sequence[x509.Certificate] = ()) -> None:
         """CertificateStore: `<id>.crt.pem`, and the issuers in `<id>.chain.pem`."""
         if not keyalg.same_key(certificate.public_key(), key.public_key):
-            raise UsageError(f"the certificate is not for key {key.label!r}")
+            raise UsageError(_("the certificate is not for key {label!r}").format(label=key.label))
         stem = self.directory / key.id.hex()
         pem = serialization.Encoding.PEM
         chain_path = stem.with_name(f"{stem.name}.chain.pem")
@@ -398,7 +403,7 @@ class SoftwareToken(Token):
         stem = key.id.hex()
         key_path = self.directory / f"{stem}.key.json"
         if not key_path.exists():
-            raise KeyNotFound(f"no key {key.label!r} in {self.uri}")
+            raise KeyNotFound(_("no key {label!r} in {uri}").format(label=key.label, uri=self.uri))
         (self.directory / f"{stem}.crt.pem").unlink(missing_ok=True)
         (self.directory / f"{stem}.chain.pem").unlink(missing_ok=True)
         key_path.unlink()

@@ -27,6 +27,7 @@ from tokenkeys.drivers.keywrap import (
     wrap_pkcs8,
 )
 from tokenkeys.errors import DeviceError, KeyExists, UsageError
+from tokenkeys.i18n import _
 
 if TYPE_CHECKING:
     from tokenkeys.drivers.software import SoftwareToken
@@ -47,14 +48,16 @@ def import_private_key(token: SoftwareToken, pkcs8: bytes | bytearray, *, label:
     token.require_pin()
     private = serialization.load_der_private_key(bytes(pkcs8), password=None)
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError("the software keystore keeps RSA and EC keys only")
+        raise UsageError(_("the software keystore keeps RSA and EC keys only"))
     public = private.public_key()
     key_id = keyalg.key_id(public)
-    for _, rec in token._records():
+    for _key_id, rec in token._records():
         if rec["label"] == label:
-            raise KeyExists(f"a key named {label!r} already exists in {token.uri}")
+            raise KeyExists(_("a key named {label!r} already exists in {uri}")
+                            .format(label=label, uri=token.uri))
         if rec["id"] == key_id.hex():
-            raise KeyExists(f"this key is already in {token.uri} as {rec['label']!r}")
+            raise KeyExists(_("this key is already in {uri} as {rec!r}")
+                            .format(uri=token.uri, rec=rec['label']))
     return token.store_key(pkcs8, public, label=label, algorithm=keyalg.algorithm_name(public),
                            extractable=shareable, overwrite=False)
 
@@ -85,11 +88,12 @@ def wrap_for_transport(token: SoftwareToken, key: KeyHandle,
 def unwrap_transported(token: SoftwareToken, transport: TransportKey, wrapped: WrappedKey, *,
                        label: str, shareable: bool) -> KeyHandle:
     if not isinstance(transport.handle, rsa.RSAPrivateKey):
-        raise UsageError("this transport key was not made by the software keystore")
+        raise UsageError(_("this transport key was not made by the software keystore"))
     try:
         aes = bytearray(transport.handle.decrypt(wrapped.wrapped_aes, oaep(wrapped.oaep_hash)))
     except ValueError:
-        raise DeviceError("the wrapped AES key does not decrypt with the transport key") from None
+        raise DeviceError(
+            _("the wrapped AES key does not decrypt with the transport key")) from None
     try:
         pkcs8 = unwrap_pkcs8(bytes(aes), wrapped.wrapped_key)
     finally:
@@ -98,7 +102,7 @@ def unwrap_transported(token: SoftwareToken, transport: TransportKey, wrapped: W
         if wrapped.public_key is not None:
             private = serialization.load_der_private_key(bytes(pkcs8), password=None)
             if not keyalg.same_key(private.public_key(), wrapped.public_key):
-                raise DeviceError("the unwrapped key is not the one announced")
+                raise DeviceError(_("the unwrapped key is not the one announced"))
         return import_private_key(token, pkcs8, label=label, shareable=shareable)
     finally:
         wipe(pkcs8)

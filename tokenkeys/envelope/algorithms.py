@@ -11,6 +11,7 @@ from asn1crypto import algos, cms, core
 from cryptography.hazmat.primitives import hashes
 
 from tokenkeys.errors import EnvelopeMalformed, MechanismUnsupported
+from tokenkeys.i18n import _
 
 ID_DATA = "1.2.840.113549.1.7.1"
 ID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
@@ -128,15 +129,15 @@ def parse_content_cipher(raw: bytes) -> ContentCipher:
         params = alg["parameters"]
         known = CONTENT_CIPHERS.get(oid)
         if known is None:
-            raise MechanismUnsupported(f"content cipher {oid}", ["aes-128/192/256 CBC and GCM"],
-                                       by="tokenkeys")
+            raise MechanismUnsupported(_("content cipher {oid}").format(oid=oid),
+                                       ["aes-128/192/256 CBC and GCM"], by="tokenkeys")
         mode, key_len = known
         if isinstance(params, core.Void):
-            raise EnvelopeMalformed(f"content cipher {oid} has no parameters")
+            raise EnvelopeMalformed(_("content cipher {oid} has no parameters").format(oid=oid))
         if mode == "cbc":
             iv = bytes(core.OctetString.load(params.dump(), strict=True).native)
             if len(iv) != 16:
-                raise EnvelopeMalformed("AES-CBC IV is not 16 bytes")
+                raise EnvelopeMalformed(_("AES-CBC IV is not 16 bytes"))
             return ContentCipher("cbc", key_len, iv, 0)
         gcm = GCMParameters.load(params.dump(), strict=True)
         nonce = bytes(gcm["aes_nonce"].native)
@@ -145,11 +146,13 @@ def parse_content_cipher(raw: bytes) -> ContentCipher:
         raise
     except Exception:  # asn1crypto raises ValueError/TypeError/... on bad input
         raise EnvelopeMalformed(
-            "malformed content encryption algorithm (its parameters do not decode)") from None
+            _("malformed content encryption algorithm (its parameters do not decode)")) from None
     if not 12 <= tag_len <= 16:
-        raise EnvelopeMalformed(f"AES-GCM tag length {tag_len} is outside 12..16")
+        raise EnvelopeMalformed(_("AES-GCM tag length {tag_len} is outside 12..16")
+                                .format(tag_len=tag_len))
     if not 8 <= len(nonce) <= 64:
-        raise EnvelopeMalformed(f"AES-GCM nonce length {len(nonce)} is not supported")
+        raise EnvelopeMalformed(_("AES-GCM nonce length {count} is not supported")
+                                .format(count=len(nonce)))
     return ContentCipher("gcm", key_len, nonce, tag_len)
 
 

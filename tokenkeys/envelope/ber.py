@@ -18,6 +18,7 @@ from tokenkeys.envelope.ber_encode import encode_length as encode_length
 from tokenkeys.envelope.ber_encode import encode_oid as encode_oid
 from tokenkeys.envelope.ber_encode import tlv as tlv
 from tokenkeys.errors import EnvelopeMalformed
+from tokenkeys.i18n import _
 
 UNIVERSAL = 0
 CONTEXT = 2
@@ -55,9 +56,10 @@ class Budget:
         self.nodes_left -= 1
         self.bytes_left -= nbytes
         if self.bytes_left < 0:
-            raise EnvelopeMalformed(f"value too large, {h.describe()}")
+            raise EnvelopeMalformed(_("value too large, {describe}").format(describe=h.describe()))
         if self.nodes_left < 0:
-            raise EnvelopeMalformed(f"too many elements in a small structure, {h.describe()}")
+            raise EnvelopeMalformed(_("too many elements in a small structure, {describe}")
+                                    .format(describe=h.describe()))
 
 
 class ByteSource(Protocol):
@@ -79,7 +81,8 @@ class Header:
 
     def describe(self) -> str:
         cls = {0: "universal", 1: "application", 2: "context", 3: "private"}[self.tag_class]
-        return f"{cls} tag {self.tag} at offset {self.start}"
+        return (_("{cls} tag {tag} at offset {start}")
+                .format(cls=cls, tag=self.tag, start=self.start))
 
 
 class BerReader:
@@ -123,7 +126,8 @@ class BerReader:
     def _need(self, n: int) -> None:
         if not self._fill(n):
             at = self.offset + self._available()
-            raise EnvelopeMalformed(f"envelope is truncated (input ends at offset {at})")
+            raise EnvelopeMalformed(_("envelope is truncated (input ends at offset {at})")
+                                    .format(at=at))
 
     def _take(self, n: int) -> memoryview:
         """Consume n bytes (n <= block size); the view is valid until the next read."""
@@ -154,7 +158,8 @@ class BerReader:
                 pos += 1
                 tag = (tag << 7) | (octet & 0x7F)
                 if tag > 1 << 28:
-                    raise EnvelopeMalformed(f"tag number too large at offset {start}")
+                    raise EnvelopeMalformed(_("tag number too large at offset {start}")
+                                            .format(start=start))
                 if not octet & 0x80:
                     break
         lb = b[i + pos]
@@ -164,12 +169,14 @@ class BerReader:
             length = lb
         elif lb == 0x80:
             if not constructed:
-                raise EnvelopeMalformed(f"indefinite length on a primitive value at offset {start}")
+                raise EnvelopeMalformed(_("indefinite length on a primitive value at offset "
+                                          "{start}").format(start=start))
             length = None
         else:
             count = lb & 0x7F
             if count > 8 or count == 0x7F:
-                raise EnvelopeMalformed(f"length field too large at offset {start}")
+                raise EnvelopeMalformed(_("length field too large at offset {start}")
+                                        .format(start=start))
             self._need(pos + count)
             i = self._start
             length = int.from_bytes(self._buf[i + pos : i + pos + count], "big")
@@ -189,7 +196,8 @@ class BerReader:
         if end is None:
             return self.peek_is_eoc()
         if self.offset > end:
-            raise EnvelopeMalformed(f"element overruns its container ({container.describe()})")
+            raise EnvelopeMalformed(_("element overruns its container ({describe})")
+                                    .format(describe=container.describe()))
         return self.offset == end
 
     def close(self, container: Header) -> None:
@@ -197,22 +205,26 @@ class BerReader:
         end = container.end
         if end is None:
             if not self.peek_is_eoc():
-                raise EnvelopeMalformed(f"unexpected data before end of {container.describe()}")
+                raise EnvelopeMalformed(_("unexpected data before end of {describe}")
+                                        .format(describe=container.describe()))
             self._take(2)
         elif self.offset != end:
-            raise EnvelopeMalformed(f"length mismatch at end of {container.describe()}")
+            raise EnvelopeMalformed(_("length mismatch at end of {describe}")
+                                    .format(describe=container.describe()))
 
     def expect_eof(self) -> None:
         if self._fill(1):
-            raise EnvelopeMalformed(f"trailing data after the envelope at offset {self.offset}")
+            raise EnvelopeMalformed(_("trailing data after the envelope at offset {offset}")
+                                    .format(offset=self.offset))
 
     # -- values ------------------------------------------------------------------
     def read_content(self, h: Header, limit: int = MAX_SMALL_TLV) -> bytes:
         """Content octets of a definite-length primitive value."""
         if h.length is None or h.constructed:
-            raise EnvelopeMalformed(f"expected a primitive value, {h.describe()}")
+            raise EnvelopeMalformed(_("expected a primitive value, {describe}")
+                                    .format(describe=h.describe()))
         if h.length > limit:
-            raise EnvelopeMalformed(f"value too large, {h.describe()}")
+            raise EnvelopeMalformed(_("value too large, {describe}").format(describe=h.describe()))
         return self._read_exact(h.length)
 
     def _read_exact(self, n: int) -> bytes:
@@ -241,7 +253,8 @@ class BerReader:
         """Consume an element we do not need, at a cost per byte, not per element."""
         if h.length is not None:
             if h.length > limit:
-                raise EnvelopeMalformed(f"value too large, {h.describe()}")
+                raise EnvelopeMalformed(_("value too large, {describe}")
+                                        .format(describe=h.describe()))
             self._discard(h.length)
             return
         self._walk(h, Budget(limit), None, 0)
@@ -255,7 +268,8 @@ class BerReader:
 
     def _walk(self, h: Header, budget: Budget, out: bytearray | None, depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
+            raise EnvelopeMalformed(_("nesting too deep, {describe}")
+                                    .format(describe=h.describe()))
         whole = not h.constructed or (out is None and h.length is not None)
         eoc = 2 if h.length is None else 0
         budget.spend(h, h.content_start - h.start + eoc + ((h.length or 0) if whole else 0))
@@ -276,9 +290,12 @@ class BerReader:
     def expect(self, tag_class: int, tag: int, constructed: bool | None = None) -> Header:
         h = self.read_header()
         if h.tag_class != tag_class or h.tag != tag:
-            raise EnvelopeMalformed(f"unexpected {h.describe()} (wanted {_name(tag_class, tag)})")
+            raise EnvelopeMalformed(_("unexpected {describe} (wanted {tag_class})")
+                                    .format(describe=h.describe(),
+                                            tag_class=_name(tag_class, tag)))
         if constructed is not None and h.constructed != constructed:
-            raise EnvelopeMalformed(f"wrong encoding form, {h.describe()}")
+            raise EnvelopeMalformed(_("wrong encoding form, {describe}")
+                                    .format(describe=h.describe()))
         return h
 
     def read_oid_raw(self) -> bytes:
@@ -293,7 +310,8 @@ class BerReader:
         the next item is requested.
         """
         if depth > MAX_DEPTH:
-            raise EnvelopeMalformed(f"nesting too deep, {h.describe()}")
+            raise EnvelopeMalformed(_("nesting too deep, {describe}")
+                                    .format(describe=h.describe()))
         if depth == 0:
             self._chunks = self._chunk_bytes = 0
         if not h.constructed:
@@ -311,15 +329,17 @@ class BerReader:
         while not self.at_end(h):
             child = self.read_header()
             if child.tag_class != UNIVERSAL or child.tag != TAG_OCTET_STRING:
-                raise EnvelopeMalformed(f"unexpected {child.describe()} inside chunked content")
+                raise EnvelopeMalformed(_("unexpected {describe} inside chunked content")
+                                        .format(describe=child.describe()))
             n = child.length
             # Each chunk costs Python work: tiny ones must be rare, or the input is refused.
             self._chunks += 1
             self._chunk_bytes += n or 0
             if self._chunks > FREE_CHUNKS + self._chunk_bytes // MIN_AVG_CHUNK:
                 raise EnvelopeMalformed(
-                    f"content is split into too many tiny chunks ({self._chunks} chunks "
-                    f"for {self._chunk_bytes} bytes at offset {child.start})")
+                    _("content is split into too many tiny chunks ({chunks} chunks for "
+                      "{chunk_bytes} bytes at offset {start})")
+                    .format(chunks=self._chunks, chunk_bytes=self._chunk_bytes, start=child.start))
             if not child.constructed and n is not None and n <= self._available():
                 # Fast path for the common small chunk already in the buffer
                 # (openssl -stream writes 4 KiB chunks): no nested generator.
@@ -345,7 +365,7 @@ def _encode_header_like(h: Header) -> bytes:
 
 def decode_oid(content: bytes) -> str:
     if not content or content[-1] & 0x80:
-        raise EnvelopeMalformed("malformed OBJECT IDENTIFIER")
+        raise EnvelopeMalformed(_("malformed OBJECT IDENTIFIER"))
     values: list[int] = []
     v = 0
     for byte in content:

@@ -20,6 +20,7 @@ from tokenkeys.errors import (
     NoMatchingRecipient,
     TokenKeysError,
 )
+from tokenkeys.i18n import _
 
 _SUPPORTED = ("RSA PKCS#1 v1.5", "RSAES-OAEP SHA-1/SHA-2", "ECDH X9.63 + AES wrap")
 _Pair = tuple[int, int]  # (recipient index, identity index)
@@ -127,11 +128,13 @@ class _Search:
         if self.matched_failure is not None:
             r, v = self.matched_failure
             return EnvelopeIntegrity(
-                f"{v.label} matches recipient {r.rid_text()} but its content key does not "
-                "decrypt (damaged envelope or different key with the same name)")
+                _("{label} matches recipient {rid_text} but its content key does not decrypt "
+                  "(damaged envelope or different key with the same name)")
+                .format(label=v.label, rid_text=r.rid_text()))
         if self.matched_unsupported is not None:
             u = self.matched_unsupported
-            return MechanismUnsupported(f"recipient {u.rid_text()} uses {u.reason}", _SUPPORTED,
+            return MechanismUnsupported(_("recipient {rid_text} uses {reason}")
+                                        .format(rid_text=u.rid_text(), reason=u.reason), _SUPPORTED,
                                         by="tokenkeys")
         return NoMatchingRecipient([v.label for v in self.views],
                                    [r.describe() for r in self.recipients])

@@ -7,6 +7,7 @@ import re
 from typing import BinaryIO
 
 from tokenkeys.errors import EnvelopeMalformed
+from tokenkeys.i18n import _
 
 READ_BLOCK = 1 << 20
 _WS = b" \t\r\n\v\f"
@@ -65,13 +66,13 @@ class Base64Source:
         text = self._next_text()
         final = not text
         if final and self._label is not None:
-            raise EnvelopeMalformed("PEM END line missing (truncated file?)")
+            raise EnvelopeMalformed(_("PEM END line missing (truncated file?)"))
         if text:
             dash = text.find(b"-")
             if dash >= 0:
                 if self._label is None:
                     raise EnvelopeMalformed(
-                        "S/MIME body is not plain base64 (multipart is not supported)")
+                        _("S/MIME body is not plain base64 (multipart is not supported)"))
                 self._check_pem_end(text[dash:])
                 text = text[:dash]
                 final = True
@@ -80,13 +81,13 @@ class Base64Source:
         chunk, self._carry = data[:cut], data[cut:]
         if chunk:
             if self._padded:
-                raise EnvelopeMalformed("bad base64: data after the final padding")
+                raise EnvelopeMalformed(_("bad base64: data after the final padding"))
             if final and len(chunk) % 4:
-                raise EnvelopeMalformed("bad base64: length is not a multiple of 4")
+                raise EnvelopeMalformed(_("bad base64: length is not a multiple of 4"))
             try:
                 self._out = memoryview(binascii.a2b_base64(chunk, strict_mode=True))
             except binascii.Error as exc:
-                raise EnvelopeMalformed(f"bad base64 ({exc})") from None
+                raise EnvelopeMalformed(_("bad base64 ({exc})").format(exc=exc)) from None
             self._padded = chunk.endswith(b"=")
         if final:
             self._done = True
@@ -100,11 +101,11 @@ class Base64Source:
                 break
             tail += more
         if not tail.startswith(expected):
-            raise EnvelopeMalformed("PEM END line missing or does not match BEGIN line")
+            raise EnvelopeMalformed(_("PEM END line missing or does not match BEGIN line"))
         rest = tail[len(expected) :]
         while True:
             if rest.translate(None, _WS):
-                raise EnvelopeMalformed("trailing data after the PEM END line")
+                raise EnvelopeMalformed(_("trailing data after the PEM END line"))
             rest = self._f.read(READ_BLOCK)
             if not rest:
                 return
@@ -114,19 +115,19 @@ def detect(f: BinaryIO) -> tuple[FileSource | Base64Source, str]:
     """Pick the decoder from the first block; returns (source, format name)."""
     head = f.read(64 * 1024)
     if not head:
-        raise EnvelopeMalformed("empty file")
+        raise EnvelopeMalformed(_("empty file"))
     if head[0] == 0x30:
         return FileSource(head, f), "der"
     stripped = head.lstrip(_WS)
     if stripped.startswith(b"-----BEGIN "):
         m = re.match(rb"-----BEGIN ([A-Z0-9 #]+)-----[ \t]*\r?\n", stripped)
         if not m or m.group(1) not in PEM_LABELS:
-            raise EnvelopeMalformed("PEM file is not a CMS/PKCS7 envelope")
+            raise EnvelopeMalformed(_("PEM file is not a CMS/PKCS7 envelope"))
         return Base64Source(stripped[m.end() :], f, m.group(1)), "pem"
     m = re.search(rb"\r?\n\r?\n", head)
     if m and b":" in head[: m.start()]:
         return _smime(head, m.start(), m.end(), f)
-    raise EnvelopeMalformed("not a CMS envelope (neither DER/BER, PEM nor S/MIME)")
+    raise EnvelopeMalformed(_("not a CMS envelope (neither DER/BER, PEM nor S/MIME)"))
 
 
 def _smime(head: bytes, hdr_end: int, body: int, f: BinaryIO) -> tuple[Base64Source, str]:
@@ -138,16 +139,18 @@ def _smime(head: bytes, hdr_end: int, body: int, f: BinaryIO) -> tuple[Base64Sou
             continue
         key, sep, value = line.partition(b":")
         if not sep:
-            raise EnvelopeMalformed("not a CMS envelope (unreadable MIME header)")
+            raise EnvelopeMalformed(_("not a CMS envelope (unreadable MIME header)"))
         name = key.strip().lower()
         headers[name] = value.strip()
     ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if ctype not in _MIME_TYPES:
         shown = ctype.decode("ascii", "replace")[:60] or "none"
         raise EnvelopeMalformed(
-            f"S/MIME part is not application/pkcs7-mime (Content-Type: {shown})")
+            _("S/MIME part is not application/pkcs7-mime (Content-Type: {shown})")
+            .format(shown=shown))
     cte = headers.get(b"content-transfer-encoding", b"").strip().lower()
     if cte != b"base64":
         shown = cte.decode("ascii", "replace")[:30] or "none"
-        raise EnvelopeMalformed(f"S/MIME transfer encoding {shown} is not supported (base64 only)")
+        raise EnvelopeMalformed(_("S/MIME transfer encoding {shown} is not supported (base64 "
+                                  "only)").format(shown=shown))
     return Base64Source(head[body:], f, None), "smime"

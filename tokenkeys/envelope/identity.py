@@ -12,6 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
+from tokenkeys.i18n import _
+
 
 @runtime_checkable
 class Identity(Protocol):
@@ -33,7 +35,7 @@ class SoftwareIdentity:
         self,
         private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
         certificate: x509.Certificate | None = None,
-        label: str = "software key",
+        label: str = _("software key"),
     ) -> None:
         self._key = private_key
         self.public_key = private_key.public_key()
@@ -42,10 +44,10 @@ class SoftwareIdentity:
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         if not isinstance(self._key, rsa.RSAPrivateKey):
-            raise TypeError("not an RSA key")
+            raise TypeError(_("not an RSA key"))
         return self._key.decrypt(ciphertext, padding)
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         if not isinstance(self._key, ec.EllipticCurvePrivateKey):
-            raise TypeError("not an EC key")
+            raise TypeError(_("not an EC key"))
         return self._key.exchange(ec.ECDH(), peer_public)

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tokenkeys import keyalg
 from tokenkeys.envelope.identity import Identity
+from tokenkeys.i18n import _
 
 _ATTR_NAMES = {"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
                "2.5.4.11": "OU", "2.5.4.5": "serialNumber", "1.2.840.113549.1.9.1": "emailAddress",
@@ -23,7 +24,7 @@ def format_name(name: a1x509.Name) -> str:
         for atv in rdn:
             key = _ATTR_NAMES.get(atv["type"].dotted, atv["type"].dotted)
             parts.append(f"{key}={atv['value'].native}")
-    return ",".join(parts) or "(empty name)"
+    return ",".join(parts) or _("(empty name)")
 
 
 def ski_of(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:

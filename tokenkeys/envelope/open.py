@@ -35,9 +35,10 @@ from tokenkeys.envelope.recipient_frame import read_recipient_infos
 from tokenkeys.envelope.recipients import Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 from tokenkeys.files import AtomicOutput, CommitGroup, check_target
+from tokenkeys.i18n import N_, _
 
 _T = TypeVar("_T")
-_INTEGRITY = "content integrity check failed (damaged envelope or wrong key)"
+_INTEGRITY = N_("content integrity check failed (damaged envelope or wrong key)")
 # Output is gathered in one reused buffer and written in large slices.
 _OUT_CAP = 4 << 20
 # The BER reader's buffer: 1 MB for large envelopes, the file's size for small ones.
@@ -88,7 +89,7 @@ class _NeedAad(Exception):
     """Internal: authAttrs were found after the content; decrypt again with them as AAD."""
 
     def __init__(self, aad: bytes) -> None:
-        super().__init__("authAttrs present")
+        super().__init__(_("authAttrs present"))
         self.aad = aad
 
 
@@ -105,7 +106,8 @@ def _read_head(reader: BerReader) -> _Head:
     ctype = decode_oid(reader.read_oid_raw())
     if ctype not in (alg.ID_ENVELOPED_DATA, alg.ID_AUTH_ENVELOPED_DATA):
         name = alg.CONTENT_TYPE_NAMES.get(ctype, "unknown")
-        raise EnvelopeMalformed(f"content type {name} ({ctype}) is not an encrypted envelope")
+        raise EnvelopeMalformed(_("content type {name} ({ctype}) is not an encrypted envelope")
+                                .format(name=name, ctype=ctype))
     explicit = reader.expect(CONTEXT, 0, constructed=True)
     body = reader.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
     reader.read_content(reader.expect(UNIVERSAL, TAG_INTEGER, constructed=False), limit=4)
@@ -114,7 +116,8 @@ def _read_head(reader: BerReader) -> _Head:
         reader.skip(h)
         h = reader.read_header()
     if h.tag_class != UNIVERSAL or h.tag != TAG_SET or not h.constructed:
-        raise EnvelopeMalformed(f"expected RecipientInfos, found {h.describe()}")
+        raise EnvelopeMalformed(_("expected RecipientInfos, found {describe}")
+                                .format(describe=h.describe()))
     recipients = parse_recipient_infos(read_recipient_infos(reader, h))
     return _Head(reader, ctype == alg.ID_AUTH_ENVELOPED_DATA, (ci, explicit, body), recipients)
 
@@ -123,7 +126,8 @@ def _open_src(src: str | os.PathLike[str]) -> Any:
     try:
         return open(src, "rb")
     except OSError as exc:
-        raise UsageError(f"cannot read {os.fspath(src)}: {exc.strerror}") from None
+        raise UsageError(_("cannot read {fspath}: {strerror}")
+                         .format(fspath=os.fspath(src), strerror=exc.strerror)) from None
 
 
 @contextmanager
@@ -134,9 +138,9 @@ def _malformed_input() -> Iterator[None]:
     except (TokenKeysError, _NeedAad, OSError):
         raise
     except RecursionError:
-        raise EnvelopeMalformed("envelope nesting too deep") from None
+        raise EnvelopeMalformed(_("envelope nesting too deep")) from None
     except Exception:
-        raise EnvelopeMalformed("malformed envelope (a structure does not decode)") from None
+        raise EnvelopeMalformed(_("malformed envelope (a structure does not decode)")) from None
 
 
 def _from_header(src: str | os.PathLike[str], each: Callable[[Recipient], _T | None]) -> list[_T]:
@@ -225,7 +229,7 @@ def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
             out.truncate()
             continue
         if len(passed) != 1:
-            raise EnvelopeIntegrity(_INTEGRITY)
+            raise EnvelopeIntegrity(_(_INTEGRITY))
         if passed == [t.index] and last is not None:
             return last
         t.index, rerun = passed[0], True
@@ -252,7 +256,7 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
             # The random key of the v1.5 countermeasure went through the same
             # decryption and checks; fail only now, with the same error as a bad
             # tag or padding, so CBC's 1-in-256 "valid" padding never releases junk.
-            raise EnvelopeIntegrity(_INTEGRITY)
+            raise EnvelopeIntegrity(_(_INTEGRITY))
         digest = f.hexdigest()
     return OpenResult(
         recipient=f"{o.recipient.rid_text()} via {o.view.label}",
@@ -273,7 +277,8 @@ def _read_content_cipher(head: _Head) -> tuple[Header, alg.ContentCipher]:
     cipher = alg.parse_content_cipher(r.read_tlv_raw(
         r.expect(UNIVERSAL, TAG_SEQUENCE, True), budget=Budget(4096, 64)))
     if head.auth != (cipher.mode == "gcm"):
-        raise EnvelopeMalformed(f"{cipher.name} does not fit the envelope type")
+        raise EnvelopeMalformed(_("{name} does not fit the envelope type")
+                                .format(name=cipher.name))
     return eci, cipher
 
 
@@ -283,7 +288,7 @@ def _decrypt_content(head: _Head, eci: Header, cipher: alg.ContentCipher, cek: b
     returns the plaintext length. `out` is only committed once everything checks."""
     r = head.reader
     if r.at_end(eci):
-        raise EnvelopeMalformed("detached content (no encryptedContent) is not supported")
+        raise EnvelopeMalformed(_("detached content (no encryptedContent) is not supported"))
     content = r.expect(CONTEXT, 0)
     dec = _decryptor(cipher, cek, aad)
     total, last = _stream(r, content, dec, out, cbc=cipher.mode == "cbc", size_hint=size_hint)
@@ -311,16 +316,17 @@ def _check_gcm_tag(r: BerReader, body: Header, dec: Any, tag_len: int,
     """Read the mac (and unauthAttrs) after authAttrs, then check the tag."""
     h = _after_auth_attrs(r, aad)
     if h.tag_class != UNIVERSAL or h.tag != TAG_OCTET_STRING or h.constructed:
-        raise EnvelopeMalformed(f"expected the mac OCTET STRING, found {h.describe()}")
+        raise EnvelopeMalformed(_("expected the mac OCTET STRING, found {describe}")
+                                .format(describe=h.describe()))
     mac = r.read_content(h, limit=64)
     if not r.at_end(body):
         _skip_optional(r, 2, "unauthAttrs")
     if len(mac) != tag_len:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     try:
         dec.finalize_with_tag(mac)
     except InvalidTag:
-        raise EnvelopeIntegrity(_INTEGRITY) from None
+        raise EnvelopeIntegrity(_(_INTEGRITY)) from None
 
 
 def _after_auth_attrs(r: BerReader, aad: bytes | None) -> Header:
@@ -333,7 +339,7 @@ def _after_auth_attrs(r: BerReader, aad: bytes | None) -> Header:
             raise _NeedAad(_auth_attrs_aad(raw))
         return r.read_header()
     if aad is not None:
-        raise EnvelopeMalformed("authAttrs changed between passes")
+        raise EnvelopeMalformed(_("authAttrs changed between passes"))
     return h
 
 
@@ -359,7 +365,8 @@ def _read_to_the_end(head: _Head) -> None:
 def _skip_optional(r: BerReader, tag: int, what: str) -> None:
     h = r.read_header()
     if h.tag_class != CONTEXT or h.tag != tag:
-        raise EnvelopeMalformed(f"unexpected {h.describe()} (expected {what} or the end)")
+        raise EnvelopeMalformed(_("unexpected {describe} (expected {what} or the end)")
+                                .format(describe=h.describe(), what=what))
     r.skip(h)
 
 
@@ -395,7 +402,7 @@ def _stream(r: BerReader, content: Header, dec: Any, out: AtomicOutput, *,
         out.write(mv[:fill])
         return total + fill, b""
     if fill < 16:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     out.write(mv[: fill - 16])
     return total + fill, bytes(mv[fill - 16 : fill])
 
@@ -404,12 +411,12 @@ def _check_cbc_tail(dec: Any, last: bytes) -> int:
     """Check PKCS#7 padding of the last block; returns the padding length."""
     try:
         if dec.finalize():
-            raise EnvelopeIntegrity(_INTEGRITY)
+            raise EnvelopeIntegrity(_(_INTEGRITY))
     except ValueError:  # ciphertext not a whole number of blocks
-        raise EnvelopeIntegrity(_INTEGRITY) from None
+        raise EnvelopeIntegrity(_(_INTEGRITY)) from None
     if len(last) != 16:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     pad = last[-1]
     if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
-        raise EnvelopeIntegrity(_INTEGRITY)
+        raise EnvelopeIntegrity(_(_INTEGRITY))
     return pad

@@ -19,6 +19,7 @@ from tokenkeys.envelope.ber import (
     encode_header,
 )
 from tokenkeys.errors import EnvelopeMalformed
+from tokenkeys.i18n import _
 
 MAX_RECIPIENTS = 1000
 # 1000 RSA-4096 recipients with long issuer names fit in well under this.
@@ -28,7 +29,8 @@ MAX_RECIPIENT_BYTES = 4 << 20
 def _too_many() -> EnvelopeMalformed:
     # Each recipient may cost a device operation per identity: refuse absurd headers.
     return EnvelopeMalformed(
-        f"envelope lists more than {MAX_RECIPIENTS} recipients (limit {MAX_RECIPIENTS})")
+        _("envelope lists more than {MAX_RECIPIENTS} recipients (limit {MAX_RECIPIENTS})")
+        .format(MAX_RECIPIENTS=MAX_RECIPIENTS))
 
 
 def read_recipient_infos(r: BerReader, h: Header) -> list[bytes]:
@@ -48,7 +50,7 @@ def read_recipient_infos(r: BerReader, h: Header) -> list[bytes]:
         infos.append(raw)
     r.close(h)
     if not infos:
-        raise EnvelopeMalformed("envelope has no recipients")
+        raise EnvelopeMalformed(_("envelope has no recipients"))
     return infos
 
 

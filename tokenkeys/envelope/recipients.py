@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.identity_view import IdentityView, format_name
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import OaepPadding
 
 
@@ -250,13 +251,14 @@ def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
             elif info.name == "kari":
                 out.extend(_parse_kari(info.chosen))
             else:
-                out.append(UnsupportedRecipient(info.name, f"{info.name} recipient info"))
+                out.append(UnsupportedRecipient(info.name, _("{name} recipient info")
+                                                           .format(name=info.name)))
     except TokenKeysError:
         raise
     except Exception:
-        raise EnvelopeMalformed("malformed RecipientInfos") from None
+        raise EnvelopeMalformed(_("malformed RecipientInfos")) from None
     if not out:
-        raise EnvelopeMalformed("envelope has no recipients")
+        raise EnvelopeMalformed(_("envelope has no recipients"))
     return out
 
 
@@ -283,7 +285,7 @@ def _rsa_padding(kea: cms.KeyEncryptionAlgorithm) -> tuple[PKCS1v15 | OaepPaddin
     if oid == alg.RSA_ENCRYPTION:
         return PKCS1v15(), "rsa-pkcs1v15"
     if oid != alg.RSAES_OAEP:
-        raise _Unsupported(f"key transport {oid}")
+        raise _Unsupported(_("key transport {oid}").format(oid=oid))
     return _oaep_padding(kea["parameters"])
 
 
@@ -294,7 +296,8 @@ def _oaep_padding(params: core.Asn1Value) -> tuple[OaepPadding, str]:
         hash_oid = params["hash_algorithm"]["algorithm"].dotted
         mgf = params["mask_gen_algorithm"]
         if mgf["algorithm"].dotted != alg.MGF1:
-            raise _Unsupported(f"OAEP mask generation {mgf['algorithm'].dotted}")
+            raise _Unsupported(_("OAEP mask generation {dotted}")
+                               .format(dotted=mgf['algorithm'].dotted))
         mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
         psrc = params["p_source_algorithm"]
         if psrc["algorithm"].dotted != alg.P_SPECIFIED:
@@ -328,7 +331,7 @@ def _parse_kari(kari: cms.KeyAgreeRecipientInfo) -> list[Recipient]:
         out.append(KeyAgreeRecipient(rid, encrypted_key, agreement) if agreement is not None
                    else UnsupportedRecipient("kari", reason, rid))
     if not out:
-        raise EnvelopeMalformed("key agreement recipient info lists no keys")
+        raise EnvelopeMalformed(_("key agreement recipient info lists no keys"))
     return out
 
 
@@ -336,24 +339,24 @@ def _ecdh_agreement(kari: cms.KeyAgreeRecipientInfo) -> EcdhAgreement:
     orig = kari["originator"]
     scheme = kari["key_encryption_algorithm"]["algorithm"].dotted
     if orig.name != "originator_key":
-        raise _Unsupported("static-static ECDH (originator is not an ephemeral key)")
+        raise _Unsupported(_("static-static ECDH (originator is not an ephemeral key)"))
     if scheme not in alg.ECDH_SCHEMES:
-        raise _Unsupported(f"key agreement {scheme}")
+        raise _Unsupported(_("key agreement {scheme}").format(scheme=scheme))
     point = _ephemeral_point(orig.chosen)
     wrap = cms.KeyEncryptionAlgorithm.load(kari["key_encryption_algorithm"]["parameters"].dump())
     wrap_oid = wrap["algorithm"].dotted
     kek_len = alg.AES_WRAP.get(wrap_oid)
     hname, hcls = alg.DIGESTS[alg.ECDH_SCHEMES[scheme]]
     if kek_len is None:
-        raise _Unsupported(f"key wrap {wrap_oid}")
+        raise _Unsupported(_("key wrap {wrap_oid}").format(wrap_oid=wrap_oid))
     shared_info = alg.ecc_shared_info(wrap, kari["ukm"].native, kek_len)
     return EcdhAgreement(point, hcls, kek_len, shared_info, f"{hname}-kdf+aes{kek_len * 8}-wrap")
 
 
 def _ephemeral_point(okey: cms.OriginatorPublicKey) -> bytes:
     if okey["algorithm"]["algorithm"].dotted != alg.EC_PUBLIC_KEY:
-        raise EnvelopeMalformed("originator key is not an EC public key")
+        raise EnvelopeMalformed(_("originator key is not an EC public key"))
     bits = okey["public_key"].contents
     if not bits or bits[0] != 0:
-        raise EnvelopeMalformed("malformed originator public key")
+        raise EnvelopeMalformed(_("malformed originator public key"))
     return bytes(bits[1:])

@@ -29,6 +29,7 @@ from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.ber import EOC, encode_length, encode_oid, tlv
 from tokenkeys.errors import MechanismUnsupported, PolicyRefused, UsageError
 from tokenkeys.files import AtomicOutput, check_target
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import KEY_TRANSPORTS, OAEP_TRANSPORTS
 
 CHUNK = 1 << 20  # plaintext read size = ciphertext OCTET STRING chunk size
@@ -49,11 +50,13 @@ class SealOptions:
 
 def _check_options(o: SealOptions) -> None:
     if o.key_bits not in (128, 192, 256):
-        raise UsageError(f"key_bits must be 128, 192 or 256, not {o.key_bits}")
+        raise UsageError(_("key_bits must be 128, 192 or 256, not {key_bits}")
+                         .format(key_bits=o.key_bits))
     for transport in (o.key_transport, *o.transports):
         if transport is not None and transport not in KEY_TRANSPORTS:
             choices = ", ".join(KEY_TRANSPORTS)
-            raise UsageError(f"unknown key transport {transport!r} (choose one of: {choices})")
+            raise UsageError(_("unknown key transport {transport!r} (choose one of: {choices})")
+                             .format(transport=transport, choices=choices))
 
 
 def _a1cert(cert: x509.Certificate) -> a1x509.Certificate:
@@ -73,17 +76,19 @@ def check_recipient(cert: x509.Certificate, allow_any_usage: bool = False) -> No
     """Refuse a certificate that cannot receive an envelope other tools can open."""
     if cert.public_key_algorithm_oid.dotted_string == _RSASSA_PSS:
         # An RSA-PSS key is for signatures only; OpenSSL refuses to decrypt with it.
-        raise PolicyRefused(f"recipient {_who(cert)} has an RSA-PSS key, which is for "
-                            "signatures only: it cannot receive an envelope")
+        raise PolicyRefused(_("recipient {cert} has an RSA-PSS key, which is for signatures "
+                              "only: it cannot receive an envelope").format(cert=_who(cert)))
     pub = cert.public_key()
     if not isinstance(pub, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
         name = _KEY_NAMES.get(type(pub).__name__, "unknown")
-        raise MechanismUnsupported(f"sealing to the {name} key of {_who(cert)}",
+        raise MechanismUnsupported(_("sealing to the {name} key of {cert}")
+                                   .format(name=name, cert=_who(cert)),
                                    ["RSA", "EC P-256/P-384/P-521"], by="tokenkeys")
     needed = forbidden_encryption_usage(cert, pub)
     if needed is not None and not allow_any_usage:
-        raise PolicyRefused(f"recipient {_who(cert)} has a keyUsage without {needed}: its key "
-                            "is not meant to receive envelopes; --allow-any-usage overrides")
+        raise PolicyRefused(_("recipient {cert} has a keyUsage without {needed}: its key is "
+                              "not meant to receive envelopes; --allow-any-usage overrides")
+                            .format(cert=_who(cert), needed=needed))
 
 
 def named_by_issuer(recipients: Sequence[x509.Certificate], o: SealOptions) -> list[str]:
@@ -133,8 +138,8 @@ def _ktri(cert: x509.Certificate, pub: rsa.RSAPublicKey, cek: bytes,
 def _kari(cert: x509.Certificate, pub: ec.EllipticCurvePublicKey, cek: bytes,
           o: SealOptions) -> cms.RecipientInfo:
     if pub.curve.name not in _CURVES:
-        raise MechanismUnsupported(f"ECDH on curve {pub.curve.name}", sorted(_CURVES),
-                                   by="tokenkeys")
+        raise MechanismUnsupported(_("ECDH on curve {name}").format(name=pub.curve.name),
+                                   sorted(_CURVES), by="tokenkeys")
     a1 = _a1cert(cert)
     # One ephemeral key per recipient (RFC 5753 dhSinglePass): forward secrecy per envelope.
     eph = ec.generate_private_key(pub.curve)
@@ -167,7 +172,7 @@ def build_recipient_infos(recipients: Sequence[x509.Certificate], cek: bytes,
                           o: SealOptions) -> tuple[bytes, bool]:
     """DER RecipientInfos and whether every one is a version-0 KTRI."""
     if not recipients:
-        raise UsageError("seal needs at least one recipient certificate")
+        raise UsageError(_("seal needs at least one recipient certificate"))
     infos = []
     for i, cert in enumerate(recipients):
         check_recipient(cert, o.allow_any_usage)
@@ -178,7 +183,8 @@ def build_recipient_infos(recipients: Sequence[x509.Certificate], cek: bytes,
         elif isinstance(pub, ec.EllipticCurvePublicKey):
             infos.append(_kari(cert, pub, cek, o))
         else:  # pragma: no cover - check_recipient refused it
-            raise PolicyRefused(f"recipient {_who(cert)}: unsupported key type")
+            raise PolicyRefused(_("recipient {cert}: unsupported key type")
+                                .format(cert=_who(cert)))
     all_v0 = all(i.name == "ktri" and i.chosen["version"].native == "v0" for i in infos)
     return bytes(cms.RecipientInfos(infos).dump()), all_v0
 
@@ -241,7 +247,8 @@ def seal(
         try:
             fin: BinaryIO = open(src, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise UsageError(f"cannot read {os.fspath(src)}: {exc.strerror}") from None
+            raise UsageError(_("cannot read {fspath}: {strerror}")
+                             .format(fspath=os.fspath(src), strerror=exc.strerror)) from None
         close_src = True
     else:
         fin, close_src = src, False

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tokenkeys.i18n import _
 from tokenkeys.registry.schema import GENESIS, audit, audit_head
 
 EVENTS = frozenset({
@@ -72,7 +73,7 @@ def chain_hash(prev_hash: str, seq: int, at: str, who: str, host: str, event: st
 def _check_details(details: Mapping[str, Any]) -> str:
     for key in details:
         if any(word in key.lower() for word in FORBIDDEN_DETAIL_WORDS):
-            raise ValueError(f"audit details may not carry {key!r}")
+            raise ValueError(_("audit details may not carry {key!r}").format(key=key))
     return json.dumps(details, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                       default=str)
 
@@ -81,7 +82,7 @@ def append(conn: Connection, event: str, *, service: str | None = None,
            subject: str | None = None, details: Mapping[str, Any] | None = None) -> AuditRow:
     """Append one row inside the caller's (write) transaction."""
     if event not in EVENTS:
-        raise ValueError(f"unknown audit event {event!r}")
+        raise ValueError(_("unknown audit event {event!r}").format(event=event))
     text = _check_details(details or {})
     head = conn.execute(
         sa.select(audit_head.c.seq, audit_head.c.hash)
@@ -124,22 +125,25 @@ def verify(conn: Connection) -> Verdict:
     for r in conn.execute(sa.select(audit).order_by(audit.c.seq)):
         count += 1
         if r.seq != expected_seq:
-            problems.append(f"row {r.seq}: expected row {expected_seq} here "
-                            "(a row was deleted or renumbered)")
+            problems.append(_("row {seq}: expected row {expected_seq} here (a row was "
+                              "deleted or renumbered)")
+                            .format(seq=r.seq, expected_seq=expected_seq))
         if r.prev_hash != expected_prev:
-            problems.append(f"row {r.seq}: does not follow the previous row "
-                            "(a row was deleted, reordered or edited)")
+            problems.append(_("row {seq}: does not follow the previous row (a row was "
+                              "deleted, reordered or edited)").format(seq=r.seq))
         recomputed = chain_hash(r.prev_hash, r.seq, r.at, r.actor, r.host, r.event,
                                 r.service, r.subject, r.details)
         if recomputed != r.hash:
-            problems.append(f"row {r.seq}: content does not match its hash (edited)")
+            problems.append(_("row {seq}: content does not match its hash (edited)")
+                            .format(seq=r.seq))
         expected_prev, expected_seq = r.hash, r.seq + 1
     head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1)).one_or_none()
     if head is None:
-        problems.append("the chain head is missing")
+        problems.append(_("the chain head is missing"))
     elif head.seq != expected_seq - 1 or head.hash != expected_prev:
-        problems.append(f"the chain head says row {head.seq} is last, but the log ends at "
-                        f"row {expected_seq - 1} (rows deleted at the end, or head edited)")
+        problems.append(_("the chain head says row {seq} is last, but the log ends at row "
+                          "{value} (rows deleted at the end, or head edited)")
+                        .format(seq=head.seq, value=expected_seq - 1))
     return Verdict(not problems, count, tuple(problems))
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tokenkeys import keyalg
+from tokenkeys.i18n import _
 from tokenkeys.registry.key_rows import key_by_id
 from tokenkeys.registry.records import AuditedPins, Consultation
 from tokenkeys.registry.schema import audit
@@ -67,28 +68,32 @@ def binding_problems(consultation: Consultation) -> list[str]:
     found = []
     audited = consultation.audited
     if audited is None:
-        found.append("it has no creation row in the audit log (it was not created by "
-                     "tokenkeys)")
+        found.append(_("it has no creation row in the audit log (it was not created by "
+                       "tokenkeys)"))
     else:
         if audited.key != consultation.key_pin:
-            found.append("its bound key's pin differs from the one its creation recorded "
-                         "in the audit log")
+            found.append(_("its bound key's pin differs from the one its creation recorded "
+                           "in the audit log"))
         if audited.backups != tuple(sorted(consultation.backup_pins)):
-            found.append("its recorded backup keys differ from those its creation recorded "
-                         "in the audit log")
+            found.append(_("its recorded backup keys differ from those its creation recorded "
+                           "in the audit log"))
     if len(consultation.backups) != consultation.backup_count:
-        found.append(f"it records {len(consultation.backups)} backup key(s), its creation "
-                     f"recorded {consultation.backup_count}")
-    roles = [("bound key", consultation.key, consultation.key_pin)] + [
-        ("backup key", row, pin)
+        found.append(_("it records {count} backup key(s), its creation recorded {backup_count}")
+                     .format(count=len(consultation.backups),
+                             backup_count=consultation.backup_count))
+    roles = [(_("bound key"), consultation.key, consultation.key_pin)] + [
+        (_("backup key"), row, pin)
         for row, pin in zip(consultation.backups, consultation.backup_pins, strict=True)]
     for role, row, pin in roles:
         cert = row.certificate
         if row.public_key_sha256 != pin:
-            found.append(f"{role} {row.designation!r} is not the key pair pinned at creation")
+            found.append(_("{role} {designation!r} is not the key pair pinned at creation")
+                         .format(role=role, designation=row.designation))
         elif cert is None:
-            found.append(f"{role} {row.designation!r} has no certificate")
+            found.append(_("{role} {designation!r} has no certificate")
+                         .format(role=role, designation=row.designation))
         elif keyalg.public_key_sha256(cert.public_key()) != pin:
-            found.append(f"the certificate of {role} {row.designation!r} holds another public "
-                         "key than the one pinned at creation")
+            found.append(_("the certificate of {role} {designation!r} holds another public "
+                           "key than the one pinned at creation")
+                         .format(role=role, designation=row.designation))
     return found

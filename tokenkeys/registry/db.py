@@ -27,6 +27,7 @@ from tokenkeys.errors import (
     RegistrySchemaTooNew,
     RegistryUnavailable,
 )
+from tokenkeys.i18n import _
 from tokenkeys.registry.location import Location, redact
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ class Database:
                 location.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise RegistryUnavailable(
-                    f"cannot create the registry directory {location.path.parent}: "
-                    f"{exc.strerror}") from None
+                    _("cannot create the registry directory {parent}: {strerror}")
+                    .format(parent=location.path.parent, strerror=exc.strerror)) from None
             self.engine = _sqlite_engine(location)
         else:
             self.engine = _pg_engine(location)
@@ -182,9 +183,10 @@ class Database:
         shown = ", ".join(repr(t[:40]) for t in sorted(tables)[:3])
         more = f" and {len(tables) - 3} more" if len(tables) > 3 else ""
         raise RegistryForeign(
-            f"{self.location.display} is not a tokenkeys registry: it holds another "
-            f"application's tables ({shown}{more}); nothing was changed. Point "
-            "TOKENKEYS_REGISTRY at a new file or an empty database")
+            _("{display} is not a tokenkeys registry: it holds another application's tables "
+              "({shown}{more}); nothing was changed. Point TOKENKEYS_REGISTRY at a new file "
+              "or an empty database")
+            .format(display=self.location.display, shown=shown, more=more))
 
     def _check_known(self, revision: str | None) -> None:
         if revision is None:
@@ -196,8 +198,9 @@ class Database:
             ScriptDirectory.from_config(_alembic_config()).get_revision(revision)
         except CommandError:
             raise RegistrySchemaTooNew(
-                f"the registry {self.location.display} has schema version {revision!r}, "
-                f"newer than this tokenkeys knows ({SCHEMA_HEAD}): upgrade tokenkeys"
+                _("the registry {display} has schema version {revision!r}, newer than this "
+                  "tokenkeys knows ({SCHEMA_HEAD}): upgrade tokenkeys")
+                .format(display=self.location.display, revision=revision, SCHEMA_HEAD=SCHEMA_HEAD)
             ) from None
 
     def _upgrade(self, conn: Connection) -> None:
@@ -218,21 +221,28 @@ class Database:
         if isinstance(orig, sqlite3.Error):
             text = str(orig)
             if "readonly" in text or (self._not_writable() and "unable to open" in text):
-                return RegistryReadOnly(f"the registry {where} is read-only: {text}")
+                return RegistryReadOnly(_("the registry {where} is read-only: {text}")
+                                        .format(where=where, text=text))
             if "not a database" in text:
-                return RegistryUnavailable(f"{where} is not a SQLite database")
+                return RegistryUnavailable(_("{where} is not a SQLite database")
+                                           .format(where=where))
             if "locked" in text or "busy" in text:
-                return RegistryUnavailable(f"the registry {where} stayed busy for "
-                                           f"{RETRY_SECONDS:.0f} seconds; try again")
-            return RegistryUnavailable(f"cannot use the registry {where}: {text}")
+                return RegistryUnavailable(_("the registry {where} stayed busy for "
+                                             "{RETRY_SECONDS:.0f} seconds; try again")
+                                           .format(where=where, RETRY_SECONDS=RETRY_SECONDS))
+            return RegistryUnavailable(_("cannot use the registry {where}: {text}")
+                                       .format(where=where, text=text))
         sqlstate = getattr(orig, "sqlstate", None)
         first = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else "")
         if sqlstate in READ_ONLY_SQLSTATES:
-            return RegistryReadOnly(f"the registry {where} refuses writes: {first}")
+            return RegistryReadOnly(_("the registry {where} refuses writes: {first}")
+                                    .format(where=where, first=first))
         if sqlstate is None or str(sqlstate).startswith("08") or (isinstance(
                 exc, sa.exc.OperationalError) and sqlstate not in TRANSIENT_SQLSTATES):
-            return RegistryUnavailable(f"cannot reach the registry {where}: {first}")
-        return RegistryError(f"registry error on {where} (SQLSTATE {sqlstate}): {first}")
+            return RegistryUnavailable(_("cannot reach the registry {where}: {first}")
+                                       .format(where=where, first=first))
+        return RegistryError(_("registry error on {where} (SQLSTATE {sqlstate}): {first}")
+                             .format(where=where, sqlstate=sqlstate, first=first))
 
     def _not_writable(self) -> bool:
         path = self.location.path
@@ -265,8 +275,9 @@ def _without_foreign_keys(conn: Connection, fn: Callable[[Connection], T]) -> T:
 def _checked_references(conn: Connection, result: T) -> T:
     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
     if broken:
-        raise RegistryError(f"the registry migration would break {len(broken)} reference(s) "
-                            f"(first: table {broken[0][0]}); nothing was changed")
+        raise RegistryError(_("the registry migration would break {count} reference(s) "
+                              "(first: table {broken}); nothing was changed")
+                            .format(count=len(broken), broken=broken[0][0]))
     return result
 
 

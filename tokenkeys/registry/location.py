@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 
 PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 
@@ -45,16 +46,16 @@ def parse_location(text: str) -> Location:
         query = {k.lower() for k, _ in parse_qsl(parts.query)}
         if parts.password is not None or "password" in query:
             raise UsageError(
-                "a password in the registry URL is refused: use PGPASSWORD, ~/.pgpass "
-                "or a PostgreSQL service file"
+                _("a password in the registry URL is refused: use PGPASSWORD, ~/.pgpass or a "
+                  "PostgreSQL service file")
             )
         rest = text.split("://", 1)[1]
         return Location("postgresql", None, f"postgresql+psycopg://{rest}", redact(text))
     if "://" in text:
-        raise UsageError(f"unsupported registry location {redact(text)!r} "
-                         "(a file path or a postgresql:// URL)")
+        raise UsageError(_("unsupported registry location {text!r} (a file path or a "
+                           "postgresql:// URL)").format(text=redact(text)))
     if _CONNINFO.search(text):
-        raise UsageError("the registry location looks like a libpq keyword string: give a "
-                         "postgresql:// URL without a password, or a file path")
+        raise UsageError(_("the registry location looks like a libpq keyword string: give a "
+                           "postgresql:// URL without a password, or a file path"))
     path = Path(text).expanduser()
     return Location("sqlite", path, f"sqlite:///{path}", str(path))

@@ -25,6 +25,7 @@ from tokenkeys.errors import (
     ServiceNotFound,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.registry import audit as audit_log
 from tokenkeys.registry.audit import now_text
 from tokenkeys.registry.bindings import binding_problems, load_consultation
@@ -122,11 +123,11 @@ class Registry:
 
     def create_service(self, name: str) -> ServiceRow:
         if not name.strip() or len(name) > 200:
-            raise UsageError("a service name must be 1 to 200 characters")
+            raise UsageError(_("a service name must be 1 to 200 characters"))
 
         def run(c: Connection) -> ServiceRow:
             if c.execute(sa.select(sv.c.id).where(sv.c.name == name)).first():
-                raise UsageError(f"service {name!r} already exists")
+                raise UsageError(_("service {name!r} already exists").format(name=name))
             values = {"name": name, "created_at": now_text(), "created_by": audit_log.actor()}
             new_id = _insert(c, sv.insert().values(**values))
             audit_log.append(c, "service-create", service=name, subject=name)
@@ -144,7 +145,8 @@ class Registry:
             self._ensure_default(c)
         found = c.execute(sa.select(sv.c.id).where(sv.c.name == name)).scalar()
         if found is None:
-            raise ServiceNotFound(f"unknown service {name!r} (see `tokenkeys service list`)")
+            raise ServiceNotFound(_("unknown service {name!r} (see `tokenkeys service list`)")
+                                  .format(name=name))
         return int(found)
 
     # -- keys ---------------------------------------------------------------------
@@ -164,8 +166,9 @@ class Registry:
                 successors_check(_successors(c, facts.replaces_id))
             existing = live_key(c, sid, facts.designation)
             if existing is not None and existing.public_key_sha256 != facts.public_key_sha256:
-                raise KeyExists(f"a key named {facts.designation!r} already exists in "
-                                f"service {service!r} of the registry")
+                raise KeyExists(_("a key named {designation!r} already exists in service "
+                                  "{service!r} of the registry")
+                                .format(designation=facts.designation, service=service))
             if existing is not None:
                 key_id = existing.id
                 if existing.awaiting_certificate and facts.certificate is not None:
@@ -192,7 +195,7 @@ class Registry:
                         details: Mapping[str, Any] | None = None) -> list[KeyRow]:
         """Make `cert` the current certificate of every live row of the key pair."""
         if keyalg.public_key_sha256(cert.public_key()) != public_key_sha256:
-            raise CertificateRefused("the certificate is for another key pair")
+            raise CertificateRefused(_("the certificate is for another key pair"))
         columns = certificate_columns(cert)
 
         def run(c: Connection) -> list[KeyRow]:
@@ -212,8 +215,9 @@ class Registry:
         def run(c: Connection) -> KeyRow:
             found = live_key(c, self._service_id(c, service), designation)
             if found is None:
-                raise KeyNotFound(f"no key named {designation!r} in service {service!r} "
-                                  "of the registry")
+                raise KeyNotFound(_("no key named {designation!r} in service {service!r} of "
+                                    "the registry")
+                                  .format(designation=designation, service=service))
             return found
         return self.db.transaction(run, write=False)
 
@@ -320,7 +324,8 @@ class Registry:
             for service, designation in keys:
                 row = live_key(c, self._service_id(c, service), designation)
                 if row is None:
-                    raise KeyNotFound(f"no key named {designation!r} in service {service!r}")
+                    raise KeyNotFound(_("no key named {designation!r} in service {service!r}")
+                                      .format(designation=designation, service=service))
                 guard(row)
                 c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=at))
                 c.execute(kl.update().where(kl.c.key_id == row.id, kl.c.deleted_at.is_(None))
@@ -344,11 +349,13 @@ class Registry:
             if existing is not None:
                 old = load_consultation(c, int(existing))
                 raise PolicyRefused(
-                    f"consultation {reference!r} already exists in service {service!r}, bound "
-                    f"to key {old.key.designation!r}: a binding is never changed")
+                    _("consultation {reference!r} already exists in service {service!r}, "
+                      "bound to key {designation!r}: a binding is never changed")
+                    .format(reference=reference, service=service, designation=old.key.designation))
             key = live_key(c, sid, key_designation)
             if key is None:
-                raise KeyNotFound(f"no key named {key_designation!r} in service {service!r}")
+                raise KeyNotFound(_("no key named {key_designation!r} in service {service!r}")
+                                  .format(key_designation=key_designation, service=service))
             backups = self._backups(c, sid, None)
             check(key, backups)
             new_id = _insert(c, cs.insert().values(
@@ -373,7 +380,8 @@ class Registry:
         def run(c: Connection) -> Consultation:
             found = self._find_consultation(c, service, reference)
             if found.status == "closed":
-                raise PolicyRefused(f"consultation {reference!r} is already closed")
+                raise PolicyRefused(_("consultation {reference!r} is already closed")
+                                    .format(reference=reference))
             c.execute(cs.update().where(cs.c.id == found.id)
                       .values(status="closed", closed_at=now_text()))
             audit_log.append(c, "consultation-close", service=service, subject=reference,
@@ -405,7 +413,8 @@ class Registry:
             cs.c.reference == reference)).scalar()
         if found is None:
             raise ConsultationNotFound(
-                f"unknown consultation {reference!r} in service {service!r}")
+                _("unknown consultation {reference!r} in service {service!r}")
+                .format(reference=reference, service=service))
         return load_consultation(c, int(found))
 
     # -- audit --------------------------------------------------------------------

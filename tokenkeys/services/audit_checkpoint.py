@@ -35,6 +35,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import prepare_output, read_limited, write_atomic
+from tokenkeys.i18n import N_, _, ngettext
 from tokenkeys.registry import AuditRow, Registry, parse_location
 from tokenkeys.registry.audit import actor, now_text
 from tokenkeys.services.access import open_registry
@@ -96,9 +97,15 @@ class CheckedVerdict:
 
     def message(self) -> str:
         first, more = self.problems[0], len(self.problems) - 1
-        return (f"audit chain broken: {first}" + (f" (and {more} more)" if more else "")
-                + (f"; consultations that differ from their pins or their creation's row: "
-                   f"{', '.join(self.consultations)}" if self.consultations else ""))
+        text = _("audit chain broken: {first}").format(first=first)
+        if more:
+            text = ngettext("{text} (and {count} more)", "{text} (and {count} more)",
+                            more).format(text=text, count=more)
+        if self.consultations:
+            text = _("{text}; consultations that differ from their pins or their creation's "
+                     "row: {consultations}").format(text=text,
+                                                    consultations=", ".join(self.consultations))
+        return text
 
 
 # -- taking one ---------------------------------------------------------------------
@@ -110,11 +117,11 @@ def read_head(config: Config) -> Head:
         verdict = registry.verify_audit()
         state = registry.audit_state()
     if not verdict.ok or not state.consistent:
-        problem = verdict.problems[0] if verdict.problems else "the log changed while read"
-        raise AuditChainBroken(f"audit chain broken: {problem}; no checkpoint was taken "
-                               "(it would vouch for the damage)")
+        problem = verdict.problems[0] if verdict.problems else _("the log changed while read")
+        raise AuditChainBroken(_("audit chain broken: {problem}; no checkpoint was taken (it "
+                                 "would vouch for the damage)").format(problem=problem))
     if state.last is None or state.first_hash is None:
-        raise UsageError("the audit log is empty: there is nothing to checkpoint yet")
+        raise UsageError(_("the audit log is empty: there is nothing to checkpoint yet"))
     seq, head_at, digest = state.last
     return Head(seq, digest, head_at, state.first_hash, at,
                 parse_location(config.registry).display)
@@ -137,8 +144,9 @@ def write_checkpoint(config: Config, token: Token, key_name: str, head: Head, ou
     key = token.find_key(label=key_name)
     cert = key.certificate
     if cert is None:
-        raise UsageError(f"key {key_name!r} has no certificate: a checkpoint carries its "
-                         "signer's certificate (use a CA, `tokenkeys ca create`)")
+        raise UsageError(_("key {key_name!r} has no certificate: a checkpoint carries its "
+                           "signer's certificate (use a CA, `tokenkeys ca create`)")
+                         .format(key_name=key_name))
     cp = Checkpoint(head, actor(), socket.gethostname(), cert, str(output))
     signer, digest = signer_for(key)
     signed = (pkcs7.PKCS7SignatureBuilder().set_data(_payload(cp))
@@ -165,7 +173,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 def load_checkpoint_bytes(data: bytes, source: str) -> Checkpoint:
     content, signer = verify_signed_data(data, source)
-    bad = FileMalformed(f"{source} is not a tokenkeys audit checkpoint")
+    bad = FileMalformed(_("{source} is not a tokenkeys audit checkpoint").format(source=source))
     try:
         doc = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -188,17 +196,19 @@ def _parse_time(text: str, source: str) -> datetime:
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
-        raise FileMalformed(f"{source} is not a tokenkeys audit checkpoint") from None
+        raise FileMalformed(_("{source} is not a tokenkeys audit checkpoint")
+                            .format(source=source)) from None
 
 
 # -- trusting and verifying --------------------------------------------------------
 def read_trust(path: Path) -> list[x509.Certificate]:
     """The trust anchors: PEM certificates (the signer's own, or its CA's)."""
-    data = read_limited(path, MAX_FILE_BYTES, "trust file")
+    data = read_limited(path, MAX_FILE_BYTES, _("trust file"))
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise UsageError(f"trust file {path} holds no PEM certificate") from None
+        raise UsageError(
+            _("trust file {path} holds no PEM certificate").format(path=path)) from None
 
 
 def check_trust(cp: Checkpoint, anchors: list[x509.Certificate]) -> str | None:
@@ -207,8 +217,8 @@ def check_trust(cp: Checkpoint, anchors: list[x509.Certificate]) -> str | None:
     signer = cp.signer
     at = _parse_time(cp.head.at, cp.source)
     if not signer.not_valid_before_utc <= at <= signer.not_valid_after_utc:
-        return (f"its signer's certificate was not valid at {cp.head.at}, when it says it "
-                "was taken")
+        return (_("its signer's certificate was not valid at {at}, when it says it was taken")
+                .format(at=cp.head.at))
     mine = fingerprint(signer)
     for anchor in anchors:
         if fingerprint(anchor) == mine:
@@ -220,8 +230,9 @@ def check_trust(cp: Checkpoint, anchors: list[x509.Certificate]) -> str | None:
                 return None
         except (x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
             continue
-    return (f"its signer {signer.subject.rfc4514_string()!r} (SHA-256 {mine[:16]}…) is not "
-            "in the trust file, nor issued by a CA there")
+    return (_("its signer {rfc4514_string!r} (SHA-256 {mine}…) is not in the trust file, nor "
+              "issued by a CA there")
+            .format(rfc4514_string=signer.subject.rfc4514_string(), mine=mine[:16]))
 
 
 def _trust_path(config: Config, trust: Path | None) -> Path:
@@ -229,9 +240,9 @@ def _trust_path(config: Config, trust: Path | None) -> Path:
         return trust
     if config.audit_trust:
         return Path(config.audit_trust).expanduser()
-    raise UsageError("a checkpoint is only as good as its signer: give --trust CERT.pem "
-                     "(the certificate of the CA or key that signs checkpoints, from "
-                     "`tokenkeys ca export-cert`), or set audit_trust in the configuration")
+    raise UsageError(_("a checkpoint is only as good as its signer: give --trust CERT.pem "
+                       "(the certificate of the CA or key that signs checkpoints, from "
+                       "`tokenkeys ca export-cert`), or set audit_trust in the configuration"))
 
 
 def verify(config: Config, checkpoints: list[Path], trust: Path | None = None
@@ -261,23 +272,25 @@ def _against(cp: Checkpoint, state: Any) -> str | None:
     seq = cp.head.seq
     other = state.first_hash != cp.head.first_hash
     if state.rows < seq or seq not in state.hashes:
-        return (f"the log has {state.rows} rows, the checkpoint covers {seq}: rows were "
-                "removed (a truncated tail)" + (_OTHER if other else ""))
+        return (_("the log has {rows} rows, the checkpoint covers {seq}: rows were removed "
+                  "(a truncated tail)").format(rows=state.rows, seq=seq)
+                + (_(_OTHER) if other else ""))
     if state.hashes[seq] != cp.head.head_hash:
-        return (f"the log up to row {seq} differs from the checkpoint: a row up to there "
-                "was edited, removed or inserted, and the chain rebuilt"
-                + (_OTHER if other else ""))
+        return (_("the log up to row {seq} differs from the checkpoint: a row up to there "
+                  "was edited, removed or inserted, and the chain rebuilt").format(seq=seq)
+                + (_(_OTHER) if other else ""))
     later = state.earliest_after.get(seq)
-    if later and _parse_time(later[1], "the log") < _parse_time(cp.head.at, cp.source) \
+    if later and _parse_time(later[1], _("the log")) < _parse_time(cp.head.at, cp.source) \
             - CLOCK_TOLERANCE:
-        return (f"row {later[0]}, added after it, is dated {later[1]}: before the checkpoint "
-                "was taken, so added later with a false date (or on a workstation whose "
-                f"clock was more than {CLOCK_TOLERANCE.seconds // 60} minutes off)")
+        return (_("row {later}, added after it, is dated {later2}: before the checkpoint was "
+                  "taken, so added later with a false date (or on a workstation whose clock "
+                  "was more than {value} minutes off)")
+                .format(later=later[0], later2=later[1], value=CLOCK_TOLERANCE.seconds // 60))
     return None
 
 
-_OTHER = "; its first row differs too: another registry's checkpoint, or a log rewritten "\
-         "from its start"
+_OTHER = N_("; its first row differs too: another registry's checkpoint, or a log rewritten "
+            "from its start")
 
 
 # -- how old is the newest? (doctor) -----------------------------------------------
@@ -301,18 +314,19 @@ def checkpoint_age(config: Config, registry: Registry, now: datetime | None = No
         where = f"in {config.audit_checkpoints}"
         times = _times_in(Path(config.audit_checkpoints).expanduser(), first, notes)
     else:
-        where = "recorded in the registry"
+        where = _("recorded in the registry")
         times = [_row_time(r) for r in registry.audit_rows(limit=1, event="checkpoint")]
     if not times:
-        notes.append(f"no audit checkpoint {where}: take one with `tokenkeys audit "
-                     "checkpoint` and keep it off the database server")
+        notes.append(_("no audit checkpoint {where}: take one with `tokenkeys audit "
+                       "checkpoint` and keep it off the database server").format(where=where))
         return Age([], notes)
     newest = max(times)
-    age = now - _parse_time(newest, "the log")
+    age = now - _parse_time(newest, _("the log"))
     days = config.audit_checkpoint_days
     if age > timedelta(days=days):
-        return Age([f"the newest audit checkpoint {where} was taken on {newest}, more than "
-                    f"{days} days ago: take one with `tokenkeys audit checkpoint`"], notes)
+        return Age([_("the newest audit checkpoint {where} was taken on {newest}, more than "
+                      "{days} days ago: take one with `tokenkeys audit checkpoint`")
+                    .format(where=where, newest=newest, days=days)], notes)
     return Age([], notes)
 
 
@@ -325,7 +339,8 @@ def _times_in(directory: Path, first: str, notes: list[str]) -> list[str]:
     try:
         entries = sorted(p for p in directory.iterdir() if p.is_file())
     except OSError as exc:
-        notes.append(f"cannot read the checkpoint directory {directory}: {exc.strerror}")
+        notes.append(_("cannot read the checkpoint directory {directory}: {strerror}")
+                     .format(directory=directory, strerror=exc.strerror))
         return []
     times: list[str] = []
     for path in entries:

@@ -32,6 +32,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_REQUEST, read_limited
+from tokenkeys.i18n import _
 from tokenkeys.services.keygen import generate_named
 from tokenkeys.services.signing import self_signed, signer_for
 from tokenkeys.types import Algorithm
@@ -102,9 +103,10 @@ def create_ca(token: Token, name: str, *, cn: str | None = None,
     on any failure after generation the new key is destroyed.
     """
     if not name.strip():
-        raise UsageError("the CA name must not be empty")
+        raise UsageError(_("the CA name must not be empty"))
     if not 1 <= days <= keyalg.MAX_CA_DAYS:
-        raise UsageError(f"--days must be between 1 and {keyalg.MAX_CA_DAYS}, not {days}")
+        raise UsageError(_("--days must be between 1 and {MAX_CA_DAYS}, not {days}")
+                         .format(MAX_CA_DAYS=keyalg.MAX_CA_DAYS, days=days))
     check_common_name(cn or name)
     key = generate_named(token, name, algorithm, lambda k: ca_certificate(k, cn or name, days))
     return _record(key)
@@ -118,7 +120,8 @@ def list_cas(token: Token) -> list[CaRecord]:
 def find_ca(token: Token, name: str) -> KeyHandle:
     key = token.find_key(label=name)
     if not is_ca_certificate(key.certificate):
-        raise UsageError(f"key {name!r} is not a CA (create one with `tokenkeys ca create`)")
+        raise UsageError(_("key {name!r} is not a CA (create one with `tokenkeys ca create`)")
+                         .format(name=name))
     return key
 
 
@@ -126,20 +129,20 @@ def _check_public_key(public: object) -> PublicKey:
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < keyalg.MIN_RSA_BITS:
             raise CertificateRefused(
-                f"the request's RSA key has {public.key_size} bits "
-                f"(at least {keyalg.MIN_RSA_BITS})")
+                _("the request's RSA key has {key_size} bits (at least {MIN_RSA_BITS})")
+                .format(key_size=public.key_size, MIN_RSA_BITS=keyalg.MIN_RSA_BITS))
         return public
     if isinstance(public, ec.EllipticCurvePublicKey):
         if public.curve.name not in keyalg.CURVES:
-            raise CertificateRefused(f"the request's EC curve {public.curve.name} is not "
-                                     "supported (P-256 or P-384)")
+            raise CertificateRefused(_("the request's EC curve {name} is not supported "
+                                       "(P-256 or P-384)").format(name=public.curve.name))
         return public
-    raise CertificateRefused("the request's key is neither RSA nor EC")
+    raise CertificateRefused(_("the request's key is neither RSA nor EC"))
 
 
 def read_request(path: Path) -> Request:
     """The request file `ca issue` takes (see load_request)."""
-    data = read_limited(path, MAX_REQUEST, "certificate request")
+    data = read_limited(path, MAX_REQUEST, _("certificate request"))
     return load_request(data, str(path))
 
 
@@ -164,13 +167,14 @@ def load_request(data: bytes, source: str) -> Request:
             except ValueError:
                 public = serialization.load_der_public_key(data)
     except (ValueError, TypeError):
-        raise UsageError(f"{source} is neither a PKCS#10 certificate request nor a public key "
-                         "(PEM or DER)") from None
+        raise UsageError(_("{source} is neither a PKCS#10 certificate request nor a public "
+                           "key (PEM or DER)").format(source=source)) from None
     if csr is None:
         return Request(_check_public_key(public), None, "public-key")
     if not csr.is_signature_valid:
-        raise CertificateRefused(f"the signature of the certificate request {source} does not "
-                                 "verify: it was not made by the key it names")
+        raise CertificateRefused(_("the signature of the certificate request {source} does "
+                                   "not verify: it was not made by the key it names")
+                                 .format(source=source))
     subject = csr.subject if len(csr.subject) else None
     return Request(_check_public_key(csr.public_key()), subject, "csr")
 
@@ -183,22 +187,25 @@ def issue_certificate(ca_key: KeyHandle, request: Request, *, cn: str | None = N
     later than the CA's. Extensions asked for in a CSR are not copied.
     """
     if not 1 <= days <= keyalg.MAX_DAYS:
-        raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
+        raise UsageError(_("--days must be between 1 and {MAX_DAYS}, not {days}")
+                         .format(MAX_DAYS=keyalg.MAX_DAYS, days=days))
     ca_cert = ca_key.certificate
     if ca_cert is None or not is_ca_certificate(ca_cert):
-        raise UsageError(f"key {ca_key.label!r} is not a CA")
+        raise UsageError(_("key {label!r} is not a CA").format(label=ca_key.label))
     now = now or datetime.now(UTC)
     if now >= ca_cert.not_valid_after_utc:
-        raise PolicyRefused(f"CA {ca_key.label!r} expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}"
-                            ": create a new CA")
+        raise PolicyRefused(_("CA {label!r} expired on {not_valid_after_utc:%Y-%m-%d}: "
+                              "create a new CA")
+                            .format(label=ca_key.label,
+                                    not_valid_after_utc=ca_cert.not_valid_after_utc))
     if cn is not None:
         if not cn.strip():
-            raise UsageError("--cn must not be empty")
+            raise UsageError(_("--cn must not be empty"))
         subject = common_name(cn)
     elif request.subject is not None:
         subject = request.subject
     else:
-        raise UsageError("a bare public key carries no name: give the certificate's --cn")
+        raise UsageError(_("a bare public key carries no name: give the certificate's --cn"))
     start = max(now - timedelta(minutes=1), ca_cert.not_valid_before_utc)
     end = start + timedelta(minutes=1, days=days)
     clipped = end > ca_cert.not_valid_after_utc

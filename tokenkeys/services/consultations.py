@@ -24,13 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys.envelope import recipient_ids
 from tokenkeys.errors import BindingMismatch, PolicyRefused, UsageError
 from tokenkeys.files import write_atomic
+from tokenkeys.i18n import N_, _, ngettext
 from tokenkeys.registry import Consultation, KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.registry.bindings import binding_problems
 from tokenkeys.services.envelope_kinds import choose_key_transport
 
-NO_BACKUP_WARNING = ("no valid backup key in this service: bids of this consultation will "
-                     "depend on one key only")
+NO_BACKUP_WARNING = (N_("no valid backup key in this service: bids of this consultation will "
+                        "depend on one key only"))
 
 
 def parse_closing(text: str | None) -> str | None:
@@ -44,7 +45,8 @@ def parse_closing(text: str | None) -> str | None:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError:
-        raise UsageError(f"--closes must be a date (YYYY-MM-DD) or an ISO time, not {text!r}"
+        raise UsageError(_("--closes must be a date (YYYY-MM-DD) or an ISO time, not {text!r}")
+                         .format(text=text)
                          ) from None
     return now_text(moment)
 
@@ -58,34 +60,40 @@ class Created:
 def create(registry: Registry, service: str, reference: str, key: str, *,
            closes: str | None, title: str | None, no_backup: bool) -> Created:
     if not reference.strip() or len(reference) > 200:
-        raise UsageError("a consultation reference must be 1 to 200 characters")
+        raise UsageError(_("a consultation reference must be 1 to 200 characters"))
     closes_at = parse_closing(closes)
     now = now_text()
     if closes_at is not None and closes_at <= now:
-        raise UsageError(f"the closing date {closes_at} is already past")
+        raise UsageError(_("the closing date {closes_at} is already past")
+                         .format(closes_at=closes_at))
     warnings: list[str] = []
 
     def check(bound: KeyRow, backups: Sequence[KeyRow]) -> None:
         if bound.awaiting_certificate:
-            raise PolicyRefused(f"key {bound.designation!r} is awaiting its certificate: "
-                                "import it first (`tokenkeys key import-cert`)")
+            raise PolicyRefused(_("key {designation!r} is awaiting its certificate: import "
+                                  "it first (`tokenkeys key import-cert`)")
+                                .format(designation=bound.designation))
         if bound.expired(now):
-            raise PolicyRefused(f"key {bound.designation!r} expired on {bound.not_after}: an "
-                                "expired key cannot be bound (renew it: `tokenkeys key renew`)")
+            raise PolicyRefused(_("key {designation!r} expired on {not_after}: an expired "
+                                  "key cannot be bound (renew it: `tokenkeys key renew`)")
+                                .format(designation=bound.designation, not_after=bound.not_after))
         if closes_at is not None and (bound.not_after or "") < closes_at:
             raise PolicyRefused(
-                f"key {bound.designation!r} expires on {bound.not_after}, before the closing "
-                f"date {closes_at}: bids could not be opened after it; renew the key first")
+                _("key {designation!r} expires on {not_after}, before the closing date "
+                  "{closes_at}: bids could not be opened after it; renew the key first")
+                .format(designation=bound.designation, not_after=bound.not_after,
+                        closes_at=closes_at))
         if bound.backup:
-            raise PolicyRefused(f"key {bound.designation!r} is a backup key: backup keys are "
-                                "added to every consultation, bind a regular key")
+            raise PolicyRefused(_("key {designation!r} is a backup key: backup keys are "
+                                  "added to every consultation, bind a regular key")
+                                .format(designation=bound.designation))
         if not backups and not no_backup:
             raise PolicyRefused(
-                f"service {service!r} has no valid backup key: generate one "
-                "(`key generate --backup`) or give --no-backup to accept that bids "
-                "depend on one key only")
+                _("service {service!r} has no valid backup key: generate one (`key generate "
+                  "--backup`) or give --no-backup to accept that bids depend on one key only")
+                .format(service=service))
         if not backups:
-            warnings.append(NO_BACKUP_WARNING)
+            warnings.append(_(NO_BACKUP_WARNING))
 
     made = registry.create_consultation(service, reference, key, title=title,
                                         closes_at=closes_at, check=check,
@@ -100,11 +108,14 @@ def load_for_use(registry: Registry, service: str, reference: str) -> Consultati
     found = registry.consultation(service, reference)
     problems = binding_problems(found)
     if problems:
+        problem = problems[0]
+        if len(problems) > 1:
+            problem = ngettext("{text} (and {count} more)", "{text} (and {count} more)",
+                               len(problems) - 1).format(text=problem, count=len(problems) - 1)
         raise BindingMismatch(
-            f"consultation {reference!r} (service {service!r}) cannot be used: "
-            f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
-                                else "")
-            + "; the registry was changed outside tokenkeys: run `tokenkeys audit verify`")
+            _("consultation {reference!r} (service {service!r}) cannot be used: {problem}; the "
+              "registry was changed outside tokenkeys: run `tokenkeys audit verify`")
+            .format(reference=reference, service=service, problem=problem))
     return found
 
 
@@ -151,10 +162,12 @@ def check_envelope(consultation: Consultation, path: Path) -> None:
             missing.append(cert)
     strangers = len(rids) - known
     if strangers or missing:
-        why = (f"{strangers} recipient(s) are not its key or its backup keys" if strangers
-               else f"{len(missing)} of its keys are not recipients")
-        raise PolicyRefused(f"{path.name!r} is not sealed to consultation "
-                            f"{consultation.reference!r}: {why}; nothing was opened")
+        why = (_("{strangers} recipient(s) are not its key or its backup keys")
+               .format(strangers=strangers) if strangers
+               else _("{count} of its keys are not recipients").format(count=len(missing)))
+        raise PolicyRefused(_("{name!r} is not sealed to consultation {reference!r}: {why}; "
+                              "nothing was opened")
+                            .format(name=path.name, reference=consultation.reference, why=why))
 
 
 def file_digest(path: Path) -> str | None:

@@ -26,6 +26,7 @@ from tokenkeys import keyalg
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, list_modules, list_tokens, open_token
 from tokenkeys.errors import ModuleNotFound, PinError, TokenKeysError, TokenNotFound
+from tokenkeys.i18n import N_, _
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.registry.audit import now_text
 from tokenkeys.services.audit_checkpoint import checkpoint_age
@@ -37,21 +38,21 @@ from tokenkeys.uri import same_token
 
 # What tokenkeys uses, and for what.
 RELEVANT = {
-    "RSA_PKCS_KEY_PAIR_GEN": "generate RSA keys",
-    "EC_KEY_PAIR_GEN": "generate EC keys",
-    "RSA_PKCS_OAEP": "open OAEP envelopes on the device",
-    "RSA_X_509": "open OAEP-SHA-2 envelopes (raw RSA + software decoding)",
-    "RSA_PKCS": "open PKCS#1 v1.5 envelopes",
-    "ECDH1_DERIVE": "open ECDH envelopes",
-    "SHA256_RSA_PKCS": "sign certificates (RSA, hashing on the device)",
-    "ECDSA": "sign certificates (EC, over a software hash)",
-    "AES_KEY_WRAP_PAD": "share keys between tokens",
+    "RSA_PKCS_KEY_PAIR_GEN": N_("generate RSA keys"),
+    "EC_KEY_PAIR_GEN": N_("generate EC keys"),
+    "RSA_PKCS_OAEP": N_("open OAEP envelopes on the device"),
+    "RSA_X_509": N_("open OAEP-SHA-2 envelopes (raw RSA + software decoding)"),
+    "RSA_PKCS": N_("open PKCS#1 v1.5 envelopes"),
+    "ECDH1_DERIVE": N_("open ECDH envelopes"),
+    "SHA256_RSA_PKCS": N_("sign certificates (RSA, hashing on the device)"),
+    "ECDSA": N_("sign certificates (EC, over a software hash)"),
+    "AES_KEY_WRAP_PAD": N_("share keys between tokens"),
 }
 
 
 COUNT_LOW = "user-pin-count-low"
-UNKNOWN = ("not logged in: doctor sends TOKENKEYS_PIN only to a token given with --token "
-           "(or the default token) or named by the registry")
+UNKNOWN = (N_("not logged in: doctor sends TOKENKEYS_PIN only to a token given with --token "
+              "(or the default token) or named by the registry"))
 
 
 @dataclass
@@ -86,9 +87,10 @@ class Logins:
             if COUNT_LOW in info.flags:
                 # The next wrong PIN may be the last but one; doctor runs unattended.
                 raise PinError(
-                    f"{describe_card(info)} reports a low PIN try count: doctor does not "
-                    "spend a try of TOKENKEYS_PIN on it; log in once with the right PIN "
-                    "(e.g. `tokenkeys key list --token URI`), which resets the count")
+                    _("{info} reports a low PIN try count: doctor does not spend a try of "
+                      "TOKENKEYS_PIN on it; log in once with the right PIN (e.g. `tokenkeys "
+                      "key list --token URI`), which resets the count")
+                    .format(info=describe_card(info)))
             login(token, PinSource(interactive=False))  # locked, final try: refused there
         except TokenKeysError as exc:
             self.failed[card] = exc
@@ -113,19 +115,26 @@ def check_registry(registry: Registry, open_token: Callable[[str], Token], *,
         if k.not_after is None:
             continue  # no certificate: a binding problem, reported above
         if k.not_after <= now:
-            report.problems.append(f"consultation {c.reference!r} (service {c.service!r}): "
-                                   f"its key {k.designation!r} expired on {k.not_after}")
+            report.problems.append(_("consultation {reference!r} (service {service!r}): its "
+                                     "key {designation!r} expired on {not_after}")
+                                   .format(reference=c.reference, service=c.service,
+                                           designation=k.designation, not_after=k.not_after))
         elif k.not_after <= soon:
-            report.problems.append(f"consultation {c.reference!r} (service {c.service!r}): "
-                                   f"its key {k.designation!r} expires on {k.not_after}, "
-                                   f"within {days} days")
+            report.problems.append(_("consultation {reference!r} (service {service!r}): its "
+                                     "key {designation!r} expires on {not_after}, within "
+                                     "{days} days")
+                                   .format(reference=c.reference, service=c.service,
+                                           designation=k.designation, not_after=k.not_after,
+                                           days=days))
     live = registry.keys()
     for service in sorted({k.service for k in live}):
         if registry.backups_in_force(service):
             continue
         had = [k for k in live if k.service == service and k.backup]
-        report.problems.append(f"service {service!r}: all its backup keys have expired" if had
-                               else f"service {service!r} has no backup key")
+        report.problems.append(_("service {service!r}: all its backup keys have expired")
+                               .format(service=service) if had
+                               else _("service {service!r} has no backup key")
+                                    .format(service=service))
     by_token: dict[str, list[tuple[KeyRow, str]]] = {}
     for k in live:
         for loc in k.locations:
@@ -140,21 +149,26 @@ def _check_token(uri: str, rows: list[tuple[KeyRow, str]], registry: Registry,
     try:
         token = open_token(uri)
     except (TokenNotFound, ModuleNotFound):
-        report.notes.append(f"token {uri} is not present: its keys were not checked")
+        report.notes.append(_("token {uri} is not present: its keys were not checked")
+                            .format(uri=uri))
         return
     except TokenKeysError as exc:
-        report.notes.append(f"token {uri} could not be opened ({exc}): not checked")
+        report.notes.append(_("token {uri} could not be opened ({exc}): not checked")
+                            .format(uri=uri, exc=exc))
         return
     with token:
         if not logins.login(token, named=True):
-            report.notes.append(f"set TOKENKEYS_PIN to compare the registry with token {uri}")
+            report.notes.append(_("set TOKENKEYS_PIN to compare the registry with token {uri}")
+                                .format(uri=uri))
             return
         on_token = token.list_keys()
     ids = {k.id.hex() for k in on_token}
     for row, ckaid in rows:
         if ckaid not in ids:
-            report.problems.append(f"key {row.designation!r} (service {row.service!r}) is in "
-                                   f"the registry but missing from its token {uri}")
+            report.problems.append(_("key {designation!r} (service {service!r}) is in the "
+                                     "registry but missing from its token {uri}")
+                                   .format(designation=row.designation, service=row.service,
+                                           uri=uri))
     known = {ckaid for _, ckaid in rows}
     for key in on_token:
         if key.id.hex() in known:
@@ -162,8 +176,9 @@ def _check_token(uri: str, rows: list[tuple[KeyRow, str]], registry: Registry,
         if any(r.deleted_at is None for r in registry.keys_by_public_key(
                 keyalg.public_key_sha256(key.public_key))):
             continue
-        report.problems.append(f"key {key.label!r} on token {uri} is not in the registry "
-                               "(`tokenkeys key adopt` references it)")
+        report.problems.append(_("key {label!r} on token {uri} is not in the registry "
+                                 "(`tokenkeys key adopt` references it)")
+                               .format(label=key.label, uri=uri))
 
 
 @dataclass(frozen=True)
@@ -189,7 +204,7 @@ class TokenReport:
             out["device"] = self.device.to_json()
         out["mechanisms"] = self.mechanisms
         out["opens"] = {name: list(kinds) for name, kinds in self.opens.items()}
-        out["keys"] = (self.no_login or "set TOKENKEYS_PIN to check key expiry"
+        out["keys"] = (self.no_login or _("set TOKENKEYS_PIN to check key expiry")
                        if self.not_valid is None else [r.to_json() for r in self.not_valid])
         return out
 
@@ -236,7 +251,7 @@ def known_tokens(config: Config, registry: Registry, given: Sequence[str] = ()
             with open_token(uri, config) as tok:
                 known.append(tok.info().uri)
         except TokenKeysError as exc:
-            notes.append(f"token {uri} was not checked: {exc}")
+            notes.append(_("token {uri} was not checked: {exc}").format(uri=uri, exc=exc))
     rows = registry.keys()
     known.extend(sorted({loc.token_uri for row in rows for loc in row.locations}))
     return tuple(known), notes

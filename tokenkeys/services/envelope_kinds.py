@@ -26,6 +26,7 @@ from tokenkeys import keyalg
 from tokenkeys.config import APP, Config
 from tokenkeys.drivers.base import HSM, DeviceFacts, KeyHandle
 from tokenkeys.errors import PolicyRefused, TokenKeysError
+from tokenkeys.i18n import _
 from tokenkeys.services.device_caps import opens
 from tokenkeys.types import KeyType
 
@@ -56,14 +57,16 @@ def choose_key_transport(recipients: Sequence[tuple[str, Sequence[str]]],
     if wanted is not None:
         unable = [name for name, kinds in rsa_keys if wanted not in kinds]
         if unable:
-            raise PolicyRefused(f"key transport {wanted} cannot be opened by "
-                                f"{', '.join(unable)}; leave --key-transport out to choose")
+            raise PolicyRefused(_("key transport {wanted} cannot be opened by {unable}; "
+                                  "leave --key-transport out to choose")
+                                .format(wanted=wanted, unable=', '.join(unable)))
         return wanted
     for transport in TRANSPORT_PREFERENCE:
         if all(transport in kinds for _, kinds in rsa_keys):
             return transport
     names = ", ".join(f"{n} ({'/'.join(sorted(k)) or 'nothing'})" for n, k in rsa_keys)
-    raise PolicyRefused(f"no key transport is openable by every recipient: {names}")
+    raise PolicyRefused(_("no key transport is openable by every recipient: {names}")
+                        .format(names=names))
 
 
 # Device mechanisms that open OAEP (on the device, or raw RSA plus software decoding).
@@ -79,10 +82,11 @@ def explain(message: str, offered: Iterable[str]) -> str:
     """A MechanismUnsupported message with the fix, when OAEP meets a v1.5-only device."""
     offered = set(offered)
     if "OAEP" in message and not offered & OAEP_MECHANISMS and "RSA_PKCS" in offered:
-        return (f"{message}: this device opens PKCS#1 v1.5 envelopes only, and this one was "
-                "sealed with RSA-OAEP; ask for it sealed again with PKCS#1 v1.5 (`tokenkeys "
-                "seal --key-transport pkcs1v15`, or `openssl cms -encrypt`, whose default it "
-                "is), or open it on a device that offers OAEP")
+        return (_("{message}: this device opens PKCS#1 v1.5 envelopes only, and this one was "
+                  "sealed with RSA-OAEP; ask for it sealed again with PKCS#1 v1.5 "
+                  "(`tokenkeys seal --key-transport pkcs1v15`, or `openssl cms -encrypt`, "
+                  "whose default it is), or open it on a device that offers OAEP")
+                .format(message=message))
     return message
 
 

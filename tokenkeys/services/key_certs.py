@@ -36,6 +36,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_CERTIFICATES, read_limited, write_atomic
+from tokenkeys.i18n import _
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.services.signing import signer_for
 
@@ -46,14 +47,15 @@ def next_steps(name: str) -> str:
     """What to do with a key that has no certificate yet (`name`: its label or URI)."""
     ref = shlex.quote(name)
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:40] or "key"
-    return (f"export its public key (`tokenkeys key export-public {ref} -o {stem}.pub.pem`) "
-            f"or, if it can sign, a request (`tokenkeys key csr {ref} -o {stem}.csr`); have "
-            f"the CA issue the certificate (`tokenkeys ca issue`), then "
-            f"`tokenkeys key import-cert {ref} CERT.pem`")
+    return (_("export its public key (`tokenkeys key export-public {ref} -o {stem}.pub.pem`) "
+              "or, if it can sign, a request (`tokenkeys key csr {ref} -o {stem}.csr`); have "
+              "the CA issue the certificate (`tokenkeys ca issue`), then `tokenkeys key "
+              "import-cert {ref} CERT.pem`").format(ref=ref, stem=stem))
 
 
 def awaiting_certificate(key: KeyHandle) -> KeyNotFound:
-    return KeyNotFound(f"key {key.label!r} is awaiting a certificate: {next_steps(key.label)}")
+    return KeyNotFound(_("key {label!r} is awaiting a certificate: {label2}")
+                       .format(label=key.label, label2=next_steps(key.label)))
 
 
 def export_public(key: KeyHandle, path: Path, *, der: bool = False, force: bool = False) -> None:
@@ -83,9 +85,10 @@ def make_csr(key: KeyHandle, cn: str | None = None) -> x509.CertificateSigningRe
     except (MechanismUnsupported, DeviceError) as exc:
         offered = exc.offered if isinstance(exc, MechanismUnsupported) else (str(exc),)
         raise MechanismUnsupported(
-            f"a certificate request signed by key {key.label!r} (a key that cannot sign gets "
-            f"its certificate from its public key: `tokenkeys key export-public "
-            f"{shlex.quote(key.label)} -o PUBLIC.pem`, then `tokenkeys ca issue --cn CN`)",
+            _("a certificate request signed by key {label!r} (a key that cannot sign gets "
+              "its certificate from its public key: `tokenkeys key export-public {quote} -o "
+              "PUBLIC.pem`, then `tokenkeys ca issue --cn CN`)")
+            .format(label=key.label, quote=shlex.quote(key.label)),
             offered) from None
 
 
@@ -101,7 +104,8 @@ def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise UsageError(f"{path} is not a PEM or DER X.509 certificate") from None
+        raise UsageError(
+            _("{path} is not a PEM or DER X.509 certificate").format(path=path)) from None
 
 
 def _subject(cert: x509.Certificate) -> str:
@@ -119,24 +123,25 @@ def check_arriving(cert: x509.Certificate, public_key: object, label: str, *,
     check_subject_text(cert)
     if not keyalg.same_key(cert.public_key(), public_key):
         raise CertificateRefused(
-            f"the certificate ({_subject(cert)}) is for another key, not for {label!r}: "
-            "nothing was changed")
+            _("the certificate ({cert}) is for another key, not for {label!r}: nothing was "
+              "changed").format(cert=_subject(cert), label=label))
     if cert.public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS:
-        raise CertificateRefused("the certificate is for an RSA-PSS key, which is for "
-                                 "signatures only: nothing was changed")
+        raise CertificateRefused(_("the certificate is for an RSA-PSS key, which is for "
+                                   "signatures only: nothing was changed"))
     now = now or datetime.now(UTC)
     if now > cert.not_valid_after_utc:
         raise CertificateRefused(
-            f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}: nothing was changed")
+            _("the certificate expired on {not_valid_after_utc:%Y-%m-%d}: nothing was changed")
+            .format(not_valid_after_utc=cert.not_valid_after_utc))
     if now < cert.not_valid_before_utc:
         raise CertificateRefused(
-            f"the certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d}: "
-            "nothing was changed")
+            _("the certificate is not valid before {not_valid_before_utc:%Y-%m-%d}: nothing "
+              "was changed").format(not_valid_before_utc=cert.not_valid_before_utc))
     need = forbidden_encryption_usage(cert, public_key)
     if need is not None and not allow_any_usage:
         raise CertificateRefused(
-            f"the certificate's key usage forbids encryption (no {need}): nothing was changed; "
-            "--allow-any-usage overrides")
+            _("the certificate's key usage forbids encryption (no {need}): nothing was "
+              "changed; --allow-any-usage overrides").format(need=need))
 
 
 def check_certificate(key: KeyHandle, cert: x509.Certificate,
@@ -150,14 +155,14 @@ def check_certificate(key: KeyHandle, cert: x509.Certificate,
     below = cert
     for issuer in rest:
         if not is_ca_certificate(issuer):
-            raise CertificateRefused(f"chain certificate {_subject(issuer)} is not a CA "
-                                     "certificate: nothing was changed")
+            raise CertificateRefused(_("chain certificate {issuer} is not a CA certificate: "
+                                       "nothing was changed").format(issuer=_subject(issuer)))
         try:
             below.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             raise CertificateRefused(
-                f"the chain does not link: {_subject(issuer)} did not issue "
-                f"{_subject(below)}; give the issuers nearest first") from None
+                _("the chain does not link: {issuer} did not issue {below}; give the issuers "
+                  "nearest first").format(issuer=_subject(issuer), below=_subject(below))) from None
         below = issuer
     return rest
 
@@ -178,7 +183,7 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
     rest = check_certificate(key, cert, chain, allow_any_usage=allow_any_usage)
     already = key.certificate == cert  # the driver writes nothing then (a card refuses)
     replaced = key.certificate is not None and not already
-    store = require(token, CertificateStore, "storing certificates")
+    store = require(token, CertificateStore, _("storing certificates"))
     if not rest:
         store.store_certificate(key, cert)
         return Imported(replaced, "none", already)
@@ -193,12 +198,14 @@ def import_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
         path.parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as exc:
-        raise UsageError(f"cannot keep the certificate chain in {path.parent}: "
-                         f"{exc.strerror}: nothing was changed") from None
+        raise UsageError(_("cannot keep the certificate chain in {parent}: {strerror}: "
+                           "nothing was changed")
+                         .format(parent=path.parent, strerror=exc.strerror)) from None
     store.store_certificate(key, cert)
     try:
         write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in rest))
     except OSError as exc:
-        raise UsageError(f"the certificate was stored with the key, but its chain could not "
-                         f"be written to {path}: {exc.strerror}") from None
-    return Imported(replaced, f"beside the key: {path}", already)
+        raise UsageError(_("the certificate was stored with the key, but its chain could not "
+                           "be written to {path}: {strerror}")
+                         .format(path=path, strerror=exc.strerror)) from None
+    return Imported(replaced, _("beside the key: {path}").format(path=path), already)

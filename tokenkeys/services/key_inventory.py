@@ -21,6 +21,7 @@ from cryptography import x509
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import KeyHandle, Token
 from tokenkeys.errors import KeyExists
+from tokenkeys.i18n import _
 from tokenkeys.registry import KeyRow, Registry
 from tokenkeys.services import interrupted, key_certs, keygen, token_keys
 from tokenkeys.services.key_certs import next_steps
@@ -104,8 +105,8 @@ def generate(registry: Registry, service: str, opened: Callable[[], AbstractCont
 def _next(name: str, record: KeyRecord, where: str | None, self_sign: bool | None
           ) -> str | None:
     return None if record.status != token_keys.AWAITING else (
-        f"key {name!r}{where or ''} has no certificate yet"
-        + ("" if self_sign is False else " (it cannot sign, so it cannot certify itself)")
+        _("key {name!r}{value} has no certificate yet").format(name=name, value=where or '')
+        + ("" if self_sign is False else _(" (it cannot sign, so it cannot certify itself)"))
         + f". Next: {next_steps(name)}")
 
 
@@ -115,7 +116,8 @@ def _generate(registry: Registry, service: str, token: Token, name: str, *, cn: 
               announce: Callable[[str], None] | None) -> Generated:
     slot = keygen.fixed_slot(token)
     if slot is not None and announce is not None:
-        announce(f"this card puts a new key into its fixed key slot {slot.hex()}")
+        announce(_("this card puts a new key into its fixed key slot {hex}")
+                 .format(hex=slot.hex()))
     rows: list[KeyRow] = []
 
     def commit(key: KeyHandle) -> None:
@@ -128,8 +130,8 @@ def _generate(registry: Registry, service: str, token: Token, name: str, *, cn: 
                                      commit=commit,
                                      recorded=interrupted.recorder(registry, token))
     where = "" if slot is None or record.designation == name else (
-        f" (in the card's key slot {slot.hex()}; the card names it {record.designation!r}, "
-        "the registry knows it by its designation)")
+        _(" (in the card's key slot {hex}; the card names it {designation!r}, the registry "
+          "knows it by its designation)").format(hex=slot.hex(), designation=record.designation))
     return Generated(dataclasses.replace(record, designation=name), rows[0],
                      slot.hex() if slot is not None else None,
                      _next(name, record, where, self_sign))

@@ -35,6 +35,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.types import Algorithm, KeySpec
 
 
@@ -107,7 +108,7 @@ def _clear_name(token: Token, name: str, recorded: Recorded | None) -> None:
         token.find_key(label=name)
     except KeyNotFound:
         return
-    raise KeyExists(f"a key named {name!r} already exists on this token")
+    raise KeyExists(_("a key named {name!r} already exists on this token").format(name=name))
 
 
 def generate_named(token: Token, name: str, algorithm: Algorithm,
@@ -122,8 +123,9 @@ def generate_named(token: Token, name: str, algorithm: Algorithm,
     answer was lost) stays, any other is destroyed; and an unrecorded leftover of an
     interrupted run under `name` is removed first. Requires login."""
     if name.startswith(PROVISIONAL):
-        raise UsageError(f"a designation may not start with {PROVISIONAL!r}")
-    store = require(token, CertificateStore, "storing certificates")
+        raise UsageError(_("a designation may not start with {PROVISIONAL!r}")
+                         .format(PROVISIONAL=PROVISIONAL))
+    store = require(token, CertificateStore, _("storing certificates"))
     slot = fixed_slot(token)
     with designation_lock(token):
         _clear_name(token, name, recorded)

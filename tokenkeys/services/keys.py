@@ -27,6 +27,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.registry import KeyFacts, KeyRow, Registry
 from tokenkeys.registry.repo import Removal
 from tokenkeys.services import interrupted, token_keys
@@ -54,8 +55,8 @@ def check_free(registry: Registry, service: str, designation: str) -> None:
         registry.key(service, designation)
     except KeyNotFound:
         return
-    raise KeyExists(f"a key named {designation!r} already exists in service {service!r} "
-                    "of the registry")
+    raise KeyExists(_("a key named {designation!r} already exists in service {service!r} of "
+                      "the registry").format(designation=designation, service=service))
 
 
 def recorded(registry: Registry, key: KeyHandle) -> list[KeyRow]:
@@ -99,8 +100,10 @@ def resolve(token: Token, name_or_uri: str, *, service: str,
                 continue
             if keyalg.public_key_sha256(handle.public_key) == row.public_key_sha256:
                 return handle
-        raise KeyNotFound(f"key {name_or_uri!r} of service {service!r} is not on this token "
-                          f"({token.uri})") from None
+        raise KeyNotFound(_("key {name_or_uri!r} of service {service!r} is not on this token "
+                            "({uri})")
+                          .format(name_or_uri=name_or_uri, service=service,
+                                  uri=token.uri)) from None
 
 
 def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
@@ -108,10 +111,11 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
     """Reference a key pair that already exists on the token (made elsewhere)."""
     key = token_keys.resolve_key(token, name_or_uri)
     if not key.label:
-        raise UsageError("the key has no label on the token: give it one to adopt it")
+        raise UsageError(_("the key has no label on the token: give it one to adopt it"))
     if token_keys.is_provisional(key):
-        raise UsageError(f"key {key.label!r} is what an interrupted tokenkeys run left: run "
-                         "that command again, or `tokenkeys key cleanup`, instead of adopting it")
+        raise UsageError(_("key {label!r} is what an interrupted tokenkeys run left: run "
+                           "that command again, or `tokenkeys key cleanup`, instead of "
+                           "adopting it").format(label=key.label))
     check_free(registry, service, key.label)
     store: CertificateStore | None = None
     had = key.certificate
@@ -119,20 +123,22 @@ def adopt(registry: Registry, service: str, token: Token, name_or_uri: str, *,
         check_subject_text(cert)
         if not keyalg.same_key(cert.public_key(), key.public_key):
             raise CertificateRefused(
-                f"the certificate given ({cert.subject.rfc4514_string()}) holds another "
-                f"public key than key {key.label!r} on the token: refused")
+                _("the certificate given ({rfc4514_string}) holds another public key than "
+                  "key {label!r} on the token: refused")
+                .format(rfc4514_string=cert.subject.rfc4514_string(), label=key.label))
         if key.certificate is None or key.certificate != cert:
-            store = require(token, CertificateStore, "storing certificates")
+            store = require(token, CertificateStore, _("storing certificates"))
             key.certificate = cert
     elif key.certificate is None:
         if self_sign_days is None:
-            raise KeyNotFound(f"key {key.label!r} has no certificate on the token: give "
-                              "--cert FILE, or --self-sign to make one on the device")
-        store = require(token, CertificateStore, "storing certificates")
+            raise KeyNotFound(_("key {label!r} has no certificate on the token: give --cert "
+                                "FILE, or --self-sign to make one on the device")
+                              .format(label=key.label))
+        store = require(token, CertificateStore, _("storing certificates"))
         key.certificate = self_signed(key, key.label, self_sign_days)
     elif not keyalg.same_key(key.certificate.public_key(), key.public_key):
-        raise CertificateRefused(f"the certificate stored with key {key.label!r} holds "
-                                  "another public key: refused")
+        raise CertificateRefused(_("the certificate stored with key {label!r} holds another "
+                                   "public key: refused").format(label=key.label))
     # The registry first: the token changes only once the registry has agreed.
     try:
         row = registry.add_key(service, facts_for(token, key, backup=backup), "adopt")
@@ -170,9 +176,9 @@ def _one_successor(old: KeyRow) -> Callable[[Sequence[KeyRow]], None]:
     def check(successors: Sequence[KeyRow]) -> None:
         if successors:
             raise AlreadyRenewed(
-                f"key {old.designation!r} was already renewed as "
-                f"{successors[0].designation!r}: renew {successors[0].designation!r} "
-                "instead")
+                _("key {designation!r} was already renewed as {designation2!r}: renew "
+                  "{designation2!r} instead")
+                .format(designation=old.designation, designation2=successors[0].designation))
     return check
 
 
@@ -216,15 +222,15 @@ def _deletion_guard(label: str, unregistered: bool) -> Callable[[Removal], None]
     def guard(removal: Removal) -> None:
         if not removal.known and not unregistered:
             raise PolicyRefused(
-                f"key {label!r} is not in the registry, which therefore cannot vouch that no "
-                "consultation needs it (is TOKENKEYS_REGISTRY the entity's registry?); give "
-                "--unregistered to delete it anyway")
+                _("key {label!r} is not in the registry, which therefore cannot vouch that "
+                  "no consultation needs it (is TOKENKEYS_REGISTRY the entity's registry?); "
+                  "give --unregistered to delete it anyway").format(label=label))
         if removal.bound_to and not removal.remaining:
             refs = ", ".join(removal.bound_to)
             raise PolicyRefused(
-                f"key {label!r} is bound to consultations not yet closed ({refs}), as "
-                "their key or a recorded backup key, and this is its last copy: their bids "
-                "can only be opened with it. Close them first")
+                _("key {label!r} is bound to consultations not yet closed ({refs}), as their "
+                  "key or a recorded backup key, and this is its last copy: their bids can "
+                  "only be opened with it. Close them first").format(label=label, refs=refs))
     return guard
 
 

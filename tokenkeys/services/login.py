@@ -15,13 +15,15 @@ from collections.abc import Callable
 
 from tokenkeys.drivers.base import Token
 from tokenkeys.errors import PinFinalTry, PinLocked
+from tokenkeys.i18n import N_, _
 from tokenkeys.types import PinSource, Secret, TokenInfo, given_pin
 
 FINAL_TRY = "user-pin-final-try"
 LOCKED = "user-pin-locked"
-UNLOCK_HOW = ("the security officer unblocks it with the SO (admin) PIN or the card's reset "
-              "code (e.g. `pkcs15-tool --unblock-pin`, or `gpg --card-edit` then `admin`, "
-              "`passwd` on OpenPGP cards); tokenkeys sends nothing to a locked card")
+UNLOCK_HOW = (N_("the security officer unblocks it with the SO (admin) PIN or the card's "
+                 "reset code (e.g. `pkcs15-tool --unblock-pin`, or `gpg --card-edit` then "
+                 "`admin`, `passwd` on OpenPGP cards); tokenkeys sends nothing to a locked "
+                 "card"))
 
 
 def pin_origin(source: PinSource) -> str:
@@ -44,7 +46,7 @@ def describe_card(info: TokenInfo) -> str:
 def check_before_login(info: TokenInfo, origin: str, *, allow_final_try: bool = False) -> None:
     """Raise before any PIN is sent: PinLocked, or PinFinalTry for an unattended PIN."""
     if LOCKED in info.flags:
-        raise PinLocked("user PIN", how=UNLOCK_HOW)
+        raise PinLocked(_("user PIN"), how=UNLOCK_HOW)
     if FINAL_TRY in info.flags and origin in ("env", "file") and not allow_final_try:
         where = "TOKENKEYS_PIN" if origin == "env" else "the PIN file"
         raise PinFinalTry(where, describe_card(info))
@@ -62,8 +64,8 @@ def login(token: Token, source: PinSource, *, allow_final_try: bool = False,
     check_before_login(info, origin, allow_final_try=allow_final_try)
     typed = origin == "pinpad" or (origin == "prompt" and source.interactive)
     if announce is not None and typed:
-        final = " - FINAL PIN TRY: a wrong PIN locks it" if FINAL_TRY in info.flags else ""
-        announce(f"{describe_card(info)} is in{final}")
+        final = _(" - FINAL PIN TRY: a wrong PIN locks it") if FINAL_TRY in info.flags else ""
+        announce(_("{info} is in{final}").format(info=describe_card(info), final=final))
     pin = source.read()
     token.login(given_pin(pin) if pin is not None else source)
     return pin

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokenkeys.config import Config
+from tokenkeys.i18n import _
 from tokenkeys.services import opening_batch
 from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import PinSource
@@ -176,5 +177,5 @@ def _record_stopped(registry: Registry, service: str, reference: str | None, tok
     except Exception as failed:  # never in place of the batch's own error
         # The start row already names every output; say why the end row is missing.
         log.warning("the end row of batch %s could not be recorded: %s", batch_id, failed)
-        exc.add_note(f"the audit end row of batch {batch_id} could not be recorded: "
-                     f"{type(failed).__name__}")
+        exc.add_note(_("the audit end row of batch {batch_id} could not be recorded: {name__}")
+                     .format(batch_id=batch_id, name__=type(failed).__name__))

@@ -19,6 +19,7 @@ from tokenkeys.drivers.device_thread import DeviceThread, confine, release
 from tokenkeys.envelope import Identity
 from tokenkeys.errors import UsageError
 from tokenkeys.files import CommitGroup
+from tokenkeys.i18n import _
 from tokenkeys.services import login as login_service
 from tokenkeys.services import opening_workers
 from tokenkeys.services.opening_files import (
@@ -67,14 +68,16 @@ def collect(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
             files = [p for p in entries if p.is_file()]
             outputs = {output_name(p) for p in files if output_name(p) != p.name}
             out.extend(p for p in files if p.name not in outputs)
-            skipped.extend(FileResult.skipped(p, None, f"not a regular file ({file_kind(p)})")
+            skipped.extend(FileResult.skipped(p, None, _("not a regular file ({p})")
+                                                       .format(p=file_kind(p)))
                            for p in entries if not p.is_file())
         elif path.is_file():
             out.append(path)
         elif path.exists() or path.is_symlink():
-            raise UsageError(f"{path} is not a regular file ({file_kind(path)})")
+            raise UsageError(_("{path} is not a regular file ({path2})")
+                             .format(path=path, path2=file_kind(path)))
         else:
-            raise UsageError(f"no such envelope file or directory: {path}")
+            raise UsageError(_("no such envelope file or directory: {path}").format(path=path))
     return out, skipped
 
 
@@ -86,19 +89,23 @@ def check_outdir(outdir: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         if probe == outdir:
-            raise UsageError(f"output directory {outdir} is a {file_kind(outdir)}, not a directory")
-        raise UsageError(f"cannot create output directory {outdir}: {probe} is a "
-                         f"{file_kind(probe)}")
+            raise UsageError(_("output directory {outdir} is a {outdir2}, not a directory")
+                             .format(outdir=outdir, outdir2=file_kind(outdir)))
+        raise UsageError(_("cannot create output directory {outdir}: {probe} is a {probe2}")
+                         .format(outdir=outdir, probe=probe, probe2=file_kind(probe)))
     if not os.access(probe, os.W_OK | os.X_OK):
-        what = "is not writable" if probe == outdir else f"cannot be created in {probe}"
-        raise UsageError(f"output directory {outdir} {what} (permission denied)")
+        what = (_("is not writable") if probe == outdir
+                else _("cannot be created in {probe}").format(probe=probe))
+        raise UsageError(_("output directory {outdir} {what} (permission denied)")
+                         .format(outdir=outdir, what=what))
 
 
 def make_outdir(outdir: Path) -> None:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create output directory {outdir}: {exc.strerror}") from None
+        raise UsageError(_("cannot create output directory {outdir}: {strerror}")
+                         .format(outdir=outdir, strerror=exc.strerror)) from None
 
 
 def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
@@ -108,11 +115,13 @@ def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
     for src in inputs:
         name = output_name(src)
         if name in seen:
-            raise UsageError(f"{src} and {seen[name]} would both be opened to {outdir / name}")
+            raise UsageError(_("{src} and {seen} would both be opened to {value}")
+                             .format(src=src, seen=seen[name], value=outdir / name))
         seen[name] = src
         dst = outdir / name
         if dst.resolve() == src.resolve():
-            raise UsageError(f"{src} would be opened onto itself: choose another -o directory")
+            raise UsageError(_("{src} would be opened onto itself: choose another -o directory")
+                             .format(src=src))
         pairs.append((src, dst))
     return pairs
 
@@ -138,10 +147,10 @@ def open_batch(
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
     if jobs < 1:
-        raise UsageError("--jobs must be at least 1")
+        raise UsageError(_("--jobs must be at least 1"))
     check_outdir(outdir)
     if pins.pinpad and jobs > 1:
-        raise UsageError("--jobs > 1 needs a PIN that can be reused; not with the PIN pad")
+        raise UsageError(_("--jobs > 1 needs a PIN that can be reused; not with the PIN pad"))
     # The workers start now: their start overlaps finding the token and the login.
     workers = (opening_workers.Workers(token_uri, config, jobs)
                if jobs > 1 and len(pairs) > 1 else None)

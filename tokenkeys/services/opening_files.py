@@ -26,6 +26,7 @@ from tokenkeys.errors import (
     TokenNotFound,
 )
 from tokenkeys.files import CommitGroup
+from tokenkeys.i18n import _
 from tokenkeys.services.envelope_kinds import explain
 
 # The device failed, not the envelope: the batch stops at the first one.
@@ -42,9 +43,9 @@ PUBLISH_SECONDS = 0.1
 def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:
     """`exc` (same class, same exit code) saying how far the batch got."""
     left = total - done
-    exc.args = (f"{exc}; the batch stopped: {done} of {total} envelope(s) done, "
-                f"{left} left (outputs written are complete; run the command again "
-                "to open the rest)",)
+    exc.args = (_("{exc}; the batch stopped: {done} of {total} envelope(s) done, {left} left "
+                  "(outputs written are complete; run the command again to open the rest)")
+                .format(exc=exc, done=done, total=total, left=left),)
     return exc
 
 
@@ -112,7 +113,7 @@ def open_one(src: Path, dst: Path, identities: Sequence[Identity],
                       bytes=result.bytes_out, sha256=result.sha256)
 
 
-def _existing(src: Path, dst: Path, reason: str = "already opened") -> FileResult | None:
+def _existing(src: Path, dst: Path, reason: str = _("already opened")) -> FileResult | None:
     """An output already at dst: a regular file is complete (outputs are linked into
     place only once authenticated); anything else there is a failure, never a skip."""
     try:
@@ -120,12 +121,13 @@ def _existing(src: Path, dst: Path, reason: str = "already opened") -> FileResul
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return FileResult.failed(src, dst, "OSError", f"cannot check {dst}: {exc.strerror}")
+        return FileResult.failed(src, dst, "OSError", _("cannot check {dst}: {strerror}")
+                                                      .format(dst=dst, strerror=exc.strerror))
     if stat.S_ISREG(st.st_mode):
         return FileResult.skipped(src, dst, reason, st.st_size)
     return FileResult.failed(src, dst, "OutputExists",
-                             f"{dst} exists and is a {file_kind(dst)}, not an opened file: "
-                             "move it away")
+                             _("{dst} exists and is a {dst2}, not an opened file: move it away")
+                             .format(dst=dst, dst2=file_kind(dst)))
 
 
 def file_kind(path: Path) -> str:
@@ -182,6 +184,6 @@ class Publisher:
 def _lost_race(result: FileResult) -> FileResult:
     """Another run linked the output first (outputs appear only once complete)."""
     src, dst = Path(result.input), Path(result.output)
-    return _existing(src, dst, "opened by another run") or replace(
+    return _existing(src, dst, _("opened by another run")) or replace(
         result, status="failed", error_type="OutputExists",
         error=f"{dst} appeared while opening and is not a regular file")

@@ -33,6 +33,7 @@ from tokenkeys.drivers import KeyHandle, Token, list_tokens, open_token
 from tokenkeys.drivers.device_thread import DeviceThread, confine, release
 from tokenkeys.envelope import Identity
 from tokenkeys.errors import PolicyRefused, SessionOver, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.registry import Consultation, Registry
 from tokenkeys.services import consultations, login, opening_files
 from tokenkeys.services.access import open_registry
@@ -88,11 +89,12 @@ def known_token(config: Config, lane: DeviceLane, requested: str | None) -> str:
     default = config.default_token
     if requested is None or requested == default:
         if default is None:
-            raise UsageError("no token chosen and no default token is configured")
+            raise UsageError(_("no token chosen and no default token is configured"))
         return default
     if requested in {info.uri for info in tokens(config, lane)}:
         return requested
-    raise UsageError(f"token {requested} is not one of the tokens this workstation lists"
+    raise UsageError(_("token {requested} is not one of the tokens this workstation lists")
+                     .format(requested=requested)
                      )
 
 
@@ -151,8 +153,8 @@ class OpeningSession:
         """Check the consultation for use and write the "open-start" row, before any
         approval or PIN: a registry that cannot be written stops here."""
         if limit < 1 or seconds <= 0:
-            raise UsageError("an opening session needs a count of at least 1 and a time "
-                             "limit above 0")
+            raise UsageError(_("an opening session needs a count of at least 1 and a time "
+                               "limit above 0"))
         registry = open_registry(config)
         try:
             bound = consultations.load_for_use(registry, service, consultation)
@@ -193,12 +195,13 @@ class OpeningSession:
         (the session is then unusable, as a batch would stop)."""
         with self._mutex:
             if self._closed or self._token is None:
-                raise SessionOver("this opening session is closed")
+                raise SessionOver(_("this opening session is closed"))
             if time.time() >= self.expires_at:
-                raise SessionOver("this opening session's time limit is over: start a new one")
+                raise SessionOver(_("this opening session's time limit is over: start a new "
+                                    "one"))
             if self._used >= self.limit:
-                raise SessionOver(f"this opening session has opened its {self.limit} envelope(s): "
-                                  "start a new one")
+                raise SessionOver(_("this opening session has opened its {limit} "
+                                    "envelope(s): start a new one").format(limit=self.limit))
             self._used += 1
             self._busy += 1
             dst = self.workdir / f"{uuid.uuid4().hex}.out"

@@ -32,6 +32,7 @@ import platformdirs
 from tokenkeys.config import APP
 from tokenkeys.errors import PairingRefused, UsageError
 from tokenkeys.files import write_atomic
+from tokenkeys.i18n import _
 
 MAX_WRONG_CODES = 5
 CODE_LIFETIME = 300.0  # seconds a code shown by the assistant stays valid
@@ -93,8 +94,8 @@ class PairingStore:
                                            row["created_at"]) for row in data["pairings"]}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             why = type(exc).__name__
-            raise UsageError(f"the pairings file {self.path} cannot be read ({why}): move it "
-                             "away and pair again") from None
+            raise UsageError(_("the pairings file {path} cannot be read ({why}): move it "
+                               "away and pair again").format(path=self.path, why=why)) from None
         self._seen, self._cache = stamp, rows
         return rows
 
@@ -125,7 +126,7 @@ class PairingStore:
             rows = dict(self._load())
             gone = rows.pop(origin, None)
             if gone is None:
-                raise UsageError(f"no pairing for origin {origin}")
+                raise UsageError(_("no pairing for origin {origin}").format(origin=origin))
             self._save(rows)
         return gone
 
@@ -191,12 +192,12 @@ class PairingDesk:
                     self._pending.pop(origin, None)
                     self._refuse_if_locked(origin)
                 if pending is None or pending.expires <= time.monotonic():
-                    message = (f"no pairing was started for this origin, or its code "
-                               f"expired; {left} attempt(s) left before pairing is locked "
-                               "for this origin")
+                    message = (_("no pairing was started for this origin, or its code "
+                                 "expired; {left} attempt(s) left before pairing is locked "
+                                 "for this origin").format(left=left))
                 else:
-                    message = (f"the pairing code is wrong; {left} attempt(s) left before "
-                               "pairing is locked for this origin")
+                    message = (_("the pairing code is wrong; {left} attempt(s) left before "
+                                 "pairing is locked for this origin").format(left=left))
                 raise PairingRefused(message, attempts_left=left)
             del self._pending[origin]
             self._wrong.pop(origin, None)
@@ -213,5 +214,6 @@ class PairingDesk:
     def _refuse_if_locked(self, origin: str) -> None:
         if self.locked(origin):
             raise PairingRefused(
-                f"pairing is locked for {origin} after {self.max_wrong} wrong codes: restart the "
-                "assistant, or unlock it in the assistant's window", attempts_left=0, locked=True)
+                _("pairing is locked for {origin} after {max_wrong} wrong codes: restart the "
+                  "assistant, or unlock it in the assistant's window")
+                .format(origin=origin, max_wrong=self.max_wrong), attempts_left=0, locked=True)

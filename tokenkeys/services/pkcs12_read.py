@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tokenkeys.errors import FileMalformed, PassphraseIncorrect
+from tokenkeys.i18n import _
 from tokenkeys.types import Secret
 
 # The ceiling of every iteration count (MAC, key bag, certificate container, PBKDF2
@@ -79,27 +80,32 @@ class Opened:
 
 
 def _damaged(where: str) -> FileMalformed:
-    return FileMalformed(f"{where} is not a PKCS#12 file, or it is damaged")
+    return FileMalformed(_("{where} is not a PKCS#12 file, or it is damaged").format(where=where))
 
 
 def _wrong(where: str) -> PassphraseIncorrect:
-    return PassphraseIncorrect(f"the passphrase does not open {where} (or the file was altered "
-                               "since it was made); nothing was imported")
+    return PassphraseIncorrect(_("the passphrase does not open {where} (or the file was "
+                                 "altered since it was made); nothing was imported")
+                               .format(where=where))
 
 
 def _unreadable(where: str, name: str) -> FileMalformed:
-    return FileMalformed(f"{where} uses an encryption tokenkeys cannot read ({name})")
+    return FileMalformed(_("{where} uses an encryption tokenkeys cannot read ({name})")
+                         .format(where=where, name=name))
 
 
 def check_iterations(count: object, what: str, where: str) -> int:
     """The count, once it is within 1..MAX_ITERATIONS; refused before any derivation."""
     if not isinstance(count, int) or count <= 0:
-        raise FileMalformed(f"{where} is damaged: its {what} iteration count is {count!r} "
-                            "(it must be 1 or more)")
+        raise FileMalformed(_("{where} is damaged: its {what} iteration count is {count!r} "
+                              "(it must be 1 or more)")
+                            .format(where=where, what=what, count=count))
     if count > MAX_ITERATIONS:
-        raise FileMalformed(f"{where} asks for {count} iterations for its {what}: tokenkeys "
-                            f"refuses more than {MAX_ITERATIONS} (no known tool writes over "
-                            "600000), as deriving them would take minutes")
+        raise FileMalformed(_("{where} asks for {count} iterations for its {what}: tokenkeys "
+                              "refuses more than {MAX_ITERATIONS} (no known tool writes over "
+                              "600000), as deriving them would take minutes")
+                            .format(where=where, count=count, what=what,
+                                    MAX_ITERATIONS=MAX_ITERATIONS))
     return count
 
 
@@ -114,7 +120,7 @@ def pkcs12_kdf(hash_name: str, passphrase: Secret, salt: bytes, purpose: int,
     out = b""
     while True:
         a: bytes = new(bytes([purpose]) * v + i_block).digest()
-        for _ in range(iterations - 1):
+        for _round in range(iterations - 1):
             a = new(a).digest()
         out += a
         if len(out) >= size:
@@ -224,7 +230,8 @@ def _attributes(bag: Any) -> tuple[bytes | None, str | None]:
 def _bags(contents: Any, depth: int, where: str) -> list[Any]:
     """Every SafeBag, nested SafeContents flattened (at most MAX_DEPTH deep)."""
     if depth > MAX_DEPTH:
-        raise FileMalformed(f"{where} nests its contents more than {MAX_DEPTH} levels deep")
+        raise FileMalformed(_("{where} nests its contents more than {MAX_DEPTH} levels deep")
+                            .format(where=where, MAX_DEPTH=MAX_DEPTH))
     out: list[Any] = []
     for bag in contents:
         if bag["bag_id"].native == "safe_contents":
@@ -237,8 +244,9 @@ def _bags(contents: Any, depth: int, where: str) -> list[Any]:
 def _refuse_many_keys(bags: list[Any], where: str) -> None:
     keys = sum(b["bag_id"].native in ("key_bag", "pkcs8_shrouded_key_bag") for b in bags)
     if keys > 1:
-        raise FileMalformed(f"{where} holds {keys} private keys: tokenkeys imports a file "
-                            "holding one key, so that it is clear which key is imported")
+        raise FileMalformed(_("{where} holds {keys} private keys: tokenkeys imports a file "
+                              "holding one key, so that it is clear which key is imported")
+                            .format(where=where, keys=keys))
 
 
 def read(data: bytes, passphrase: Secret, where: str) -> Opened:
@@ -250,7 +258,8 @@ def read(data: bytes, passphrase: Secret, where: str) -> Opened:
         if pfx["version"].native not in ("v3", 3):
             raise _damaged(where)
         if pfx["auth_safe"]["content_type"].native != "data":
-            raise FileMalformed(f"{where}: public-key protected PKCS#12 files are not supported")
+            raise FileMalformed(_("{where}: public-key protected PKCS#12 files are not "
+                                  "supported").format(where=where))
         content = pfx["auth_safe"]["content"].native
         plain: list[Any] = []
         containers: list[Any] = []
@@ -261,14 +270,16 @@ def read(data: bytes, passphrase: Secret, where: str) -> Opened:
             elif kind == "encrypted_data":
                 containers.append(info["content"]["encrypted_content_info"])
             else:
-                raise FileMalformed(f"{where}: public-key protected PKCS#12 files are not "
-                                    "supported")
+                raise FileMalformed(_("{where}: public-key protected PKCS#12 files are not "
+                                      "supported").format(where=where))
         has_mac = pfx["mac_data"].native is not None
         # Everything visible is checked before the first derivation.
         _refuse_many_keys(plain, where)
         if len(containers) > MAX_CONTAINERS:
-            raise FileMalformed(f"{where} holds {len(containers)} encrypted containers: at "
-                                f"most {MAX_CONTAINERS} are read")
+            raise FileMalformed(_("{where} holds {count} encrypted containers: at most "
+                                  "{MAX_CONTAINERS} are read")
+                                .format(where=where, count=len(containers),
+                                        MAX_CONTAINERS=MAX_CONTAINERS))
         if has_mac:
             check_iterations(pfx["mac_data"]["iterations"].native, "MAC", where)
         for c in containers:
@@ -329,7 +340,8 @@ def _take(opened: Opened, bag: Any, passphrase: Secret, where: str) -> None:
         alg = value["encryption_algorithm"]
         pkcs8 = _decrypt(alg, value["encrypted_data"].native, passphrase, "key", where)
         try:
-            _ = a1keys.PrivateKeyInfo.load(pkcs8, strict=True)["private_key_algorithm"].native
+            info = a1keys.PrivateKeyInfo.load(pkcs8, strict=True)
+            _algorithm = info["private_key_algorithm"].native  # parsing it checks the key
         except Exception:
             raise (_damaged(where) if opened.has_mac else _wrong(where)) from None
         name_, count = _describe(alg)

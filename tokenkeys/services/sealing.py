@@ -21,6 +21,7 @@ from tokenkeys.config import Config
 from tokenkeys.envelope import SealOptions, named_by_issuer, seal
 from tokenkeys.errors import PolicyRefused, UsageError
 from tokenkeys.files import check_regular, prepare_output
+from tokenkeys.i18n import _
 from tokenkeys.services import key_certs
 
 
@@ -52,8 +53,9 @@ def check_validity(certs: Sequence[x509.Certificate], *, allow_expired: bool,
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         if not start <= now <= end:
             raise PolicyRefused(
-                f"recipient {cert.subject.rfc4514_string()} is not valid now "
-                f"(valid {start:%Y-%m-%d} to {end:%Y-%m-%d}); --allow-expired overrides")
+                _("recipient {rfc4514_string} is not valid now (valid {start:%Y-%m-%d} to "
+                  "{end:%Y-%m-%d}); --allow-expired overrides")
+                .format(rfc4514_string=cert.subject.rfc4514_string(), start=start, end=end))
 
 
 def recipients_of(config: Config, *, certificates: Sequence[Path], consultation: str | None,
@@ -61,7 +63,7 @@ def recipients_of(config: Config, *, certificates: Sequence[Path], consultation:
                   ) -> tuple[list[x509.Certificate], str | None]:
     """The recipient certificates, and the key transport a consultation imposes."""
     if bool(certificates) == bool(consultation):
-        raise UsageError("give --recipient CERT... or --consultation REF (one of them)")
+        raise UsageError(_("give --recipient CERT... or --consultation REF (one of them)"))
     if consultation:
         from tokenkeys.services import consultations
         from tokenkeys.services.access import open_registry
@@ -71,7 +73,7 @@ def recipients_of(config: Config, *, certificates: Sequence[Path], consultation:
         return (consultations.certificates(bound),
                 consultations.seal_transport(bound, key_transport))
     return ([c for path in certificates
-             for c in key_certs.load_certificates(path, "recipient certificate")],
+             for c in key_certs.load_certificates(path, _("recipient certificate"))],
             key_transport)
 
 
@@ -85,7 +87,7 @@ def seal_file(config: Config, input_path: Path, output: Path, *,
     (streaming, constant memory); nothing is written when a rule refuses."""
     from tokenkeys.services.envelope_kinds import key_transports_for
 
-    check_regular(input_path, "input file")  # streamed, any size: never a FIFO or device
+    check_regular(input_path, _("input file"))  # streamed, any size: never a FIFO or device
     certs, key_transport = recipients_of(config, certificates=certificates,
                                          consultation=consultation, service=service,
                                          key_transport=key_transport)
@@ -100,11 +102,13 @@ def seal_file(config: Config, input_path: Path, output: Path, *,
                           use_ski=use_ski, pem=pem, allow_any_usage=allow_any_usage,
                           transports=chosen)
     size = seal(input_path, output, certs, options, overwrite=force)
-    notes = [f"recipient {who} has no subject key identifier: named by issuer and serial"
+    notes = [_("recipient {who} has no subject key identifier: named by issuer and serial")
+             .format(who=who)
              for who in named_by_issuer(certs, options)]
-    notes += [f"recipient {c.subject.rfc4514_string()}: its key opens PKCS#1 v1.5 only "
-              "(its device has no OAEP), so it is sealed with pkcs1v15; --key-transport "
-              "overrides" for c, t in zip(certs, chosen, strict=True) if t == keyalg.PKCS1V15]
+    notes += [_("recipient {rfc4514_string}: its key opens PKCS#1 v1.5 only (its device has "
+                "no OAEP), so it is sealed with pkcs1v15; --key-transport overrides")
+              .format(rfc4514_string=c.subject.rfc4514_string())
+              for c, t in zip(certs, chosen, strict=True) if t == keyalg.PKCS1V15]
     transports = tuple(t or options.key_transport
                        if isinstance(c.public_key(), rsa.RSAPublicKey) else "ecdh"
                        for c, t in zip(certs, chosen, strict=True))

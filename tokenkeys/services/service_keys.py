@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from tokenkeys.config import Config
 from tokenkeys.drivers import KeyHandle, Token
 from tokenkeys.errors import CertificateRefused
+from tokenkeys.i18n import _
 from tokenkeys.registry import Consultation, KeyRow
 from tokenkeys.services import consultations, key_inventory
 from tokenkeys.services import keys as key_policy
@@ -119,11 +120,11 @@ def _public_pem(key: KeyHandle) -> str:
 
 def _load_pem_bundle(text: str, what: str) -> list[x509.Certificate]:
     if len(text) > MAX_PEM:
-        raise CertificateRefused(f"the {what} is too large")
+        raise CertificateRefused(_("the {what} is too large").format(what=what))
     try:
         certs = x509.load_pem_x509_certificates(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
-        raise CertificateRefused(f"the {what} is not PEM certificate text"
+        raise CertificateRefused(_("the {what} is not PEM certificate text").format(what=what)
                                  ) from None
     return certs
 

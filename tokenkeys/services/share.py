@@ -44,6 +44,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12, AtomicOutput, read_limited
+from tokenkeys.i18n import _
 from tokenkeys.services import keygen
 from tokenkeys.services import share_pkcs12 as p12
 from tokenkeys.services.key_certs import check_arriving
@@ -65,11 +66,11 @@ def read_passphrase(*, new: bool, interactive: bool) -> Secret:
         return Secret(value)
     if not interactive:
         raise PassphraseMissing()
-    first = getpass.getpass("PKCS#12 passphrase: ")
+    first = getpass.getpass(_("PKCS#12 passphrase: "))
     if new:
-        again = getpass.getpass("PKCS#12 passphrase (again): ")
+        again = getpass.getpass(_("PKCS#12 passphrase (again): "))
         if not hmac.compare_digest(first.encode("utf-8"), again.encode("utf-8")):
-            raise UsageError("the two passphrases typed differ; nothing was written")
+            raise UsageError(_("the two passphrases typed differ; nothing was written"))
     return Secret(first)
 
 
@@ -149,7 +150,8 @@ def shareable_key(token: Token, name_or_uri: str) -> tuple[KeyHandle, x509.Certi
     if not key.extractable:
         raise NotExtractable(key.label)
     if key.certificate is None:
-        raise KeyNotFound(f"key {key.label!r} has no certificate: store one before sharing it")
+        raise KeyNotFound(_("key {label!r} has no certificate: store one before sharing it")
+                          .format(label=key.label))
     return key, key.certificate
 
 
@@ -162,9 +164,10 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
     process's memory while it is re-encrypted. Requires login.
     """
     key, cert = shareable_key(token, name_or_uri)
-    exporter = require(token, KeyExport, "exporting a private key")
+    exporter = require(token, KeyExport, _("exporting a private key"))
     if not force and (output.exists() or output.is_symlink()):
-        raise OutputExists(f"{output} already exists (use --force to replace it)")
+        raise OutputExists(_("{output} already exists (use --force to replace it)")
+                           .format(output=output))
     secret = passphrase()
     p12.check_strength(secret, key.label)
     chain = chain_of(token, key)
@@ -173,7 +176,8 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
         private = serialization.load_der_private_key(bytes(pkcs8), password=None)
         if not isinstance(private, p12.PrivateKey) or not keyalg.same_key(
                 private.public_key(), key.public_key):
-            raise CertificateRefused(f"the exported key does not match key {key.label!r}")
+            raise CertificateRefused(_("the exported key does not match key {label!r}")
+                                     .format(label=key.label))
         data = p12.build(private, cert, chain, key.label, secret, legacy=legacy)
     finally:
         wipe(pkcs8)
@@ -185,7 +189,7 @@ def export_pkcs12(token: Token, name_or_uri: str, output: Path, passphrase: Pass
         out.commit()
     # Returned, not logged: the CLI shows them once, escaped (logging's last-resort
     # handler would print them a second time, raw).
-    warnings = (p12.LEGACY_WARNING,) if legacy else ()
+    warnings = (_(p12.LEGACY_WARNING),) if legacy else ()
     return ShareResult(describe(key), "export", output,
                        f"{p12.LEGACY if legacy else p12.MODERN}, {p12.ITERATIONS} iterations",
                        len(chain), token.uri, warnings)
@@ -197,12 +201,14 @@ def refuse_present(token: Token, label: str, public_key: PublicKey, where: str) 
     except KeyNotFound:
         pass
     else:
-        raise KeyExists(f"a key named {label!r} already exists on {where}")
+        raise KeyExists(_("a key named {label!r} already exists on {where}")
+                        .format(label=label, where=where))
     try:
         other = token.find_key(key_id=keyalg.key_id(public_key))
     except KeyNotFound:
         return
-    raise KeyExists(f"this key is already on {where} as {other.label!r}")
+    raise KeyExists(_("this key is already on {where} as {label!r}")
+                    .format(where=where, label=other.label))
 
 
 def check_decryption(key: KeyHandle) -> None:
@@ -219,7 +225,8 @@ def check_decryption(key: KeyHandle) -> None:
         got = key.derive_ecdh(peer.public_key())
         expected = peer.exchange(ec.ECDH(), public)
     if not hmac.compare_digest(got, expected):
-        raise CertificateRefused(f"test decryption with key {key.label!r} gave a wrong result")
+        raise CertificateRefused(_("test decryption with key {label!r} gave a wrong result")
+                                 .format(label=key.label))
 
 
 def store_certificate(token: Token, key: KeyHandle, cert: x509.Certificate,
@@ -253,8 +260,8 @@ def import_pkcs12(token: Token, path: Path, passphrase: PassphraseReader, *, nam
     failure the new objects are destroyed. Requires login.
     """
     if not name.strip():
-        raise UsageError("the key name (designation) must not be empty")
-    importer = require(token, KeyImport, "importing a private key")
+        raise UsageError(_("the key name (designation) must not be empty"))
+    importer = require(token, KeyImport, _("importing a private key"))
     data = read_limited(path, MAX_PKCS12, "PKCS#12 file")
     contents = p12.parse(data, passphrase(), str(path))
     # The same checks as `key import-cert`, before anything reaches the token.

@@ -29,6 +29,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     UsageError,
 )
+from tokenkeys.i18n import N_, _
 from tokenkeys.services import interrupted, keygen
 from tokenkeys.services.share import (
     AuditHook,
@@ -62,12 +63,12 @@ def registry_locator(open_registry: Callable[[], Registry]) -> Locator:
 
 
 STEPS = (
-    "1/5 create the transport key pair on the target",
-    "2/5 wrap the key on the source (AES key wrap, then RSA-OAEP)",
-    "3/5 unwrap the key on the target",
-    "4/5 store the certificate on the target",
-    "5/5 test decryption on the target",
-    "destroy the transport key pair on the target",
+    N_("1/5 create the transport key pair on the target"),
+    N_("2/5 wrap the key on the source (AES key wrap, then RSA-OAEP)"),
+    N_("3/5 unwrap the key on the target"),
+    N_("4/5 store the certificate on the target"),
+    N_("5/5 test decryption on the target"),
+    N_("destroy the transport key pair on the target"),
 )
 
 
@@ -77,15 +78,17 @@ def _step(number: int) -> Iterator[None]:
     try:
         yield
     except MechanismUnsupported as exc:
-        raise MechanismUnsupported(f"device copy, step {STEPS[number]}: {exc.wanted}",
+        raise MechanismUnsupported(_("device copy, step {step}: {wanted}")
+                                   .format(step=_(STEPS[number]), wanted=exc.wanted),
                                    exc.offered) from None
     except (KeyExists, PolicyRefused, UsageError):
         raise
     except TokenKeysError as exc:
-        outcome = ("the copy is in place; the transport key is a session object, gone when "
-                   "the session ends" if number == len(STEPS) - 1
-                   else "nothing was left on either token")
-        raise CopyFailed(f"device copy failed at step {STEPS[number]}: {exc}; {outcome}"
+        outcome = (_("the copy is in place; the transport key is a session object, gone when "
+                     "the session ends") if number == len(STEPS) - 1
+                   else _("nothing was left on either token"))
+        raise CopyFailed(_("device copy failed at step {step}: {exc}; {outcome}")
+                         .format(step=_(STEPS[number]), exc=exc, outcome=outcome)
                          ) from None
 
 
@@ -98,8 +101,9 @@ def _resume_copy(target: Token, key: KeyHandle, cert: x509.Certificate,
     if not left:
         return None
     if locates is None:
-        raise KeyExists(f"an interrupted copy left key {left[0]!r} on {target.uri}: run "
-                        "`tokenkeys key cleanup` on that token, then copy again")
+        raise KeyExists(_("an interrupted copy left key {left!r} on {uri}: run `tokenkeys "
+                          "key cleanup` on that token, then copy again")
+                        .format(left=left[0], uri=target.uri))
     if locates(target, key_id):
         return interrupted.finish(target, target.find_key(key_id=key_id), cert)
     keygen.remove_unrecorded(target, key_id)
@@ -118,13 +122,13 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
     `locates` asks the registry whether it records a copy an interrupted run left.
     """
     if source.uri == target.uri:
-        raise UsageError("--token and --to-token name the same token")
+        raise UsageError(_("--token and --to-token name the same token"))
     key, cert = shareable_key(source, name_or_uri)
     # mypy cannot pass a Protocol as type[C] (python/mypy#4717): hence the ignores.
     sender = require(source, KeyTransport,
-                     "wrapping a key for transport (source token)")
+                     _("wrapping a key for transport (source token)"))
     receiver = require(target, KeyTransport,
-                       "receiving a wrapped key (target token)")
+                       _("receiving a wrapped key (target token)"))
     chain = chain_of(source, key)
     with keygen.designation_lock(target):
         finished = _resume_copy(target, key, cert, locates)
@@ -132,8 +136,8 @@ def copy_key(source: Token, name_or_uri: str, target: Token, *,
             stored = len(target.certificate_chain(finished)) if isinstance(
                 target, CertificateStore) else 0
             return ShareResult(describe(finished), "copy", None, None, stored, source.uri,
-                               (f"finished the copy an interrupted run had recorded on "
-                                f"{target.uri}",))
+                               (_("finished the copy an interrupted run had recorded on {uri}")
+                                .format(uri=target.uri),))
         refuse_present(target, key.label, key.public_key, target.uri)
         copy = _copy(sender, receiver, key, cert, chain, target, shareable=shareable,
                      audit=audit, locates=locates, source_uri=source.uri)

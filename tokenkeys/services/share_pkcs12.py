@@ -31,6 +31,7 @@ from tokenkeys.errors import (
     UsageError,
 )
 from tokenkeys.files import MAX_PKCS12
+from tokenkeys.i18n import N_, _
 from tokenkeys.services import pkcs12_read as p12read
 from tokenkeys.services.ca import is_ca_certificate
 from tokenkeys.types import Secret
@@ -45,8 +46,8 @@ MAX_FILE = MAX_PKCS12
 MODERN = "AES-256-CBC, PBKDF2-HMAC-SHA256, MAC HMAC-SHA256"
 LEGACY = "TripleDES-CBC (pbeWithSHA1And3-KeyTripleDES), MAC HMAC-SHA1"
 LEGACY_WARNING = (
-    "--legacy: TripleDES and SHA-1 are weak; use this file only for systems that cannot "
-    "read AES-256 PKCS#12 files, and delete it once imported"
+    N_("--legacy: TripleDES and SHA-1 are weak; use this file only for systems that cannot "
+       "read AES-256 PKCS#12 files, and delete it once imported")
 )
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -68,16 +69,17 @@ def check_strength(passphrase: Secret, designation: str) -> None:
     text = passphrase.reveal()
     problem = None
     if len(text) < MIN_LENGTH:
-        problem = f"it has fewer than {MIN_LENGTH} characters"
+        problem = _("it has fewer than {count} characters").format(count=MIN_LENGTH)
     elif len(set(text)) < MIN_DISTINCT:
-        problem = f"it has fewer than {MIN_DISTINCT} different characters"
+        problem = _("it has fewer than {count} different characters").format(count=MIN_DISTINCT)
     elif len(designation) >= 4 and designation.casefold() in text.casefold():
-        problem = "it contains the key's name"
+        problem = _("it contains the key's name")
     if problem:
         raise PassphraseWeak(
-            f"passphrase refused: {problem}. Anyone who copies the file can try passphrases "
-            f"offline, so use at least {MIN_LENGTH} characters, {MIN_DISTINCT} of them "
-            "different, not the key's name (four or more unrelated words work well)"
+            _("passphrase refused: {problem}. Anyone who copies the file can try passphrases "
+              "offline, so use at least {MIN_LENGTH} characters, {MIN_DISTINCT} of them "
+              "different, not the key's name (four or more unrelated words work well)")
+            .format(problem=problem, MIN_LENGTH=MIN_LENGTH, MIN_DISTINCT=MIN_DISTINCT)
         )
 
 
@@ -134,33 +136,36 @@ def _private_key(der: bytes, where: str) -> PrivateKey:
         kind = info["private_key_algorithm"]["algorithm"].native
         curve = info["private_key_algorithm"]["parameters"] if kind == "ec" else None
         name = (curve.chosen.native if curve is not None and curve.name == "named"
-                else "explicit parameters")
+                else _("explicit parameters"))
         bits = info.bit_size if kind == "rsa" else 0
     except Exception:  # asn1crypto raises ValueError, TypeError, KeyError... on bad input
-        raise FileMalformed(f"{where} holds a damaged private key") from None
+        raise FileMalformed(_("{where} holds a damaged private key").format(where=where)) from None
     names = {"rsassa_pss": "RSA-PSS", "dsa": "DSA", "ed25519": "Ed25519", "ed448": "Ed448",
              "x25519": "X25519", "x448": "X448"}
     if kind == "ec":
         if name not in keyalg.CURVES:
-            raise UsageError(f"the key in {where} is on curve {name}: tokenkeys keeps RSA "
-                             "(2048 bits or more) and EC P-256/P-384 keys")
+            raise UsageError(_("the key in {where} is on curve {name}: tokenkeys keeps RSA "
+                               "(2048 bits or more) and EC P-256/P-384 keys")
+                             .format(where=where, name=name))
     elif kind != "rsa":
         shown = names.get(kind, str(kind))
-        raise UsageError(f"the key in {where} is {shown}: tokenkeys keeps RSA (2048 bits or "
-                         "more) and EC P-256/P-384 keys")
+        raise UsageError(_("the key in {where} is {shown}: tokenkeys keeps RSA (2048 bits or "
+                           "more) and EC P-256/P-384 keys").format(where=where, shown=shown))
     elif bits > MAX_RSA_BITS:
-        raise UsageError(f"the key in {where} is RSA-{bits}: tokenkeys keeps RSA (2048 bits "
-                         f"or more, up to {MAX_RSA_BITS}) and EC P-256/P-384 keys")
+        raise UsageError(_("the key in {where} is RSA-{bits}: tokenkeys keeps RSA (2048 bits "
+                           "or more, up to {MAX_RSA_BITS}) and EC P-256/P-384 keys")
+                         .format(where=where, bits=bits, MAX_RSA_BITS=MAX_RSA_BITS))
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise FileMalformed(f"{where} holds a damaged private key") from None
+        raise FileMalformed(_("{where} holds a damaged private key").format(where=where)) from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError(f"the key in {where} is {type(key).__name__}: tokenkeys keeps RSA "
-                         "(2048 bits or more) and EC P-256/P-384 keys")
+        raise UsageError(_("the key in {where} is {name__}: tokenkeys keeps RSA (2048 bits "
+                           "or more) and EC P-256/P-384 keys")
+                         .format(where=where, name__=type(key).__name__))
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < keyalg.MIN_RSA_BITS:
-        raise UsageError(f"the key in {where} is RSA-{key.key_size}: below 2048 bits it is "
-                         "too weak to protect bids")
+        raise UsageError(_("the key in {where} is RSA-{key_size}: below 2048 bits it is too "
+                           "weak to protect bids").format(where=where, key_size=key.key_size))
     return key
 
 
@@ -169,28 +174,31 @@ def parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     Java, NSS or Bouncy Castle made (pkcs12_read: every count bounded first). Runs the
     derivations in a worker thread so that Ctrl-C stops them at once."""
     if len(data) > MAX_FILE:
-        raise FileMalformed(f"{where} is larger than {MAX_FILE} bytes: not a key file")
+        raise FileMalformed(_("{where} is larger than {MAX_FILE} bytes: not a key file")
+                            .format(where=where, MAX_FILE=MAX_FILE))
     return p12read.interruptibly(lambda: _parse(data, passphrase, where))
 
 
 def _parse(data: bytes, passphrase: Secret, where: str) -> Contents:
     opened = p12read.read(data, passphrase, where)
     if opened.key is None:
-        raise FileMalformed(f"{where} holds no private key (only certificates?)")
+        raise FileMalformed(_("{where} holds no private key (only certificates?)")
+                            .format(where=where))
     key = _private_key(opened.key, where)
     certs: list[tuple[x509.Certificate, bytes | None, str | None]] = []
     for der, key_id, name in opened.certificates:
         try:
             certs.append((x509.load_der_x509_certificate(der), key_id, name))
         except ValueError:
-            raise FileMalformed(f"{where} holds a damaged certificate") from None
+            raise FileMalformed(
+                _("{where} holds a damaged certificate").format(where=where)) from None
     if not certs:
-        raise FileMalformed(f"{where} holds no certificate for its key")
+        raise FileMalformed(_("{where} holds no certificate for its key").format(where=where))
     mine = [c for c in certs if keyalg.same_key(c[0].public_key(), key.public_key())]
     if not mine:
-        raise CertificateRefused(f"the certificate in {where} does not belong to its private key; "
-                          "nothing was imported")
-    leaf, _, leaf_name = mine[0]
+        raise CertificateRefused(_("the certificate in {where} does not belong to its "
+                                   "private key; nothing was imported").format(where=where))
+    leaf, _key, leaf_name = mine[0]
     others = [c for c, _, _ in certs if c is not leaf]
     chain = linked_chain(leaf, others)
     warnings = _warnings(opened, where, len(others) - len(chain))
@@ -201,12 +209,13 @@ def _parse(data: bytes, passphrase: Secret, where: str) -> Contents:
 def _warnings(opened: p12read.Opened, where: str, dropped: int) -> tuple[str, ...]:
     out = []
     if not opened.has_mac:
-        out.append(f"{where} has no MAC: its integrity was not protected, so nothing proves "
-                   "it is the file that was made; import it only if it came to you by a "
-                   "channel you trust")
+        out.append(_("{where} has no MAC: its integrity was not protected, so nothing proves "
+                     "it is the file that was made; import it only if it came to you by a "
+                     "channel you trust").format(where=where))
     if dropped:
-        out.append(f"{dropped} certificate(s) in {where} do not link the key's certificate "
-                   f"towards a root (or exceed {MAX_CHAIN} issuers): not stored")
+        out.append(_("{dropped} certificate(s) in {where} do not link the key's certificate "
+                     "towards a root (or exceed {MAX_CHAIN} issuers): not stored")
+                   .format(dropped=dropped, where=where, MAX_CHAIN=MAX_CHAIN))
     weak = _weakness(opened, where)
     return (*out, *weak)
 
@@ -217,7 +226,7 @@ STRONG_ITERATIONS = 100_000
 def protection(opened: p12read.Opened) -> str:
     """How the file was protected: each part's encryption and count, then the MAC."""
     parts = [f"{p.what}: {p.name}, {p.iterations} iterations" for p in opened.protections]
-    return "; ".join(parts) if parts else "no encryption"
+    return "; ".join(parts) if parts else _("no encryption")
 
 
 def _weakness(opened: p12read.Opened, where: str) -> tuple[str, ...]:
@@ -225,14 +234,15 @@ def _weakness(opened: p12read.Opened, where: str) -> tuple[str, ...]:
     found = [p for p in opened.protections if p.what != "MAC"]
     reasons = []
     if any(p.legacy for p in found):
-        reasons.append("a legacy cipher")
+        reasons.append(_("a legacy cipher"))
     fewest = min((p.iterations for p in found), default=STRONG_ITERATIONS)
     if fewest < STRONG_ITERATIONS:
         reasons.append(f"only {fewest} iterations")
     if not reasons:
         return ()
-    return (f"{where} was weakly protected ({' and '.join(reasons)}): delete it once imported, "
-            "and make the next one with `share export` (AES-256, 600000 iterations)",)
+    return (_("{where} was weakly protected ({reasons}): delete it once imported, and make "
+              "the next one with `share export` (AES-256, 600000 iterations)")
+            .format(where=where, reasons=' and '.join(reasons)),)
 
 
 def linked_chain(leaf: x509.Certificate,

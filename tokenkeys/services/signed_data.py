@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tokenkeys.errors import CheckpointInvalid, FileMalformed
+from tokenkeys.i18n import _
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
@@ -28,7 +29,8 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 def verify_signed_data(data: bytes, source: str) -> tuple[bytes, x509.Certificate]:
     """The content of a one-signer SignedData and its signer's certificate, after the
     signature over the signed attributes and their message digest are checked."""
-    bad = FileMalformed(f"{source} is not a tokenkeys audit checkpoint (a CMS SignedData)")
+    bad = FileMalformed(_("{source} is not a tokenkeys audit checkpoint (a CMS SignedData)")
+                        .format(source=source))
     try:
         der = _pem_or_der(data)
         info = cms.ContentInfo.load(der)
@@ -55,8 +57,9 @@ def verify_signed_data(data: bytes, source: str) -> tuple[bytes, x509.Certificat
     if (algorithm is None or cert is None or content_type is None or message_digest is None
             or content_type[0].native != "data"):
         raise bad
-    invalid = CheckpointInvalid(f"checkpoint {source}: its signature does not verify (the "
-                                "file was altered, or not signed by the certificate it carries)")
+    invalid = CheckpointInvalid(_("checkpoint {source}: its signature does not verify (the "
+                                  "file was altered, or not signed by the certificate it "
+                                  "carries)").format(source=source))
     actual = hashlib.new(algorithm.name, content).digest()
     if message_digest[0].native != actual:
         raise invalid

@@ -20,17 +20,18 @@ from tokenkeys import keyalg
 from tokenkeys.certificates import Signer, build_certificate, common_name, validity
 from tokenkeys.drivers.base import KeyHandle
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 
 
-def _refuse(*_: Any, **__: Any) -> NoReturn:
-    raise UsageError("the private key stays on the token: only signing is possible")
+def _refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
+    raise UsageError(_("the private key stays on the token: only signing is possible"))
 
 
 def _hash_of(algorithm: Any) -> hashes.HashAlgorithm:
     if isinstance(algorithm, Prehashed):
-        raise UsageError("pre-hashed signing is not supported by token keys")
+        raise UsageError(_("pre-hashed signing is not supported by token keys"))
     if not isinstance(algorithm, hashes.HashAlgorithm):
-        raise UsageError("unsupported signature algorithm")
+        raise UsageError(_("unsupported signature algorithm"))
     return algorithm
 
 
@@ -42,7 +43,7 @@ class TokenRSAKey(rsa.RSAPrivateKey):
 
     def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:
         if not isinstance(padding, PKCS1v15):
-            raise UsageError("token keys sign with PKCS#1 v1.5 only")
+            raise UsageError(_("token keys sign with PKCS#1 v1.5 only"))
         return self._key.sign(data, _hash_of(algorithm))
 
     def public_key(self) -> rsa.RSAPublicKey:
@@ -71,7 +72,7 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
         signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
     ) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
-            raise UsageError("token EC keys sign with ECDSA only")
+            raise UsageError(_("token EC keys sign with ECDSA only"))
         return self._key.sign(bytes(data), _hash_of(signature_algorithm.algorithm))
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -104,7 +105,7 @@ def self_signed(key: KeyHandle, cn: str, days: int, not_before: datetime | None 
     """A self-signed certificate for `key` (a CA's with `ca`), signed on its device.
     Requires login."""
     if days < 1:
-        raise UsageError(f"validity must be at least one day, not {days}")
+        raise UsageError(_("validity must be at least one day, not {days}").format(days=days))
     name = common_name(cn)
     return build_certificate(key.public_key, name, validity(days, not_before), signer_for(key),
                              ca=ca)

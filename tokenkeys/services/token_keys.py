@@ -26,6 +26,7 @@ from tokenkeys.errors import (
     MechanismUnsupported,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.services.envelope_kinds import kinds_for
 from tokenkeys.services.key_certs import awaiting_certificate, next_steps
 from tokenkeys.services.keygen import Recorded, fixed_slot, generate_named
@@ -118,17 +119,18 @@ def generate_key(
     destroyed (not a card's slot), unless `recorded` says the registry has them.
     """
     if not name.strip():
-        raise UsageError("the key name (designation) must not be empty")
+        raise UsageError(_("the key name (designation) must not be empty"))
     if not 1 <= days <= keyalg.MAX_DAYS:
-        raise UsageError(f"--days must be between 1 and {keyalg.MAX_DAYS}, not {days}")
+        raise UsageError(_("--days must be between 1 and {MAX_DAYS}, not {days}")
+                         .format(MAX_DAYS=keyalg.MAX_DAYS, days=days))
     check_common_name(cn or name)
     mechanisms = token.mechanisms()
     if not algorithm.is_rsa and "EC_KEY_PAIR_GEN" in mechanisms \
             and "ECDH1_DERIVE" not in mechanisms:
         # It could sign (a CA key can: `ca create`), but never open a bid.
         raise MechanismUnsupported(
-            f"an {algorithm.value} encryption key (opening ECDH envelopes needs "
-            "CKM_ECDH1_DERIVE)", ["RSA keys (--algorithm rsa2048 or rsa3072)"])
+            _("an {value} encryption key (opening ECDH envelopes needs CKM_ECDH1_DERIVE)")
+            .format(value=algorithm.value), [_("RSA keys (--algorithm rsa2048 or rsa3072)")])
     try:
         key = generate_named(
             token, name, algorithm,
@@ -147,11 +149,13 @@ def after_removal(created: str, name: str, kept: bool) -> str:
     """What is left to do with a key the device made before it was pulled out: one
     a card's fixed slot `kept` awaits its certificate, any other is a leftover."""
     if not kept:
-        return (f"Key {name!r} was not finished: insert the device, run `tokenkeys key "
-                "cleanup` to remove the unfinished key, then run the command again")
-    return (f"Key {name!r} was created, but its certificate is not stored yet and the "
-            f"registry does not know it. Next: insert the card again, then {next_steps(created)} "
-            "(`key import-cert` also records it in the registry)")
+        return (_("Key {name!r} was not finished: insert the device, run `tokenkeys key "
+                  "cleanup` to remove the unfinished key, then run the command again")
+                .format(name=name))
+    return (_("Key {name!r} was created, but its certificate is not stored yet and the "
+              "registry does not know it. Next: insert the card again, then {created} (`key "
+              "import-cert` also records it in the registry)")
+            .format(name=name, created=next_steps(created)))
 
 
 def _self_signed_if_possible(key: KeyHandle, cn: str, days: int,
@@ -183,8 +187,9 @@ def key_inventory(token: Token, *, include_all: bool = False
         # Objects of a listed key (provisional or unfinished) are not listed again.
         listed = {k.id for k in keys}
         seen = {(b.label, b.id) for b in unusable}
-        bad += [describe_unusable(UnusableKey(o.label, o.id, f"leftover of an interrupted run "
-                                              f"({o.reason}); see key cleanup"))
+        bad += [describe_unusable(UnusableKey(o.label, o.id, _("leftover of an interrupted run "
+                                                               "({reason}); see key cleanup")
+                                                             .format(reason=o.reason)))
                 for o in token.provisional_objects() + token.blank_objects()
                 if o.id not in listed and (o.label, o.id) not in seen]
     return [(k, describe(k, now, device)) for k in shown], bad
@@ -214,7 +219,8 @@ def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:
         parsed = parse(name_or_uri)
         if isinstance(parsed, SoftUri):
             if not parsed.name:
-                raise UsageError(f"the URI names no key (soft:DIR#NAME): {name_or_uri}")
+                raise UsageError(_("the URI names no key (soft:DIR#NAME): {name_or_uri}")
+                                 .format(name_or_uri=name_or_uri))
             return token.find_key(label=parsed.name)
         return _find_by_pkcs11_uri(token, parsed)
     return token.find_key(label=name_or_uri)
@@ -222,7 +228,7 @@ def resolve_key(token: Token, name_or_uri: str) -> KeyHandle:
 
 def _find_by_pkcs11_uri(token: Token, uri: Pkcs11Uri) -> KeyHandle:
     if uri.object is None and uri.id is None:
-        raise UsageError(f"the URI names no key (add object= or id=): {uri}")
+        raise UsageError(_("the URI names no key (add object= or id=): {uri}").format(uri=uri))
     return token.find_key(label=uri.object, key_id=uri.id)
 
 

@@ -4,18 +4,18 @@ const { Assistant } = await import(`${base}/v1/client.js`);
 const assistant = new Assistant(base);
 const $ = (id) => document.getElementById(id);
 const text = {
-  ready: "The assistant is running on this computer and ready to use.",
-  notPaired: "The assistant is running on this computer; pair this page with it to use it.",
-  absent: "The assistant is not running on this computer. Start it with: tokenkeys assistant",
-  typeCode: "Type the code the assistant shows.",
-  generated: "Key pair {designation} created ({status}).",
-  opened: "opened ({bytes} bytes)",
-  failed: "{type}: {message}",
-  noKeys: "No key pair in this service.",
-  yes: "yes",
-  no: "no",
-  present: "present",
-  awaiting: "awaiting certificate",
+  ready: "{{t:The assistant is running on this computer and ready to use.}}",
+  notPaired: "{{t:The assistant is running on this computer; pair this page with it to use it.}}",
+  absent: "{{t:The assistant is not running on this computer. Start it with: tokenkeys assistant}}",
+  typeCode: "{{t:Type the code the assistant shows.}}",
+  generated: "{{t:Key pair {designation} created ({status}).}}",
+  opened: "{{t:opened ({bytes} bytes)}}",
+  failed: "{{t:{type}: {message}}}",
+  noKeys: "{{t:No key pair in this service.}}",
+  yes: "{{t:yes}}",
+  no: "{{t:no}}",
+  present: "{{t:present}}",
+  awaiting: "{{t:awaiting certificate}}",
 };
 const fill = (t, v) => t.replace(/\{(\w+)\}/g, (_, k) => v[k] ?? "");
 const say = (message) => { $("message").textContent = message; };

@@ -21,26 +21,30 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.i18n import N_, _
 from tokenkeys.types import Secret, TokenInfo
 
 LABEL_LEN = 32
 _MESSAGES = {
-    CKR["CKR_PIN_INCORRECT"]: "SO PIN incorrect",
-    CKR["CKR_PIN_LOCKED"]: "SO PIN locked",
-    CKR["CKR_PIN_LEN_RANGE"]: "PIN length out of the token's range",
-    CKR["CKR_SESSION_EXISTS"]: "the token has open sessions; close them first",
-    CKR["CKR_FUNCTION_NOT_SUPPORTED"]: "the token does not support initialisation",
+    CKR["CKR_PIN_INCORRECT"]: N_("SO PIN incorrect"),
+    CKR["CKR_PIN_LOCKED"]: N_("SO PIN locked"),
+    CKR["CKR_PIN_LEN_RANGE"]: N_("PIN length out of the token's range"),
+    CKR["CKR_SESSION_EXISTS"]: N_("the token has open sessions; close them first"),
+    CKR["CKR_FUNCTION_NOT_SUPPORTED"]: N_("the token does not support initialisation"),
 }
 
 
 def _device_error(exc: CkrError, what: str) -> DeviceError:
-    return DeviceError(f"{what}: {_MESSAGES.get(exc.code, str(exc))}")
+    reason = _MESSAGES.get(exc.code)
+    return DeviceError(_("{what}: {reason}").format(what=what,
+                                                    reason=_(reason) if reason else str(exc)))
 
 
 def check_label(label: str) -> None:
     raw = label.encode("utf-8")
     if not raw or len(raw) > LABEL_LEN:
-        raise UsageError(f"token label must be 1-{LABEL_LEN} bytes of UTF-8: {label!r}")
+        raise UsageError(_("token label must be 1-{LABEL_LEN} bytes of UTF-8: {label!r}")
+                         .format(LABEL_LEN=LABEL_LEN, label=label))
 
 
 def check_pin_policy(st: SlotToken, so_pin: Secret, user_pin: Secret) -> None:
@@ -50,9 +54,11 @@ def check_pin_policy(st: SlotToken, so_pin: Secret, user_pin: Secret) -> None:
         n = len(pin.reveal().encode("utf-8"))
         if n < low:
             raise UsageError(
-                f"the {what} is too short: this token needs {low} to {high} characters")
+                _("the {what} is too short: this token needs {low} to {high} characters")
+                .format(what=what, low=low, high=high))
         if n > high:
-            raise UsageError(f"the {what} is too long: this token needs {low} to {high} characters")
+            raise UsageError(_("the {what} is too long: this token needs {low} to {high} "
+                               "characters").format(what=what, low=low, high=high))
 
 
 def _tokens(port: Port) -> list[SlotToken]:
@@ -81,38 +87,44 @@ def init_token(module: str, label: str, so_pin: Secret, user_pin: Secret,
     port = discovery.port_for(module, discovery.PYKCS11)
     try:
         if find_token_slot(port, label) is not None:
-            raise PolicyRefused(f"a token labelled {label!r} already exists in {module}: "
-                                "labels name tokens, so they must be unique")
+            raise PolicyRefused(_("a token labelled {label!r} already exists in {module}: "
+                                  "labels name tokens, so they must be unique")
+                                .format(label=label, module=module))
         tokens = {st.slot: st for st in _tokens(port)}
         if slot is not None and slot in tokens and tokens[slot].flags & ck.CKF_TOKEN_INITIALIZED:
-            raise PolicyRefused(f"token {tokens[slot].label!r} in slot {slot} is already "
-                                "initialised; re-initialising would erase every key on it")
+            raise PolicyRefused(_("token {label!r} in slot {slot} is already initialised; "
+                                  "re-initialising would erase every key on it")
+                                .format(label=tokens[slot].label, slot=slot))
         if slot is None:
             free = [s for s, st in tokens.items() if not st.flags & ck.CKF_TOKEN_INITIALIZED]
             if not free:
-                raise TokenNotFound(f"no uninitialised token in {module}")
+                raise TokenNotFound(_("no uninitialised token in {module}").format(module=module))
             slot = free[0]
         if slot in tokens:
             check_pin_policy(tokens[slot], so_pin, user_pin)
         try:
             port.init_token(slot, so_pin.reveal(), label)
         except CkrError as exc:
-            raise _device_error(exc, f"cannot initialise token {label!r}") from None
+            raise _device_error(
+                exc, _("cannot initialise token {label!r}").format(label=label)) from None
         new_slot = find_token_slot(port, label)
         if new_slot is None:
-            raise DeviceError(f"token {label!r} not visible after initialisation")
+            raise DeviceError(_("token {label!r} not visible after initialisation")
+                              .format(label=label))
         session = port.open_session(new_slot, rw=True)
         try:
             session.login(so_pin.reveal(), so=True)
             session.init_pin(user_pin.reveal())
             session.logout()
         except CkrError as exc:
-            raise _device_error(exc, f"cannot set the user PIN of {label!r}") from None
+            raise _device_error(
+                exc, _("cannot set the user PIN of {label!r}").format(label=label)) from None
         finally:
             session.close()
         return discovery.token_info(port.token(new_slot), module)
     except CkrError as exc:
-        raise _device_error(exc, f"token initialisation in {module} failed") from None
+        raise _device_error(exc, _("token initialisation in {module} failed")
+                                 .format(module=module)) from None
 
 
 def _env_secret(var: str) -> Secret:
@@ -135,14 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.if_missing:
             slot = find_token_slot(discovery.port_for(args.module, discovery.PYKCS11), args.label)
             if slot is not None:
-                print(f"token {args.label!r} exists (slot {slot}); left alone")
+                print(_("token {label!r} exists (slot {slot}); left alone")
+                      .format(label=args.label, slot=slot))
                 return 0
         info = init_token(args.module, args.label, _env_secret("TOKENKEYS_SO_PIN"),
                           _env_secret("TOKENKEYS_PIN"), args.slot)
     except TokenKeysError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {exc}").format(exc=exc), file=sys.stderr)
         return exc.exit_code
-    print(f"token {info.label!r} initialised (serial {info.serial}, slot {info.slot})")
+    print(_("token {label!r} initialised (serial {serial}, slot {slot})")
+          .format(label=info.label, serial=info.serial, slot=info.slot))
     return 0
 
 

@@ -20,6 +20,7 @@ from tokenkeys.errors import (
     TokenKeysError,
     TokenNotFound,
 )
+from tokenkeys.i18n import N_, _
 
 T = TypeVar("T")
 
@@ -118,19 +119,20 @@ def ckr_name(code: int) -> str:
     return NAMES.get(code, f"CKR 0x{code:08X}")
 
 
-REMOVED = ("the card was removed from its reader (or the device was reset): insert it and "
-           "run the command again")
+REMOVED = (N_("the card was removed from its reader (or the device was reset): insert it and "
+              "run the command again"))
 _C = CKR
 # CKR -> (tree class, one-line reason). Absent: DeviceError naming the CKR.
 ERRORS: dict[int, tuple[type[TokenKeysError], str]] = {
     _C["CKR_DEVICE_REMOVED"]: (DeviceRemoved, REMOVED),
     _C["CKR_TOKEN_NOT_PRESENT"]: (DeviceRemoved, REMOVED),
-    _C["CKR_TOKEN_NOT_RECOGNIZED"]: (TokenNotFound, "the device in the reader is not recognised"),
+    _C["CKR_TOKEN_NOT_RECOGNIZED"]: (TokenNotFound, N_("the device in the reader is not "
+                                                       "recognised")),
     _C["CKR_SLOT_ID_INVALID"]: (DeviceRemoved, REMOVED),
-    _C["CKR_SESSION_HANDLE_INVALID"]: (TokenNotFound, "the session with the device was lost"),
-    _C["CKR_SESSION_CLOSED"]: (TokenNotFound, "the session with the device was lost"),
-    _C["CKR_KEY_HANDLE_INVALID"]: (KeyNotFound, "the key is no longer on the device"),
-    _C["CKR_OBJECT_HANDLE_INVALID"]: (KeyNotFound, "the key is no longer on the device"),
+    _C["CKR_SESSION_HANDLE_INVALID"]: (TokenNotFound, N_("the session with the device was lost")),
+    _C["CKR_SESSION_CLOSED"]: (TokenNotFound, N_("the session with the device was lost")),
+    _C["CKR_KEY_HANDLE_INVALID"]: (KeyNotFound, N_("the key is no longer on the device")),
+    _C["CKR_OBJECT_HANDLE_INVALID"]: (KeyNotFound, N_("the key is no longer on the device")),
     _C["CKR_PIN_LOCKED"]: (PinLocked, ""),
     _C["CKR_USER_NOT_LOGGED_IN"]: (PinMissing, ""),
     _C["CKR_MECHANISM_INVALID"]: (MechanismUnsupported, ""),
@@ -139,14 +141,15 @@ ERRORS: dict[int, tuple[type[TokenKeysError], str]] = {
     _C["CKR_KEY_FUNCTION_NOT_PERMITTED"]: (MechanismUnsupported, ""),
     _C["CKR_KEY_SIZE_RANGE"]: (MechanismUnsupported, ""),
     _C["CKR_FUNCTION_NOT_SUPPORTED"]: (MechanismUnsupported, ""),
-    _C["CKR_DEVICE_ERROR"]: (DeviceError, "the device reported an internal error"),
-    _C["CKR_TOKEN_WRITE_PROTECTED"]: (DeviceError, "the token is write-protected"),
-    _C["CKR_DEVICE_MEMORY"]: (DeviceError, "the token is full"),
-    _C["CKR_TEMPLATE_INCONSISTENT"]: (DeviceError, "the token refused the object's attributes"),
-    _C["CKR_TEMPLATE_INCOMPLETE"]: (DeviceError, "the token refused the object's attributes"),
-    _C["CKR_ATTRIBUTE_VALUE_INVALID"]: (DeviceError, "the token refused an attribute value"),
-    _C["CKR_ATTRIBUTE_SENSITIVE"]: (DeviceError, "the attribute is sensitive"),
-    _C["CKR_KEY_UNEXTRACTABLE"]: (DeviceError, "the key cannot leave the device"),
+    _C["CKR_DEVICE_ERROR"]: (DeviceError, N_("the device reported an internal error")),
+    _C["CKR_TOKEN_WRITE_PROTECTED"]: (DeviceError, N_("the token is write-protected")),
+    _C["CKR_DEVICE_MEMORY"]: (DeviceError, N_("the token is full")),
+    _C["CKR_TEMPLATE_INCONSISTENT"]: (DeviceError, N_("the token refused the object's "
+                                                      "attributes")),
+    _C["CKR_TEMPLATE_INCOMPLETE"]: (DeviceError, N_("the token refused the object's attributes")),
+    _C["CKR_ATTRIBUTE_VALUE_INVALID"]: (DeviceError, N_("the token refused an attribute value")),
+    _C["CKR_ATTRIBUTE_SENSITIVE"]: (DeviceError, N_("the attribute is sensitive")),
+    _C["CKR_KEY_UNEXTRACTABLE"]: (DeviceError, N_("the key cannot leave the device")),
 }
 # What a device may answer when it is pulled out in the middle of a call, besides
 # CKR_DEVICE_REMOVED (OpenSC 0.23 with a card pulled out: CKR_GENERAL_ERROR, or
@@ -174,10 +177,11 @@ def to_error(code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysErro
     if cls is PinLocked:
         return PinLocked()
     if cls is PinMissing:
-        return PinMissing("user login (call login first)")
+        return PinMissing(_("user login (call login first)"))
     if cls is MechanismUnsupported:
         return MechanismUnsupported(f"{what} ({ckr_name(code)})", offered)
-    return cls(f"{what}: {reason or ckr_name(code)}")
+    return cls(_("{what}: {reason}").format(what=what,
+                                            reason=_(reason) if reason else ckr_name(code)))
 
 
 @contextmanager

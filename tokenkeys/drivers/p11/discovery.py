@@ -17,6 +17,7 @@ from tokenkeys.drivers.p11.ckr import CkrError
 from tokenkeys.drivers.p11.port import Port, SlotToken
 from tokenkeys.drivers.pkcs11_tables import token_flag_words
 from tokenkeys.errors import ModuleNotFound, TokenNotFound, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import TokenInfo
 from tokenkeys.uri import Pkcs11Uri
 
@@ -42,7 +43,8 @@ def binding_for(module: str, config: Config) -> str:
 def port_for(module: str, binding: str) -> Port:
     """The port of `module` through `binding`, one per process."""
     if binding not in BINDINGS:
-        raise UsageError(f"unknown PKCS#11 binding {binding!r} (choose one of {BINDINGS})")
+        raise UsageError(_("unknown PKCS#11 binding {binding!r} (choose one of {BINDINGS})")
+                         .format(binding=binding, BINDINGS=BINDINGS))
     key = (os.path.realpath(module), binding)
     port = _PORTS.get(key)
     if port is None:
@@ -88,7 +90,7 @@ def matches(st: SlotToken, uri: Pkcs11Uri) -> bool:
 
 def describe(uri: Pkcs11Uri) -> str:
     keys = ("token", "serial", "slot-id", "manufacturer", "model")
-    return ";".join(f"{k}={uri.attrs[k]}" for k in keys if k in uri.attrs) or "any token"
+    return ";".join(f"{k}={uri.attrs[k]}" for k in keys if k in uri.attrs) or _("any token")
 
 
 def token_uri(st: SlotToken, module: str) -> Pkcs11Uri:
@@ -119,8 +121,8 @@ def pick(ports: list[Port], uri: Pkcs11Uri, seen: list[str] | None = None
     distinct = {(os.path.realpath(p.module), t.serial) for p, t in hits}
     if len(distinct) > 1:
         names = ", ".join(f"{t.label!r} serial {t.serial}" for _, t in hits)
-        raise UsageError(f"several tokens match {describe(uri)} ({names}): "
-                         "add serial= or module-path=")
+        raise UsageError(_("several tokens match {uri} ({names}): add serial= or module-path=")
+                         .format(uri=describe(uri), names=names))
     return hits[0] if hits else None
 
 
@@ -129,7 +131,8 @@ def card_wait_seconds() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{WAIT_ENV} must be a number of seconds, not {text!r}") from None
+        raise UsageError(_("{WAIT_ENV} must be a number of seconds, not {text!r}")
+                         .format(WAIT_ENV=WAIT_ENV, text=text)) from None
     return max(0.0, value)
 
 
@@ -190,17 +193,19 @@ def _readers(port: Port) -> int | None:
 def not_found(ports: list[Port], what: str, timeout: float, seen: list[str],
               config: Config) -> str:
     """Why nothing matched, in the words a card user needs: no reader, no card, other card."""
-    waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
+    waited = _(" after waiting {timeout:g} s").format(timeout=timeout) if timeout > 0 else ""
     cards = [p for p in ports if is_card_module(p.module, config)]
     if cards and len(cards) == len(ports) and not seen:
         readers = [_readers(p) for p in cards]
         if all(r == 0 for r in readers):
-            return (f"no card reader found{waited} (modules: "
-                    f"{', '.join(os.path.basename(p.module) for p in cards)}): plug the "
-                    "reader in and check that pcscd is running")
-        return (f"no card in the reader{waited} ({what}): insert the card, or wait for it "
-                "with --wait-card SECONDS")
-    return f"no token matches {what}{waited} (tokens present: {', '.join(seen) or 'none'})"
+            return (_("no card reader found{waited} (modules: {items}): plug the reader in "
+                      "and check that pcscd is running")
+                    .format(waited=waited,
+                            items=', '.join(os.path.basename(p.module) for p in cards)))
+        return (_("no card in the reader{waited} ({what}): insert the card, or wait for it "
+                  "with --wait-card SECONDS").format(waited=waited, what=what))
+    return (_("no token matches {what}{waited} (tokens present: {tokens})")
+            .format(what=what, waited=waited, tokens=", ".join(seen) or _("none")))
 
 
 def wait_for_card(config: Config, timeout: float) -> None:
@@ -212,11 +217,11 @@ def wait_for_card(config: Config, timeout: float) -> None:
             with contextlib.suppress(ModuleNotFound):
                 ports.append(port_for(module, binding_for(module, config)))
     if not ports:
-        raise TokenNotFound("no smartcard module found (install OpenSC, or list the card's "
-                            "module in card_modules of the configuration)")
+        raise TokenNotFound(_("no smartcard module found (install OpenSC, or list the card's "
+                              "module in card_modules of the configuration)"))
     # wait_for scans at once, and returns None at once when timeout is 0.
     if wait_for(ports, Pkcs11Uri(), timeout) is None:
-        raise TokenNotFound(not_found(ports, "any card", timeout, [], config))
+        raise TokenNotFound(not_found(ports, _("any card"), timeout, [], config))
 
 
 def _refresh(ports: list[Port]) -> bool:

@@ -28,6 +28,7 @@ from tokenkeys.drivers.p11.port import Mech, OaepParam, Session
 from tokenkeys.drivers.p11.profiles import Profile
 from tokenkeys.drivers.pkcs11_tables import ec_point_of, ecdsa_der
 from tokenkeys.errors import MechanismUnsupported, TokenKeysError, UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeyType
 from tokenkeys.uri import Pkcs11Uri
 
@@ -72,7 +73,7 @@ def read_public_key(session: Session, obj: Any) -> PublicKey | None:
         v = session.get(obj, [ck.CKA_MODULUS, ck.CKA_PUBLIC_EXPONENT])
         mod, exp = v[ck.CKA_MODULUS], v[ck.CKA_PUBLIC_EXPONENT]
         if not mod or not exp:
-            raise Unusable("RSA key without modulus or exponent")
+            raise Unusable(_("RSA key without modulus or exponent"))
         n, e = int.from_bytes(mod, "big"), int.from_bytes(exp, "big")
         declared = session.get(obj, [ck.CKA_MODULUS_BITS])[ck.CKA_MODULUS_BITS]
         if (declared and n.bit_length() != declared) or e.bit_length() > 33 or n < 3:
@@ -82,15 +83,17 @@ def read_public_key(session: Session, obj: Any) -> PublicKey | None:
         v = session.get(obj, [ck.CKA_EC_PARAMS, ck.CKA_EC_POINT])
         curve = keyalg.CURVE_BY_PARAMS.get(v[ck.CKA_EC_PARAMS] or b"")
         if curve is None:
-            raise Unusable(f"EC curve not supported (tokenkeys uses {', '.join(keyalg.CURVES)})")
+            raise Unusable(_("EC curve not supported (tokenkeys uses {CURVES})")
+                           .format(CURVES=', '.join(keyalg.CURVES)))
         if not v[ck.CKA_EC_POINT]:
-            raise Unusable("EC key without a public point")
+            raise Unusable(_("EC key without a public point"))
         try:
             return ec.EllipticCurvePublicKey.from_encoded_point(
                 curve.curve(), ec_point(v[ck.CKA_EC_POINT], curve.curve()))
         except ValueError:
             return None  # the same OpenSC 0.23 bug, for EC points
-    raise Unusable(f"key type {key_type!r} not supported (RSA and EC are)")
+    raise Unusable(_("key type {key_type!r} not supported (RSA and EC are)")
+                   .format(key_type=key_type))
 
 
 def _here(fn: Callable[[], Any]) -> Any:
@@ -159,7 +162,7 @@ class P11Key(KeyHandle):
         except CkrError as exc:
             if refusable and exc.code in REFUSALS:
                 raise MechanismRefused() from None
-            code, what = exc.code, f"decrypting with {self.label!r}"
+            code, what = exc.code, _("decrypting with {label!r}").format(label=self.label)
             # A padding answer that may also mean a pulled card (OpenPGP card: 6F00 is
             # CKR_GENERAL_ERROR) speaks of the ciphertext only once the reader still
             # shows the card: never hide a removal as a damaged bid.
@@ -190,7 +193,8 @@ class P11Key(KeyHandle):
     # --- KeyHandle ---
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         if self._negotiator is None:
-            raise UsageError(f"key {self.label!r} is not an RSA key: it cannot decrypt")
+            raise UsageError(_("key {label!r} is not an RSA key: it cannot decrypt")
+                             .format(label=self.label))
         return self._negotiator.decrypt(ciphertext, padding)
 
     def can_sign(self) -> bool:
@@ -206,7 +210,8 @@ class P11Key(KeyHandle):
     def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
         if not self.can_sign():
             raise MechanismUnsupported(
-                f"signing with key {self.label!r} (id {self.id.hex()}, CKA_SIGN false)",
+                _("signing with key {label!r} (id {hex}, CKA_SIGN false)")
+                .format(label=self.label, hex=self.id.hex()),
                 ["decrypt" if self.key_type is KeyType.RSA else "derive"])
         plan = sign_plan(self.key_type, algorithm.name, self.mechanisms,
                          self._owner.profile.sign_avoid)
@@ -214,19 +219,21 @@ class P11Key(KeyHandle):
         payload = plan.payload(data, algorithm)
         session = self._owner.session()
         sig = bytes(self._device(lambda: session.sign(self._key(), mech, payload),
-                                 f"signing with {self.label!r}", sorted(self.mechanisms)))
+                                 _("signing with {label!r}").format(label=self.label),
+                                 sorted(self.mechanisms)))
         self.last_sign = plan.path
         # PKCS#11 gives ECDSA as r||s, with or without hashing on the device.
         return sig if self.key_type is KeyType.RSA else ecdsa_der(sig)
 
     def derive_ecdh(self, peer_public: ec.EllipticCurvePublicKey) -> bytes:
         if not isinstance(self.public_key, ec.EllipticCurvePublicKey):
-            raise UsageError(f"key {self.label!r} is not an EC key: no ECDH")
+            raise UsageError(_("key {label!r} is not an EC key: no ECDH").format(label=self.label))
         if peer_public.curve.name != self.public_key.curve.name:
-            raise UsageError(f"peer key is on {peer_public.curve.name}, "
-                             f"key {self.label!r} on {self.public_key.curve.name}")
+            raise UsageError(_("peer key is on {name}, key {label!r} on {name2}")
+                             .format(name=peer_public.curve.name, label=self.label,
+                                     name2=self.public_key.curve.name))
         if "ECDH1_DERIVE" not in self.mechanisms:
-            raise MechanismUnsupported("ECDH (CKM_ECDH1_DERIVE)", sorted(self.mechanisms))
+            raise MechanismUnsupported(_("ECDH (CKM_ECDH1_DERIVE)"), sorted(self.mechanisms))
         mech = Mech(ck.CKM_ECDH1_DERIVE, ecdh_point=ec_point_of(peer_public))
         template = templates.ecdh_secret((self.public_key.curve.key_size + 7) // 8)
         session = self._owner.session()

@@ -24,6 +24,7 @@ from tokenkeys.drivers.p11 import ck, templates
 from tokenkeys.drivers.p11.port import Template
 from tokenkeys.drivers.p11.provision import CHAIN_MARK, KEY_CLASSES, Target, delete
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 
 # What a copy of a public key or certificate object keeps (CKA_LOCAL and the like are
 # the module's to set); and what must be equal for a copy to be complete.
@@ -50,18 +51,18 @@ def label_private_key(token: Target, key: KeyHandle, label: str) -> None:
 
 
 def _label(token: Target, obj: Any) -> str:
-    with token.device_errors("reading object labels"):
+    with token.device_errors(_("reading object labels")):
         return str(token.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")
 
 
 def _value(token: Target, cls: int, obj: Any) -> tuple[Any, ...]:
-    with token.device_errors("reading objects"):
+    with token.device_errors(_("reading objects")):
         got = token.session().get(obj, list(_VALUE[cls]))
     return tuple(got[a] for a in _VALUE[cls])
 
 
 def _copy(token: Target, cls: int, original: Any, label: str, key_id: bytes) -> Template:
-    with token.device_errors("reading objects"):
+    with token.device_errors(_("reading objects")):
         got = token.session().get(original, list(_COPIED[cls]))
     return {**{a: v for a, v in got.items() if v is not None}, ck.CKA_CLASS: cls,
             ck.CKA_TOKEN: True, ck.CKA_LABEL: label, ck.CKA_ID: key_id}
@@ -89,14 +90,16 @@ def label_public_objects(token: Target, key: KeyHandle, label: str,
                 want = _value(token, cls, original)
                 copies = token.find({ck.CKA_CLASS: cls, ck.CKA_ID: key.id, ck.CKA_LABEL: new})
                 done = [any(want) and _value(token, cls, c) == want for c in copies]
-                with token.device_errors(f"giving {old!r} the name {label!r}"):
+                with token.device_errors(_("giving {old!r} the name {label!r}")
+                                         .format(old=old, label=label)):
                     for copy, ok in zip(copies, done, strict=True):
                         if not ok:
                             token.session().destroy(copy)
                     if not any(done):
                         token.session().create(_copy(token, cls, original, new, key.id))
                     token.session().destroy(original)
-        with token.device_errors(f"rebuilding the public objects of {label!r}"):
+        with token.device_errors(_("rebuilding the public objects of {label!r}")
+                                 .format(label=label)):
             if not token.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key.id}):
                 token.session().create(templates.public_key(
                     key.public_key, label, key.id,
@@ -132,7 +135,7 @@ def provisional_objects(token: Target) -> list[UnusableKey]:
     found = []
     for cls, kind in kinds.items():
         for obj in token.find({ck.CKA_CLASS: cls}):
-            with token.device_errors("reading object labels"):
+            with token.device_errors(_("reading object labels")):
                 a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID])
             label = a[ck.CKA_LABEL] or ""
             if label.startswith(PROVISIONAL):
@@ -155,7 +158,7 @@ def _blank(token: Target) -> list[tuple[Any, str]]:
     found = []
     for cls, material in _MATERIAL.items():
         for obj in token.find({ck.CKA_CLASS: cls}):
-            with token.device_errors("reading objects"):
+            with token.device_errors(_("reading objects")):
                 a = token.session().get(obj, [ck.CKA_LABEL, ck.CKA_ID, *material])
             if not any(a.values()):
                 found.append((obj, kinds[cls]))
@@ -168,8 +171,8 @@ def blank_objects(token: Target) -> list[UnusableKey]:
 
 def destroy_blank(token: Target) -> None:
     def destroy() -> None:
-        for obj, _ in _blank(token):
-            with token.device_errors("deleting a half-written object"):
+        for obj, _kind in _blank(token):
+            with token.device_errors(_("deleting a half-written object")):
                 token.session().destroy(obj)
 
     token.writing(destroy)
@@ -178,7 +181,8 @@ def destroy_blank(token: Target) -> None:
 def destroy_provisional(token: Target, label: str) -> None:
     """Destroy every key-class object labelled `label`, which must be provisional."""
     if not label.startswith(PROVISIONAL):
-        raise UsageError(f"{label!r} is not a provisional label: nothing destroyed")
+        raise UsageError(_("{label!r} is not a provisional label: nothing destroyed")
+                         .format(label=label))
 
     def destroy() -> None:
         for cls in KEY_CLASSES:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tokenkeys.errors import ModuleNotFound
+from tokenkeys.i18n import _
 
 log = logging.getLogger("tokenkeys.drivers")
 
@@ -138,7 +139,7 @@ def load_once(cache: dict[str, T], module: str, load: Callable[[str], T]) -> T:
     lib = cache.get(real)
     if lib is None:
         if not os.path.isfile(real):
-            raise ModuleNotFound(f"PKCS#11 module not found: {module}")
+            raise ModuleNotFound(_("PKCS#11 module not found: {module}").format(module=module))
         with native_stderr_logged(real):
             lib = cache[real] = load(real)
     return lib

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tokenkeys.drivers.base import HSM, SMARTCARD, SOFTWARE, TPM
 from tokenkeys.drivers.negotiate import SHA1_ONLY, OaepParams
 from tokenkeys.drivers.p11.ckr import CKR, MAYBE_REMOVED, PADDING_OUTCOME
+from tokenkeys.i18n import N_
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ GENERIC = Profile("generic")
 OPENPGP = Profile(
     "OpenPGP card (OpenSC)", device_class=SMARTCARD, keygen_slot=b"\x02", keygen_needs_so=True,
     decryption_key_signs=False, decrypt_only_usage=True,
-    tries_hint="more than one try left; this card reports only the final try",
+    tries_hint=N_("more than one try left; this card reports only the final try"),
     # C_DestroyObject "succeeds" but a new process still sees the key.
     can_delete=False, reread_after_keygen=True, wrong_pin_not_logged_in=True,
     can_store_chain=False,  # one cardholder certificate DO (7F21)

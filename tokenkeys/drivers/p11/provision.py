@@ -34,6 +34,7 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType
 from tokenkeys.uri import parse_pkcs11
 
@@ -85,11 +86,12 @@ def read_public_key_fresh(token: Target, key_id: bytes) -> PublicKey:
         capture_output=True, text=True, timeout=60, check=False, env=child_environment(),
     )
     if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"re-reading the new public key failed: {reason}")
+        reason = (done.stderr.strip().splitlines() or [_("no output")])[-1]
+        raise DeviceError(_("re-reading the new public key failed: {reason}")
+                          .format(reason=reason))
     key = serialization.load_der_public_key(bytes.fromhex(done.stdout.strip()))
     if not isinstance(key, PublicKey):
-        raise MechanismUnsupported("this key type", ["RSA", "EC"])
+        raise MechanismUnsupported(_("this key type"), ["RSA", "EC"])
     return key
 
 
@@ -128,7 +130,8 @@ def _check_offered(token: Target, spec: KeySpec, mech: int) -> None:
     # Some modules give EC sizes in bytes or 0: check RSA only.
     if info is None or (spec.algorithm.is_rsa and info.max_key_size
                         and not info.min_key_size <= bits <= info.max_key_size):
-        raise MechanismUnsupported(f"{spec.algorithm.value} key generation", offered(token))
+        raise MechanismUnsupported(
+            _("{algorithm} key generation").format(algorithm=spec.algorithm.value), offered(token))
 
 
 def _label_taken(token: Target, label: str) -> bool:
@@ -140,29 +143,31 @@ def generate(token: Target, spec: KeySpec) -> KeyHandle:
     """Generate a key pair; CKA_ID = SHA-1 of the public key unless the profile fixes it."""
     profile = token.profile
     if profile.keygen_slot is not None and spec.shareable:
-        raise UsageError("keys generated on this card never leave it: --shareable is refused")
+        raise UsageError(_("keys generated on this card never leave it: --shareable is refused"))
     if spec.shareable and not token.mechanisms() >= WRAP_MECHANISMS:
         # Sharing wraps the key out under CKM_AES_KEY_WRAP_PAD (share.py); without it
         # an extractable key is only a weaker one (the TPM refuses them anyway).
-        raise MechanismUnsupported("--shareable (a key is shared wrapped under "
-                                   "CKM_AES_KEY_WRAP_PAD)", ["non-shareable keys"])
+        raise MechanismUnsupported(_("--shareable (a key is shared wrapped under "
+                                     "CKM_AES_KEY_WRAP_PAD)"), [_("non-shareable keys")])
     if _label_taken(token, spec.label):
-        raise KeyExists(f"a key or certificate labelled {spec.label!r} already exists")
+        raise KeyExists(_("a key or certificate labelled {label!r} already exists")
+                        .format(label=spec.label))
     slot_id = profile.keygen_slot
     occupied = slot_id is not None and bool(
         token.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: slot_id}))
     if occupied and not spec.replace:
         # A bound consultation key must never be overwritten by mistake.
-        raise KeyExists(f"token {token.slot.label!r} already holds a key in slot "
-                        f"{(slot_id or b'').hex()}: use --replace to overwrite it on purpose")
+        raise KeyExists(_("token {label!r} already holds a key in slot {hex}: use --replace "
+                          "to overwrite it on purpose")
+                        .format(label=token.slot.label, hex=(slot_id or b'').hex()))
     if occupied and not profile.can_delete:
         # OpenSC refuses to generate over an existing key id (SC_ERROR_NON_UNIQUE_ID)
         # and cannot delete one on this card: say so before anything is sent.
         raise MechanismUnsupported(
-            f"overwriting the key in slot {(slot_id or b'').hex()} of this card through "
-            "PKCS#11 (card left unchanged)",
-            ["openpgp-tool --erase (erases every key and resets both PINs to the "
-             "factory values), then key generate"])
+            _("overwriting the key in slot {hex} of this card through PKCS#11 (card left "
+              "unchanged)").format(hex=(slot_id or b'').hex()),
+            [_("openpgp-tool --erase (erases every key and resets both PINs to the factory "
+               "values), then key generate")])
     key_id = slot_id or os.urandom(20)
     mech, public_t, private_t = templates.keygen(spec, key_id,
                                                  decrypt_only=profile.decrypt_only_usage)
@@ -214,10 +219,11 @@ def _removed_after_keygen(token: Target, made: list[Any], key_id: bytes,
             raise
         fixed = token.profile.keygen_slot is not None
         uri = parse_pkcs11(token.uri).with_object(None if fixed else label, key_id)
-        where = f", key slot {key_id.hex()}" if fixed else ""
+        where = _(", key slot {hex}").format(hex=key_id.hex()) if fixed else ""
         raise DeviceRemoved(
-            f"the key pair was generated on {token.slot.label!r} (serial {token.slot.serial}"
-            f"{where}), but the device was gone before tokenkeys could finish ({exc})",
+            _("the key pair was generated on {label!r} (serial {serial}{where}), but the "
+              "device was gone before tokenkeys could finish ({exc})")
+            .format(label=token.slot.label, serial=token.slot.serial, where=where, exc=exc),
             created=str(uri)) from None
 
 
@@ -244,7 +250,7 @@ def _rename_to_sha1(token: Target, pub: Any, priv: Any, public: PublicKey) -> by
         token.session().set(obj, {ck.CKA_ID: new_id})
 
     for obj in (pub, priv):
-        with token.device_errors("setting the key id"):
+        with token.device_errors(_("setting the key id")):
             token.writing(functools.partial(set_id, obj))
     return new_id
 
@@ -262,10 +268,10 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
     """The certificate (and issuers, as extra certificate objects with the key's
     CKA_ID labelled LABEL/chain-NN) replace the old ones; new objects first."""
     if not keyalg.same_key(certificate.public_key(), key.public_key):
-        raise UsageError(f"the certificate is not for key {key.label!r}")
+        raise UsageError(_("the certificate is not for key {label!r}").format(label=key.label))
     if chain and not token.profile.can_store_chain:
-        raise MechanismUnsupported("storing an issuer chain on this card",
-                                   ["one certificate per key"])
+        raise MechanismUnsupported(_("storing an issuer chain on this card"),
+                                   [_("one certificate per key")])
     old = token.find({ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_ID: key.id})
     wanted = [(key.label, certificate)] + [
         (f"{key.label}{CHAIN_MARK}{i:02d}", c) for i, c in enumerate(chain, 1)]
@@ -273,22 +279,23 @@ def store_certificate(token: Target, key: KeyHandle, certificate: x509.Certifica
         key.certificate = certificate  # nothing to write (a card refuses a second one)
         return
     objects = [templates.certificate(label, key.id, c) for label, c in wanted]
-    what = f"storing the certificate of {key.label!r}"
+    what = _("storing the certificate of {label!r}").format(label=key.label)
 
     first = old if token.profile.remove_certificate_first else []
 
     def write() -> None:
         for obj in first:  # the card keeps one and refuses a second
-            with token.device_errors(f"removing the old certificate of {key.label!r}"):
+            with token.device_errors(_("removing the old certificate of {label!r}")
+                                     .format(label=key.label)):
                 token.session().destroy(obj)
         try:
             for tpl in objects:
-                with token.device_errors(what, ["one certificate per key"]):
+                with token.device_errors(what, [_("one certificate per key")]):
                     token.session().create(tpl)
         except TokenKeysError as exc:
             if first:
-                exc.args = (f"{exc}; the old certificate was removed from the card first: "
-                            "run the command again to store the new one",)
+                exc.args = (_("{exc}; the old certificate was removed from the card first: "
+                              "run the command again to store the new one").format(exc=exc),)
             raise
         for obj in [] if first else old:
             with contextlib.suppress(CkrError):
@@ -334,10 +341,11 @@ def set_label(token: Target, key: KeyHandle, label: str) -> None:
 def delete(token: Target, key: KeyHandle) -> None:
     """Certificates, public and private key with the key's CKA_ID, if the device allows it."""
     if not key.id:
-        raise UsageError(f"key {key.label!r} has no CKA_ID")
+        raise UsageError(_("key {label!r} has no CKA_ID").format(label=key.label))
     if not token.profile.can_delete:
         raise MechanismUnsupported(
-            f"deleting key {key.label!r} through PKCS#11 on this card (card left unchanged)",
+            _("deleting key {label!r} through PKCS#11 on this card (card left unchanged)")
+            .format(label=key.label),
             ["openpgp-tool --del-key 2", "openpgp-tool --erase"])
 
     queries: list[Template] = [{ck.CKA_ID: key.id}]

@@ -17,6 +17,7 @@ from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.ckr import CKR, CkrError
 from tokenkeys.drivers.p11.port import Mech, MechInfo, Obj, SlotToken, Template, load_once
 from tokenkeys.errors import ModuleNotFound
+from tokenkeys.i18n import _
 
 T = TypeVar("T")
 BINDING = "pykcs11"
@@ -48,7 +49,7 @@ def _load(real: str) -> Any:
     try:
         lib.load(real)
     except PyKCS11.PyKCS11Error:
-        raise ModuleNotFound(f"PKCS#11 module does not load: {real}") from None
+        raise ModuleNotFound(_("PKCS#11 module does not load: {real}").format(real=real)) from None
     return lib
 
 

@@ -21,6 +21,7 @@ from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.ckr import CKR, CkrError
 from tokenkeys.drivers.p11.port import Mech, MechInfo, Obj, SlotToken, Template, load_once
 from tokenkeys.errors import ModuleNotFound
+from tokenkeys.i18n import _
 
 T = TypeVar("T")
 BINDING = "python-pkcs11"
@@ -120,7 +121,8 @@ def _load(real: str) -> Any:
         return pkcs11.lib(real)
     except p11e.PKCS11Error as exc:
         if "already initialized" not in str(exc):
-            raise ModuleNotFound(f"PKCS#11 module does not load: {real}") from None
+            raise ModuleNotFound(
+                _("PKCS#11 module does not load: {real}").format(real=real)) from None
     # PyKCS11 initialised it first in this process (it accepts
     # CKR_CRYPTOKI_ALREADY_INITIALIZED, python-pkcs11 does not): use the
     # function list without a second C_Initialize.

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tokenkeys.drivers.p11 import ck, discovery
 from tokenkeys.drivers.p11.keys import read_public_key
+from tokenkeys.i18n import _
 
 
 def main(argv: Sequence[str]) -> int:
@@ -31,7 +32,8 @@ def main(argv: Sequence[str]) -> int:
                 print(key.public_bytes(serialization.Encoding.DER,
                                        serialization.PublicFormat.SubjectPublicKeyInfo).hex())
                 return 0
-    print(f"no readable public key {id_hex} on token {serial}", file=sys.stderr)
+    print(_("no readable public key {id_hex} on token {serial}")
+          .format(id_hex=id_hex, serial=serial), file=sys.stderr)
     return 1
 
 

@@ -46,6 +46,7 @@ from tokenkeys.errors import (
     PolicyRefused,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.types import KeyType
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def _need(token: P11Token, *names: str) -> None:
     offered = token.mechanisms()
     missing = [n for n in names if n not in offered]
     if missing:
-        raise MechanismUnsupported(" and ".join(f"CKM_{n}" for n in missing) + " (key wrapping)",
+        raise MechanismUnsupported(" and ".join(f"CKM_{n}" for n in missing) + _(" (key wrapping)"),
                                    sorted(offered))
 
 
@@ -73,8 +74,8 @@ def _oaep(hash_name: str) -> Mech:
 
 def _aes_value_key(token: P11Token, value: bytes) -> Any:
     """A session AES key with a value this process chose (export/import only)."""
-    _, tpl = templates.aes_key(8 * len(value), value=value)
-    return _call(token, lambda: token.session().create(tpl), "creating an ephemeral AES key")
+    _attrs, tpl = templates.aes_key(8 * len(value), value=value)
+    return _call(token, lambda: token.session().create(tpl), _("creating an ephemeral AES key"))
 
 
 def _private_object(token: P11Token, key: KeyHandle) -> Any:
@@ -83,11 +84,12 @@ def _private_object(token: P11Token, key: KeyHandle) -> Any:
     private = token.private_by_id(key.id)
     # Say why, rather than let the device answer CKR_KEY_NOT_WRAPPABLE at step 2.
     trusted_only = guard(lambda: token.session().get(private, [ck.CKA_WRAP_WITH_TRUSTED]),
-                         f"reading key {key.label!r}")
+                         _("reading key {label!r}").format(label=key.label))
     if trusted_only.get(ck.CKA_WRAP_WITH_TRUSTED):
         raise PolicyRefused(
-            f"key {key.label!r} may be wrapped only under keys the security officer marked "
-            "trusted (CKA_WRAP_WITH_TRUSTED): tokenkeys cannot export or copy it")
+            _("key {label!r} may be wrapped only under keys the security officer marked "
+              "trusted (CKA_WRAP_WITH_TRUSTED): tokenkeys cannot export or copy it")
+            .format(label=key.label))
     return private
 
 
@@ -99,7 +101,7 @@ def export_private_key(token: P11Token, key: KeyHandle) -> bytearray:
     try:
         aes = _aes_value_key(token, bytes(value))
         wrapped: bytes = _call(token, lambda: token.session().wrap(aes, private, KWP),
-                               f"wrapping key {key.label!r} (C_WrapKey)")
+                               _("wrapping key {label!r} (C_WrapKey)").format(label=key.label))
         return unwrap_pkcs8(bytes(value), bytes(wrapped))
     finally:
         destroy_quietly(token, aes)
@@ -107,11 +109,13 @@ def export_private_key(token: P11Token, key: KeyHandle) -> bytearray:
 
 
 def _refuse_present(token: P11Token, label: str, key_id: bytes) -> None:
-    for query, why in (({ck.CKA_LABEL: label}, f"a key named {label!r} already exists"),
-                       ({ck.CKA_ID: key_id}, "this key is already")):
+    for query, why in (({ck.CKA_LABEL: label}, _("a key named {label!r} already exists")
+                                               .format(label=label)),
+                       ({ck.CKA_ID: key_id}, _("this key is already"))):
         for cls in (ck.CKO_PRIVATE_KEY, ck.CKO_PUBLIC_KEY):
             if token.find({ck.CKA_CLASS: cls, **query}):
-                raise KeyExists(f"{why} on token {token.slot.label!r}")
+                raise KeyExists(_("{why} on token {label!r}")
+                                .format(why=why, label=token.slot.label))
 
 
 def _key_templates(public: PublicKey, label: str, key_id: bytes,
@@ -133,7 +137,8 @@ def _arrive(token: P11Token, public: PublicKey, label: str, shareable: bool,
     try:
         created.append(token.writing(lambda: unwrap(private_t)))
         created.append(_call(token, lambda: token.writing(
-            lambda: token.session().create(public_t)), f"storing the public key of {label!r}"))
+            lambda: token.session().create(public_t)), _("storing the public key of {label!r}")
+                                                       .format(label=label)))
         token.known_public[key_id] = public
         return token.find_key(key_id=key_id)
     except BaseException:
@@ -146,7 +151,7 @@ def import_private_key(token: P11Token, pkcs8: bytes | bytearray, *, label: str,
     _need(token, "AES_KEY_WRAP_PAD")
     private = serialization.load_der_private_key(bytes(pkcs8), password=None)
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise UsageError("only RSA and EC keys can be imported")
+        raise UsageError(_("only RSA and EC keys can be imported"))
     value = bytearray(secrets.token_bytes(32))
     wrapped = wrap_pkcs8(bytes(value), pkcs8)
     aes = None
@@ -154,7 +159,7 @@ def import_private_key(token: P11Token, pkcs8: bytes | bytearray, *, label: str,
         aes = _aes_value_key(token, bytes(value))
         return _arrive(token, private.public_key(), label, shareable, lambda tpl: _call(
             token, lambda: token.session().unwrap(aes, KWP, wrapped, tpl),
-            f"unwrapping key {label!r} onto the token (C_UnwrapKey)"))
+            _("unwrapping key {label!r} onto the token (C_UnwrapKey)").format(label=label)))
     finally:
         destroy_quietly(token, aes)
         wipe(value)
@@ -174,11 +179,12 @@ def create_transport_key(token: P11Token) -> TransportKey:
                            ck.CKA_DERIVE: False}
     pub, priv = _call(token, lambda: token.session().generate_key_pair(
         Mech(ck.CKM_RSA_PKCS_KEY_PAIR_GEN), public_t, private_t),
-        "generating the transport key pair")
+        _("generating the transport key pair"))
     try:
-        public = guard(lambda: read_public_key(token.session(), pub), "reading the transport key")
+        public = guard(lambda: read_public_key(token.session(), pub),
+                       _("reading the transport key"))
         if not isinstance(public, rsa.RSAPublicKey):
-            raise DeviceError("the transport public key cannot be read")
+            raise DeviceError(_("the transport public key cannot be read"))
     except BaseException:
         destroy_quietly(token, priv, pub)
         raise
@@ -201,13 +207,13 @@ def wrap_for_transport(token: P11Token, key: KeyHandle,
     aes = tpub = None
     try:
         aes = _call(token, lambda: token.session().generate_key(mech, aes_t),
-                    "generating the ephemeral AES key")
+                    _("generating the ephemeral AES key"))
         wrapped_key = _call(token, lambda: token.session().wrap(aes, private, KWP),
-                            f"wrapping key {key.label!r} under the AES key")
+                            _("wrapping key {label!r} under the AES key").format(label=key.label))
         tpub = _call(token, lambda: token.session().create(tpub_t),
-                     "loading the transport public key")
+                     _("loading the transport public key"))
         wrapped_aes = _call(token, lambda: token.session().wrap(tpub, aes, _oaep(TRANSPORT_OAEP)),
-                            "wrapping the AES key under the transport key (RSA-OAEP)")
+                            _("wrapping the AES key under the transport key (RSA-OAEP)"))
     finally:
         destroy_quietly(token, tpub, aes)
     return WrappedKey(key_type=key.key_type, wrapped_aes=bytes(wrapped_aes),
@@ -218,26 +224,26 @@ def wrap_for_transport(token: P11Token, key: KeyHandle,
 def _transport_objects(token: P11Token, transport: TransportKey) -> tuple[Any, Any]:
     handle = transport.handle
     if not (isinstance(handle, tuple) and len(handle) == 3 and handle[0] is token):
-        raise UsageError("this transport key was not made by this token")
+        raise UsageError(_("this transport key was not made by this token"))
     return handle[1], handle[2]
 
 
 def unwrap_transported(token: P11Token, transport: TransportKey, wrapped: WrappedKey, *,
                        label: str, shareable: bool) -> KeyHandle:
-    _, transport_private = _transport_objects(token, transport)
+    _public, transport_private = _transport_objects(token, transport)
     if wrapped.public_key is None:
-        raise UsageError("the wrapped key does not say its public key")
+        raise UsageError(_("the wrapped key does not say its public key"))
     public = wrapped.public_key
-    _, aes_t = templates.aes_key(256, for_unwrap=True)
+    _attrs, aes_t = templates.aes_key(256, for_unwrap=True)
     if wrapped.oaep_hash not in templates.OAEP_HASH:
-        raise UsageError(f"unknown OAEP hash {wrapped.oaep_hash!r}")
+        raise UsageError(_("unknown OAEP hash {oaep_hash!r}").format(oaep_hash=wrapped.oaep_hash))
     aes = _call(token, lambda: token.session().unwrap(
         transport_private, _oaep(wrapped.oaep_hash), wrapped.wrapped_aes, aes_t),
-        "unwrapping the AES key with the transport key")
+        _("unwrapping the AES key with the transport key"))
     try:
         return _arrive(token, public, label, shareable, lambda tpl: _call(
             token, lambda: token.session().unwrap(aes, KWP, wrapped.wrapped_key, tpl),
-            f"unwrapping key {label!r} onto the token (C_UnwrapKey)"))
+            _("unwrapping key {label!r} onto the token (C_UnwrapKey)").format(label=label)))
     finally:
         destroy_quietly(token, aes)
 

@@ -15,6 +15,7 @@ from tokenkeys.drivers.base import PublicKey
 from tokenkeys.drivers.p11 import ck
 from tokenkeys.drivers.p11.port import Mech, Template
 from tokenkeys.errors import UsageError
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType
 
 PRIVATE_USAGE: dict[KeyType, Template] = {
@@ -77,7 +78,7 @@ def public_key(public: PublicKey, label: str, key_id: bytes, *, decrypt_only: bo
                ) -> Template:
     """A token public key object holding `public` (a key arriving, or one rebuilt)."""
     kt = KeyType.RSA if isinstance(public, rsa.RSAPublicKey) else KeyType.EC
-    pub, _ = key_pair(kt, label, key_id, extractable=False, decrypt_only=decrypt_only)
+    pub, _private = key_pair(kt, label, key_id, extractable=False, decrypt_only=decrypt_only)
     if isinstance(public, rsa.RSAPublicKey):
         numbers = public.public_numbers()
         pub[ck.CKA_MODULUS] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
@@ -85,7 +86,8 @@ def public_key(public: PublicKey, label: str, key_id: bytes, *, decrypt_only: bo
         return pub
     curve = keyalg.CURVES.get(public.curve.name)
     if curve is None:
-        raise UsageError(f"EC curve {public.curve.name} is not one tokenkeys keeps")
+        raise UsageError(_("EC curve {name} is not one tokenkeys keeps")
+                         .format(name=public.curve.name))
     # The private key's curve comes from the PKCS#8 (SoftHSM2: CKA_EC_PARAMS in an
     # unwrap template is CKR_ATTRIBUTE_READ_ONLY): only the public key names it.
     pub[ck.CKA_EC_PARAMS] = curve.params

@@ -44,6 +44,7 @@ from tokenkeys.errors import (
     TokenNotFound,
     UsageError,
 )
+from tokenkeys.i18n import _
 from tokenkeys.keyalg import same_key
 from tokenkeys.types import KeySpec, PinSource, TokenInfo, given_pin, so_pin_source
 from tokenkeys.uri import Pkcs11Uri
@@ -75,7 +76,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
         self._session: Session | None = self._open_session()
 
     def _open_session(self) -> Session:
-        what = f"opening token {self.slot.label!r}"
+        what = _("opening token {label!r}").format(label=self.slot.label)
         session = self._try_open_session(what)
         key = os.path.realpath(self.module)
         discovery.SESSIONS[key] = discovery.SESSIONS.get(key, 0) + 1
@@ -101,7 +102,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
 
     def session(self) -> Session:
         if self._session is None:
-            raise UsageError(f"token {self.slot.label!r} is closed")
+            raise UsageError(_("token {label!r} is closed").format(label=self.slot.label))
         return self._session
 
     def close(self) -> None:
@@ -113,7 +114,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
             discovery.SESSIONS[os.path.realpath(self.module)] -= 1
 
     def info(self) -> TokenInfo:
-        with ckr_errors("reading token information"):
+        with ckr_errors(_("reading token information")):
             st = self.port.token(self.slot.slot)
         return discovery.token_info(st, self.module)
 
@@ -152,16 +153,16 @@ class P11Token(leftovers.LeftoverMethods, Token):
             time.sleep(GONE_POLL_S)
 
     def _flags(self) -> int:
-        with ckr_errors("reading the token"):
+        with ckr_errors(_("reading the token")):
             return self.port.token(self.slot.slot).flags
 
     # --- login -------------------------------------------------------------
     def _c_login(self, source: PinSource, so: bool) -> None:
         """C_Login; the PIN is revealed only for the call and never retried."""
-        who = "SO PIN" if so else "PIN"
+        who = _("SO PIN") if so else _("PIN")
         pin = source.read()
         if pin is None and not self.slot.flags & ck.CKF_PROTECTED_AUTHENTICATION_PATH:
-            raise PinMissing(f"{source.what} (the token has no PIN pad)")
+            raise PinMissing(_("{what} (the token has no PIN pad)").format(what=_(source.what)))
         try:
             self.session().login(None if pin is None else pin.reveal(), so)
         except CkrError as exc:
@@ -173,17 +174,18 @@ class P11Token(leftovers.LeftoverMethods, Token):
         if code == CKR["CKR_USER_ALREADY_LOGGED_IN"]:
             return  # another Token of this process logged this token in
         if code == CKR["CKR_PIN_LEN_RANGE"]:
-            raise UsageError(f"{who} length is outside the token's range (no try used)")
+            raise UsageError(_("{who} length is outside the token's range (no try used)")
+                             .format(who=who))
         if code == _WRONG_PIN or (code == _NOT_LOGGED_IN and self.profile.wrong_pin_not_logged_in):
             if so:
-                raise PinIncorrect("SO PIN incorrect; the token keeps its own count")
+                raise PinIncorrect(_("SO PIN incorrect; the token keeps its own count"))
             flags = self._flags()
             if flags & ck.CKF_USER_PIN_LOCKED:
                 raise PinLocked()
             raise PinIncorrect(tries_left(flags) or self.profile.tries_hint)
         if code == CKR["CKR_PIN_LOCKED"]:
             raise PinLocked(who)
-        raise self.explain(code, f"login to {self.slot.label!r}")
+        raise self.explain(code, _("login to {label!r}").format(label=self.slot.label))
 
     def login(self, pin_source: PinSource) -> None:
         """User login, once. PIN pad when the source gives no PIN and the reader has one."""
@@ -225,12 +227,13 @@ class P11Token(leftovers.LeftoverMethods, Token):
         """
         user = self._user_pins
         self.close()
-        with ckr_errors("re-initialising the module"):
+        with ckr_errors(_("re-initialising the module")):
             self.port.reinitialise()
         again = [s for s in discovery.scan(self.port)
                  if s.serial == self.slot.serial and s.label == self.slot.label]
         if not again:
-            raise TokenNotFound(f"token {self.slot.label!r} serial {self.slot.serial} is gone")
+            raise TokenNotFound(_("token {label!r} serial {serial} is gone")
+                                .format(label=self.slot.label, serial=self.slot.serial))
         self.slot = again[0]
         self._session = self._open_session()
         if user is not None:
@@ -247,14 +250,14 @@ class P11Token(leftovers.LeftoverMethods, Token):
     # --- objects -----------------------------------------------------------
     def mechanisms(self) -> frozenset[str]:
         if self._mechanisms is None:
-            with ckr_errors("listing mechanisms"):
+            with ckr_errors(_("listing mechanisms")):
                 self._mechanisms = self.port.mechanisms(self.slot.slot)
         return self._mechanisms
 
     facts = provision.device_facts  # Token.facts: the profile and the module's answers
 
     def find(self, template: Template) -> list[Any]:
-        with ckr_errors("searching objects"):
+        with ckr_errors(_("searching objects")):
             return self.session().find(template)
 
     def private_by_id(self, key_id: bytes) -> Any:
@@ -262,11 +265,12 @@ class P11Token(leftovers.LeftoverMethods, Token):
         if len(found) == 1:
             return found[0]
         if not self._logged_in:
-            raise PinMissing("user PIN (log in to use the private key)")
+            raise PinMissing(_("user PIN (log in to use the private key)"))
         if found:
-            raise KeyNotFound(f"{len(found)} private keys with id {key_id.hex()}: "
-                              "tokenkeys will not guess")
-        raise KeyNotFound(f"no private key with id {key_id.hex()} on {self.slot.label!r}")
+            raise KeyNotFound(_("{count} private keys with id {hex}: tokenkeys will not guess")
+                              .format(count=len(found), hex=key_id.hex()))
+        raise KeyNotFound(_("no private key with id {hex} on {label!r}")
+                          .format(hex=key_id.hex(), label=self.slot.label))
 
     def certificates(self, key_id: bytes) -> list[tuple[str, x509.Certificate]]:
         """(label, certificate) of every readable certificate object with `key_id`."""
@@ -282,19 +286,19 @@ class P11Token(leftovers.LeftoverMethods, Token):
         if key_id in self.known_public:
             return self.known_public[key_id]
         for obj in self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id}):
-            with ckr_errors("reading a public key"):
+            with ckr_errors(_("reading a public key")):
                 key = read_public_key(self.session(), obj)
             return key or provision.read_public_key_fresh(self, key_id)
         return None
 
     def _handle(self, obj: Any) -> P11Key:
         """A key handle from a private key, or (before login) a public key/certificate."""
-        with ckr_errors("reading key attributes"):
+        with ckr_errors(_("reading key attributes")):
             a = self.session().get(obj, [ck.CKA_CLASS, ck.CKA_ID, ck.CKA_LABEL,
                                          ck.CKA_EXTRACTABLE])
         key_id, label = a[ck.CKA_ID] or b"", a[ck.CKA_LABEL] or ""
         if not key_id:
-            raise Unusable("the object has no CKA_ID")
+            raise Unusable(_("the object has no CKA_ID"))
         is_private = a[ck.CKA_CLASS] == ck.CKO_PRIVATE_KEY
         public = self._public(key_id)
         # The emulated card answers every certificate slot with one 7F21: a
@@ -306,7 +310,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
             cert_key = cert.public_key()
             public = cert_key if isinstance(cert_key, PublicKey) else None
         if public is None:
-            with ckr_errors("reading the key"):
+            with ckr_errors(_("reading the key")):
                 public = read_public_key(self.session(), obj)
         if public is None:
             public = provision.read_public_key_fresh(self, key_id)
@@ -321,7 +325,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
     def _public_labels(self, key_id: bytes) -> list[str]:
         out = []
         for obj in self.find({ck.CKA_CLASS: ck.CKO_PUBLIC_KEY, ck.CKA_ID: key_id}):
-            with ckr_errors("reading key attributes"):
+            with ckr_errors(_("reading key attributes")):
                 out.append(self.session().get(obj, [ck.CKA_LABEL])[ck.CKA_LABEL] or "")
         return out
 
@@ -339,7 +343,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
     def find_key(self, *, label: str | None = None, key_id: bytes | None = None) -> KeyHandle:
         """Requires login for private operations; before login keys are found by their
         public key or certificate, and the private key is looked up on first use."""
-        _, what = lookup_terms(label, key_id)
+        _terms, what = lookup_terms(label, key_id)
         tpl: Template = {ck.CKA_LABEL: label} if label is not None else {}
         if key_id is not None:
             tpl[ck.CKA_ID] = key_id
@@ -347,7 +351,8 @@ class P11Token(leftovers.LeftoverMethods, Token):
         try:
             return self._handle(anchor)
         except Unusable as exc:
-            raise KeyNotFound(f"the key with {what} cannot be used: {exc}") from None
+            raise KeyNotFound(_("the key with {what} cannot be used: {exc}")
+                              .format(what=what, exc=exc)) from None
 
     def inventory(self) -> tuple[list[KeyHandle], list[UnusableKey]]:
         """Usable handles, and what tokenkeys cannot use, in one scan (device errors
@@ -358,7 +363,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
             try:
                 good.append(self._handle(obj))
             except (Unusable, ValueError) as exc:
-                with ckr_errors("reading key attributes"):
+                with ckr_errors(_("reading key attributes")):
                     a = self.session().get(obj, [ck.CKA_ID, ck.CKA_LABEL])
                 bad.append(UnusableKey(label=a[ck.CKA_LABEL] or "", id=a[ck.CKA_ID] or b"",
                                        reason=str(exc) or type(exc).__name__))

@@ -180,7 +180,7 @@ def _check_not_simple(headers: Headers, octets: bool) -> None:
     kind = headers.get("content-type", "").split(";")[0].strip().lower()
     wanted = "application/octet-stream" if octets else "application/json"
     if kind != wanted:
-        raise AccessRefused("this request needs a {wanted} body, not {kind!r}".format(
+        raise AccessRefused(_("this request needs a {wanted} body, not {kind!r}").format(
             wanted=wanted, kind=kind or "none"))
 
 

@@ -65,7 +65,7 @@ def _session(a: Assistant, request: Request, origin: str) -> OpeningSession:
     with a.sessions_lock:
         found = a.sessions.get(request.path_params["session"])
     if found is None or found.origin != origin:
-        raise SessionOver("there is no opening session {id} for this page: start one".format(
+        raise SessionOver(_("there is no opening session {id} for this page: start one").format(
             id=request.path_params["session"]))
     return found
 

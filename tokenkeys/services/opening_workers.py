@@ -19,6 +19,7 @@ from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity
 from tokenkeys.errors import DeviceError, TokenKeysError, TokenNotFound
 from tokenkeys.files import CommitGroup
+from tokenkeys.i18n import _
 from tokenkeys.services.opening_files import (
     DEVICE_FAILURES,
     NOT_STARTED,
@@ -63,8 +64,8 @@ def _worker_init(uri: str, config: Config, pin_queue: Any, pin_ready: Any, stop:
         if os.getppid() != parent:
             os._exit(0)
     if pin_queue.empty():  # a worker the pool started again after one died: no PIN left
-        _worker_error = DeviceError("a worker process restarted during the batch; "
-                                    "run the command again")
+        _worker_error = DeviceError(_("a worker process restarted during the batch; "
+                                      "run the command again"))
         return
     pins: PinSource = pin_queue.get()
     # One worker at a time: SoftHSM2 rewrites its token file at C_Login, and a
@@ -134,7 +135,7 @@ class Workers:
 
     def run(self, pairs: Sequence[tuple[Path, Path]], pins: PinSource,
             on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
-        for _ in range(self.jobs):
+        for _worker in range(self.jobs):
             self._pins.put(pins)
         self._pin_ready.set()
         chunk = max(1, min(16, len(pairs) // (self.jobs * 8)))

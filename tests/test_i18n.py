@@ -238,3 +238,31 @@ def test_a_catalog_edited_since_its_compilation_is_read_from_the_po(
             assert _("valid") == "valide"  # no .mo at all: compiled in memory
     finally:
         i18n.translations.cache_clear()
+
+
+def test_no_error_is_raised_with_an_untranslated_sentence() -> None:
+    """The extractor sees only what `_()` wraps: a tokenkeys error raised with a bare
+    sentence ("…", f"…" or "…".format) would stay English without any test noticing."""
+    import ast
+    import inspect
+
+    from tokenkeys import errors
+
+    names = {n for n, c in inspect.getmembers(errors, inspect.isclass)
+             if issubclass(c, errors.TokenKeysError)}
+
+    def bare(node: ast.expr) -> bool:
+        if isinstance(node, ast.Constant | ast.JoinedStr):
+            return isinstance(node, ast.JoinedStr) or isinstance(node.value, str)
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "format" and isinstance(node.func.value, ast.Constant))
+
+    found = []
+    for path in sorted((ROOT / "tokenkeys").rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in names and node.args and bare(node.args[0])):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, found

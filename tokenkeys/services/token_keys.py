@@ -140,8 +140,8 @@ def generate_key(
         if exc.created is None:
             raise
         kept = fixed_slot(token) is not None  # a card's slot keeps it; else a leftover
-        raise DeviceRemoved(f"{exc}. {after_removal(exc.created, name, kept)}",
-                            exc.created) from None
+        raise DeviceRemoved(_("{error}. {next_step}").format(
+            error=exc, next_step=after_removal(exc.created, name, kept)), exc.created) from None
     return describe(key, device=token.facts())
 
 

@@ -179,7 +179,8 @@ def to_error(code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysErro
     if cls is PinMissing:
         return PinMissing(_("user login (call login first)"))
     if cls is MechanismUnsupported:
-        return MechanismUnsupported(f"{what} ({ckr_name(code)})", offered)
+        return MechanismUnsupported(_("{what} ({code})").format(what=what, code=ckr_name(code)),
+                                    offered)
     return cls(_("{what}: {reason}").format(what=what,
                                             reason=_(reason) if reason else ckr_name(code)))
 

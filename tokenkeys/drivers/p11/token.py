@@ -123,7 +123,7 @@ class P11Token(leftovers.LeftoverMethods, Token):
         """The error tree's error for `code`: DeviceRemoved when the profile says the
         answer may mean a pulled card and the reader no longer shows it."""
         if self.removed(code):
-            return DeviceRemoved(f"{what}: {REMOVED}")
+            return DeviceRemoved(_("{what}: {reason}").format(what=what, reason=_(REMOVED)))
         return to_error(code, what, offered)
 
     def removed(self, code: int) -> bool:

@@ -143,7 +143,8 @@ def file_kind(path: Path) -> str:
 
 class Publisher:
     """Reports results in the order they complete; an opened one only once its output
-    is published (see PUBLISH_EVERY)."""
+    is published (see PUBLISH_EVERY). The batch's first output is published at once:
+    the agent sees the first bid without waiting for a group."""
 
     def __init__(self, group: CommitGroup,
                  report: Callable[[FileResult], None]) -> None:
@@ -151,6 +152,7 @@ class Publisher:
         self.report = report
         self.pending: list[FileResult] = []
         self.since = 0.0
+        self.first = True
 
     def take(self, result: FileResult) -> None:
         if result.status != "opened":
@@ -159,7 +161,7 @@ class Publisher:
         if not self.pending:
             self.since = time.monotonic()
         self.pending.append(result)
-        if (len(self.pending) >= PUBLISH_EVERY
+        if (self.first or len(self.pending) >= PUBLISH_EVERY
                 or sum(r.bytes for r in self.pending) >= PUBLISH_BYTES
                 or time.monotonic() - self.since >= PUBLISH_SECONDS):
             self.publish()
@@ -167,6 +169,7 @@ class Publisher:
     def publish(self) -> None:
         """Sync and place every pending output, then report each."""
         pending, self.pending = self.pending, []
+        self.first = self.first and not pending
         placed = self.group.publish()
         # Every placed output is reported, even when a report raises (Ctrl-C in the
         # caller's callback): the audit's end row must learn of each one.

@@ -49,7 +49,8 @@ def tokenkeys(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def setup(base: Path, n: int) -> tuple[str, Path, Path]:
-    os.environ.update({"TOKENKEYS_PIN": PIN, "TOKENKEYS_SO_PIN": "12345678"})
+    os.environ.update({"TOKENKEYS_PIN": PIN, "TOKENKEYS_SO_PIN": "12345678",
+                       "TOKENKEYS_REGISTRY": str(base / "registry.sqlite")})  # its own
     out = subprocess.run([str(ROOT / "softhsm-config" / "setup-tokens.sh"), str(base / "hsm"),
                           TOKEN], env={**os.environ, "PYTHON": sys.executable},
                          capture_output=True, text=True, check=True).stdout

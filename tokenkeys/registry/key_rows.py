@@ -1,4 +1,5 @@
-"""Reading key rows with their locations and the open consultations pinned to them."""
+"""Reading key rows with their locations and the open consultations pinned to them,
+and adding a location (one more copy of a key pair)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tokenkeys.registry import audit as audit_log
+from tokenkeys.registry.audit import now_text
 from tokenkeys.registry.records import KeyLocation, KeyRow
 from tokenkeys.registry.schema import consultation_backups as cb
 from tokenkeys.registry.schema import consultations as cs
@@ -102,3 +105,25 @@ def live_keys_by_public_key(c: Connection, public_keys: Sequence[str]
                                                   ks.c.deleted_at.is_(None)).order_by(ks.c.id)):
             found.setdefault(row.public_key_sha256, []).append(row)
     return found
+
+
+def successors(c: Connection, key_id: int) -> list[KeyRow]:
+    """The live rows that replace the key row `key_id` (its renewals)."""
+    return load_keys(c, key_query().where(ks.c.replaces_id == key_id,
+                                          ks.c.deleted_at.is_(None)).order_by(ks.c.id))
+
+
+def backups_in_force(c: Connection, sid: int, at: str | None) -> list[KeyRow]:
+    """Live, certified, unexpired backup keys of the service that no live renewal
+    has replaced."""
+    successor = sa.select(ks.c.replaces_id).where(ks.c.replaces_id.is_not(None),
+                                                  ks.c.deleted_at.is_(None))
+    return load_keys(c, key_query().where(
+        ks.c.service_id == sid, ks.c.backup.is_(True), ks.c.deleted_at.is_(None),
+        ks.c.not_after > (at or now_text()), ks.c.id.not_in(successor),
+    ).order_by(ks.c.designation))
+
+
+def add_location(c: Connection, key_id: int, token_uri: str, ckaid: str) -> None:
+    c.execute(kl.insert().values(key_id=key_id, token_uri=token_uri, ckaid=ckaid,
+                                 created_at=now_text(), created_by=audit_log.actor()))

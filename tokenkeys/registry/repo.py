@@ -2,92 +2,60 @@
 
 Write methods take the policy checks as a callback that runs inside the same
 transaction, so a rule and the change it allows can never be split by another
-process. Every write appends its audit row in that transaction too.
+process. Every write appends its audit row in that transaction too. The longer
+transactions live beside it: removals (forgetting keys), consultation_rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tokenkeys import keyalg
-from tokenkeys.errors import (
-    CertificateRefused,
-    ConsultationNotFound,
-    KeyExists,
-    KeyNotFound,
-    PolicyRefused,
-    ServiceNotFound,
-    UsageError,
-)
+from tokenkeys.errors import CertificateRefused, KeyExists, KeyNotFound, UsageError
 from tokenkeys.i18n import _
 from tokenkeys.registry import audit as audit_log
+from tokenkeys.registry import consultation_rows, removals
 from tokenkeys.registry.audit import now_text
-from tokenkeys.registry.bindings import binding_problems, load_consultation
+from tokenkeys.registry.bindings import load_consultation
+from tokenkeys.registry.consultation_rows import BindingCheck
 from tokenkeys.registry.db import Database
 from tokenkeys.registry.key_rows import (
+    add_location,
+    backups_in_force,
     key_by_id,
     key_query,
     live_key,
     live_keys_by_public_key,
     live_keys_of,
     load_keys,
-    open_refs_of,
+    successors,
 )
 from tokenkeys.registry.location import parse_location
 from tokenkeys.registry.records import (
     Consultation,
     KeyFacts,
-    KeyLocation,
     KeyRow,
     ServiceRow,
     certificate_columns,
 )
+from tokenkeys.registry.removals import Removal
 from tokenkeys.registry.schema import audit as audit_table
-from tokenkeys.registry.schema import consultation_backups as cb
 from tokenkeys.registry.schema import consultations as cs
-from tokenkeys.registry.schema import key_locations as kl
 from tokenkeys.registry.schema import keys as ks
 from tokenkeys.registry.schema import services as sv
+from tokenkeys.registry.service_rows import (
+    DEFAULT_SERVICE,
+    ensure_default,
+    insert_row,
+    service_id,
+)
 
-DEFAULT_SERVICE = "default"
-BindingCheck = Callable[[KeyRow, Sequence[KeyRow]], None]
-
-
-@dataclass(frozen=True)
-class Removal:
-    """What deleting one copy of a key pair (a token and CKA_ID) would change: the live
-    rows of that key pair, the locations that go, those that stay, and the open
-    consultations pinned to it. `known`: the registry has ever recorded the key pair."""
-
-    public_key_sha256: str
-    rows: tuple[KeyRow, ...]
-    here: tuple[tuple[int, KeyLocation], ...]  # (key row id, location)
-    remaining: tuple[KeyLocation, ...]
-    bound_to: tuple[str, ...]
-    known: bool
-    deleted_rows: tuple[int, ...] = ()
-
-
-def _insert(c: Connection, statement: sa.Insert) -> int:
-    key = c.execute(statement).inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def _add_location(c: Connection, key_id: int, token_uri: str, ckaid: str) -> None:
-    c.execute(kl.insert().values(key_id=key_id, token_uri=token_uri, ckaid=ckaid,
-                                 created_at=now_text(), created_by=audit_log.actor()))
-
-
-def _successors(c: Connection, key_id: int) -> list[KeyRow]:
-    return load_keys(c, key_query().where(ks.c.replaces_id == key_id,
-                                          ks.c.deleted_at.is_(None)).order_by(ks.c.id))
+__all__ = ["DEFAULT_SERVICE", "BindingCheck", "Registry", "Removal"]
 
 
 class Registry:
@@ -110,14 +78,14 @@ class Registry:
     # -- services -----------------------------------------------------------------
     def services(self) -> list[ServiceRow]:
         def run(c: Connection) -> list[ServiceRow]:
-            self._ensure_default(c)
+            ensure_default(c)
             return [ServiceRow(**r._mapping) for r in c.execute(sa.select(sv).order_by(sv.c.name))]
         return self.db.transaction(run)
 
     def service(self, name: str) -> ServiceRow:
         """The service, or ServiceNotFound (`default` is created on the way)."""
         def run(c: Connection) -> ServiceRow:
-            sid = self._service_id(c, name)
+            sid = service_id(c, name)
             return ServiceRow(**c.execute(sa.select(sv).where(sv.c.id == sid)).one()._mapping)
         return self.db.transaction(run, write=name == DEFAULT_SERVICE)
 
@@ -129,25 +97,10 @@ class Registry:
             if c.execute(sa.select(sv.c.id).where(sv.c.name == name)).first():
                 raise UsageError(_("service {name!r} already exists").format(name=name))
             values = {"name": name, "created_at": now_text(), "created_by": audit_log.actor()}
-            new_id = _insert(c, sv.insert().values(**values))
+            new_id = insert_row(c, sv.insert().values(**values))
             audit_log.append(c, "service-create", service=name, subject=name)
             return ServiceRow(id=new_id, **values)
         return self.db.transaction(run)
-
-    def _ensure_default(self, c: Connection) -> None:
-        # The `default` service exists without asking; others are created explicitly.
-        if not c.execute(sa.select(sv.c.id).where(sv.c.name == DEFAULT_SERVICE)).first():
-            c.execute(sv.insert().values(name=DEFAULT_SERVICE, created_at=now_text(),
-                                         created_by=audit_log.actor()))
-
-    def _service_id(self, c: Connection, name: str) -> int:
-        if name == DEFAULT_SERVICE:
-            self._ensure_default(c)
-        found = c.execute(sa.select(sv.c.id).where(sv.c.name == name)).scalar()
-        if found is None:
-            raise ServiceNotFound(_("unknown service {name!r} (see `tokenkeys service list`)")
-                                  .format(name=name))
-        return int(found)
 
     # -- keys ---------------------------------------------------------------------
     def add_key(self, service: str, facts: KeyFacts, event: str,
@@ -161,9 +114,9 @@ class Registry:
         replace the same key, in the same transaction."""
 
         def run(c: Connection) -> KeyRow:
-            sid = self._service_id(c, service)
+            sid = service_id(c, service)
             if successors_check is not None and facts.replaces_id is not None:
-                successors_check(_successors(c, facts.replaces_id))
+                successors_check(successors(c, facts.replaces_id))
             existing = live_key(c, sid, facts.designation)
             if existing is not None and existing.public_key_sha256 != facts.public_key_sha256:
                 raise KeyExists(_("a key named {designation!r} already exists in service "
@@ -176,12 +129,12 @@ class Registry:
                         **certificate_columns(facts.certificate)))
                 if not any(loc.ckaid == facts.ckaid for loc in existing.located_on(
                         facts.token_uri)):
-                    _add_location(c, key_id, facts.token_uri, facts.ckaid)
+                    add_location(c, key_id, facts.token_uri, facts.ckaid)
             else:
-                key_id = _insert(c, ks.insert().values(
+                key_id = insert_row(c, ks.insert().values(
                     **facts.row(), service_id=sid, created_at=now_text(),
                     created_by=audit_log.actor()))
-                _add_location(c, key_id, facts.token_uri, facts.ckaid)
+                add_location(c, key_id, facts.token_uri, facts.ckaid)
             row = key_by_id(c, key_id)
             audit_log.append(c, event, service=service, subject=facts.designation, details={
                 "public_key": row.public_key_sha256, "fingerprint": row.fingerprint,
@@ -213,7 +166,7 @@ class Registry:
 
     def key(self, service: str, designation: str) -> KeyRow:
         def run(c: Connection) -> KeyRow:
-            found = live_key(c, self._service_id(c, service), designation)
+            found = live_key(c, service_id(c, service), designation)
             if found is None:
                 raise KeyNotFound(_("no key named {designation!r} in service {service!r} of "
                                     "the registry")
@@ -225,7 +178,7 @@ class Registry:
         def run(c: Connection) -> list[KeyRow]:
             query = key_query().order_by(sv.c.name, ks.c.designation, ks.c.id)
             if service is not None:
-                query = query.where(ks.c.service_id == self._service_id(c, service))
+                query = query.where(ks.c.service_id == service_id(c, service))
             if not include_deleted:
                 query = query.where(ks.c.deleted_at.is_(None))
             return load_keys(c, query)
@@ -234,7 +187,7 @@ class Registry:
 
     def successors(self, key_id: int) -> list[KeyRow]:
         """The live rows that replace the key row `key_id` (its renewals)."""
-        return self.db.transaction(lambda c: _successors(c, key_id), write=False)
+        return self.db.transaction(lambda c: successors(c, key_id), write=False)
 
     def keys_by_fingerprint(self, fingerprint: str) -> list[KeyRow]:
         """Every registry row (any service, deleted too) for a certificate's SHA-256."""
@@ -254,148 +207,45 @@ class Registry:
                                    write=False)
 
     def backups_in_force(self, service: str, at: str | None = None) -> list[KeyRow]:
-        return self.db.transaction(lambda c: self._backups(c, self._service_id(c, service), at))
-
-    def _backups(self, c: Connection, sid: int, at: str | None) -> list[KeyRow]:
-        """Live, certified, unexpired backup keys of the service that no live renewal
-        has replaced."""
-        successor = sa.select(ks.c.replaces_id).where(ks.c.replaces_id.is_not(None),
-                                                      ks.c.deleted_at.is_(None))
-        return load_keys(c, key_query().where(
-            ks.c.service_id == sid, ks.c.backup.is_(True), ks.c.deleted_at.is_(None),
-            ks.c.not_after > (at or now_text()), ks.c.id.not_in(successor),
-        ).order_by(ks.c.designation))
+        return self.db.transaction(
+            lambda c: backups_in_force(c, service_id(c, service), at))
 
     def remove_location(self, public_key_sha256: str, token_uri: str, ckaid: str,
                         guard: Callable[[Removal], None], *, subject: str) -> Removal:
         """Forget one copy of a key pair, after `guard` has agreed, in one transaction:
         its location goes, and each row left with no location is marked deleted."""
-
-        def run(c: Connection) -> Removal:
-            rows = live_keys_of(c, public_key_sha256)
-            here = tuple((r.id, loc) for r in rows for loc in r.located_on(token_uri)
-                         if loc.ckaid == ckaid)
-            gone = {loc for _, loc in here}
-            known = bool(rows) or c.execute(sa.select(ks.c.id).where(
-                ks.c.public_key_sha256 == public_key_sha256).limit(1)).first() is not None
-            removal = Removal(
-                public_key_sha256, tuple(rows), here,
-                tuple(loc for r in rows for loc in r.locations if loc not in gone),
-                tuple(open_refs_of(c, [public_key_sha256]).get(public_key_sha256, ())), known)
-            guard(removal)
-            at = now_text()
-            deleted = []
-            for key_id, loc in here:
-                c.execute(kl.update().where(kl.c.key_id == key_id, kl.c.token_uri == loc.token_uri,
-                                            kl.c.ckaid == loc.ckaid, kl.c.deleted_at.is_(None))
-                          .values(deleted_at=at))
-            for row in rows:
-                if row.locations and all(loc in gone for loc in row.locations):
-                    c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=at))
-                    deleted.append(row.id)
-            services: list[str | None] = [*sorted({r.service for r in rows})] or [None]
-            for service in services:
-                audit_log.append(c, "delete", service=service, subject=subject, details={
-                    "public_key": public_key_sha256, "token": token_uri, "ckaid": ckaid,
-                    "registered": bool(here), "rows_deleted": [
-                        r.designation for r in rows if r.id in deleted and r.service == service]})
-            return dataclasses.replace(removal, deleted_rows=tuple(deleted))
-        return self.db.transaction(run)
+        return self.db.transaction(lambda c: removals.remove_location(
+            c, public_key_sha256, token_uri, ckaid, guard, subject=subject))
 
     def restore_location(self, removal: Removal, reason: str) -> None:
         """Undo remove_location when the token refused the deletion (audited)."""
-        def run(c: Connection) -> None:
-            for key_id, loc in removal.here:
-                _add_location(c, key_id, loc.token_uri, loc.ckaid)
-            for key_id in removal.deleted_rows:
-                c.execute(ks.update().where(ks.c.id == key_id).values(deleted_at=None))
-            audit_log.append(c, "delete", subject=None, details={
-                "public_key": removal.public_key_sha256, "undone": reason})
-        self.db.transaction(run)
+        self.db.transaction(lambda c: removals.restore_location(c, removal, reason))
 
     def mark_deleted(self, keys: Sequence[tuple[str, str]],
                      guard: Callable[[KeyRow], None]) -> list[KeyRow]:
         """Check `guard` on each (service, designation) and mark them all deleted with
         their locations, in one transaction: one refusal leaves none marked."""
-
-        def run(c: Connection) -> list[KeyRow]:
-            marked = []
-            at = now_text()
-            for service, designation in keys:
-                row = live_key(c, self._service_id(c, service), designation)
-                if row is None:
-                    raise KeyNotFound(_("no key named {designation!r} in service {service!r}")
-                                      .format(designation=designation, service=service))
-                guard(row)
-                c.execute(ks.update().where(ks.c.id == row.id).values(deleted_at=at))
-                c.execute(kl.update().where(kl.c.key_id == row.id, kl.c.deleted_at.is_(None))
-                          .values(deleted_at=at))
-                audit_log.append(c, "delete", service=service, subject=designation, details={
-                    "public_key": row.public_key_sha256, "fingerprint": row.fingerprint})
-                marked.append(row)
-            return marked
-        return self.db.transaction(run)
+        return self.db.transaction(lambda c: removals.mark_deleted(c, keys, guard))
 
     # -- consultations ------------------------------------------------------------
     def create_consultation(self, service: str, reference: str, key_designation: str, *,
                             title: str | None, closes_at: str | None,
                             check: BindingCheck, details: Mapping[str, Any]) -> Consultation:
         """Bind a new consultation to a key and the backups in force. Never rebinds."""
-
-        def run(c: Connection) -> Consultation:
-            sid = self._service_id(c, service)
-            existing = c.execute(sa.select(cs.c.id).where(
-                cs.c.service_id == sid, cs.c.reference == reference)).scalar()
-            if existing is not None:
-                old = load_consultation(c, int(existing))
-                raise PolicyRefused(
-                    _("consultation {reference!r} already exists in service {service!r}, "
-                      "bound to key {designation!r}: a binding is never changed")
-                    .format(reference=reference, service=service, designation=old.key.designation))
-            key = live_key(c, sid, key_designation)
-            if key is None:
-                raise KeyNotFound(_("no key named {key_designation!r} in service {service!r}")
-                                  .format(key_designation=key_designation, service=service))
-            backups = self._backups(c, sid, None)
-            check(key, backups)
-            new_id = _insert(c, cs.insert().values(
-                service_id=sid, reference=reference, title=title, closes_at=closes_at,
-                status="open", key_id=key.id, created_at=now_text(),
-                created_by=audit_log.actor(), key_public_key_sha256=key.public_key_sha256,
-                backup_count=len(backups)))
-            for b in backups:
-                c.execute(cb.insert().values(consultation_id=new_id, key_id=b.id,
-                                             public_key_sha256=b.public_key_sha256))
-            audit_log.append(c, "consultation-create", service=service, subject=reference,
-                             details={"key": key.designation, "key_fingerprint": key.fingerprint,
-                                      "key_public_key": key.public_key_sha256,
-                                      "backups": [b.fingerprint for b in backups],
-                                      "backup_public_keys": sorted(
-                                          b.public_key_sha256 for b in backups),
-                                      "closes_at": closes_at, **details})
-            return load_consultation(c, new_id)
-        return self.db.transaction(run)
+        return self.db.transaction(lambda c: consultation_rows.create(
+            c, service, reference, key_designation, title=title, closes_at=closes_at,
+            check=check, details=details))
 
     def close_consultation(self, service: str, reference: str) -> Consultation:
-        def run(c: Connection) -> Consultation:
-            found = self._find_consultation(c, service, reference)
-            if found.status == "closed":
-                raise PolicyRefused(_("consultation {reference!r} is already closed")
-                                    .format(reference=reference))
-            c.execute(cs.update().where(cs.c.id == found.id)
-                      .values(status="closed", closed_at=now_text()))
-            audit_log.append(c, "consultation-close", service=service, subject=reference,
-                             details={"key": found.key.designation})
-            return load_consultation(c, found.id)
-        return self.db.transaction(run)
+        return self.db.transaction(lambda c: consultation_rows.close(c, service, reference))
 
     def consultation(self, service: str, reference: str) -> Consultation:
-        return self.db.transaction(lambda c: self._find_consultation(c, service, reference),
+        return self.db.transaction(lambda c: consultation_rows.find(c, service, reference),
                                    write=False)
 
     def consultations(self, service: str, status: str | None = None) -> list[Consultation]:
         def run(c: Connection) -> list[Consultation]:
-            query = sa.select(cs.c.id).where(cs.c.service_id == self._service_id(c, service))
+            query = sa.select(cs.c.id).where(cs.c.service_id == service_id(c, service))
             if status:
                 query = query.where(cs.c.status == status)
             return [load_consultation(c, r[0]) for r in c.execute(query.order_by(cs.c.id))]
@@ -406,16 +256,6 @@ class Registry:
             query = sa.select(cs.c.id).where(cs.c.status == "open").order_by(cs.c.id)
             return [load_consultation(c, r[0]) for r in c.execute(query)]
         return self.db.transaction(run, write=False)
-
-    def _find_consultation(self, c: Connection, service: str, reference: str) -> Consultation:
-        found = c.execute(sa.select(cs.c.id).where(
-            cs.c.service_id == self._service_id(c, service),
-            cs.c.reference == reference)).scalar()
-        if found is None:
-            raise ConsultationNotFound(
-                _("unknown consultation {reference!r} in service {service!r}")
-                .format(reference=reference, service=service))
-        return load_consultation(c, int(found))
 
     # -- audit --------------------------------------------------------------------
     def record_event(self, event: str, *, service: str | None = None,
@@ -434,7 +274,7 @@ class Registry:
         """The chain, then every consultation against its pins and its creation's row."""
         def run(c: Connection) -> audit_log.Verdict:
             verdict = audit_log.verify(c)
-            named, problems = _consultation_problems(c)
+            named, problems = consultation_rows.problems(c)
             return dataclasses.replace(verdict, ok=verdict.ok and not problems,
                                        problems=verdict.problems + tuple(problems),
                                        consultations=tuple(named))
@@ -453,18 +293,5 @@ class Registry:
     def consultation_problems(self) -> list[str]:
         """Every consultation that disagrees with its pins or its creation's audit row,
         one line per problem (what `audit verify` adds to the chain's check)."""
-        return self.db.transaction(lambda c: _consultation_problems(c)[1], write=False)
+        return self.db.transaction(lambda c: consultation_rows.problems(c)[1], write=False)
 
-
-def _consultation_problems(c: Connection) -> tuple[list[str], list[str]]:
-    """The consultations that differ ("'REF' (service 'S')"), and one line per problem."""
-    named: list[str] = []
-    problems: list[str] = []
-    for cid in c.execute(sa.select(cs.c.id).order_by(cs.c.id)).scalars():
-        found = load_consultation(c, cid)
-        name = f"{found.reference!r} (service {found.service!r})"
-        for problem in binding_problems(found):
-            problems.append(f"consultation {name}: {problem}")
-            if name not in named:
-                named.append(name)
-    return named, problems

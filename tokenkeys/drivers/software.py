@@ -5,7 +5,8 @@ The directory holds one `keystore.json` and, per key, `<id>.key.json` and
 master key sealed (AES-256-GCM) under a key derived from the PIN by Argon2id,
 with the KDF parameters stored in the file so that they can rise later; each
 private key (PKCS#8 DER) is sealed under HKDF(master, key id). One derivation
-(about 0.5 s) per login, whatever the number of keys.
+(about 0.5 s) per login, whatever the number of keys. The sealing itself is in
+software_sealing; this module is the Token over the directory.
 
 Version 1 keystores (scrypt per key, PIN verifier) keep opening; the next PIN
 change upgrades them. The software keystore has no try counter, so a new PIN
@@ -14,9 +15,7 @@ must resist offline guessing: see check_pin_strength.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Sequence
@@ -24,14 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tokenkeys import keyalg
 from tokenkeys.drivers.base import (
@@ -44,29 +38,33 @@ from tokenkeys.drivers.base import (
     the_one,
 )
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
+from tokenkeys.drivers.software_sealing import (
+    FORMAT,
+    FORMAT_V2,
+    SCRYPT,
+    check_pin_strength,
+    open_master,
+    seal_key,
+    seal_key_v1,
+    seal_master,
+    unseal_key,
+)
 from tokenkeys.errors import (
     DeviceError,
     KeyExists,
     KeyNotFound,
     NotExtractable,
-    PinIncorrect,
     TokenNotFound,
     UsageError,
 )
 from tokenkeys.files import write_atomic
-from tokenkeys.i18n import N_, _
+from tokenkeys.i18n import _
 from tokenkeys.types import KeySpec, KeyType, PinSource, Secret, TokenInfo
 from tokenkeys.uri import SoftUri
 
-FORMAT = "tokenkeys-softkey-v1"
-FORMAT_V2 = "tokenkeys-softkey-v2"
-# Version 1 only: scrypt N=2^15, r=8: 32 MiB and ~0.12 s per derivation.
-SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 # Argon2id (RFC 9106) sized to ~0.5 s on the reference 2-core VM (docs/drivers.md);
 # stored per file, so raising these upgrades keystores at their next PIN change.
 ARGON2ID = {"name": "argon2id", "iterations": 3, "lanes": 1, "memory_cost": 128 * 1024}
-MIN_PIN_LENGTH = 8
-MIN_PIN_DISTINCT = 4
 MECHANISMS = frozenset(
     {"RSA_PKCS", "RSA_PKCS_OAEP", "RSA_X_509", "SHA256_RSA_PKCS", "ECDSA", "ECDH1_DERIVE"}
 )
@@ -75,63 +73,8 @@ FACTS = DeviceFacts(SOFTWARE, MECHANISMS, {t: (min(bits), max(bits)) for t, bits
     (t, [a.bits for a in keyalg.ALGORITHMS.values() if a.key_type is t]) for t in KeyType)},
     wraps=True, in_software=True)
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-_NOT_ACCEPTED = N_("the software keystore has no try counter; the PIN is not accepted")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
-
-
-def _derive(pin: Secret, salt: bytes, params: dict[str, Any]) -> bytes:
-    """The PIN-derived key: Argon2id (version 2) or scrypt (version 1 files)."""
-    secret = pin.reveal().encode("utf-8")
-    if params.get("name") == "argon2id":
-        return Argon2id(salt=salt, length=32, iterations=int(params["iterations"]),
-                        lanes=int(params["lanes"]),
-                        memory_cost=int(params["memory_cost"])).derive(secret)
-    kdf = Scrypt(salt=salt, length=32, n=params["n"], r=params["r"], p=params["p"])
-    return kdf.derive(secret)
-
-
-def _key_kek(master: bytes, key_id: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), 32, salt=None, info=b"tokenkeys-softkey-v2 " + key_id
-                ).derive(master)
-
-
-def check_pin_strength(pin: Secret) -> None:
-    """Refuse a PIN for a new keystore (or a PIN change) that falls to offline guessing.
-
-    Without a try counter, anyone with a copy of the directory can guess at
-    the cost of one derivation (~0.5 s on one core): 10^4 PINs fall in about
-    1.5 core-hours and 10^6 in a week; 10^8 (8 digits) cost 1.6 core-years.
-    """
-    value = pin.reveal()
-    if len(value) < MIN_PIN_LENGTH or len(set(value)) < MIN_PIN_DISTINCT:
-        raise UsageError(
-            _("a software keystore PIN needs at least {MIN_PIN_LENGTH} characters, "
-              "{MIN_PIN_DISTINCT} of them different: it has no try counter, so a short PIN "
-              "falls to offline guessing (see docs/drivers.md)")
-            .format(MIN_PIN_LENGTH=MIN_PIN_LENGTH, MIN_PIN_DISTINCT=MIN_PIN_DISTINCT))
-
-
-def _seal_master(pin: Secret, master: bytes) -> dict[str, Any]:
-    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-    kek = _derive(pin, salt, ARGON2ID)
-    return {"kdf": {**ARGON2ID, "salt": _b64(salt)}, "master_nonce": _b64(nonce),
-            "master": _b64(AESGCM(kek).encrypt(nonce, master, b"tokenkeys-master"))}
-
-
-def _seal_key(master: bytes, record: dict[str, Any], der: bytes) -> dict[str, Any]:
-    key_id = bytes.fromhex(record["id"])
-    nonce = secrets.token_bytes(12)
-    out = {k: v for k, v in record.items() if k not in ("salt", "scrypt")}
-    out.update(format=FORMAT_V2, nonce=_b64(nonce),
-               ciphertext=_b64(AESGCM(_key_kek(master, key_id)).encrypt(nonce, der, key_id)))
-    return out
+__all__ = ["ARGON2ID", "FACTS", "FORMAT", "FORMAT_V2", "MECHANISMS", "SCRYPT",
+           "PrivateKey", "SoftwareKeyHandle", "SoftwareToken", "check_pin_strength"]
 
 
 class SoftwareKeyHandle(KeyHandle):
@@ -161,13 +104,9 @@ class SoftwareKeyHandle(KeyHandle):
         if self._private is None:
             rec = self._record
             if rec["format"] == FORMAT_V2:
-                key = _key_kek(self._token.require_master(), self.id)
+                der = unseal_key(rec, master=self._token.require_master())
             else:
-                key = _derive(self._token.require_pin(), _unb64(rec["salt"]), rec["scrypt"])
-            try:
-                der = AESGCM(key).decrypt(_unb64(rec["nonce"]), _unb64(rec["ciphertext"]), self.id)
-            except InvalidTag:
-                raise PinIncorrect(_NOT_ACCEPTED) from None
+                der = unseal_key(rec, pin=self._token.require_pin())
             loaded = serialization.load_der_private_key(der, password=None)
             if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
                 raise DeviceError(_("{path}: unsupported private key type")
@@ -225,7 +164,7 @@ class SoftwareToken(Token):
         check_pin_strength(pin)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         record = {"format": FORMAT_V2, "label": label,
-                  **_seal_master(pin, secrets.token_bytes(32))}
+                  **seal_master(pin, secrets.token_bytes(32), ARGON2ID)}
         write_atomic(meta, json.dumps(record, indent=2).encode(), mode=0o600, overwrite=False)
         return SoftwareToken(directory).info()
 
@@ -245,24 +184,8 @@ class SoftwareToken(Token):
         pin = pin_source.read()
         if pin is None:
             raise UsageError(_("the software keystore has no PIN pad"))
-        self._master = self._open_master(pin)
+        self._master = open_master(self._meta, pin)
         self._pin = pin
-
-    def _open_master(self, pin: Secret) -> bytes | None:
-        """Check the PIN; the master key of a version 2 keystore, None for version 1."""
-        meta = self._meta
-        if "kdf" in meta:
-            kek = _derive(pin, _unb64(meta["kdf"]["salt"]), meta["kdf"])
-            try:
-                return AESGCM(kek).decrypt(_unb64(meta["master_nonce"]), _unb64(meta["master"]),
-                                           b"tokenkeys-master")
-            except InvalidTag:
-                raise PinIncorrect(_NOT_ACCEPTED) from None
-        key = _derive(pin, _unb64(meta["salt"]), meta["scrypt"])
-        check = hmac.new(key, b"tokenkeys-pin-check", "sha256").digest()
-        if not hmac.compare_digest(check, _unb64(meta["pin_check"])):
-            raise PinIncorrect(_NOT_ACCEPTED)
-        return None
 
     def require_master(self) -> bytes:
         if self._master is None:
@@ -279,7 +202,7 @@ class SoftwareToken(Token):
             master = secrets.token_bytes(32)
             # 1. version 2 metadata under the OLD PIN: version 1 keys still open with it.
             self._write_meta({"format": FORMAT_V2, "label": self._meta["label"],
-                              **_seal_master(old_pin, master)})
+                              **seal_master(old_pin, master, ARGON2ID)})
             self._master = master
             # 2. each version 1 key re-sealed under the master key.
             for handle in self.list_keys():
@@ -288,12 +211,12 @@ class SoftwareToken(Token):
                     der = handle.private_key().private_bytes(
                         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                         serialization.NoEncryption())
-                    record = _seal_key(master, handle._record, der)
+                    record = seal_key(master, handle._record, der)
                     write_atomic(handle._path, json.dumps(record, indent=2).encode(),
                                  mode=0o600)
         # 3. the master key under the new PIN.
         self._write_meta({"format": FORMAT_V2, "label": self._meta["label"],
-                          **_seal_master(new_pin, self.require_master())})
+                          **seal_master(new_pin, self.require_master(), ARGON2ID)})
         self._pin = new_pin
 
     def _write_meta(self, record: dict[str, Any]) -> None:
@@ -347,12 +270,9 @@ class SoftwareToken(Token):
             ).decode("ascii"),
         }
         if self._master is not None:
-            record = _seal_key(self._master, record, bytes(der))
+            record = seal_key(self._master, record, bytes(der))
         else:  # a version 1 keystore not yet upgraded: its keys stay version 1
-            salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-            sealed = AESGCM(_derive(pin, salt, SCRYPT)).encrypt(nonce, bytes(der), key_id)
-            record.update(salt=_b64(salt), scrypt=SCRYPT, nonce=_b64(nonce),
-                          ciphertext=_b64(sealed))
+            record = seal_key_v1(pin, record, bytes(der))
         path = self.directory / f"{key_id.hex()}.key.json"
         write_atomic(path, json.dumps(record, indent=2).encode(), mode=0o600,
                      overwrite=overwrite)

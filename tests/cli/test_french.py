@@ -24,7 +24,7 @@ from tests.drivers.fakeport import FakeDevice, FakePort
 from tests.registry.conftest import soft_facts
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token
-from tokenkeys.drivers.p11 import token as p11_token
+from tokenkeys.drivers.p11 import removal as p11_removal
 from tokenkeys.drivers.p11.token import P11Token
 from tokenkeys.envelope import SealOptions, open_envelope, seal
 from tokenkeys.errors import (
@@ -139,7 +139,7 @@ def test_json_message_follows_the_language_and_keys_stay_english(tk: TK) -> None
 # --- the errors that matter, word for word ----------------------------------------
 @pytest.fixture
 def device(monkeypatch: pytest.MonkeyPatch) -> FakeDevice:
-    monkeypatch.setattr(p11_token, "GONE_WAIT_S", 0.0)
+    monkeypatch.setattr(p11_removal, "GONE_WAIT_S", 0.0)
     return FakeDevice()
 
 

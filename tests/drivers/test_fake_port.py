@@ -23,7 +23,7 @@ from tokenkeys.config import Config
 from tokenkeys.drivers import open_token
 from tokenkeys.drivers.oaep import DecryptFailed
 from tokenkeys.drivers.p11 import ck, discovery
-from tokenkeys.drivers.p11 import token as p11_token
+from tokenkeys.drivers.p11 import removal as p11_removal
 from tokenkeys.drivers.p11.ckr import CKR
 from tokenkeys.drivers.p11.profiles import GENERIC, OPENPGP, profile_for
 from tokenkeys.drivers.p11.token import P11Token
@@ -55,7 +55,7 @@ def _token(device: FakeDevice) -> P11Token:
 def _reader_answers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fake's slot list changes with the device itself: no reader lag to wait for
     before an ambiguous answer is named (P11Token.explain)."""
-    monkeypatch.setattr(p11_token, "GONE_WAIT_S", 0.0)
+    monkeypatch.setattr(p11_removal, "GONE_WAIT_S", 0.0)
 
 
 @pytest.fixture

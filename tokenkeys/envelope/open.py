@@ -1,4 +1,7 @@
-"""Open (decrypt) a CMS EnvelopedData / AuthEnvelopedData, streaming, atomically."""
+"""Open (decrypt) a CMS EnvelopedData / AuthEnvelopedData, streaming, atomically.
+
+This module reads the header and tries the candidate keys; the content itself is
+decrypted and checked by content_decrypt."""
 
 from __future__ import annotations
 
@@ -10,24 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tokenkeys.envelope import algorithms as alg
 from tokenkeys.envelope.ber import (
     CONTEXT,
     TAG_INTEGER,
-    TAG_OCTET_STRING,
     TAG_SEQUENCE,
     TAG_SET,
     UNIVERSAL,
     BerReader,
-    Budget,
     Header,
     decode_oid,
 )
 from tokenkeys.envelope.cek import KeyTrial, content_keys
+from tokenkeys.envelope.content_decrypt import (
+    INTEGRITY,
+    NeedAad,
+    decrypt_content,
+    read_content_cipher,
+)
 from tokenkeys.envelope.formats import detect
 from tokenkeys.envelope.identity import Identity, SoftwareIdentity
 from tokenkeys.envelope.identity_view import IdentityView
@@ -35,12 +40,9 @@ from tokenkeys.envelope.recipient_frame import read_recipient_infos
 from tokenkeys.envelope.recipients import Recipient, parse_recipient_infos
 from tokenkeys.errors import EnvelopeIntegrity, EnvelopeMalformed, TokenKeysError, UsageError
 from tokenkeys.files import AtomicOutput, CommitGroup, check_target
-from tokenkeys.i18n import N_, _
+from tokenkeys.i18n import _
 
 _T = TypeVar("_T")
-_INTEGRITY = N_("content integrity check failed (damaged envelope or wrong key)")
-# Output is gathered in one reused buffer and written in large slices.
-_OUT_CAP = 4 << 20
 # The BER reader's buffer: 1 MB for large envelopes, the file's size for small ones.
 READ_BLOCK = 1 << 20
 MIN_READ_BLOCK = 64 * 1024
@@ -85,14 +87,6 @@ class _Digesting:
         return self._sha256.hexdigest()
 
 
-class _NeedAad(Exception):
-    """Internal: authAttrs were found after the content; decrypt again with them as AAD."""
-
-    def __init__(self, aad: bytes) -> None:
-        super().__init__(_("authAttrs present"))
-        self.aad = aad
-
-
 @dataclass
 class _Head:
     reader: BerReader
@@ -135,7 +129,7 @@ def _malformed_input() -> Iterator[None]:
     """Any stray library exception caused by input bytes becomes EnvelopeMalformed."""
     try:
         yield
-    except (TokenKeysError, _NeedAad, OSError):
+    except (TokenKeysError, NeedAad, OSError):
         raise
     except RecursionError:
         raise EnvelopeMalformed(_("envelope nesting too deep")) from None
@@ -217,7 +211,7 @@ def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
                 return result
             passed.append(t.index)
             last = result
-        except _NeedAad as need:  # authAttrs come after the content: once more with them
+        except NeedAad as need:  # authAttrs come after the content: once more with them
             t.aad = need.aad
             out.truncate()
             continue
@@ -229,7 +223,7 @@ def _open_checked(src: str | os.PathLike[str], out: AtomicOutput,
             out.truncate()
             continue
         if len(passed) != 1:
-            raise EnvelopeIntegrity(_(_INTEGRITY))
+            raise EnvelopeIntegrity(_(INTEGRITY))
         if passed == [t.index] and last is not None:
             return last
         t.index, rerun = passed[0], True
@@ -245,18 +239,19 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
         # The reader's buffer need not outgrow the file: zeroing 1 MB for a 4 KB bid
         # was a fifth of the batch's Python time per envelope.
         head = _read_head(BerReader(source, min(READ_BLOCK, max(MIN_READ_BLOCK, size))))
-        eci, cipher = _read_content_cipher(head)
+        eci, cipher = read_content_cipher(head.reader, head.auth)
         if not t.keys:
             t.keys = content_keys(head.recipients, views, cipher.key_len)
             t.cbc = cipher.mode == "cbc"
         o = t.keys[t.index]
-        total = _decrypt_content(head, eci, cipher, o.cek, t.aad, out, size_hint=size)
+        total = decrypt_content(head.reader, eci, head.outer[2], head.auth, cipher, o.cek,
+                                t.aad, out, size_hint=size)
         _read_to_the_end(head)
         if not o.genuine:
             # The random key of the v1.5 countermeasure went through the same
             # decryption and checks; fail only now, with the same error as a bad
             # tag or padding, so CBC's 1-in-256 "valid" padding never releases junk.
-            raise EnvelopeIntegrity(_(_INTEGRITY))
+            raise EnvelopeIntegrity(_(INTEGRITY))
         digest = f.hexdigest()
     return OpenResult(
         recipient=f"{o.recipient.rid_text()} via {o.view.label}",
@@ -268,91 +263,6 @@ def _decrypt(src: str | os.PathLike[str], out: AtomicOutput, views: list[Identit
     )
 
 
-def _read_content_cipher(head: _Head) -> tuple[Header, alg.ContentCipher]:
-    """The EncryptedContentInfo header and its content cipher, which must fit the
-    envelope type (GCM for AuthEnvelopedData, CBC for EnvelopedData)."""
-    r = head.reader
-    eci = r.expect(UNIVERSAL, TAG_SEQUENCE, constructed=True)
-    decode_oid(r.read_oid_raw())  # inner content type: any, the bytes are released as-is
-    cipher = alg.parse_content_cipher(r.read_tlv_raw(
-        r.expect(UNIVERSAL, TAG_SEQUENCE, True), budget=Budget(4096, 64)))
-    if head.auth != (cipher.mode == "gcm"):
-        raise EnvelopeMalformed(_("{name} does not fit the envelope type")
-                                .format(name=cipher.name))
-    return eci, cipher
-
-
-def _decrypt_content(head: _Head, eci: Header, cipher: alg.ContentCipher, cek: bytes,
-                     aad: bytes | None, out: AtomicOutput, *, size_hint: int) -> int:
-    """Stream encryptedContent into `out`, then check the GCM tag or the CBC padding;
-    returns the plaintext length. `out` is only committed once everything checks."""
-    r = head.reader
-    if r.at_end(eci):
-        raise EnvelopeMalformed(_("detached content (no encryptedContent) is not supported"))
-    content = r.expect(CONTEXT, 0)
-    dec = _decryptor(cipher, cek, aad)
-    total, last = _stream(r, content, dec, out, cbc=cipher.mode == "cbc", size_hint=size_hint)
-    r.close(eci)
-    body = head.outer[2]
-    if head.auth:
-        _check_gcm_tag(r, body, dec, cipher.tag_len, aad)
-        return total
-    return total - _finish_cbc(r, body, dec, last, out)
-
-
-def _decryptor(cipher: alg.ContentCipher, cek: bytes, aad: bytes | None) -> Any:
-    if cipher.mode == "gcm":
-        mode: modes.Mode = modes.GCM(cipher.iv, min_tag_length=cipher.tag_len)
-    else:
-        mode = modes.CBC(cipher.iv)
-    dec = Cipher(algorithms.AES(cek), mode).decryptor()  # type: ignore[misc]
-    if aad is not None:
-        dec.authenticate_additional_data(aad)
-    return dec
-
-
-def _check_gcm_tag(r: BerReader, body: Header, dec: Any, tag_len: int,
-                   aad: bytes | None) -> None:
-    """Read the mac (and unauthAttrs) after authAttrs, then check the tag."""
-    h = _after_auth_attrs(r, aad)
-    if h.tag_class != UNIVERSAL or h.tag != TAG_OCTET_STRING or h.constructed:
-        raise EnvelopeMalformed(_("expected the mac OCTET STRING, found {describe}")
-                                .format(describe=h.describe()))
-    mac = r.read_content(h, limit=64)
-    if not r.at_end(body):
-        _skip_optional(r, 2, "unauthAttrs")
-    if len(mac) != tag_len:
-        raise EnvelopeIntegrity(_(_INTEGRITY))
-    try:
-        dec.finalize_with_tag(mac)
-    except InvalidTag:
-        raise EnvelopeIntegrity(_(_INTEGRITY)) from None
-
-
-def _after_auth_attrs(r: BerReader, aad: bytes | None) -> Header:
-    """The header after the optional authAttrs. They come after the content but are
-    part of the AAD: the first pass (no AAD yet) stops with _NeedAad to run again."""
-    h = r.read_header()
-    if h.tag_class == CONTEXT and h.tag == 1:
-        raw = r.read_tlv_raw(h, budget=Budget(64 << 10, 4096))
-        if aad is None:
-            raise _NeedAad(_auth_attrs_aad(raw))
-        return r.read_header()
-    if aad is not None:
-        raise EnvelopeMalformed(_("authAttrs changed between passes"))
-    return h
-
-
-def _finish_cbc(r: BerReader, body: Header, dec: Any, last: bytes, out: AtomicOutput) -> int:
-    """After unprotectedAttrs, check the padding of the held-back last block and write
-    it without the padding; returns the padding length."""
-    if not r.at_end(body):
-        _skip_optional(r, 1, "unprotectedAttrs")
-    pad = _check_cbc_tail(dec, last)
-    out.write(last[: len(last) - pad])
-    return pad
-
-
 def _read_to_the_end(head: _Head) -> None:
     """Close the envelope body, [0] and ContentInfo: nothing may follow them."""
     ci, explicit, body = head.outer
@@ -360,63 +270,3 @@ def _read_to_the_end(head: _Head) -> None:
     head.reader.close(explicit)
     head.reader.close(ci)
     head.reader.expect_eof()
-
-
-def _skip_optional(r: BerReader, tag: int, what: str) -> None:
-    h = r.read_header()
-    if h.tag_class != CONTEXT or h.tag != tag:
-        raise EnvelopeMalformed(_("unexpected {describe} (expected {what} or the end)")
-                                .format(describe=h.describe(), what=what))
-    r.skip(h)
-
-
-def _auth_attrs_aad(raw: bytes) -> bytes:
-    """RFC 5083 sec. 2.2: the AAD is the DER of authAttrs with the EXPLICIT SET OF tag."""
-    from asn1crypto import cms
-
-    attrs = cms.CMSAttributes.load(b"\x31" + raw[1:])
-    return bytes(attrs.dump(force=True))
-
-
-def _stream(r: BerReader, content: Header, dec: Any, out: AtomicOutput, *,
-             cbc: bool, size_hint: int) -> tuple[int, bytes]:
-    """Decrypt the content into `out`. For CBC the last block is held back (padding)."""
-    # Small envelopes get a small buffer: zeroing 6 MiB per 4 KB bid costs more than the AES.
-    # (A base64 input is larger than its content, so the hint is an upper bound.)
-    # Room for the output gathered so far plus one chunk (at most a reader block).
-    buf = bytearray(min(_OUT_CAP, size_hint) + min(2 << 20, size_hint) + 64)
-    mv = memoryview(buf)
-    cap = len(buf)
-    fill = 0
-    total = 0
-    update_into = dec.update_into
-    for chunk in r.iter_octets(content):
-        if fill + len(chunk) + 16 > cap:
-            keep = 16 if cbc and fill >= 16 else 0
-            out.write(mv[: fill - keep])
-            total += fill - keep
-            mv[0:keep] = mv[fill - keep : fill]
-            fill = keep
-        fill += update_into(chunk, mv[fill:])
-    if not cbc:  # GCM is finalised with the tag, which comes after the content
-        out.write(mv[:fill])
-        return total + fill, b""
-    if fill < 16:
-        raise EnvelopeIntegrity(_(_INTEGRITY))
-    out.write(mv[: fill - 16])
-    return total + fill, bytes(mv[fill - 16 : fill])
-
-
-def _check_cbc_tail(dec: Any, last: bytes) -> int:
-    """Check PKCS#7 padding of the last block; returns the padding length."""
-    try:
-        if dec.finalize():
-            raise EnvelopeIntegrity(_(_INTEGRITY))
-    except ValueError:  # ciphertext not a whole number of blocks
-        raise EnvelopeIntegrity(_(_INTEGRITY)) from None
-    if len(last) != 16:
-        raise EnvelopeIntegrity(_(_INTEGRITY))
-    pad = last[-1]
-    if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
-        raise EnvelopeIntegrity(_(_INTEGRITY))
-    return pad

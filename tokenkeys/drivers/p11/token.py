@@ -1,17 +1,15 @@
 """P11Token: the one PKCS#11 token, over a binding port (python-pkcs11 or PyKCS11).
 
-One session per token, kept open. Login state is per token (PKCS#11). The user
-PIN read at login() is kept in memory (never logged) only to log the user in
-again after an SO operation (OpenPGP key generation, certificate writes).
+Its session and login are in session.py, how it names a failure (a pulled card)
+in removal.py; this module finds and reads its keys and hands provisioning and
+sharing to provision.py and share.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,38 +26,24 @@ from tokenkeys.drivers.base import (
 )
 from tokenkeys.drivers.capabilities import TransportKey, WrappedKey
 from tokenkeys.drivers.p11 import ck, discovery, leftovers, provision, share
-from tokenkeys.drivers.p11.ckr import CKR, REMOVED, CkrError, ckr_errors, to_error
+from tokenkeys.drivers.p11.ckr import ckr_errors
 from tokenkeys.drivers.p11.keys import P11Key, Unusable, read_public_key
 from tokenkeys.drivers.p11.port import Port, Session, SlotToken, Template
 from tokenkeys.drivers.p11.profiles import Profile, profile_for
 from tokenkeys.drivers.p11.provision import CHAIN_MARK
-from tokenkeys.drivers.pkcs11_tables import tries_left
-from tokenkeys.errors import (
-    DeviceRemoved,
-    KeyNotFound,
-    PinIncorrect,
-    PinLocked,
-    PinMissing,
-    TokenKeysError,
-    TokenNotFound,
-    UsageError,
-)
+from tokenkeys.drivers.p11.session import SessionMethods
+from tokenkeys.errors import KeyNotFound, PinMissing
 from tokenkeys.i18n import _
 from tokenkeys.keyalg import same_key
-from tokenkeys.types import KeySpec, PinSource, TokenInfo, given_pin, so_pin_source
+from tokenkeys.types import KeySpec, PinSource, TokenInfo
 from tokenkeys.uri import Pkcs11Uri
 
-T = TypeVar("T")
-_WRONG_PIN = CKR["CKR_PIN_INCORRECT"]
-_NOT_LOGGED_IN = CKR["CKR_USER_NOT_LOGGED_IN"]
-# How long the reader may take to notice a card pulled out (pcscd polls its readers).
-GONE_WAIT_S = 1.0
-GONE_POLL_S = 0.1
 
-
-class P11Token(leftovers.LeftoverMethods, Token):
-    """A PKCS#11 token. Capabilities: CertificateStore, SoAdministration. Naming a new
-    key and what interrupted runs left: leftovers.LeftoverMethods."""
+class P11Token(leftovers.LeftoverMethods, SessionMethods, Token):
+    """A PKCS#11 token. Capabilities: CertificateStore, SoAdministration. The session
+    and login: session.SessionMethods; naming a device's failure (a pulled card):
+    removal.RemovalMethods; naming a new key and what interrupted runs left:
+    leftovers.LeftoverMethods."""
 
     def __init__(self, port: Port, st: SlotToken, so_pins: PinSource | None = None) -> None:
         self.port = port
@@ -75,23 +59,6 @@ class P11Token(leftovers.LeftoverMethods, Token):
         self.known_public: dict[bytes, PublicKey] = {}  # read right after generation
         self._session: Session | None = self._open_session()
 
-    def _open_session(self) -> Session:
-        what = _("opening token {label!r}").format(label=self.slot.label)
-        session = self._try_open_session(what)
-        key = os.path.realpath(self.module)
-        discovery.SESSIONS[key] = discovery.SESSIONS.get(key, 0) + 1
-        return session
-
-    def _try_open_session(self, what: str) -> Session:
-        try:
-            return self.port.open_session(self.slot.slot, rw=True)
-        except CkrError as exc:
-            if exc.code != CKR["CKR_TOKEN_WRITE_PROTECTED"]:
-                raise to_error(exc.code, what) from None
-        # Read-only tokens can still decrypt and sign.
-        with ckr_errors(what):
-            return self.port.open_session(self.slot.slot, rw=False)
-
     @classmethod
     def open(cls, uri: Pkcs11Uri, config: Config, *, binding: str | None = None,
              wait: float | None = None, so_pins: PinSource | None = None) -> P11Token:
@@ -100,144 +67,10 @@ class P11Token(leftovers.LeftoverMethods, Token):
         port, st = discovery.find(uri, config, binding=binding, wait=wait)
         return cls(port, st, so_pins)
 
-    def session(self) -> Session:
-        if self._session is None:
-            raise UsageError(_("token {label!r} is closed").format(label=self.slot.label))
-        return self._session
-
-    def close(self) -> None:
-        self._logged_in = False
-        self._user_pins = None
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()  # python-pkcs11: this logs the whole token out
-            discovery.SESSIONS[os.path.realpath(self.module)] -= 1
-
     def info(self) -> TokenInfo:
         with ckr_errors(_("reading token information")):
             st = self.port.token(self.slot.slot)
         return discovery.token_info(st, self.module)
-
-    # --- errors ------------------------------------------------------------
-    def explain(self, code: int, what: str, offered: Sequence[str] = ()) -> TokenKeysError:
-        """The error tree's error for `code`: DeviceRemoved when the profile says the
-        answer may mean a pulled card and the reader no longer shows it."""
-        if self.removed(code):
-            return DeviceRemoved(_("{what}: {reason}").format(what=what, reason=_(REMOVED)))
-        return to_error(code, what, offered)
-
-    def removed(self, code: int) -> bool:
-        """Was this answer a pull? Only for the profile's ambiguous codes, and only
-        when the reader no longer shows the device (a check of up to GONE_WAIT_S)."""
-        return code in self.profile.removal_codes and self._gone()
-
-    @contextlib.contextmanager
-    def device_errors(self, what: str, offered: Sequence[str] = ()) -> Iterator[None]:
-        """ckr_errors, with a pulled card named as such (explain)."""
-        try:
-            yield
-        except CkrError as exc:
-            raise self.explain(exc.code, what, offered) from None
-
-    def _gone(self) -> bool:
-        """Whether this token's slot shows no token, within GONE_WAIT_S."""
-        deadline = time.monotonic() + GONE_WAIT_S
-        while True:
-            try:
-                if self.slot.slot not in self.port.slots():
-                    return True
-            except CkrError:
-                return False  # the module cannot say: name the original error
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(GONE_POLL_S)
-
-    def _flags(self) -> int:
-        with ckr_errors(_("reading the token")):
-            return self.port.token(self.slot.slot).flags
-
-    # --- login -------------------------------------------------------------
-    def _c_login(self, source: PinSource, so: bool) -> None:
-        """C_Login; the PIN is revealed only for the call and never retried."""
-        who = _("SO PIN") if so else _("PIN")
-        pin = source.read()
-        if pin is None and not self.slot.flags & ck.CKF_PROTECTED_AUTHENTICATION_PATH:
-            raise PinMissing(_("{what} (the token has no PIN pad)").format(what=_(source.what)))
-        try:
-            self.session().login(None if pin is None else pin.reveal(), so)
-        except CkrError as exc:
-            self._login_failed(exc.code, who, so)
-        if not so:
-            self._user_pins = given_pin(pin) if pin is not None else source
-
-    def _login_failed(self, code: int, who: str, so: bool) -> None:
-        if code == CKR["CKR_USER_ALREADY_LOGGED_IN"]:
-            return  # another Token of this process logged this token in
-        if code == CKR["CKR_PIN_LEN_RANGE"]:
-            raise UsageError(_("{who} length is outside the token's range (no try used)")
-                             .format(who=who))
-        if code == _WRONG_PIN or (code == _NOT_LOGGED_IN and self.profile.wrong_pin_not_logged_in):
-            if so:
-                raise PinIncorrect(_("SO PIN incorrect; the token keeps its own count"))
-            flags = self._flags()
-            if flags & ck.CKF_USER_PIN_LOCKED:
-                raise PinLocked()
-            raise PinIncorrect(tries_left(flags) or self.profile.tries_hint)
-        if code == CKR["CKR_PIN_LOCKED"]:
-            raise PinLocked(who)
-        raise self.explain(code, _("login to {label!r}").format(label=self.slot.label))
-
-    def login(self, pin_source: PinSource) -> None:
-        """User login, once. PIN pad when the source gives no PIN and the reader has one."""
-        if self._logged_in:
-            return
-        self._c_login(pin_source, so=False)
-        self._logged_in = True
-
-    @property
-    def logged_in(self) -> bool:
-        return self._logged_in
-
-    def _logout(self) -> None:
-        with contextlib.suppress(CkrError):
-            self.session().logout()
-        self._logged_in = False
-
-    def as_so(self, fn: Callable[[], T]) -> T:
-        """Run `fn` logged in as SO, then log the user back in if it was."""
-        user = self._user_pins
-        self._logout()
-        self._c_login(self._so_pins or so_pin_source(), so=True)
-        try:
-            return fn()
-        finally:
-            self._logout()
-            if user is not None:
-                self.login(user)
-
-    def writing(self, fn: Callable[[], T]) -> T:
-        """Run an object write under the PIN the profile needs for it."""
-        return self.as_so(fn) if self.profile.keygen_needs_so else fn()
-
-    def reinitialise(self) -> None:
-        """C_Finalize + C_Initialize, then reopen the session and log the user back in.
-
-        OpenSC 0.23 keeps a wrong picture of a key generated in this process
-        (modulus followed by heap bytes): a fresh start reads the card again.
-        """
-        user = self._user_pins
-        self.close()
-        with ckr_errors(_("re-initialising the module")):
-            self.port.reinitialise()
-        again = [s for s in discovery.scan(self.port)
-                 if s.serial == self.slot.serial and s.label == self.slot.label]
-        if not again:
-            raise TokenNotFound(_("token {label!r} serial {serial} is gone")
-                                .format(label=self.slot.label, serial=self.slot.serial))
-        self.slot = again[0]
-        self._session = self._open_session()
-        if user is not None:
-            self.login(user)
 
     # --- SoAdministration ----------------------------------------------------
     def set_so_pin_source(self, source: PinSource) -> None:

@@ -38,11 +38,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+from bench_card_open import LOCK as CARD_LOCK  # noqa: E402
+from bench_card_open import MODULE as CARD_MODULE  # noqa: E402
+from bench_card_open import spread  # noqa: E402
+
 PIN, SO_PIN = "123456", "12345678"
 SOFT_PIN = "bench keystore PIN 2026"
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
-CARD_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
-CARD_LOCK = Path(os.environ.get("TOKENKEYS_SCARD_LOCK", "/tmp/tokenkeys-smartcard.lock"))
 SETS = ("oaep-sha256", "pkcs1v15")
 
 
@@ -222,11 +225,6 @@ def timed_open(dev: Device, src: Path, out: Path) -> float:
     start = time.perf_counter()
     tk(dev.env, "open", src, "-o", out, "--token", dev.uri)
     return time.perf_counter() - start
-
-
-def spread(values: list[float], fmt: str) -> str:
-    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values),
-                                                max(values)))
 
 
 def main() -> None:

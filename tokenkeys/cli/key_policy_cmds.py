@@ -19,9 +19,8 @@ from tokenkeys.cli.context import (
 )
 from tokenkeys.cli.registry_opts import registry, service_name, service_option
 from tokenkeys.cli.translated import Command
-from tokenkeys.errors import UsageError
 from tokenkeys.i18n import N_, _
-from tokenkeys.services.key_certs import load_certificates
+from tokenkeys.services.key_certs import load_certificate
 from tokenkeys.types import Algorithm
 
 
@@ -43,13 +42,7 @@ def key_adopt(app: App, token: str | None, name: str, cert: Path | None,
               pin_file: Path | None, pinpad: bool) -> None:
     from tokenkeys.services import keys as key_policy
 
-    certificate = None
-    if cert is not None:
-        certs = load_certificates(cert, "certificate")
-        if len(certs) != 1:
-            raise UsageError(_("{cert} holds {count} certificates: give exactly one")
-                             .format(cert=cert, count=len(certs)))
-        certificate = certs[0]
+    certificate = None if cert is None else load_certificate(cert, "certificate")
     svc = service_name(app, service)
     with registry(app) as reg, opened(app, token, user_pin(app, pin_file, pinpad)) as tok:
         row = key_policy.adopt(reg, svc, tok, name, cert=certificate,

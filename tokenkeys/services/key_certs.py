@@ -108,6 +108,15 @@ def load_certificates(path: Path, what: str) -> list[x509.Certificate]:
             _("{path} is not a PEM or DER X.509 certificate").format(path=path)) from None
 
 
+def load_certificate(path: Path, what: str) -> x509.Certificate:
+    """The one certificate of a file (PEM or DER): a bundle of several is refused."""
+    certs = load_certificates(path, what)
+    if len(certs) != 1:
+        raise UsageError(_("{cert} holds {count} certificates: give exactly one")
+                         .format(cert=path, count=len(certs)))
+    return certs[0]
+
+
 def _subject(cert: x509.Certificate) -> str:
     with warnings.catch_warnings():  # an oversized name: refused, never a raw warning
         warnings.simplefilter("ignore")

@@ -209,3 +209,38 @@ def test_open_onto_itself_is_refused(tk: TK, token_with_keys: dict[str, Any],
     run = tk("open", envelope, "-o", tmp_path, "--token", token_with_keys["uri"])
     assert run.code == 2 and "opened onto itself" in run.err
     assert envelope.read_bytes() == b"x"
+
+
+def test_jobs_workers_are_forked_before_any_thread(tk: TK, token_with_keys: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    """The CLI starts its --jobs workers by fork (they share its imports), before the
+    audit's thread and before any PKCS#11 module is loaded, and they open the batch."""
+    bids = tmp_path / "bids"
+    plain = _make_batch(bids, token_with_keys["certs"], 4)
+    out = tmp_path / "out"
+    run = tk("--debug", "open", bids, "-o", out, "--token", token_with_keys["uri"],
+             "--jobs", "2")
+    assert run.code == 0, run.err
+    assert "--jobs 2: the workers are started by fork" in run.err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == plain
+
+
+def test_start_method_falls_back_to_spawn() -> None:
+    """A thread, or a loaded PKCS#11 module, in the parent: the workers are spawned."""
+    code = """if True:
+        import threading
+        from tokenkeys.services import opening_workers as w
+        print(w.start_method())
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        print(w.start_method())
+        stop.set()
+        t.join()
+        from tokenkeys.drivers.p11 import port
+        port.LOADED.add("/some/module.so")
+        print(w.start_method())
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["fork", "spawn", "spawn"]

@@ -104,15 +104,25 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     found, unopened = opening_batch.collect(inputs)
     pairs = opening_batch.plan(found, outdir)
     show = sys.stderr.isatty() and not app.json
-    with Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=app.err, disable=not show) as bar:
-        task = bar.add_task("open", total=len(pairs))
+    bar = Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=app.err, disable=not show)
+    task = bar.add_task("open", total=len(pairs))
+
+    def advance(_result: object) -> None:
+        # Shown from the first envelope on: not over the PIN prompt, and its thread
+        # not there yet when --jobs forks its workers (opening_workers.start_method).
+        if not bar.live.is_started:
+            bar.start()
+        bar.advance(task)
+
+    try:
         opened = opening.open_envelopes(
             app.config, pairs, outdir=outdir, token_uri=token_uri(token, app.config),
             service=service_name(app, service), pins=user_pin(app, pin_file, pinpad),
-            consultation=consultation, unopened=unopened, jobs=jobs,
-            on_result=lambda _r: bar.advance(task), allow_final_try=app.allow_final_try,
-            announce=app.note, wait=app.wait_card)
+            consultation=consultation, unopened=unopened, jobs=jobs, on_result=advance,
+            allow_final_try=app.allow_final_try, announce=app.note, wait=app.wait_card)
+    finally:
+        bar.stop()
     results = list(opened.results)
     counts = opened.counts
     document = {"ok": counts["failed"] == 0, "files": [r.to_json() for r in results], **counts}

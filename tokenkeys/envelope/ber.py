@@ -17,6 +17,7 @@ from tokenkeys.envelope.ber_encode import encode_header as encode_header
 from tokenkeys.envelope.ber_encode import encode_length as encode_length
 from tokenkeys.envelope.ber_encode import encode_oid as encode_oid
 from tokenkeys.envelope.ber_encode import tlv as tlv
+from tokenkeys.envelope.der_count import count_der_nodes
 from tokenkeys.errors import EnvelopeMalformed
 from tokenkeys.i18n import _
 
@@ -270,6 +271,8 @@ class BerReader:
         if depth > MAX_DEPTH:
             raise EnvelopeMalformed(_("nesting too deep, {describe}")
                                     .format(describe=h.describe()))
+        if out is not None and h.constructed and self._copy_buffered(h, budget, out, depth):
+            return
         whole = not h.constructed or (out is None and h.length is not None)
         eoc = 2 if h.length is None else 0
         budget.spend(h, h.content_start - h.start + eoc + ((h.length or 0) if whole else 0))
@@ -286,6 +289,28 @@ class BerReader:
         if eoc and out is not None:
             out += EOC
         self.close(h)
+
+    def _copy_buffered(self, h: Header, budget: Budget, out: bytearray, depth: int) -> bool:
+        """The fast path of _walk: a definite-length DER element already in the buffer
+        is counted in place and copied at once (a bid's RecipientInfo in one step
+        instead of a dozen header reads). False, having consumed nothing, for anything
+        else (indefinite or non-minimal lengths, high tag numbers, a budget or nesting
+        limit reached): _walk then reads it element by element and says what is wrong."""
+        if h.length is None or h.length > self._available():
+            return False
+        total = h.content_start - h.start + h.length
+        if total > budget.bytes_left:
+            return False
+        start = self._start
+        nodes = count_der_nodes(self._buf, start, start + h.length, MAX_DEPTH - depth,
+                                budget.nodes_left - 1)
+        if nodes is None or nodes + 1 > budget.nodes_left:
+            return False
+        budget.nodes_left -= nodes + 1
+        budget.bytes_left -= total
+        out += _encode_header_like(h)
+        out += self._take(h.length)
+        return True
 
     def expect(self, tag_class: int, tag: int, constructed: bool | None = None) -> Header:
         h = self.read_header()

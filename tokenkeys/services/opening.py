@@ -77,8 +77,15 @@ def open_envelopes(
     after its end row is written.
     """
     opening_batch.check_outdir(outdir)  # a bad -o stops here, before any audit row
+    # The workers before the audit's thread: a process with one thread can fork them.
+    workers = opening_batch.start_workers(token_uri, config, jobs, len(pairs), pins)
     start = AuditStart(config, service, consultation, token_uri, outdir, pairs)
-    start.start()
+    try:
+        start.start()
+    except BaseException:
+        if workers is not None:
+            workers.close()
+        raise
     done: list[FileResult] = []
 
     def collect(result: FileResult) -> None:
@@ -92,7 +99,7 @@ def open_envelopes(
             results = opening_batch.open_batch(pairs, outdir, token_uri, config, pins, jobs=jobs,
                                                on_result=collect, allow_final_try=allow_final_try,
                                                announce=announce, wait=wait,
-                                               before_login=start.ready)
+                                               before_login=start.ready, workers=workers)
         except BaseException as exc:
             start.join()
             if start.error is not None:  # the registry's error first, as when it ran first

@@ -112,6 +112,8 @@ def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
     """Pair each input with its output; two inputs may not share an output name."""
     seen: dict[str, Path] = {}
     pairs = []
+    real_outdir = outdir.resolve()
+    real_dirs: dict[Path, Path] = {}  # a batch's inputs share a few directories
     for src in inputs:
         name = output_name(src)
         if name in seen:
@@ -119,11 +121,40 @@ def plan(inputs: Sequence[Path], outdir: Path) -> list[tuple[Path, Path]]:
                              .format(src=src, seen=seen[name], value=outdir / name))
         seen[name] = src
         dst = outdir / name
-        if dst.resolve() == src.resolve():
+        if _real(src, real_dirs) == _real_in(real_outdir, name):
             raise UsageError(_("{src} would be opened onto itself: choose another -o directory")
                              .format(src=src))
         pairs.append((src, dst))
     return pairs
+
+
+def _real(path: Path, real_dirs: dict[Path, Path]) -> Path:
+    """path.resolve(), resolving each directory once."""
+    if path.is_symlink():
+        return path.resolve()
+    parent = real_dirs.get(path.parent)
+    if parent is None:
+        parent = real_dirs[path.parent] = path.parent.resolve()
+    return parent / path.name
+
+
+def _real_in(real_dir: Path, name: str) -> Path:
+    dst = real_dir / name
+    return dst.resolve() if dst.is_symlink() else dst
+
+
+def start_workers(token_uri: str, config: Config, jobs: int, count: int,
+                  pins: PinSource) -> opening_workers.Workers | None:
+    """The worker processes of `--jobs`, if it needs any. Started first thing (before
+    another thread exists, so they can be forked), their start overlaps finding the
+    token and the login."""
+    if jobs < 1:
+        raise UsageError(_("--jobs must be at least 1"))
+    if pins.pinpad and jobs > 1:
+        raise UsageError(_("--jobs > 1 needs a PIN that can be reused; not with the PIN pad"))
+    if jobs > 1 and count > 1:
+        return opening_workers.Workers(token_uri, config, jobs)
+    return None
 
 
 def open_batch(
@@ -139,22 +170,19 @@ def open_batch(
     announce: Callable[[str], None] | None = None,
     wait: float | None = None,
     before_login: Callable[[], None] | None = None,
+    workers: opening_workers.Workers | None = None,
 ) -> list[FileResult]:
     """Open every pair into outdir. The PIN is read and checked once, before anything is written
     (after the PIN flags: see services/login.py). `before_login` runs once the token is
-    found, before its PIN is read (services.opening: the audit's start row).
+    found, before its PIN is read (services.opening: the audit's start row). `workers`,
+    from start_workers(), are used for jobs > 1 and closed here.
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """
-    if jobs < 1:
-        raise UsageError(_("--jobs must be at least 1"))
-    check_outdir(outdir)
-    if pins.pinpad and jobs > 1:
-        raise UsageError(_("--jobs > 1 needs a PIN that can be reused; not with the PIN pad"))
-    # The workers start now: their start overlaps finding the token and the login.
-    workers = (opening_workers.Workers(token_uri, config, jobs)
-               if jobs > 1 and len(pairs) > 1 else None)
     try:
+        check_outdir(outdir)
+        if workers is None:
+            workers = start_workers(token_uri, config, jobs, len(pairs), pins)
         with open_token(token_uri, config, wait=wait) as token:
             if before_login is not None:
                 before_login()

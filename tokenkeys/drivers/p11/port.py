@@ -132,6 +132,10 @@ class Port(Protocol):
         """C_Finalize + C_Initialize: every session of this module in the process ends."""
 
 
+# Every module this process has loaded (and initialised), through either binding.
+LOADED: set[str] = set()
+
+
 def load_once(cache: dict[str, T], module: str, load: Callable[[str], T]) -> T:
     """`load(real path)` once per process and real path: a symlinked second path
     would C_Initialize twice. `load` raises ModuleNotFound when the module does not load."""
@@ -140,6 +144,7 @@ def load_once(cache: dict[str, T], module: str, load: Callable[[str], T]) -> T:
     if lib is None:
         if not os.path.isfile(real):
             raise ModuleNotFound(_("PKCS#11 module not found: {module}").format(module=module))
+        LOADED.add(real)  # before C_Initialize: a module that failed half-way counts too
         with native_stderr_logged(real):
             lib = cache[real] = load(real)
     return lib

@@ -8,6 +8,7 @@ its own session. Outputs are published in groups (services/opening_files.py).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -21,7 +22,8 @@ from tokenkeys.errors import UsageError
 from tokenkeys.files import CommitGroup
 from tokenkeys.i18n import _
 from tokenkeys.services import login as login_service
-from tokenkeys.services import opening_workers
+from tokenkeys.services import opening_device, opening_workers
+from tokenkeys.services.opening_device import DeviceProcess
 from tokenkeys.services.opening_files import (
     DEVICE_FAILURES,
     Publisher,
@@ -34,6 +36,7 @@ from tokenkeys.services.opening_files import open_one as open_one
 from tokenkeys.types import PinSource, given_pin
 
 SUFFIXES = (".p7m", ".p7", ".cms", ".pem")
+log = logging.getLogger("tokenkeys.opening")
 # Enough to keep the device busy while others parse, decrypt AES and write.
 ENVELOPE_THREADS = 3
 
@@ -143,9 +146,13 @@ def _real_in(real_dir: Path, name: str) -> Path:
     return dst.resolve() if dst.is_symlink() else dst
 
 
+Helpers = opening_workers.Workers | DeviceProcess
+
+
 def start_workers(token_uri: str, config: Config, jobs: int, count: int,
-                  pins: PinSource) -> opening_workers.Workers | None:
-    """The worker processes of `--jobs`, if it needs any. Started first thing (before
+                  pins: PinSource) -> Helpers | None:
+    """The processes a batch needs besides this one: `--jobs` workers, or with one job
+    the device's process (services/opening_device.py). Started first thing (before
     another thread exists, so they can be forked), their start overlaps finding the
     token and the login."""
     if jobs < 1:
@@ -154,6 +161,11 @@ def start_workers(token_uri: str, config: Config, jobs: int, count: int,
         raise UsageError(_("--jobs > 1 needs a PIN that can be reused; not with the PIN pad"))
     if jobs > 1 and count > 1:
         return opening_workers.Workers(token_uri, config, jobs)
+    if (count >= opening_device.MIN_ENVELOPES and not pins.pinpad
+            and token_uri.startswith("pkcs11:")
+            and opening_workers.start_method() == "fork"):
+        log.debug("one job: the device's calls go to a process of their own")
+        return DeviceProcess(token_uri, config)
     return None
 
 
@@ -170,7 +182,7 @@ def open_batch(
     announce: Callable[[str], None] | None = None,
     wait: float | None = None,
     before_login: Callable[[], None] | None = None,
-    workers: opening_workers.Workers | None = None,
+    workers: Helpers | None = None,
 ) -> list[FileResult]:
     """Open every pair into outdir. The PIN is read and checked once, before anything is written
     (after the PIN flags: see services/login.py). `before_login` runs once the token is
@@ -190,8 +202,11 @@ def open_batch(
                                       announce=announce)
             keys = token.list_keys()
             make_outdir(outdir)
-            if workers is not None and pin is not None:
+            if isinstance(workers, opening_workers.Workers) and pin is not None:
                 done = workers.run(pairs, given_pin(pin), on_result)
+            elif isinstance(workers, DeviceProcess) and pin is not None:
+                remote = workers.start(given_pin(pin), keys)
+                done = _open_threaded(pairs, remote, on_result)
             else:
                 done = _pipelined(pairs, keys, on_result)
     finally:

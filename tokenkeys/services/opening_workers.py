@@ -78,14 +78,14 @@ def _worker_init(uri: str, config: Config, pin_queue: Any, pin_ready: Any, stop:
     # "user PIN not initialised").
     with start:
         try:
-            _worker_token = _open_in_worker(uri, config)
+            _worker_token = open_in_worker(uri, config)
             _worker_token.login(pins)
             _worker_keys = list(_worker_token.list_keys())
         except TokenKeysError as exc:
             _worker_error = exc
 
 
-def _open_in_worker(uri: str, config: Config) -> Token:
+def open_in_worker(uri: str, config: Config) -> Token:
     """The token the parent has just opened. SoftHSM2 (file store) sometimes shows
     a process that starts beside others no token at all: a miss here is transient,
     so look again (each look re-reads the module) before giving up."""

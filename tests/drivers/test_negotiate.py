@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -197,3 +198,33 @@ def test_plain_oaep_label_or_unknown_mgf_hash_is_refused() -> None:
         oaep_spec(oaep(hashes.SHA256(), label=b"a label"))
     with pytest.raises(MechanismUnsupported, match="sha256/an unknown mask generation"):
         oaep_spec(oaep(hashes.SHA256(), hashes.SHA3_256()))
+
+
+def _encoded(db_rest: bytes) -> bytes:
+    """EM for DB = lHash(sha256, no label) || db_rest, with a fixed seed."""
+    from tokenkeys.drivers.oaep import mgf1
+
+    l_hash = hashlib.sha256(b"").digest()
+    db = l_hash + db_rest
+    assert len(db) == K - 32 - 1
+    seed = bytes(range(32))
+    masked_db = bytes(a ^ b for a, b in zip(db, mgf1(seed, len(db), "sha256"), strict=True))
+    masked_seed = bytes(a ^ b for a, b in zip(seed, mgf1(masked_db, 32, "sha256"), strict=True))
+    return b"\x00" + masked_seed + masked_db
+
+
+@pytest.mark.parametrize("rest, message", [
+    (b"\x00" * 100 + b"\x01" + b"m" * 90, b"m" * 90),
+    (b"\x01" + b"m" * 190, b"m" * 190),  # no PS
+    (b"\x00" * 190 + b"\x01", b""),  # empty message
+    (b"\x00" * 100 + b"\x02" + b"m" * 90, None),  # another byte before the separator
+    (b"\x00" * 100 + b"\x03\x01" + b"m" * 89, None),
+    (b"\x00" * 191, None),  # no separator
+    (b"\xff" + b"\x00" * 189 + b"\x01", None),
+])
+def test_decoder_separator(rest: bytes, message: bytes | None) -> None:
+    em = _encoded(rest)
+    if message is None:
+        _errors(em)
+    else:
+        assert oaep_decode(em, K, "sha256") == message

@@ -8,7 +8,9 @@ through opening_files.open_one, in interleaved rounds:
 - one fsync per output, as before group commit;
 - one fsync per output and the BER reader's buffer at 1 MB whatever the file (the
   previous main);
-- the key agreement and AES-GCM alone (cryptography, no parsing, no file): the floor.
+- the key agreement and AES-GCM alone (cryptography, no parsing, no file): the floor;
+- the same as shipped for envelopes to an RSA-3072 key (RSAES-OAEP-SHA256, what a
+  batch on an HSM opens), with its floor: the RSA decryption and AES-GCM alone.
 Prints ms per envelope (min / median / max over rounds) and each row less the floor.
 """
 
@@ -20,12 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF  # noqa: E402
 
@@ -54,6 +57,29 @@ def floor(n: int, plain: bytes) -> float:
     return time.perf_counter() - start
 
 
+def rsa_floor(n: int, plain: bytes) -> float:
+    """RSA-3072 OAEP-SHA256 decryption + AES-256-GCM over the same size, n times: seconds."""
+    key = rsa.generate_private_key(65537, 3072)
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+    wrapped = key.public_key().encrypt(b"k" * 32, oaep)
+    nonce = b"\0" * 12
+    sealed = AESGCM(b"k" * 32).encrypt(nonce, plain, None)
+    start = time.perf_counter()
+    for _ in range(n):
+        AESGCM(key.decrypt(wrapped, oaep)).decrypt(nonce, sealed, None)
+    return time.perf_counter() - start
+
+
+def open_all(pairs: list[tuple[Path, Path]], keys: list[Any]) -> float:
+    """open_one over the pairs, outputs published in groups: seconds."""
+    start = time.perf_counter()
+    publisher = Publisher(CommitGroup(), lambda _result: None)
+    for src, dst in pairs:
+        publisher.take(open_one(src, dst, keys, publisher.group))
+    publisher.publish()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
@@ -61,13 +87,26 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tk-bench-env-"))
     uri = soft_store(work / "ks", ("K", "ec-p256", False))
+    rsa_uri = soft_store(work / "ks-rsa", ("R", "rsa3072", False))
     plain = b"offre " * 700  # about 4 KB
     (work / "plain").write_bytes(plain)
     bids = work / "bids"
     bids.mkdir()
     times: dict[str, list[float]] = {"as shipped": [], "fsync per output": [],
                                      "fsync per output, 1 MB reader buffer": [],
-                                     "floor: ECDH + KDF + AES-GCM only": []}
+                                     "floor: ECDH + KDF + AES-GCM only": [],
+                                     "RSA-3072 OAEP-SHA256, as shipped": [],
+                                     "floor: RSA-OAEP decryption + AES-GCM only": []}
+    rsa_bids = work / "rsa-bids"
+    rsa_bids.mkdir()
+    rsa_token = open_token(rsa_uri, Config())
+    rsa_token.login(given_pin(Secret(PIN)))
+    rsa_keys = rsa_token.list_keys()
+    rsa_cert = rsa_keys[0].certificate
+    assert rsa_cert is not None
+    for i in range(args.n):
+        seal(work / "plain", rsa_bids / f"bid-{i:04d}.p7m", [rsa_cert], SealOptions())
+    rsa_inputs = opening_batch.collect_inputs([rsa_bids])
     shipped = (envelope_open.READ_BLOCK, envelope_open.MIN_READ_BLOCK)
     with open_token(uri, Config()) as token:
         token.login(given_pin(Secret(PIN)))
@@ -80,28 +119,34 @@ def main() -> None:
         for r in range(args.rounds):
             for kind in times:
                 if kind.startswith("floor"):
-                    times[kind].append(floor(args.n, plain) / args.n)
+                    cost = rsa_floor if "RSA" in kind else floor
+                    times[kind].append(cost(args.n, plain) / args.n)
                     continue
                 envelope_open.MIN_READ_BLOCK = (envelope_open.READ_BLOCK if "1 MB" in kind
                                                 else shipped[1])
+                if kind.startswith("RSA"):
+                    out = work / f"{r}-rsa"
+                    out.mkdir()
+                    times[kind].append(open_all(opening_batch.plan(rsa_inputs, out), rsa_keys)
+                                       / args.n)
+                    continue
                 out = work / f"{r}-{list(times).index(kind)}"
                 out.mkdir()
                 pairs = opening_batch.plan(inputs, out)
-                start = time.perf_counter()
                 if kind == "as shipped":
-                    publisher = Publisher(CommitGroup(), lambda _result: None)
-                    for src, dst in pairs:
-                        publisher.take(open_one(src, dst, keys, publisher.group))
-                    publisher.publish()
-                else:
-                    for src, dst in pairs:
-                        open_one(src, dst, keys)
+                    times[kind].append(open_all(pairs, keys) / args.n)
+                    continue
+                start = time.perf_counter()
+                for src, dst in pairs:
+                    open_one(src, dst, keys)
                 times[kind].append((time.perf_counter() - start) / args.n)
         envelope_open.MIN_READ_BLOCK = shipped[1]
-    base = statistics.median(times["floor: ECDH + KDF + AES-GCM only"])
+    rsa_token.close()
     print(f"| one thread, {args.n} x 4 KB, {args.rounds} rounds | ms per envelope "
           "(min / median / max) | median less the floor |\n|---|---|---|")
     for kind, values in times.items():
+        base = statistics.median(times["floor: RSA-OAEP decryption + AES-GCM only" if "RSA" in kind
+                                       else "floor: ECDH + KDF + AES-GCM only"])
         ms = [v * 1000 for v in values]
         print(f"| {kind} | {min(ms):.3f} / {statistics.median(ms):.3f} / {max(ms):.3f} | "
               f"{(statistics.median(values) - base) * 1000:.3f} |")

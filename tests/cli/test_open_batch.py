@@ -229,7 +229,7 @@ def test_start_method_falls_back_to_spawn() -> None:
     """A thread, or a loaded PKCS#11 module, in the parent: the workers are spawned."""
     code = """if True:
         import threading
-        from tokenkeys.services import opening_workers as w
+        from tokenkeys.services import crossing as w
         print(w.start_method())
         stop = threading.Event()
         t = threading.Thread(target=stop.wait)

@@ -4,6 +4,7 @@ the command."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from tests.cli.test_open_batch import _damage, _descendants, _make_batch
 from tests.cli.test_open_batch import token_with_keys as token_with_keys
 from tokenkeys import errors
 from tokenkeys.drivers.oaep import DecryptFailed
-from tokenkeys.services.opening_device import MIN_ENVELOPES, described, rebuilt
+from tokenkeys.services.crossing import described, rebuilt
+from tokenkeys.services.opening_device import MIN_ENVELOPES
 
 LOG_LINE = "one job: the device's calls go to a process of their own"
 
@@ -83,8 +85,10 @@ def test_device_process_killed_stops_the_batch(token_with_keys: dict[str, Any],
     proc = _start(bids, out, token_with_keys["uri"], cli_env)
     while proc.poll() is None and len(list(out.glob("*"))) < 5:
         time.sleep(0.005)
-    children = [pid for pid in _descendants(proc.pid) if pid != proc.pid]
-    assert len(children) == 1, children  # the device's process, and only it
+    # The device's process has the module loaded; the audit's, beside it, has not.
+    children = [pid for pid in _descendants(proc.pid) if pid != proc.pid
+                and "softhsm" in Path(f"/proc/{pid}/maps").read_text()]
+    assert len(children) == 1, children
     os.kill(children[0], signal.SIGKILL)
     _stdout, err = proc.communicate(timeout=60)
     assert proc.returncode == errors.DeviceError.exit_code, err
@@ -120,3 +124,30 @@ def test_errors_cross_the_process_boundary(exc: Exception, kind: type[Exception]
     again = rebuilt(*described(exc))
     assert type(again) is kind and str(again) == str(exc)
     assert vars(again) == {k: v for k, v in vars(exc).items()}
+
+
+def test_command_leaves_the_registry_to_its_audit_process(
+        token_with_keys: dict[str, Any], tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """`open` forks its registry side first thing: the command itself never imports
+    SQLAlchemy, and both audit rows are written, the start row before any output."""
+    bids = tmp_path / "bids"
+    plain = _make_batch(bids, token_with_keys["certs"], 3)
+    out = tmp_path / "out"
+    code = ("import sys\n"
+            "from tokenkeys.cli.main import main\n"
+            "try:\n"
+            "    main(sys.argv[1:])\n"
+            "except SystemExit as done:\n"
+            "    assert not done.code, done.code\n"
+            "print('sqlalchemy' in sys.modules, 'tokenkeys.registry' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, "open", str(bids), "-o", str(out),
+                           "--token", token_with_keys["uri"]], env=cli_env,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["False", "False"], done.stdout + done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == plain
+    from tokenkeys.registry import Registry
+
+    with Registry.open(cli_env["TOKENKEYS_REGISTRY"]) as registry:
+        rows = [r for r in registry.audit_rows() if r.event in ("open-start", "open")]
+    assert [r.event for r in rows] == ["open-start", "open"]
+    assert json.loads(rows[0].details)["batch"] == json.loads(rows[1].details)["batch"]

@@ -209,7 +209,7 @@ def test_registry_opens_on_its_own_thread_while_the_token_is_found(
     monkeypatch.setattr(opening_batch, "open_token", open_token)
     monkeypatch.setattr(access, "open_registry", open_registry)
     done = run(config, sealed, tmp_path / "out", softhsm.pin)
-    assert threads == ["tokenkeys-audit-start"] and done.counts["opened"] == ENVELOPES
+    assert threads == ["tokenkeys-audit"] and done.counts["opened"] == ENVELOPES
     assert [r.event for r in audit(config)] == ["open-start", "open"]
 
 

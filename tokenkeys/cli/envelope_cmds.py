@@ -25,7 +25,6 @@ from tokenkeys.cli.translated import Command
 from tokenkeys.drivers import token_uri
 from tokenkeys.errors import BatchIncomplete
 from tokenkeys.i18n import N_, _, format_number, ngettext
-from tokenkeys.services import opening_batch
 
 FULL_TABLE = 50
 # The default first, as the help shows them.
@@ -99,10 +98,21 @@ def seal_cmd(app: App, input_path: Path, output: Path, recipients: tuple[Path, .
 def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Path, jobs: int,
              consultation: str | None, service: str | None, token: str | None,
              pin_file: Path | None, pinpad: bool) -> None:
-    from tokenkeys.services import opening  # SQLAlchemy: not for `--help`
+    from tokenkeys.services.opening_audit import AuditSide
 
-    found, unopened = opening_batch.collect(inputs)
-    pairs = opening_batch.plan(found, outdir)
+    # First: the registry's side imports SQLAlchemy on the other core while this
+    # process imports the rest and finds the token.
+    audit = AuditSide(app.config)
+    try:
+        from tokenkeys.services import opening, opening_batch
+
+        found, unopened = opening_batch.collect(inputs)
+        pairs = opening_batch.plan(found, outdir)
+        uri, pins = token_uri(token, app.config), user_pin(app, pin_file, pinpad)
+        service = service_name(app, service)
+    except BaseException:
+        audit.close()
+        raise
     show = sys.stderr.isatty() and not app.json
     bar = Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=app.err, disable=not show)
@@ -110,17 +120,17 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
 
     def advance(_result: object) -> None:
         # Shown from the first envelope on: not over the PIN prompt, and its thread
-        # not there yet when --jobs forks its workers (opening_workers.start_method).
+        # not there yet when --jobs forks its workers (crossing.start_method).
         if not bar.live.is_started:
             bar.start()
         bar.advance(task)
 
     try:
         opened = opening.open_envelopes(
-            app.config, pairs, outdir=outdir, token_uri=token_uri(token, app.config),
-            service=service_name(app, service), pins=user_pin(app, pin_file, pinpad),
+            app.config, pairs, outdir=outdir, token_uri=uri, service=service, pins=pins,
             consultation=consultation, unopened=unopened, jobs=jobs, on_result=advance,
-            allow_final_try=app.allow_final_try, announce=app.note, wait=app.wait_card)
+            allow_final_try=app.allow_final_try, announce=app.note, wait=app.wait_card,
+            audit=audit)
     finally:
         bar.stop()
     results = list(opened.results)

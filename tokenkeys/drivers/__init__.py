@@ -47,14 +47,6 @@ def open_token(uri: str | Pkcs11Uri | SoftUri, config: Config, wait: float | Non
     return P11Token.open(parsed, config, binding=binding, wait=wait)
 
 
-def modules_loaded() -> bool:
-    """Has this process loaded a PKCS#11 module? (A forked child would inherit it.)"""
-    import sys
-
-    port = sys.modules.get("tokenkeys.drivers.p11.port")  # not imported: none loaded
-    return bool(port is not None and port.LOADED)
-
-
 def list_tokens(config: Config) -> list[TokenInfo]:
     """Every initialised PKCS#11 token of every module found, then the software
     keystores the configuration knows (its default token, when it is soft:)."""

@@ -23,6 +23,7 @@ from tokenkeys.files import CommitGroup
 from tokenkeys.i18n import _
 from tokenkeys.services import login as login_service
 from tokenkeys.services import opening_device, opening_workers
+from tokenkeys.services.crossing import start_method
 from tokenkeys.services.opening_device import DeviceProcess
 from tokenkeys.services.opening_files import (
     DEVICE_FAILURES,
@@ -163,7 +164,7 @@ def start_workers(token_uri: str, config: Config, jobs: int, count: int,
         return opening_workers.Workers(token_uri, config, jobs)
     if (count >= opening_device.MIN_ENVELOPES and not pins.pinpad
             and token_uri.startswith("pkcs11:")
-            and opening_workers.start_method() == "fork"):
+            and start_method() == "fork"):
         log.debug("one job: the device's calls go to a process of their own")
         return DeviceProcess(token_uri, config)
     return None

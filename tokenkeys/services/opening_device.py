@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import pickle
 import signal
 import threading
 from collections.abc import Sequence
@@ -26,43 +25,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
-from tokenkeys import errors
 from tokenkeys.config import Config
 from tokenkeys.drivers import KeyHandle
 from tokenkeys.errors import DeviceError, KeyNotFound, TokenKeysError
 from tokenkeys.i18n import _
+from tokenkeys.services.crossing import described, rebuilt
 from tokenkeys.types import PinSource
 
 # Below this many envelopes, a second login costs more than the overlap saves.
 MIN_ENVELOPES = 16
 _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "secp256r1": ec.SECP256R1, "secp384r1": ec.SECP384R1, "secp521r1": ec.SECP521R1}
-
-
-def described(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
-    """An exception as (class, message, attributes) that any process can rebuild: the
-    nearest class of the error tree (DecryptFailed is an EnvelopeIntegrity), or
-    ValueError, the padding outcome of a software key."""
-    kind = next((c.__name__ for c in type(exc).__mro__
-                 if getattr(errors, c.__name__, None) is c), "DeviceError")
-    if isinstance(exc, ValueError) and not isinstance(exc, TokenKeysError):
-        kind = "ValueError"
-    attrs = dict(vars(exc))
-    try:
-        pickle.dumps(attrs)
-    except Exception:
-        attrs = {}
-    return kind, str(exc), attrs
-
-
-def rebuilt(kind: str, message: str, attrs: dict[str, Any]) -> Exception:
-    if kind == "ValueError":
-        return ValueError(message)
-    cls = getattr(errors, kind, DeviceError)
-    exc: Exception = cls.__new__(cls)
-    Exception.__init__(exc, message)
-    exc.__dict__.update(attrs)
-    return exc
 
 
 class RemoteKey:

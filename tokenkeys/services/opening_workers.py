@@ -10,18 +10,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokenkeys.config import Config
-from tokenkeys.drivers import Token, modules_loaded, open_token
+from tokenkeys.drivers import Token, open_token
 from tokenkeys.envelope import Identity
 from tokenkeys.errors import DeviceError, TokenKeysError, TokenNotFound
 from tokenkeys.files import CommitGroup
 from tokenkeys.i18n import _
+from tokenkeys.services.crossing import modules_loaded, start_method
 from tokenkeys.services.opening_files import (
     DEVICE_FAILURES,
     NOT_STARTED,
@@ -121,17 +121,6 @@ def _worker_open_one(src: Path, dst: Path, group: CommitGroup) -> FileResult:
             _worker_stop.set()
         return FileResult(str(src), str(dst), NOT_STARTED,
                           error_type=type(exc).__name__, error=str(exc))
-
-
-def start_method() -> str:
-    """fork while this process is still single-threaded and has not loaded a PKCS#11
-    module (a child must not inherit an initialised library or a lock another thread
-    holds): the workers then share the parent's imports instead of paying a new
-    interpreter each (about 0.4 s of CPU). spawn otherwise."""
-    if ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-            and not modules_loaded()):
-        return "fork"
-    return "spawn"
 
 
 class Workers:

@@ -31,6 +31,15 @@ class Obj:
     def provisional(self) -> bool:
         return self.label.startswith(PROVISIONAL)
 
+    @property
+    def torn(self) -> bool:
+        """SoftHSM2's own half-written object file: a kill inside its C_CreateObject
+        write leaves one that lists as a data object (class 0) with no label and no id.
+        tokenkeys makes no data objects, cannot see this one through PKCS#11 as a key,
+        and SoftHSM2 will not delete it (docs/drivers.md)."""
+        return self.kind.startswith("Data object") and self.label in ("", "<empty>") \
+            and not self.id
+
 
 def token_objects(module: str, label: str, env: dict[str, str]) -> list[Obj]:
     """Every object of the token after login, read by pkcs11-tool (OpenSC), not tokenkeys."""

@@ -119,6 +119,7 @@ def state_of(objects: list[Obj], row: KeyRow | None, name: str, key_id: str | No
 def check_token(objects: list[Obj], names: list[str], rows: list[KeyRow]) -> None:
     """Exactly the complete keys `names`, each where the registry records it."""
     assert not [o for o in objects if o.provisional], [o for o in objects if o.provisional]
+    objects = [o for o in objects if not o.torn]
     strays = [o for o in objects if o.label not in names]
     assert not strays and len(objects) == 3 * len(names), strays
     for name in names:

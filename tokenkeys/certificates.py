@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from asn1crypto import x509 as a1x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -141,6 +140,8 @@ def check_subject_text(cert: x509.Certificate) -> None:
     `share import`) whose subject holds control characters, a CN over 64 characters
     or another value over 256: such names would be shown on every `key list`.
     Read with asn1crypto, which emits no warning on oversized names."""
+    from asn1crypto import x509 as a1x509  # here only: the registry imports this module
+
     try:
         subject = a1x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))[
             "tbs_certificate"]["subject"]

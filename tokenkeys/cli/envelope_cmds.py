@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tokenkeys import keyalg
 from tokenkeys.cli.app import word
@@ -100,8 +99,9 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
              pin_file: Path | None, pinpad: bool) -> None:
     from tokenkeys.services.opening_audit import AuditSide
 
-    # First: the registry's side imports SQLAlchemy on the other core while this
-    # process imports the rest and finds the token.
+    # First (the imports this needs come after it): the registry's side imports
+    # SQLAlchemy on the other core while this process imports the rest and finds the
+    # token.
     audit = AuditSide(app.config)
     try:
         from tokenkeys.services import opening, opening_batch
@@ -113,6 +113,14 @@ def open_cmd(ctx: click.Context, app: App, inputs: tuple[Path, ...], outdir: Pat
     except BaseException:
         audit.close()
         raise
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     show = sys.stderr.isatty() and not app.json
     bar = Progress(TextColumn("opening"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=app.err, disable=not show)

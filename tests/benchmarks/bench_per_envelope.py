@@ -80,6 +80,18 @@ def open_all(pairs: list[tuple[Path, Path]], keys: list[Any]) -> float:
     return time.perf_counter() - start
 
 
+def sealed_to(token: Any, plain: Path, bids: Path, n: int) -> tuple[list[Any], list[Path]]:
+    """Log in, seal n envelopes of `plain` to the token's key into `bids`: (keys, inputs)."""
+    token.login(given_pin(Secret(PIN)))
+    keys = token.list_keys()
+    cert = keys[0].certificate
+    assert cert is not None
+    bids.mkdir(exist_ok=True)
+    for i in range(n):
+        seal(plain, bids / f"bid-{i:04d}.p7m", [cert], SealOptions())
+    return keys, opening_batch.collect_inputs([bids])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
@@ -97,25 +109,10 @@ def main() -> None:
                                      "floor: ECDH + KDF + AES-GCM only": [],
                                      "RSA-3072 OAEP-SHA256, as shipped": [],
                                      "floor: RSA-OAEP decryption + AES-GCM only": []}
-    rsa_bids = work / "rsa-bids"
-    rsa_bids.mkdir()
-    rsa_token = open_token(rsa_uri, Config())
-    rsa_token.login(given_pin(Secret(PIN)))
-    rsa_keys = rsa_token.list_keys()
-    rsa_cert = rsa_keys[0].certificate
-    assert rsa_cert is not None
-    for i in range(args.n):
-        seal(work / "plain", rsa_bids / f"bid-{i:04d}.p7m", [rsa_cert], SealOptions())
-    rsa_inputs = opening_batch.collect_inputs([rsa_bids])
     shipped = (envelope_open.READ_BLOCK, envelope_open.MIN_READ_BLOCK)
-    with open_token(uri, Config()) as token:
-        token.login(given_pin(Secret(PIN)))
-        keys = token.list_keys()
-        cert = keys[0].certificate
-        assert cert is not None
-        for i in range(args.n):
-            seal(work / "plain", bids / f"bid-{i:04d}.p7m", [cert], SealOptions())
-        inputs = opening_batch.collect_inputs([bids])
+    with open_token(uri, Config()) as token, open_token(rsa_uri, Config()) as rsa_token:
+        keys, inputs = sealed_to(token, work / "plain", bids, args.n)
+        rsa_keys, rsa_inputs = sealed_to(rsa_token, work / "plain", work / "rsa-bids", args.n)
         for r in range(args.rounds):
             for kind in times:
                 if kind.startswith("floor"):
@@ -141,7 +138,6 @@ def main() -> None:
                     open_one(src, dst, keys)
                 times[kind].append((time.perf_counter() - start) / args.n)
         envelope_open.MIN_READ_BLOCK = shipped[1]
-    rsa_token.close()
     print(f"| one thread, {args.n} x 4 KB, {args.rounds} rounds | ms per envelope "
           "(min / median / max) | median less the floor |\n|---|---|---|")
     for kind, values in times.items():

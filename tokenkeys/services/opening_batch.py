@@ -2,8 +2,9 @@
 
 python-pkcs11 segfaults with two threads calling SoftHSM2 at once (docs/drivers.md).
 One process confines its device calls to one thread (drivers/device_thread.py) and opens
-envelopes on others; --jobs N adds processes (services/opening_workers.py), each with
-its own session. Outputs are published in groups (services/opening_files.py).
+envelopes on others; from 16 envelopes on, those calls go to a process of their own
+(services/opening_device.py); --jobs N adds processes (services/opening_workers.py),
+each with its own session. Outputs are published in groups (services/opening_files.py).
 """
 
 from __future__ import annotations
@@ -187,8 +188,9 @@ def open_batch(
 ) -> list[FileResult]:
     """Open every pair into outdir. The PIN is read and checked once, before anything is written
     (after the PIN flags: see services/login.py). `before_login` runs once the token is
-    found, before its PIN is read (services.opening: the audit's start row). `workers`,
-    from start_workers(), are used for jobs > 1 and closed here.
+    found, before its PIN is read (services.opening: the audit's start row). `workers`:
+    what start_workers() started (the --jobs workers or the device's process), closed
+    here; started here when not given.
 
     A failed envelope does not stop the others; it is reported in its FileResult.
     """

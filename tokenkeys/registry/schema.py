@@ -23,8 +23,8 @@ def created() -> list[sa.Column[str]]:
 def live_unique(name: str, *columns: str) -> sa.Index:
     """Unique among the rows not marked deleted: a partial index on both backends, made by
     the migrations. Here (queries, Alembic's comparison) only SQLite's condition is
-    named: naming PostgreSQL's would import that dialect, and asyncio with it (30 ms),
-    in every command that opens a SQLite registry."""
+    named: naming PostgreSQL's would import that dialect (about 30 ms) in every command
+    that opens a SQLite registry."""
     return sa.Index(name, *columns, unique=True, sqlite_where=sa.text("deleted_at IS NULL"))
 
 

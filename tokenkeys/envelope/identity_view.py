@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from asn1crypto import x509 as a1x509
 from cryptography.hazmat.primitives import serialization
@@ -60,11 +63,38 @@ class IdentityView:
 
     @classmethod
     def of(cls, identity: Identity) -> IdentityView:
-        skis = {ski_of(identity.public_key)}
-        if identity.certificate is None:
-            return cls(identity, None, None, frozenset(skis))
-        der = identity.certificate.public_bytes(serialization.Encoding.DER)
-        issuer, serial, ski = _certificate_facts(der)
-        if ski:
-            skis.add(ski)
-        return cls(identity, issuer, serial, frozenset(skis))
+        key, cert = identity.public_key, identity.certificate
+        with _LOCK:
+            known = _FACTS.get(identity) if _weakly_held(identity) else None
+        if known is not None and known[0] is key and known[1] is cert:
+            return cls(identity, *known[2])
+        skis = {ski_of(key)}
+        issuer, serial = None, None
+        if cert is not None:
+            issuer, serial, ski = _certificate_facts(
+                cert.public_bytes(serialization.Encoding.DER))
+            if ski:
+                skis.add(ski)
+        facts = (issuer, serial, frozenset(skis))
+        if _weakly_held(identity):
+            with _LOCK:
+                _FACTS[identity] = (key, cert, facts)
+        return cls(identity, *facts)
+
+
+# A batch matches the same few identities against every envelope: their facts (a
+# DER encoding and a SHA-1 each time) are kept while the identity lives, for as long
+# as its key and certificate are the same objects.
+_Facts = tuple[a1x509.Name | None, int | None, frozenset[bytes]]
+_FACTS: weakref.WeakKeyDictionary[Any, tuple[object, object, _Facts]] = (
+    weakref.WeakKeyDictionary())
+_LOCK = threading.Lock()
+
+
+def _weakly_held(identity: object) -> bool:
+    try:
+        weakref.ref(identity)
+        hash(identity)
+    except TypeError:
+        return False
+    return True

@@ -291,11 +291,9 @@ class BerReader:
         self.close(h)
 
     def _copy_buffered(self, h: Header, budget: Budget, out: bytearray, depth: int) -> bool:
-        """The fast path of _walk: a definite-length DER element already in the buffer
-        is counted in place and copied at once (a bid's RecipientInfo in one step
-        instead of a dozen header reads). False, having consumed nothing, for anything
-        else (indefinite or non-minimal lengths, high tag numbers, a budget or nesting
-        limit reached): _walk then reads it element by element and says what is wrong."""
+        """_walk's fast path: a definite-length DER element already in the buffer is
+        counted in place and copied at once. False, having consumed nothing, for anything
+        else (BER forms, a limit reached): _walk then says what is wrong."""
         if h.length is None or h.length > self._available():
             return False
         total = h.content_start - h.start + h.length

@@ -267,9 +267,8 @@ def parse_recipient_infos(raws: list[bytes]) -> list[Recipient]:
     return out
 
 
-# The envelopes of a batch repeat their recipient identifiers and algorithms byte
-# for byte: each distinct encoding is parsed once (a fifth of the Python time of a
-# small bid). The cached values are never changed once built.
+# A batch repeats its recipient identifiers and algorithms byte for byte: each
+# distinct encoding is parsed once. The cached values are never changed once built.
 _SEEN = 256
 
 

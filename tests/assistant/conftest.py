@@ -92,6 +92,18 @@ def make(tmp_path: Path, config: Config, **settings: Any) -> tuple[Any, Assistan
     return build(chosen, config)
 
 
+@contextmanager
+def paired(tmp_path: Path, config: Config, **settings: Any) -> Iterator[Running]:
+    """A running assistant (approvals answered within 10 s unless `settings` says
+    otherwise) and a page of the platform paired with it."""
+    settings.setdefault("approval_timeout", 10.0)
+    app, assistant = make(tmp_path, config, **settings)
+    with TestClient(app, base_url=BASE) as client:
+        running = Running(client, assistant)
+        running.pair()
+        yield running
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return Config(registry=str(tmp_path / "registry.sqlite"))

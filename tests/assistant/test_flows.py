@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
-from tests.assistant.conftest import BASE, PLATFORM, Running, free_port, make, served
+from tests.assistant.conftest import PLATFORM, Running, free_port, make, paired, served
 from tests.conftest import SoftHSM
 from tokenkeys.config import Config
 from tokenkeys.services import sealing
@@ -29,10 +28,7 @@ def hsm(softhsm: SoftHSM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.delenv("TOKENKEYS_PIN", raising=False)  # the PIN comes from the approval only
     uri = softhsm.uri(softhsm.new_token("asst"))
     config = Config(token=uri, registry=str(tmp_path / "registry.sqlite"))
-    app, assistant = make(tmp_path, config, approval_timeout=10.0)
-    with TestClient(app, base_url=BASE) as client:
-        running = Running(client, assistant)
-        running.pair()
+    with paired(tmp_path, config) as running:
         yield running
 
 
@@ -86,11 +82,8 @@ def test_refused_approval_changes_nothing(hsm: Running) -> None:
 def test_an_approval_not_given_in_time_is_refused(softhsm: SoftHSM, tmp_path: Path) -> None:
     config = Config(token=softhsm.uri(softhsm.new_token("late")),
                     registry=str(tmp_path / "registry.sqlite"))
-    app, assistant = make(tmp_path, config, approval_timeout=0.5)
-    with TestClient(app, base_url=BASE) as client:
-        r = Running(client, assistant)
-        r.pair()
-        answer = client.post("/v1/keys", headers=r.headers(), json={"designation": "LATE"})
+    with paired(tmp_path, config, approval_timeout=0.5) as r:
+        answer = r.client.post("/v1/keys", headers=r.headers(), json={"designation": "LATE"})
     assert answer.status_code == 403
     assert answer.json()["error"]["type"] == "ApprovalRefused"
     assert "within" in answer.json()["error"]["message"]
@@ -252,33 +245,28 @@ def test_an_envelope_over_the_limit_is_refused_and_leaves_nothing(
         softhsm: SoftHSM, tmp_path: Path) -> None:
     config = Config(token=softhsm.uri(softhsm.new_token("lim")),
                     registry=str(tmp_path / "registry.sqlite"))
-    app, assistant = make(tmp_path, config, max_body=4096, approval_timeout=10.0)
-    with TestClient(app, base_url=BASE) as client:
-        r = Running(client, assistant)
-        r.pair()
+    with paired(tmp_path, config, max_body=4096) as r:
         _bound(r, tmp_path)
-        start = r.with_approval(lambda: client.post("/v1/openings", headers=r.headers(),
-                                                    json={"consultation": "2026-AO-001"}))
+        start = r.with_approval(lambda: r.client.post("/v1/openings", headers=r.headers(),
+                                                      json={"consultation": "2026-AO-001"}))
         session = start.json()["session"]
-        big = client.post(f"/v1/openings/{session}/envelopes", content=iter([b"0" * 4096] * 3),
-                          headers=r.headers(kind="application/octet-stream"))
+        big = r.client.post(f"/v1/openings/{session}/envelopes",
+                            content=iter([b"0" * 4096] * 3),
+                            headers=r.headers(kind="application/octet-stream"))
         assert big.status_code == 413 and big.json()["error"]["type"] == "LimitExceeded"
-        assert list(Path(assistant.workdir).iterdir()) == []
+        assert list(Path(r.assistant.workdir).iterdir()) == []
 
 
 def test_stopping_closes_sessions_and_logs_out(softhsm: SoftHSM, tmp_path: Path) -> None:
     label = softhsm.new_token("stop")
     config = Config(token=softhsm.uri(label), registry=str(tmp_path / "registry.sqlite"))
-    app, assistant = make(tmp_path, config, approval_timeout=10.0)
-    with TestClient(app, base_url=BASE) as client:
-        r = Running(client, assistant)
-        r.pair()
+    with paired(tmp_path, config) as r:
         _bound(r, tmp_path)
-        start = r.with_approval(lambda: client.post("/v1/openings", headers=r.headers(),
-                                                    json={"consultation": "2026-AO-001"}))
+        start = r.with_approval(lambda: r.client.post("/v1/openings", headers=r.headers(),
+                                                      json={"consultation": "2026-AO-001"}))
         assert start.status_code == 201
-        workdir = assistant.workdir
-    assert assistant.sessions == {} and not workdir.exists()
+        workdir = r.assistant.workdir
+    assert r.assistant.sessions == {} and not workdir.exists()
     with open_registry(config) as registry:
         ends = [json.loads(a.details) for a in registry.audit_rows(event="open")]
     assert ends and ends[-1]["error"] == "Interrupted"

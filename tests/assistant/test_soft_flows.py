@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
-from tests.assistant.conftest import BASE, Running, make
+from tests.assistant.conftest import Running, paired
 from tests.cli.share_support import PIN, soft_store
 from tokenkeys.config import Config
 from tokenkeys.services import sealing
@@ -21,10 +20,7 @@ def soft(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
     monkeypatch.delenv("TOKENKEYS_PIN", raising=False)  # the PIN comes from the approval only
     uri = soft_store(tmp_path / "keystore")
     config = Config(token=uri, registry=str(tmp_path / "registry.sqlite"))
-    app, assistant = make(tmp_path, config, approval_timeout=10.0)
-    with TestClient(app, base_url=BASE) as client:
-        running = Running(client, assistant)
-        running.pair()
+    with paired(tmp_path, config) as running:
         yield running
 
 

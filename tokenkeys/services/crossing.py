@@ -46,10 +46,23 @@ def described(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
     return kind, str(exc), attrs
 
 
+def error_class(name: str | None) -> type[TokenKeysError]:
+    """The error class a name gives (a FileResult's error_type, described()'s class),
+    TokenKeysError if none is: errors cross processes as names, and exit codes come
+    from classes."""
+    found = getattr(errors, name or "", None)
+    if isinstance(found, type) and issubclass(found, TokenKeysError):
+        return found
+    return TokenKeysError
+
+
 def rebuilt(kind: str, message: str, attrs: dict[str, Any]) -> Exception:
+    """The exception described() described. A name it cannot give is a DeviceError."""
     if kind == "ValueError":
         return ValueError(message)
-    cls = getattr(errors, kind, DeviceError)
+    cls = error_class(kind)
+    if cls is TokenKeysError and kind != TokenKeysError.__name__:
+        cls = DeviceError
     exc: Exception = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.__dict__.update(attrs)

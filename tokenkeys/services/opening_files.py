@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from tokenkeys import errors, files
+from tokenkeys import files
 from tokenkeys.envelope import Identity, open_envelope
 from tokenkeys.errors import (
     DeviceError,
@@ -27,6 +27,7 @@ from tokenkeys.errors import (
 )
 from tokenkeys.files import CommitGroup
 from tokenkeys.i18n import _
+from tokenkeys.services.crossing import error_class as error_class
 from tokenkeys.services.envelope_kinds import explain
 
 # The device failed, not the envelope: the batch stops at the first one.
@@ -47,15 +48,6 @@ def stopped(exc: TokenKeysError, done: int, total: int) -> TokenKeysError:
                   "(outputs written are complete; run the command again to open the rest)")
                 .format(exc=exc, done=done, total=total, left=left),)
     return exc
-
-
-def error_class(name: str | None) -> type[TokenKeysError]:
-    """The error class a FileResult names (error_type), TokenKeysError if none is:
-    results cross process boundaries as names, and exit codes come from classes."""
-    found = getattr(errors, name or "", None)
-    if isinstance(found, type) and issubclass(found, TokenKeysError):
-        return found
-    return TokenKeysError
 
 
 @dataclass(frozen=True)

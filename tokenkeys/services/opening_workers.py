@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tokenkeys.config import Config
 from tokenkeys.drivers import Token, open_token
@@ -21,7 +21,7 @@ from tokenkeys.envelope import Identity
 from tokenkeys.errors import DeviceError, TokenKeysError, TokenNotFound
 from tokenkeys.files import CommitGroup
 from tokenkeys.i18n import _
-from tokenkeys.services.crossing import modules_loaded, start_method
+from tokenkeys.services.crossing import modules_loaded, rebuilt, start_method
 from tokenkeys.services.opening_files import (
     DEVICE_FAILURES,
     NOT_STARTED,
@@ -39,12 +39,9 @@ log = logging.getLogger("tokenkeys.opening")
 
 def device_failure(kind: str, message: str) -> TokenKeysError:
     """A worker's device failure, raised again in the parent as its own class."""
-    cls = error_class(kind)
-    if not issubclass(cls, DEVICE_FAILURES):
-        cls = DeviceError
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message)
-    return exc
+    if not issubclass(error_class(kind), DEVICE_FAILURES):
+        kind = DeviceError.__name__
+    return cast(TokenKeysError, rebuilt(kind, message, {}))  # a DEVICE_FAILURES class
 
 
 # Worker state: one token, logged in once, per worker process.

@@ -19,6 +19,7 @@ from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.errors import PinIncorrect, RegistryReadOnly, RegistryUnavailable
 from tokenkeys.registry import AuditRow, Registry
 from tokenkeys.services import access, consultations, opening, opening_batch
+from tokenkeys.services.opening_audit import AuditSide
 from tokenkeys.services.opening_batch import FileResult
 from tokenkeys.types import PinSource, Secret
 
@@ -232,3 +233,25 @@ def test_jobs_workers_start_before_the_login(config: Config, softhsm: Any,
     done = run(config, sealed, tmp_path / "out", softhsm.pin, jobs=2)
     assert seen == [2] and done.counts["opened"] == ENVELOPES
     assert multiprocessing.active_children() == []
+
+
+def test_workers_stop_when_the_audit_side_is_gone_before_the_batch(
+        config: Config, sealed: tuple[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's side died before it got the batch: the error is the registry's,
+    and the --jobs workers already started do not outlive the call."""
+    started: list[Any] = []
+    real = opening_batch.start_workers
+
+    def spied(*args: Any) -> Any:
+        started.append(real(*args))
+        return started[-1]
+
+    monkeypatch.setattr(opening_batch, "start_workers", spied)
+    gone = AuditSide(config)
+    gone.close()  # its side has left: begin() cannot reach it
+    with pytest.raises(RegistryUnavailable, match="the audit process stopped"):
+        run(config, sealed, tmp_path / "out", "654321", jobs=2, audit=gone)
+    (workers,) = started
+    assert workers is not None and not any(p.is_alive() for p in workers._pool._pool)
+    assert not (tmp_path / "out").exists()

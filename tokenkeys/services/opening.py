@@ -67,16 +67,20 @@ def open_envelopes(
     `unopened`: inputs found but not opened (opening_batch.collect's second list); they are
     reported and recorded with the rest. `audit`: the registry's side, started as early
     as the caller could (the earlier, the more of its import overlaps the command's own
-    start); closed here. Raises the registry's errors before
-    the PIN is read; a batch that stops (device failure, PIN error, Ctrl-C) raises
-    after its end row is written.
+    start); closed here. Raises the registry's errors before the PIN is read; a batch
+    that stops (device failure, PIN error, Ctrl-C) raises after its end row is written.
     """
     audit = audit or AuditSide(config)
     try:
         opening_batch.check_outdir(outdir)  # a bad -o stops here, before any audit row
         # The workers while this process has one thread: they can be forked.
         workers = opening_batch.start_workers(token_uri, config, jobs, len(pairs), pins)
-        audit.begin(service, consultation, token_uri, outdir, pairs)
+        try:
+            audit.begin(service, consultation, token_uri, outdir, pairs)
+        except BaseException:  # its side is gone: open_batch, which closes them, never runs
+            if workers is not None:
+                workers.close()
+            raise
         return _audited(audit, config, pairs, outdir=outdir, token_uri=token_uri, pins=pins,
                         unopened=unopened, jobs=jobs, on_result=on_result,
                         allow_final_try=allow_final_try, announce=announce, wait=wait,

@@ -14,6 +14,7 @@ from cryptography import x509
 
 from tests.cli.conftest import TK
 from tokenkeys.envelope import SealOptions, seal
+from tokenkeys.services.opening_device import MIN_ENVELOPES
 
 
 @pytest.fixture
@@ -172,7 +173,7 @@ def test_pin_never_in_any_worker_argv(token_with_keys: dict[str, Any], tmp_path:
     """The PIN reaches the --jobs workers, or the device's process of one job, through
     the multiprocessing pipe only."""
     bids = tmp_path / "bids"
-    _make_batch(bids, token_with_keys["certs"], 60)
+    _make_batch(bids, token_with_keys["certs"], MIN_ENVELOPES)  # one job: its device process
     proc = subprocess.Popen(
         [sys.executable, "-m", "tokenkeys", "open", str(bids), "-o", str(tmp_path / "out"),
          "--token", token_with_keys["uri"], "--jobs", jobs],

@@ -14,7 +14,7 @@ Where the kernel offers no O_TMPFILE, the atomic writer's named temp files
 (`.NAME.XXXXXXXX.part`, 0600) survive a SIGKILL: a second test forces that path
 and checks they are hidden, private, and named after an output of the start row.
 
-Short by default (20 kills, 60 envelopes); TOKENKEYS_STRESS=full for 100 kills.
+Short by default (20 kills, 160 envelopes); TOKENKEYS_STRESS=full for 100 kills.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ from tests.cli.conftest import TK
 from tests.conftest import token_with_key
 from tokenkeys.envelope import SealOptions, seal
 from tokenkeys.registry import AuditRow, Registry
+from tokenkeys.services.opening_device import MIN_ENVELOPES
 
 FULL = os.environ.get("TOKENKEYS_STRESS") == "full"
-ENVELOPES = 300 if FULL else 60
+# Over opening_device.MIN_ENVELOPES: --jobs 1 rounds run with the device's own process.
+ENVELOPES = 300 if FULL else MIN_ENVELOPES + 10
 KILLS = 100 if FULL else 20
 SEED = 20270514
 POLL = 0.002

@@ -2,7 +2,7 @@
 
 python-pkcs11 segfaults with two threads calling SoftHSM2 at once (docs/drivers.md).
 One process confines its device calls to one thread (drivers/device_thread.py) and opens
-envelopes on others; from 16 envelopes on, those calls go to a process of their own
+envelopes on others; from 150 envelopes on, those calls go to a process of their own
 (services/opening_device.py); --jobs N adds processes (services/opening_workers.py),
 each with its own session. Outputs are published in groups (services/opening_files.py).
 """

@@ -32,8 +32,10 @@ from tokenkeys.i18n import _
 from tokenkeys.services.crossing import described, rebuilt
 from tokenkeys.types import PinSource
 
-# Below this many envelopes, a second login costs more than the overlap saves.
-MIN_ENVELOPES = 16
+# The child costs about 50 ms (its fork, its token opening and login) and saves about
+# 0.3 ms per envelope: below this many, a batch is faster without it
+# (tests/benchmarks/bench_device_process.py; docs/benchmarks.md).
+MIN_ENVELOPES = 150
 _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "secp256r1": ec.SECP256R1, "secp384r1": ec.SECP384R1, "secp521r1": ec.SECP521R1}
 
